@@ -1,0 +1,252 @@
+//! Mobula's public HTTP gateway: the storage API of SPEC §3.
+//!
+//! Stateless: everything it knows comes from the metadata service (namespace, node registry)
+//! and the storage nodes (bytes). Many gateways may run side by side.
+//!
+//! A request goes: request id → path parsing ([`path`]) → account check → authentication
+//! seam ([`auth`]) → a handler ([`objects`], [`read`], [`dirs`], [`uploads`]). Errors are
+//! [`ApiError`]s rendered as `{"code","message"}`; every response carries `x-request-id`.
+
+pub mod auth;
+pub mod dirs;
+pub mod headers;
+pub mod nodes;
+pub mod objects;
+pub mod path;
+pub mod read;
+pub mod reclaim;
+pub mod uploads;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use http::{HeaderValue, Method, Response, StatusCode};
+use hyper::body::Incoming;
+use mobula_http::{ApiError, Body, Code, Request};
+use mobula_metadata::MetadataClient;
+use mobula_storage_node::NodeClient;
+use tokio::net::TcpListener;
+
+use crate::auth::{authorize, Authenticator, TrustPathAccount};
+use crate::nodes::Nodes;
+use crate::path::ApiPath;
+
+/// Gateway settings.
+#[derive(Debug, Clone)]
+pub struct GatewayConfig {
+    pub metadata_url: String,
+    /// A client that sends no body bytes for this long is cut off (`UploadTimeout`).
+    pub upload_timeout: Duration,
+    /// Largest object accepted.
+    pub max_object_size: u64,
+    /// Smallest multipart part except the last.
+    pub min_part_size: u64,
+    /// How often the storage-node registry is reloaded.
+    pub nodes_refresh: Duration,
+    /// How often unreferenced data is reclaimed from the nodes.
+    pub reclaim_every: Duration,
+}
+
+impl GatewayConfig {
+    pub fn new(metadata_url: &str) -> Self {
+        GatewayConfig {
+            metadata_url: metadata_url.to_string(),
+            upload_timeout: Duration::from_secs(60),
+            max_object_size: 5 << 40,
+            min_part_size: 5 << 20,
+            nodes_refresh: Duration::from_millis(500),
+            reclaim_every: Duration::from_secs(1),
+        }
+    }
+}
+
+/// Shared state of one gateway.
+#[derive(Debug)]
+pub struct Gateway {
+    pub cfg: GatewayConfig,
+    pub meta: MetadataClient,
+    pub nodes: Nodes,
+    pub node_client: NodeClient,
+    pub auth: Box<dyn Authenticator>,
+    accounts: Mutex<HashMap<String, Instant>>,
+}
+
+/// How long a positive account lookup is trusted.
+const ACCOUNT_CACHE: Duration = Duration::from_secs(30);
+
+impl Gateway {
+    /// A gateway with the pre-authentication seam ([`TrustPathAccount`]).
+    pub fn new(cfg: GatewayConfig) -> Arc<Gateway> {
+        Self::with_auth(cfg, Box::new(TrustPathAccount))
+    }
+
+    pub fn with_auth(cfg: GatewayConfig, auth: Box<dyn Authenticator>) -> Arc<Gateway> {
+        let meta = MetadataClient::new(&cfg.metadata_url);
+        Arc::new(Gateway {
+            nodes: Nodes::new(meta.clone()),
+            meta,
+            node_client: NodeClient::new(),
+            auth,
+            cfg,
+            accounts: Mutex::new(HashMap::new()),
+        })
+    }
+
+    async fn check_account(&self, name: &str) -> Result<(), ApiError> {
+        {
+            let c = self.accounts.lock().unwrap_or_else(|p| p.into_inner());
+            if c.get(name).is_some_and(|t| t.elapsed() < ACCOUNT_CACHE) {
+                return Ok(());
+            }
+        }
+        if self.meta.account_exists(name).await? {
+            self.accounts
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(name.to_string(), Instant::now());
+            Ok(())
+        } else {
+            Err(ApiError::new(
+                Code::AccountDoesNotExist,
+                format!("account {name} does not exist"),
+            ))
+        }
+    }
+}
+
+/// Serve the gateway on `listener` until `shutdown` resolves; runs the node-registry refresh
+/// and the reclaimer alongside.
+pub async fn run(gw: Arc<Gateway>, listener: TcpListener, shutdown: impl std::future::Future<Output = ()>) {
+    let _ = gw.nodes.refresh().await;
+    let g1 = gw.clone();
+    let g2 = gw.clone();
+    let refresh = async move { g1.nodes.refresh_loop(g1.cfg.nodes_refresh).await };
+    let reclaim = async move { reclaim::run(&g2).await };
+    let g = gw.clone();
+    let server = mobula_http::serve(
+        listener,
+        move |req| handle(g.clone(), req),
+        shutdown,
+        Duration::from_secs(10),
+    );
+    tokio::select! {
+        _ = server => {}
+        _ = refresh => {}
+        _ = reclaim => {}
+    }
+}
+
+/// Handle one request: route it, render errors, stamp `x-request-id`.
+pub async fn handle(gw: Arc<Gateway>, req: Request) -> Response<Body> {
+    let request_id = uuid::Uuid::new_v4().to_string();
+    let method = req.method().clone();
+    let uri = req.uri().clone();
+    let mut resp = match route(&gw, req).await {
+        Ok(r) => r,
+        Err(e) => {
+            if e.code == Code::InternalError {
+                tracing::error!(%request_id, "{method} {uri}: {e}");
+            } else {
+                tracing::debug!(%request_id, "{method} {uri}: {e}");
+            }
+            let head = method == Method::HEAD;
+            let mut r = e.into_response();
+            if head {
+                *r.body_mut() = mobula_http::empty();
+            }
+            r
+        }
+    };
+    if let Ok(v) = HeaderValue::from_str(&request_id) {
+        resp.headers_mut().insert("x-request-id", v);
+    }
+    resp
+}
+
+/// Query parameters, decoded.
+pub fn query(req: &http::request::Parts) -> HashMap<String, String> {
+    let mut out = HashMap::new();
+    if let Some(q) = req.uri.query() {
+        for pair in q.split('&').filter(|p| !p.is_empty()) {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            let dec = |s: &str| {
+                percent_encoding::percent_decode_str(&s.replace('+', " "))
+                    .decode_utf8_lossy()
+                    .to_string()
+            };
+            out.insert(dec(k), dec(v));
+        }
+    }
+    out
+}
+
+async fn route(gw: &Arc<Gateway>, req: Request) -> Result<Response<Body>, ApiError> {
+    let (parts, body) = req.into_parts();
+    if parts.uri.path() == "/ping" && (parts.method == Method::GET || parts.method == Method::HEAD) {
+        return Ok(mobula_http::status(StatusCode::OK));
+    }
+    let path = ApiPath::parse(parts.uri.path())?;
+    gw.check_account(path.account()).await?;
+    let caller = gw.auth.authenticate(&parts, &path).await?;
+    authorize(&caller, &parts.method, &path)?;
+    dispatch(gw, parts, body, path).await
+}
+
+async fn dispatch(
+    gw: &Arc<Gateway>,
+    parts: http::request::Parts,
+    body: Incoming,
+    path: ApiPath,
+) -> Result<Response<Body>, ApiError> {
+    let m = parts.method.clone();
+    if path.depth() == 1 {
+        return match m {
+            Method::GET | Method::HEAD => dirs::get_or_head(gw, &parts, &path.full()).await,
+            _ => Err(ApiError::new(
+                Code::OperationNotAllowedOnRootDirectory,
+                format!("{} only answers GET and HEAD", path.full()),
+            )),
+        };
+    }
+    let area = path.area().unwrap_or_default().to_string();
+    if !mobula_metadata::namespace::AREAS.contains(&area.as_str()) {
+        return Err(ApiError::new(
+            Code::ResourceNotFound,
+            format!("{} is not an area of the account (stor, public, jobs, uploads)", path.full()),
+        ));
+    }
+    if area == "uploads" && (path.depth() > 2 || m == Method::POST) {
+        return uploads::route(gw, parts, body, &path).await;
+    }
+    if path.depth() == 2 && m != Method::GET && m != Method::HEAD && m != Method::PUT {
+        return Err(ApiError::new(
+            Code::OperationNotAllowedOnDirectory,
+            format!("{} is a top-level directory", path.full()),
+        ));
+    }
+    match m {
+        Method::GET | Method::HEAD => read::get_or_head(gw, &parts, &path).await,
+        Method::PUT => {
+            let q = query(&parts);
+            match headers::special_type(&parts.headers) {
+                Some("directory") => dirs::mkdir(gw, &path).await,
+                Some("link") => objects::put_link(gw, &parts, &path).await,
+                _ if q.get("metadata").map(String::as_str) == Some("true") => {
+                    objects::update_metadata(gw, &parts, &path).await
+                }
+                _ if path.depth() == 2 => Err(ApiError::new(
+                    Code::OperationNotAllowedOnDirectory,
+                    format!("{} is a top-level directory", path.full()),
+                )),
+                _ => objects::put(gw, parts, body, &path).await,
+            }
+        }
+        Method::DELETE => objects::delete(gw, &parts, &path).await,
+        Method::OPTIONS => Ok(mobula_http::status(StatusCode::OK)),
+        _ => Err(ApiError::new(
+            Code::MethodNotAllowed,
+            format!("{m} is not allowed on {}", path.full()),
+        )),
+    }
+}

@@ -1,0 +1,127 @@
+//! The gateway's view of the storage nodes: a cache of the metadata registry, refreshed in the
+//! background, plus nodes this gateway saw fail recently (kept out of placement for a while,
+//! and tried last on reads). Placement picks distinct healthy nodes with room, at random,
+//! weighted towards free space.
+
+use std::collections::HashMap;
+use std::sync::{Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use mobula_http::{ApiError, Code};
+use mobula_metadata::types::NodeInfo;
+use mobula_metadata::MetadataClient;
+use rand::seq::SliceRandom;
+
+/// A node that has not heartbeated for this long is not healthy.
+pub const STALE: Duration = Duration::from_secs(5);
+/// A node that failed a request is avoided for this long.
+pub const PENALTY: Duration = Duration::from_secs(10);
+
+/// Cached registry of storage nodes.
+#[derive(Debug)]
+pub struct Nodes {
+    meta: MetadataClient,
+    list: RwLock<(Instant, Vec<NodeInfo>)>,
+    failed: Mutex<HashMap<String, Instant>>,
+}
+
+impl Nodes {
+    pub fn new(meta: MetadataClient) -> Self {
+        Nodes {
+            meta,
+            list: RwLock::new((Instant::now(), Vec::new())),
+            failed: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Reload the registry from metadata.
+    pub async fn refresh(&self) -> Result<(), ApiError> {
+        let nodes = self.meta.nodes().await?;
+        *self.list.write().unwrap_or_else(|p| p.into_inner()) = (Instant::now(), nodes);
+        Ok(())
+    }
+
+    /// Refresh forever, every `every`.
+    pub async fn refresh_loop(&self, every: Duration) {
+        loop {
+            if let Err(e) = self.refresh().await {
+                tracing::warn!("refreshing storage nodes: {e}");
+            }
+            tokio::time::sleep(every).await;
+        }
+    }
+
+    /// Remember that `id` just failed a request.
+    pub fn mark_failed(&self, id: &str) {
+        self.failed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id.to_string(), Instant::now());
+    }
+
+    fn recently_failed(&self, id: &str) -> bool {
+        let mut f = self.failed.lock().unwrap_or_else(|p| p.into_inner());
+        match f.get(id) {
+            Some(t) if t.elapsed() < PENALTY => true,
+            Some(_) => {
+                f.remove(id);
+                false
+            }
+            None => false,
+        }
+    }
+
+    fn healthy(&self, n: &NodeInfo, cached_at: Instant) -> bool {
+        let age = Duration::from_millis(n.last_seen_ago_ms.max(0) as u64) + cached_at.elapsed();
+        age < STALE && !self.recently_failed(&n.id)
+    }
+
+    /// URL of node `id`.
+    pub fn url(&self, id: &str) -> Option<String> {
+        let l = self.list.read().unwrap_or_else(|p| p.into_inner());
+        l.1.iter().find(|n| n.id == id).map(|n| n.url.clone())
+    }
+
+    /// Choose `count` distinct healthy nodes with at least `size` bytes free.
+    pub fn place(&self, count: u8, size: u64) -> Result<Vec<(String, String)>, ApiError> {
+        let (at, all) = self.list.read().unwrap_or_else(|p| p.into_inner()).clone();
+        let healthy: Vec<&NodeInfo> = all.iter().filter(|n| self.healthy(n, at)).collect();
+        if healthy.len() < count as usize {
+            return Err(ApiError::new(
+                Code::ServiceUnavailable,
+                format!(
+                    "{} healthy storage nodes, {count} copies asked for",
+                    healthy.len()
+                ),
+            ));
+        }
+        let roomy: Vec<&NodeInfo> = healthy
+            .into_iter()
+            .filter(|n| n.free_bytes > size.saturating_add(64 << 20))
+            .collect();
+        if roomy.len() < count as usize {
+            return Err(ApiError::new(
+                Code::NotEnoughSpace,
+                format!("not enough storage nodes with {size} bytes free"),
+            ));
+        }
+        let mut rng = rand::thread_rng();
+        let picked = roomy
+            .choose_multiple_weighted(&mut rng, count as usize, |n| (n.free_bytes >> 20).max(1) as f64)
+            .map_err(ApiError::internal)?;
+        Ok(picked.map(|n| (n.id.clone(), n.url.clone())).collect())
+    }
+
+    /// Of the nodes holding a copy, their (id, url) in the order to try: healthy first.
+    pub fn read_order(&self, holders: &[String]) -> Vec<(String, String)> {
+        let (at, all) = self.list.read().unwrap_or_else(|p| p.into_inner()).clone();
+        let mut out: Vec<(bool, String, String)> = holders
+            .iter()
+            .filter_map(|id| all.iter().find(|n| &n.id == id))
+            .map(|n| (!self.healthy(n, at), n.id.clone(), n.url.clone()))
+            .collect();
+        out.shuffle(&mut rand::thread_rng());
+        out.sort_by_key(|(unhealthy, _, _)| *unhealthy);
+        out.into_iter().map(|(_, id, url)| (id, url)).collect()
+    }
+}

@@ -1,0 +1,149 @@
+//! Request paths: decoding and validation (SPEC §2).
+//!
+//! The raw path is split on `/` first and each component percent-decoded exactly once, so an
+//! encoded `/` (`%2F`) can never create a new component. A component is 1..=255 bytes of UTF-8,
+//! not `.` or `..`, without NUL, `/` or `\`; a whole path is at most 1024 bytes. Paths name
+//! metadata rows only: no path ever becomes a file-system path.
+
+use mobula_http::{ApiError, Code};
+
+/// Longest path, in bytes.
+pub const MAX_PATH: usize = 1024;
+/// Longest component, in bytes.
+pub const MAX_COMPONENT: usize = 255;
+
+/// A validated object-store path: `/:account/...`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiPath {
+    /// Decoded components; `[0]` is the account.
+    pub parts: Vec<String>,
+}
+
+fn invalid(msg: impl Into<String>) -> ApiError {
+    ApiError::new(Code::InvalidResource, msg)
+}
+
+fn valid_account(a: &str) -> bool {
+    let b = a.as_bytes();
+    !b.is_empty()
+        && b.len() <= 64
+        && b[0].is_ascii_lowercase()
+        && b
+            .iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'_' || *c == b'-')
+}
+
+impl ApiPath {
+    /// Parse a raw (still percent-encoded) request path.
+    pub fn parse(raw: &str) -> Result<ApiPath, ApiError> {
+        let rest = raw
+            .strip_prefix('/')
+            .ok_or_else(|| invalid("path must start with /"))?;
+        let rest = rest.strip_suffix('/').unwrap_or(rest);
+        if rest.is_empty() {
+            return Err(invalid("path must name an account"));
+        }
+        let mut parts = Vec::new();
+        let mut total = 0;
+        for comp in rest.split('/') {
+            let bytes: Vec<u8> = percent_encoding::percent_decode_str(comp).collect();
+            let s = String::from_utf8(bytes).map_err(|_| invalid("path is not valid UTF-8"))?;
+            if s.is_empty() {
+                return Err(invalid("empty path component"));
+            }
+            if s == "." || s == ".." {
+                return Err(invalid("path components . and .. are not allowed"));
+            }
+            if s.contains(['/', '\\', '\0']) {
+                return Err(invalid("path component contains /, \\ or NUL"));
+            }
+            if s.len() > MAX_COMPONENT {
+                return Err(invalid(format!(
+                    "path component longer than {MAX_COMPONENT} bytes"
+                )));
+            }
+            total += s.len() + 1;
+            parts.push(s);
+        }
+        if total > MAX_PATH {
+            return Err(invalid(format!("path longer than {MAX_PATH} bytes")));
+        }
+        if !valid_account(&parts[0]) {
+            return Err(invalid(format!("{} is not a valid account name", parts[0])));
+        }
+        Ok(ApiPath { parts })
+    }
+
+    /// The account the path belongs to.
+    pub fn account(&self) -> &str {
+        &self.parts[0]
+    }
+
+    /// The top-level area (`stor`, `public`, `jobs`, `uploads`), if any.
+    pub fn area(&self) -> Option<&str> {
+        self.parts.get(1).map(String::as_str)
+    }
+
+    /// Number of components (1 = account root, 2 = an area).
+    pub fn depth(&self) -> usize {
+        self.parts.len()
+    }
+
+    /// The decoded path, `/a/b/c`.
+    pub fn full(&self) -> String {
+        let mut s = String::new();
+        for p in &self.parts {
+            s.push('/');
+            s.push_str(p);
+        }
+        s
+    }
+
+    /// The last component.
+    pub fn name(&self) -> &str {
+        self.parts.last().expect("a path has at least an account")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decodes_once_and_rejects_traversal() {
+        let p = ApiPath::parse("/admin/stor/a%20b/c%2525").unwrap();
+        assert_eq!(p.full(), "/admin/stor/a b/c%25");
+        assert_eq!(p.account(), "admin");
+        for bad in [
+            "/admin/stor/..",
+            "/admin/stor/%2e%2e",
+            "/admin/stor/%2E%2E/x",
+            "/admin/stor/.",
+            "/admin/stor/a%2Fb",
+            "/admin/stor/a%00b",
+            "/admin/stor/a\\b",
+            "/admin/stor/a%5Cb",
+            "/admin//stor",
+            "/Admin/stor",
+            "/admin/stor/%ff",
+            "admin/stor",
+            "/",
+        ] {
+            assert_eq!(
+                ApiPath::parse(bad).unwrap_err().code,
+                Code::InvalidResource,
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn length_limits() {
+        let long = "x".repeat(256);
+        assert!(ApiPath::parse(&format!("/admin/stor/{long}")).is_err());
+        let ok = "x".repeat(255);
+        assert!(ApiPath::parse(&format!("/admin/stor/{ok}")).is_ok());
+        let deep = format!("/admin/stor{}", "/abcdefghi".repeat(102));
+        assert!(ApiPath::parse(&deep).is_err());
+    }
+}

@@ -1,0 +1,235 @@
+//! Object reads: `GET`/`HEAD` with one `Range`, conditional requests, and failover between
+//! copies — also in the middle of a body: when a copy fails mid-stream, the rest is read from
+//! the next copy at the same offset, so the client sees one uninterrupted body. When no copy
+//! is left the body is aborted (the connection is reset), never completed short.
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::{Stream, StreamExt};
+use http::{header, HeaderMap, Method, Response, StatusCode};
+use mobula_http::{ApiError, Body, Code};
+use mobula_metadata::types::{Entry, Kind};
+
+use crate::path::ApiPath;
+use crate::{dirs, headers, Gateway};
+
+type ByteStream = Pin<Box<dyn Stream<Item = Result<Bytes, reqwest::Error>> + Send>>;
+
+/// Parse a `Range` header against an object of `len` bytes: `Ok(None)` without one, the
+/// inclusive range, or 416/501.
+pub fn parse_range(h: &HeaderMap, len: u64) -> Result<Option<(u64, u64)>, ApiError> {
+    let Some(v) = h.get(header::RANGE) else {
+        return Ok(None);
+    };
+    let unsatisfiable = || {
+        ApiError::new(
+            Code::RequestedRangeNotSatisfiable,
+            format!("range {v:?} cannot be satisfied for {len} bytes"),
+        )
+    };
+    let v = v.to_str().map_err(|_| unsatisfiable())?.trim();
+    let spec = v.strip_prefix("bytes=").ok_or_else(unsatisfiable)?;
+    if spec.contains(',') {
+        return Err(ApiError::new(
+            Code::NotImplemented,
+            "multiple ranges are not supported",
+        ));
+    }
+    let (a, b) = spec.split_once('-').ok_or_else(unsatisfiable)?;
+    let (a, b) = (a.trim(), b.trim());
+    let num = |s: &str| s.parse::<u64>().map_err(|_| unsatisfiable());
+    let range = if a.is_empty() {
+        let n = num(b)?;
+        if n == 0 || len == 0 {
+            return Err(unsatisfiable());
+        }
+        (len.saturating_sub(n), len - 1)
+    } else {
+        let start = num(a)?;
+        let end = if b.is_empty() { len.saturating_sub(1) } else { num(b)?.min(len.saturating_sub(1)) };
+        if start >= len || end < start {
+            return Err(unsatisfiable());
+        }
+        (start, end)
+    };
+    Ok(Some(range))
+}
+
+/// `GET`/`HEAD` of any path below an area.
+pub async fn get_or_head(
+    gw: &Arc<Gateway>,
+    parts: &http::request::Parts,
+    path: &ApiPath,
+) -> Result<Response<Body>, ApiError> {
+    let full = path.full();
+    let entry = gw.meta.get(&full).await?.ok_or_else(|| {
+        ApiError::new(Code::ResourceNotFound, format!("{full} does not exist"))
+    })?;
+    if entry.kind == Kind::Directory {
+        return dirs::respond(gw, parts, &entry).await;
+    }
+    object(gw, parts, &entry).await
+}
+
+async fn object(
+    gw: &Arc<Gateway>,
+    parts: &http::request::Parts,
+    entry: &Entry,
+) -> Result<Response<Body>, ApiError> {
+    let data = entry
+        .data
+        .clone()
+        .ok_or_else(|| ApiError::internal("object without data"))?;
+    if headers::check_read(&parts.headers, entry)? {
+        let mut r = mobula_http::status(StatusCode::NOT_MODIFIED);
+        headers::object(r.headers_mut(), entry);
+        r.headers_mut().remove(header::CONTENT_TYPE);
+        return Ok(r);
+    }
+    let range = parse_range(&parts.headers, data.size).inspect_err(|e| {
+        let _ = e;
+    });
+    let range = match range {
+        Err(e) if e.code == Code::RequestedRangeNotSatisfiable => {
+            let mut r = e.into_response();
+            if let Ok(v) = format!("bytes */{}", data.size).parse() {
+                r.headers_mut().insert(header::CONTENT_RANGE, v);
+            }
+            return Ok(r);
+        }
+        other => other?,
+    };
+    let (start, end) = range.unwrap_or((0, data.size.saturating_sub(1)));
+    let count = if data.size == 0 { 0 } else { end - start + 1 };
+    let mut resp = if parts.method == Method::HEAD || count == 0 {
+        mobula_http::status(StatusCode::OK)
+    } else {
+        let first = open(gw, &data.id, data.size, &gw.nodes.read_order(&data.nodes), start, end).await?;
+        Response::new(mobula_http::stream(failover_stream(
+            gw.clone(),
+            data.id.clone(),
+            data.size,
+            first,
+            start,
+            end + 1,
+        )))
+    };
+    headers::object(resp.headers_mut(), entry);
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_LENGTH, count.into());
+    if range.is_some() {
+        *resp.status_mut() = StatusCode::PARTIAL_CONTENT;
+        if let Ok(v) = format!("bytes {start}-{end}/{}", data.size).parse() {
+            resp.headers_mut().insert(header::CONTENT_RANGE, v);
+        }
+    }
+    Ok(resp)
+}
+
+/// A copy being read: which of the ordered holders it is, and its byte stream.
+struct Open {
+    index: usize,
+    order: Vec<(String, String)>,
+    stream: ByteStream,
+}
+
+/// Open the first copy (from `order`) that answers for bytes `start..=end`.
+async fn open(
+    gw: &Gateway,
+    id: &str,
+    size: u64,
+    order: &[(String, String)],
+    start: u64,
+    end: u64,
+) -> Result<Open, ApiError> {
+    open_from(gw, id, size, order.to_vec(), 0, start, end).await
+}
+
+async fn open_from(
+    gw: &Gateway,
+    id: &str,
+    size: u64,
+    order: Vec<(String, String)>,
+    from: usize,
+    start: u64,
+    end: u64,
+) -> Result<Open, ApiError> {
+    let range = (start != 0 || end + 1 != size).then_some((start, end));
+    for (index, (node, url)) in order.iter().enumerate().skip(from) {
+        match gw.node_client.get(url, id, range).await {
+            Ok(resp) => {
+                let full = resp
+                    .headers()
+                    .get("x-data-size")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse::<u64>().ok());
+                if full != Some(size) {
+                    tracing::warn!("copy of {id} on {node} has the wrong size {full:?}");
+                    continue;
+                }
+                return Ok(Open {
+                    index,
+                    stream: Box::pin(resp.bytes_stream()),
+                    order,
+                });
+            }
+            Err(e) => {
+                if e.code == Code::ServiceUnavailable {
+                    gw.nodes.mark_failed(node);
+                }
+                tracing::warn!("copy of {id} on {node} unavailable: {e}");
+            }
+        }
+    }
+    Err(ApiError::new(
+        Code::ServiceUnavailable,
+        format!("no copy of data {id} can be read now"),
+    ))
+}
+
+/// Bytes `pos..end` of data `id`, continuing on the next copy whenever one fails.
+fn failover_stream(
+    gw: Arc<Gateway>,
+    id: String,
+    size: u64,
+    first: Open,
+    pos: u64,
+    end: u64,
+) -> impl Stream<Item = Result<Bytes, ApiError>> + Send {
+    futures::stream::unfold(
+        (Some(first), pos, 0usize),
+        move |(mut cur, mut pos, mut next)| {
+            let gw = gw.clone();
+            let id = id.clone();
+            async move {
+                loop {
+                    if pos >= end {
+                        return None;
+                    }
+                    let Some(open) = cur.as_mut() else {
+                        return None;
+                    };
+                    match open.stream.next().await {
+                        Some(Ok(b)) if !b.is_empty() => {
+                            pos += b.len() as u64;
+                            return Some((Ok(b), (cur, pos, next)));
+                        }
+                        Some(Ok(_)) => continue,
+                        failed => {
+                            let (node, _) = open.order[open.index].clone();
+                            tracing::warn!("copy of {id} on {node} failed at byte {pos}: {failed:?}");
+                            next = open.index + 1;
+                            let order = open.order.clone();
+                            match open_from(&gw, &id, size, order, next, pos, end - 1).await {
+                                Ok(o) => cur = Some(o),
+                                Err(e) => return Some((Err(e), (None, pos, next))),
+                            }
+                        }
+                    }
+                }
+            }
+        },
+    )
+}

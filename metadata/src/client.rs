@@ -1,0 +1,133 @@
+//! Typed client of the metadata service, used by the gateway and the storage nodes.
+
+use mobula_http::{ApiError, Code};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::server::{Ids, Limit, Name};
+use crate::types::*;
+
+/// A handle on a metadata service at a base URL (cheap to clone).
+#[derive(Debug, Clone)]
+pub struct MetadataClient {
+    base: String,
+    http: reqwest::Client,
+}
+
+impl MetadataClient {
+    /// A client of the service at `base` (e.g. `http://127.0.0.1:7070`).
+    pub fn new(base: &str) -> Self {
+        let http = reqwest::Client::builder()
+            .pool_max_idle_per_host(64)
+            .tcp_nodelay(true)
+            .build()
+            .expect("a plain HTTP client always builds");
+        MetadataClient {
+            base: base.trim_end_matches('/').to_string(),
+            http,
+        }
+    }
+
+    /// The base URL.
+    pub fn url(&self) -> &str {
+        &self.base
+    }
+
+    async fn call<Q: Serialize, R: DeserializeOwned>(&self, method: &str, q: &Q) -> Result<R, ApiError> {
+        let resp = self
+            .http
+            .post(format!("{}/rpc/{method}", self.base))
+            .json(q)
+            .send()
+            .await
+            .map_err(|e| ApiError::new(Code::ServiceUnavailable, format!("metadata unreachable: {e}")))?;
+        let status = resp.status();
+        let body = resp
+            .bytes()
+            .await
+            .map_err(|e| ApiError::new(Code::ServiceUnavailable, format!("metadata: {e}")))?;
+        if !status.is_success() {
+            return Err(ApiError::from_wire(status, &body));
+        }
+        serde_json::from_slice(&body).map_err(|e| ApiError::internal(format!("metadata answer: {e}")))
+    }
+
+    /// Wait until the service answers `/ping` (at most `tries` × 50 ms).
+    pub async fn ping(&self) -> Result<(), ApiError> {
+        let resp = self
+            .http
+            .get(format!("{}/ping", self.base))
+            .send()
+            .await
+            .map_err(|e| ApiError::new(Code::ServiceUnavailable, format!("metadata unreachable: {e}")))?;
+        if resp.status().is_success() {
+            Ok(())
+        } else {
+            Err(ApiError::new(Code::ServiceUnavailable, "metadata not ready"))
+        }
+    }
+
+    pub async fn create_account(&self, name: &str) -> Result<bool, ApiError> {
+        self.call("account.create", &Name { name: name.into() }).await
+    }
+    pub async fn account_exists(&self, name: &str) -> Result<bool, ApiError> {
+        self.call("account.exists", &Name { name: name.into() }).await
+    }
+    pub async fn accounts(&self) -> Result<Vec<String>, ApiError> {
+        self.call("account.list", &()).await
+    }
+    pub async fn get(&self, path: &str) -> Result<Option<Entry>, ApiError> {
+        self.call("entry.get", &Name { name: path.into() }).await
+    }
+    pub async fn mkdir(&self, path: &str) -> Result<(), ApiError> {
+        self.call("entry.mkdir", &Name { name: path.into() }).await
+    }
+    pub async fn put_object(&self, req: &PutObject) -> Result<Entry, ApiError> {
+        self.call("entry.put_object", req).await
+    }
+    pub async fn put_link(&self, req: &PutLink) -> Result<Entry, ApiError> {
+        self.call("entry.put_link", req).await
+    }
+    pub async fn update_metadata(&self, req: &UpdateMetadata) -> Result<Entry, ApiError> {
+        self.call("entry.update_metadata", req).await
+    }
+    pub async fn delete(&self, req: &DeleteEntry) -> Result<(), ApiError> {
+        self.call("entry.delete", req).await
+    }
+    pub async fn list(&self, q: &ListQuery) -> Result<ListPage, ApiError> {
+        self.call("entry.list", q).await
+    }
+    pub async fn heartbeat(&self, hb: &Heartbeat) -> Result<(), ApiError> {
+        self.call("node.heartbeat", hb).await
+    }
+    pub async fn nodes(&self) -> Result<Vec<NodeInfo>, ApiError> {
+        self.call("node.list", &()).await
+    }
+    pub async fn garbage(&self, limit: u32) -> Result<Vec<Garbage>, ApiError> {
+        self.call("garbage.list", &Limit { limit }).await
+    }
+    pub async fn garbage_done(&self, ids: Vec<String>) -> Result<(), ApiError> {
+        self.call("garbage.done", &Ids { ids }).await
+    }
+    pub async fn queue_garbage(&self, g: &Garbage) -> Result<(), ApiError> {
+        self.call("garbage.queue", g).await
+    }
+    pub async fn known_data(&self, ids: Vec<String>) -> Result<Vec<String>, ApiError> {
+        self.call("data.known", &Ids { ids }).await
+    }
+    pub async fn create_upload(&self, u: &Upload) -> Result<(), ApiError> {
+        self.call("upload.create", u).await
+    }
+    pub async fn upload(&self, id: &str) -> Result<Option<Upload>, ApiError> {
+        self.call("upload.get", &Name { name: id.into() }).await
+    }
+    pub async fn put_part(&self, p: &PutPart) -> Result<(), ApiError> {
+        self.call("upload.put_part", p).await
+    }
+    pub async fn commit_upload(&self, c: &CommitUpload) -> Result<Entry, ApiError> {
+        self.call("upload.commit", c).await
+    }
+    pub async fn abort_upload(&self, id: &str) -> Result<(), ApiError> {
+        self.call("upload.abort", &Name { name: id.into() }).await
+    }
+}

@@ -1,0 +1,165 @@
+//! The SQLite database behind the metadata service: schema migrations and connection handling.
+//!
+//! Invariants: one writer connection (SQLite allows one writer at a time; we serialise writers
+//! here instead of retrying on SQLITE_BUSY), a small pool of reader connections (WAL lets them
+//! read while the writer commits), `synchronous=FULL` so a commit is on stable storage before it
+//! is acknowledged. Every write runs in one `BEGIN IMMEDIATE` transaction.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+use mobula_http::ApiError;
+use rusqlite::{Connection, OpenFlags, Transaction, TransactionBehavior};
+
+/// Schema migrations, applied in order; `PRAGMA user_version` counts those applied.
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE accounts (
+    name TEXT PRIMARY KEY,
+    created INTEGER NOT NULL
+) WITHOUT ROWID;
+
+-- The namespace. Directories and objects; an object points at its data (links share data).
+CREATE TABLE entries (
+    parent TEXT NOT NULL,
+    name TEXT NOT NULL,
+    kind INTEGER NOT NULL,            -- 0 directory, 1 object
+    mtime INTEGER NOT NULL,           -- ms since epoch
+    children INTEGER NOT NULL DEFAULT 0,
+    data_id TEXT,
+    content_type TEXT NOT NULL DEFAULT '',
+    headers TEXT NOT NULL DEFAULT '{}',
+    PRIMARY KEY (parent, name)
+) WITHOUT ROWID;
+CREATE INDEX entries_by_mtime ON entries (parent, mtime, name);
+
+-- Stored bytes, reference-counted by entries and upload parts.
+CREATE TABLE data (
+    id TEXT PRIMARY KEY,
+    size INTEGER NOT NULL,
+    md5 TEXT NOT NULL,
+    blake3 TEXT NOT NULL,
+    durability INTEGER NOT NULL,
+    nodes TEXT NOT NULL,              -- JSON array of node ids
+    refs INTEGER NOT NULL
+) WITHOUT ROWID;
+
+-- Data whose last reference is gone, waiting to be deleted from its nodes.
+CREATE TABLE garbage (
+    data_id TEXT PRIMARY KEY,
+    nodes TEXT NOT NULL,
+    queued INTEGER NOT NULL
+) WITHOUT ROWID;
+
+CREATE TABLE nodes (
+    id TEXT PRIMARY KEY,
+    url TEXT NOT NULL,
+    free_bytes INTEGER NOT NULL,
+    total_bytes INTEGER NOT NULL,
+    last_seen INTEGER NOT NULL
+) WITHOUT ROWID;
+
+CREATE TABLE uploads (
+    id TEXT PRIMARY KEY,
+    account TEXT NOT NULL,
+    object_path TEXT NOT NULL,
+    content_type TEXT NOT NULL,
+    headers TEXT NOT NULL,
+    durability INTEGER NOT NULL,
+    nodes TEXT NOT NULL,
+    state TEXT NOT NULL,
+    created INTEGER NOT NULL,
+    committed_parts TEXT
+) WITHOUT ROWID;
+
+CREATE TABLE upload_parts (
+    upload_id TEXT NOT NULL,
+    n INTEGER NOT NULL,
+    data_id TEXT NOT NULL,
+    PRIMARY KEY (upload_id, n)
+) WITHOUT ROWID;
+"#];
+
+const READERS: usize = 4;
+
+/// The metadata database: one writer, a few readers.
+pub struct Db {
+    writer: Mutex<Connection>,
+    readers: Vec<Mutex<Connection>>,
+    next_reader: AtomicUsize,
+}
+
+impl std::fmt::Debug for Db {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Db")
+    }
+}
+
+fn configure(conn: &Connection) -> rusqlite::Result<()> {
+    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    Ok(())
+}
+
+fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
+    let applied: usize = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(applied) {
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Exclusive)?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", i + 1)?;
+        tx.commit()?;
+    }
+    Ok(())
+}
+
+impl Db {
+    /// Open (creating and migrating) the database file at `path`.
+    pub fn open(path: &Path) -> rusqlite::Result<Db> {
+        let mut writer = Connection::open(path)?;
+        configure(&writer)?;
+        migrate(&mut writer)?;
+        let readers = (0..READERS)
+            .map(|_| {
+                let c = Connection::open_with_flags(
+                    path,
+                    OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+                )?;
+                c.busy_timeout(std::time::Duration::from_secs(10))?;
+                Ok(Mutex::new(c))
+            })
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(Db {
+            writer: Mutex::new(writer),
+            readers,
+            next_reader: AtomicUsize::new(0),
+        })
+    }
+
+    /// Run `f` in one immediate write transaction; commit if it returns `Ok`.
+    pub fn write<T>(
+        &self,
+        f: impl FnOnce(&Transaction<'_>) -> Result<T, ApiError>,
+    ) -> Result<T, ApiError> {
+        let mut conn = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(sql)?;
+        let out = f(&tx)?;
+        tx.commit().map_err(sql)?;
+        Ok(out)
+    }
+
+    /// Run `f` on a reader connection (a consistent snapshot for one statement).
+    pub fn read<T>(&self, f: impl FnOnce(&Connection) -> Result<T, ApiError>) -> Result<T, ApiError> {
+        let i = self.next_reader.fetch_add(1, Ordering::Relaxed) % self.readers.len();
+        let conn = self.readers[i].lock().unwrap_or_else(|p| p.into_inner());
+        f(&conn)
+    }
+}
+
+/// Map a SQLite error to an internal API error.
+pub fn sql(e: rusqlite::Error) -> ApiError {
+    ApiError::internal(format!("metadata database: {e}"))
+}

@@ -1,0 +1,443 @@
+//! Namespace operations: accounts, directories, objects, snaplinks, listing.
+//!
+//! Invariants kept by every write here, inside one transaction:
+//! - an entry's parent exists and is a directory (no implicit parents);
+//! - a directory's `children` equals its number of entries (listing totals and the
+//!   not-empty check read it instead of counting);
+//! - a data row's `refs` equals the entries and upload parts pointing at it; when it reaches zero
+//!   the row moves to `garbage` so its copies are deleted from the storage nodes.
+
+use mobula_http::{ApiError, Code};
+use rusqlite::{params, Connection, OptionalExtension, Row};
+
+use crate::db::sql;
+use crate::types::*;
+
+/// Top-level areas created with every account.
+pub const AREAS: [&str; 4] = ["stor", "public", "jobs", "uploads"];
+
+const SELECT: &str = "SELECT e.parent, e.name, e.kind, e.mtime, e.children, e.content_type, e.headers,
+    d.id, d.size, d.md5, d.blake3, d.durability, d.nodes
+    FROM entries e LEFT JOIN data d ON d.id = e.data_id";
+
+fn row_to_entry(r: &Row<'_>) -> rusqlite::Result<Entry> {
+    let parent: String = r.get(0)?;
+    let name: String = r.get(1)?;
+    let kind: i64 = r.get(2)?;
+    let headers: String = r.get(6)?;
+    let data = match r.get::<_, Option<String>>(7)? {
+        Some(id) => Some(Data {
+            id,
+            size: r.get::<_, i64>(8)? as u64,
+            md5: r.get(9)?,
+            blake3: r.get(10)?,
+            durability: r.get::<_, i64>(11)? as u8,
+            nodes: serde_json::from_str(&r.get::<_, String>(12)?).unwrap_or_default(),
+        }),
+        None => None,
+    };
+    Ok(Entry {
+        path: join_path(&parent, &name),
+        name,
+        kind: if kind == 0 { Kind::Directory } else { Kind::Object },
+        mtime: r.get(3)?,
+        children: r.get::<_, i64>(4)? as u64,
+        content_type: r.get(5)?,
+        headers: serde_json::from_str(&headers).unwrap_or_default(),
+        data,
+    })
+}
+
+/// The entry at `path`, if any.
+pub fn get(conn: &Connection, path: &str) -> Result<Option<Entry>, ApiError> {
+    let (parent, name) = split_path(path);
+    conn.prepare_cached(&format!("{SELECT} WHERE e.parent = ?1 AND e.name = ?2"))
+        .and_then(|mut s| s.query_row(params![parent, name], row_to_entry).optional())
+        .map_err(sql)
+}
+
+/// Whether `name` is an account.
+pub fn account_exists(conn: &Connection, name: &str) -> Result<bool, ApiError> {
+    conn.prepare_cached("SELECT 1 FROM accounts WHERE name = ?1")
+        .and_then(|mut s| s.exists([name]))
+        .map_err(sql)
+}
+
+/// All account names, sorted.
+pub fn accounts(conn: &Connection) -> Result<Vec<String>, ApiError> {
+    let mut s = conn
+        .prepare_cached("SELECT name FROM accounts ORDER BY name")
+        .map_err(sql)?;
+    let rows = s.query_map([], |r| r.get(0)).map_err(sql)?;
+    rows.collect::<rusqlite::Result<_>>().map_err(sql)
+}
+
+fn insert_dir(conn: &Connection, parent: &str, name: &str, now: i64) -> rusqlite::Result<()> {
+    conn.execute(
+        "INSERT OR IGNORE INTO entries (parent, name, kind, mtime) VALUES (?1, ?2, 0, ?3)",
+        params![parent, name, now],
+    )?;
+    Ok(())
+}
+
+/// Create account `name` and its areas if missing. Returns whether it was created.
+pub fn create_account(tx: &Connection, name: &str) -> Result<bool, ApiError> {
+    let now = now_ms();
+    let created = tx
+        .execute(
+            "INSERT OR IGNORE INTO accounts (name, created) VALUES (?1, ?2)",
+            params![name, now],
+        )
+        .map_err(sql)?
+        > 0;
+    let root = join_path("/", name);
+    insert_dir(tx, "/", name, now).map_err(sql)?;
+    for area in AREAS {
+        insert_dir(tx, &root, area, now).map_err(sql)?;
+    }
+    tx.execute(
+        "UPDATE entries SET children = (SELECT COUNT(*) FROM entries WHERE parent = ?1)
+         WHERE parent = '/' AND name = ?2",
+        params![root, name],
+    )
+    .map_err(sql)?;
+    Ok(created)
+}
+
+/// Check that the parent of `path` exists and is a directory.
+pub(crate) fn check_parent(conn: &Connection, path: &str) -> Result<(), ApiError> {
+    let (parent, _) = split_path(path);
+    match get(conn, parent)? {
+        Some(e) if e.kind == Kind::Directory => Ok(()),
+        Some(_) => Err(ApiError::new(
+            Code::ParentNotDirectory,
+            format!("{parent} is not a directory"),
+        )),
+        None => Err(ApiError::new(
+            Code::DirectoryDoesNotExist,
+            format!("{parent} does not exist"),
+        )),
+    }
+}
+
+fn bump_children(conn: &Connection, path: &str, delta: i64) -> Result<(), ApiError> {
+    let (parent, _) = split_path(path);
+    let (pp, pn) = split_path(parent);
+    conn.prepare_cached(
+        "UPDATE entries SET children = children + ?3 WHERE parent = ?1 AND name = ?2",
+    )
+    .and_then(|mut s| s.execute(params![pp, pn, delta]))
+    .map_err(sql)?;
+    Ok(())
+}
+
+fn strip(tag: &str) -> &str {
+    tag.trim().trim_start_matches("W/").trim_matches('"')
+}
+
+/// Evaluate `pre` against the current entry at a path.
+pub fn check_preconditions(current: Option<&Entry>, pre: &Preconditions) -> Result<(), ApiError> {
+    let etag = current.and_then(|e| e.data.as_ref()).map(|d| d.id.as_str());
+    let failed = |what: &str| Err(ApiError::new(Code::PreconditionFailed, what.to_string()));
+    if let Some(tags) = &pre.if_match {
+        let ok = tags
+            .iter()
+            .any(|t| strip(t) == "*" && current.is_some() || Some(strip(t)) == etag);
+        if !ok {
+            return failed("if-match did not match");
+        }
+    }
+    if let Some(tags) = &pre.if_none_match {
+        let hit = tags
+            .iter()
+            .any(|t| strip(t) == "*" && current.is_some() || Some(strip(t)) == etag);
+        if hit {
+            return failed("if-none-match matched");
+        }
+    }
+    if let (Some(since), Some(cur)) = (pre.if_unmodified_since, current) {
+        // HTTP dates have one-second resolution.
+        if cur.mtime / 1000 > since / 1000 {
+            return failed("object modified since if-unmodified-since");
+        }
+    }
+    Ok(())
+}
+
+/// Create directory `path` (idempotent).
+pub fn mkdir(tx: &Connection, path: &str) -> Result<(), ApiError> {
+    match get(tx, path)? {
+        Some(e) if e.kind == Kind::Directory => return Ok(()),
+        Some(_) => {
+            return Err(ApiError::new(
+                Code::InvalidUpdate,
+                format!("{path} is an object; delete it before creating a directory there"),
+            ))
+        }
+        None => {}
+    }
+    check_parent(tx, path)?;
+    let (parent, name) = split_path(path);
+    insert_dir(tx, parent, name, now_ms()).map_err(sql)?;
+    bump_children(tx, path, 1)
+}
+
+/// Drop one reference to data `id`; queue it for deletion when none is left.
+pub fn unref_data(tx: &Connection, id: &str) -> Result<(), ApiError> {
+    tx.prepare_cached("UPDATE data SET refs = refs - 1 WHERE id = ?1")
+        .and_then(|mut s| s.execute([id]))
+        .map_err(sql)?;
+    let moved = tx
+        .prepare_cached(
+            "INSERT OR IGNORE INTO garbage (data_id, nodes, queued)
+             SELECT id, nodes, ?2 FROM data WHERE id = ?1 AND refs <= 0",
+        )
+        .and_then(|mut s| s.execute(params![id, now_ms()]))
+        .map_err(sql)?;
+    if moved > 0 {
+        tx.execute("DELETE FROM data WHERE id = ?1", [id])
+            .map_err(sql)?;
+    }
+    Ok(())
+}
+
+/// Insert a new data row with one reference.
+pub fn insert_data(tx: &Connection, d: &Data) -> Result<(), ApiError> {
+    let nodes = serde_json::to_string(&d.nodes).map_err(ApiError::internal)?;
+    tx.prepare_cached(
+        "INSERT INTO data (id, size, md5, blake3, durability, nodes, refs)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, 1)",
+    )
+    .and_then(|mut s| {
+        s.execute(params![
+            d.id,
+            d.size as i64,
+            d.md5,
+            d.blake3,
+            d.durability,
+            nodes
+        ])
+    })
+    .map_err(sql)?;
+    Ok(())
+}
+
+/// Point the object entry at `path` at data `data_id` (already referenced for it), replacing
+/// whatever object was there.
+fn set_object(
+    tx: &Connection,
+    path: &str,
+    data_id: &str,
+    content_type: &str,
+    headers: &Headers,
+    pre: &Preconditions,
+) -> Result<Entry, ApiError> {
+    let current = get(tx, path)?;
+    if let Some(cur) = &current {
+        if cur.kind == Kind::Directory {
+            return Err(ApiError::new(
+                Code::OperationNotAllowedOnDirectory,
+                format!("{path} is a directory"),
+            ));
+        }
+    } else {
+        check_parent(tx, path)?;
+    }
+    check_preconditions(current.as_ref(), pre)?;
+    let (parent, name) = split_path(path);
+    let headers_json = serde_json::to_string(headers).map_err(ApiError::internal)?;
+    tx.prepare_cached(
+        "INSERT INTO entries (parent, name, kind, mtime, data_id, content_type, headers)
+         VALUES (?1, ?2, 1, ?3, ?4, ?5, ?6)
+         ON CONFLICT (parent, name) DO UPDATE SET mtime = excluded.mtime,
+            data_id = excluded.data_id, content_type = excluded.content_type,
+            headers = excluded.headers",
+    )
+    .and_then(|mut s| {
+        s.execute(params![
+            parent,
+            name,
+            now_ms(),
+            data_id,
+            content_type,
+            headers_json
+        ])
+    })
+    .map_err(sql)?;
+    match current.and_then(|c| c.data) {
+        Some(old) => unref_data(tx, &old.id)?,
+        None => bump_children(tx, path, 1)?,
+    }
+    get(tx, path)?.ok_or_else(|| ApiError::internal("entry vanished"))
+}
+
+/// Create or atomically replace an object.
+pub fn put_object(tx: &Connection, req: &PutObject) -> Result<Entry, ApiError> {
+    insert_data(tx, &req.data)?;
+    set_object(
+        tx,
+        &req.path,
+        &req.data.id,
+        &req.content_type,
+        &req.headers,
+        &req.preconditions,
+    )
+}
+
+/// Create a snaplink: a new entry sharing the source object's data and headers.
+pub fn put_link(tx: &Connection, req: &PutLink) -> Result<Entry, ApiError> {
+    let src = match get(tx, &req.source)? {
+        Some(e) => e,
+        None => {
+            return Err(ApiError::new(
+                Code::SourceObjectNotFound,
+                format!("{} does not exist", req.source),
+            ))
+        }
+    };
+    let data = match (&src.kind, &src.data) {
+        (Kind::Object, Some(d)) => d.clone(),
+        _ => {
+            return Err(ApiError::new(
+                Code::LinkNotObject,
+                format!("{} is not an object", req.source),
+            ))
+        }
+    };
+    tx.execute("UPDATE data SET refs = refs + 1 WHERE id = ?1", [&data.id])
+        .map_err(sql)?;
+    set_object(
+        tx,
+        &req.path,
+        &data.id,
+        &src.content_type,
+        &src.headers,
+        &req.preconditions,
+    )
+}
+
+/// Replace an object's stored headers.
+pub fn update_metadata(tx: &Connection, req: &UpdateMetadata) -> Result<Entry, ApiError> {
+    match get(tx, &req.path)? {
+        Some(e) if e.kind == Kind::Object => {}
+        Some(_) => {
+            return Err(ApiError::new(
+                Code::OperationNotAllowedOnDirectory,
+                format!("{} is a directory", req.path),
+            ))
+        }
+        None => {
+            return Err(ApiError::new(
+                Code::ResourceNotFound,
+                format!("{} does not exist", req.path),
+            ))
+        }
+    }
+    let (parent, name) = split_path(&req.path);
+    let headers = serde_json::to_string(&req.headers).map_err(ApiError::internal)?;
+    tx.execute(
+        "UPDATE entries SET content_type = ?3, headers = ?4, mtime = ?5
+         WHERE parent = ?1 AND name = ?2",
+        params![parent, name, req.content_type, headers, now_ms()],
+    )
+    .map_err(sql)?;
+    get(tx, &req.path)?.ok_or_else(|| ApiError::internal("entry vanished"))
+}
+
+/// Delete an object, link or empty directory.
+pub fn delete(tx: &Connection, req: &DeleteEntry) -> Result<(), ApiError> {
+    let cur = get(tx, &req.path)?.ok_or_else(|| {
+        ApiError::new(
+            Code::ResourceNotFound,
+            format!("{} does not exist", req.path),
+        )
+    })?;
+    check_preconditions(Some(&cur), &req.preconditions)?;
+    if cur.kind == Kind::Directory && cur.children > 0 {
+        return Err(ApiError::new(
+            Code::DirectoryNotEmpty,
+            format!("{} is not empty", req.path),
+        ));
+    }
+    let (parent, name) = split_path(&req.path);
+    tx.execute(
+        "DELETE FROM entries WHERE parent = ?1 AND name = ?2",
+        params![parent, name],
+    )
+    .map_err(sql)?;
+    if let Some(d) = cur.data {
+        unref_data(tx, &d.id)?;
+    }
+    bump_children(tx, &req.path, -1)
+}
+
+/// One page of a directory listing. Uses the (parent, name) and (parent, mtime, name) indexes:
+/// the cost of a page does not grow with the directory.
+pub fn list(conn: &Connection, q: &ListQuery) -> Result<ListPage, ApiError> {
+    let dir = get(conn, &q.path)?.ok_or_else(|| {
+        ApiError::new(Code::ResourceNotFound, format!("{} does not exist", q.path))
+    })?;
+    if dir.kind != Kind::Directory {
+        return Err(ApiError::new(
+            Code::InvalidArgument,
+            format!("{} is not a directory", q.path),
+        ));
+    }
+    let limit = q.limit as i64;
+    let rows = match q.sort {
+        SortBy::Name => {
+            let (cmp, ord) = if q.reverse { ("<=", "DESC") } else { (">=", "ASC") };
+            let marker_clause = if q.marker.is_some() {
+                format!("AND e.name {cmp} ?2")
+            } else {
+                "AND ?2 IS NULL".to_string()
+            };
+            let sql_text = format!(
+                "{SELECT} WHERE e.parent = ?1 {marker_clause} ORDER BY e.name {ord} LIMIT ?3"
+            );
+            let mut s = conn.prepare_cached(&sql_text).map_err(sql)?;
+            let rows = s
+                .query_map(params![q.path, q.marker, limit], row_to_entry)
+                .map_err(sql)?;
+            rows.collect::<rusqlite::Result<Vec<_>>>().map_err(sql)?
+        }
+        SortBy::Mtime => {
+            // Newest first unless reversed; ties ordered by name in the same direction.
+            let (cmp, ord) = if q.reverse { (">=", "ASC") } else { ("<=", "DESC") };
+            let start = match &q.marker {
+                Some(m) => {
+                    let e = get(conn, &join_path(&q.path, m))?.ok_or_else(|| {
+                        ApiError::new(
+                            Code::InvalidArgument,
+                            format!("marker {m} does not name an entry (required with sort=mtime)"),
+                        )
+                    })?;
+                    Some((e.mtime, e.name))
+                }
+                None => None,
+            };
+            let marker_clause = if start.is_some() {
+                format!("AND (e.mtime, e.name) {cmp} (?2, ?3)")
+            } else {
+                "AND ?2 IS NULL AND ?3 IS NULL".to_string()
+            };
+            let sql_text = format!(
+                "{SELECT} WHERE e.parent = ?1 {marker_clause}
+                 ORDER BY e.mtime {ord}, e.name {ord} LIMIT ?4"
+            );
+            let (m, n) = match start {
+                Some((m, n)) => (Some(m), Some(n)),
+                None => (None, None),
+            };
+            let mut s = conn.prepare_cached(&sql_text).map_err(sql)?;
+            let rows = s
+                .query_map(params![q.path, m, n, limit], row_to_entry)
+                .map_err(sql)?;
+            rows.collect::<rusqlite::Result<Vec<_>>>().map_err(sql)?
+        }
+    };
+    Ok(ListPage {
+        total: dir.children,
+        entries: rows,
+    })
+}

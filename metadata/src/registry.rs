@@ -1,0 +1,101 @@
+//! The storage-node registry (heartbeats, free space) and the reclamation queue.
+
+use mobula_http::ApiError;
+use rusqlite::{params, Connection};
+
+use crate::db::sql;
+use crate::types::{now_ms, Garbage, Heartbeat, NodeInfo};
+
+/// Record a heartbeat: insert or refresh the node.
+pub fn heartbeat(tx: &Connection, hb: &Heartbeat) -> Result<(), ApiError> {
+    tx.execute(
+        "INSERT INTO nodes (id, url, free_bytes, total_bytes, last_seen) VALUES (?1, ?2, ?3, ?4, ?5)
+         ON CONFLICT (id) DO UPDATE SET url = excluded.url, free_bytes = excluded.free_bytes,
+            total_bytes = excluded.total_bytes, last_seen = excluded.last_seen",
+        params![
+            hb.id,
+            hb.url,
+            hb.free_bytes as i64,
+            hb.total_bytes as i64,
+            now_ms()
+        ],
+    )
+    .map_err(sql)?;
+    Ok(())
+}
+
+/// Every registered node, with the time since its last heartbeat.
+pub fn nodes(conn: &Connection) -> Result<Vec<NodeInfo>, ApiError> {
+    let now = now_ms();
+    let mut s = conn
+        .prepare_cached("SELECT id, url, free_bytes, total_bytes, last_seen FROM nodes ORDER BY id")
+        .map_err(sql)?;
+    let rows = s
+        .query_map([], |r| {
+            Ok(NodeInfo {
+                id: r.get(0)?,
+                url: r.get(1)?,
+                free_bytes: r.get::<_, i64>(2)? as u64,
+                total_bytes: r.get::<_, i64>(3)? as u64,
+                last_seen_ago_ms: now - r.get::<_, i64>(4)?,
+            })
+        })
+        .map_err(sql)?;
+    rows.collect::<rusqlite::Result<_>>().map_err(sql)
+}
+
+/// Up to `limit` unreferenced data items, oldest first.
+pub fn garbage(conn: &Connection, limit: u32) -> Result<Vec<Garbage>, ApiError> {
+    let mut s = conn
+        .prepare_cached("SELECT data_id, nodes FROM garbage ORDER BY queued LIMIT ?1")
+        .map_err(sql)?;
+    let rows = s
+        .query_map([limit], |r| {
+            Ok(Garbage {
+                data_id: r.get(0)?,
+                nodes: serde_json::from_str(&r.get::<_, String>(1)?).unwrap_or_default(),
+            })
+        })
+        .map_err(sql)?;
+    rows.collect::<rusqlite::Result<_>>().map_err(sql)
+}
+
+/// Forget reclaimed data items.
+pub fn garbage_done(tx: &Connection, ids: &[String]) -> Result<(), ApiError> {
+    let mut s = tx
+        .prepare_cached("DELETE FROM garbage WHERE data_id = ?1")
+        .map_err(sql)?;
+    for id in ids {
+        s.execute([id]).map_err(sql)?;
+    }
+    Ok(())
+}
+
+/// Queue data that was written to nodes but never committed (a failed PUT).
+pub fn queue_garbage(tx: &Connection, g: &Garbage) -> Result<(), ApiError> {
+    let nodes = serde_json::to_string(&g.nodes).map_err(ApiError::internal)?;
+    tx.execute(
+        "INSERT OR IGNORE INTO garbage (data_id, nodes, queued) VALUES (?1, ?2, ?3)",
+        params![g.data_id, nodes, now_ms()],
+    )
+    .map_err(sql)?;
+    Ok(())
+}
+
+/// Of `ids`, those metadata knows (live data or queued garbage); a node deletes the rest
+/// of its old files as orphans of crashed writers.
+pub fn known_data(conn: &Connection, ids: &[String]) -> Result<Vec<String>, ApiError> {
+    let mut s = conn
+        .prepare_cached(
+            "SELECT EXISTS (SELECT 1 FROM data WHERE id = ?1)
+                 OR EXISTS (SELECT 1 FROM garbage WHERE data_id = ?1)",
+        )
+        .map_err(sql)?;
+    let mut known = Vec::new();
+    for id in ids {
+        if s.query_row([id], |r| r.get::<_, bool>(0)).map_err(sql)? {
+            known.push(id.clone());
+        }
+    }
+    Ok(known)
+}

@@ -1,0 +1,134 @@
+//! The metadata service's HTTP server: `POST /rpc/<method>` with a JSON body, JSON answer.
+//!
+//! Every method runs on a blocking thread against [`Db`]; writes are one transaction each.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Method, StatusCode};
+use http_body_util::{BodyExt, Limited};
+use mobula_http::{ApiError, Body, Code, Request};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use tokio::net::TcpListener;
+
+use crate::db::Db;
+use crate::types::*;
+use crate::{namespace, registry, uploads};
+
+const MAX_BODY: usize = 16 << 20;
+
+/// Arguments of methods that take only a name or a path.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Name {
+    pub name: String,
+}
+
+/// Arguments of `garbage.list`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Limit {
+    pub limit: u32,
+}
+
+/// Arguments of methods that take a list of data ids.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Ids {
+    pub ids: Vec<String>,
+}
+
+/// Serve the metadata API on `listener` until `shutdown` resolves.
+pub async fn run(listener: TcpListener, db: Arc<Db>, shutdown: impl std::future::Future<Output = ()>) {
+    mobula_http::serve(
+        listener,
+        move |req| handle(db.clone(), req),
+        shutdown,
+        Duration::from_secs(5),
+    )
+    .await
+}
+
+async fn handle(db: Arc<Db>, req: Request) -> http::Response<Body> {
+    match route(db, req).await {
+        Ok(resp) => resp,
+        Err(e) => {
+            if e.code == Code::InternalError {
+                tracing::error!("metadata: {e}");
+            }
+            e.into_response()
+        }
+    }
+}
+
+fn parse<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::new(Code::InvalidArgument, format!("bad request body: {e}")))
+}
+
+async fn blocking<T: Serialize + Send + 'static>(
+    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<http::Response<Body>, ApiError> {
+    let out = tokio::task::spawn_blocking(f)
+        .await
+        .map_err(ApiError::internal)??;
+    Ok(mobula_http::json(StatusCode::OK, &out))
+}
+
+async fn route(db: Arc<Db>, req: Request) -> Result<http::Response<Body>, ApiError> {
+    let path = req.uri().path().to_string();
+    if req.method() == Method::GET && path == "/ping" {
+        return Ok(mobula_http::status(StatusCode::OK));
+    }
+    let Some(method) = path.strip_prefix("/rpc/").map(str::to_string) else {
+        return Err(ApiError::new(Code::ResourceNotFound, format!("no route {path}")));
+    };
+    if req.method() != Method::POST {
+        return Err(ApiError::new(Code::MethodNotAllowed, "use POST"));
+    }
+    let body = Limited::new(req.into_body(), MAX_BODY)
+        .collect()
+        .await
+        .map_err(|e| ApiError::new(Code::InvalidArgument, format!("reading body: {e}")))?
+        .to_bytes();
+    macro_rules! write {
+        ($ty:ty, |$tx:ident, $a:ident| $e:expr) => {{
+            let $a: $ty = parse(&body)?;
+            blocking(move || db.write(|$tx| $e)).await
+        }};
+    }
+    macro_rules! read {
+        ($ty:ty, |$c:ident, $a:ident| $e:expr) => {{
+            let $a: $ty = parse(&body)?;
+            blocking(move || db.read(|$c| $e)).await
+        }};
+    }
+    match method.as_str() {
+        "account.create" => write!(Name, |tx, a| namespace::create_account(tx, &a.name)),
+        "account.exists" => read!(Name, |c, a| namespace::account_exists(c, &a.name)),
+        "account.list" => read!((), |c, _a| namespace::accounts(c)),
+        "entry.get" => read!(Name, |c, a| namespace::get(c, &a.name)),
+        "entry.mkdir" => write!(Name, |tx, a| namespace::mkdir(tx, &a.name)),
+        "entry.put_object" => write!(PutObject, |tx, a| namespace::put_object(tx, &a)),
+        "entry.put_link" => write!(PutLink, |tx, a| namespace::put_link(tx, &a)),
+        "entry.update_metadata" => {
+            write!(UpdateMetadata, |tx, a| namespace::update_metadata(tx, &a))
+        }
+        "entry.delete" => write!(DeleteEntry, |tx, a| namespace::delete(tx, &a)),
+        "entry.list" => read!(ListQuery, |c, a| namespace::list(c, &a)),
+        "node.heartbeat" => write!(Heartbeat, |tx, a| registry::heartbeat(tx, &a)),
+        "node.list" => read!((), |c, _a| registry::nodes(c)),
+        "garbage.list" => read!(Limit, |c, a| registry::garbage(c, a.limit)),
+        "garbage.done" => write!(Ids, |tx, a| registry::garbage_done(tx, &a.ids)),
+        "garbage.queue" => write!(Garbage, |tx, a| registry::queue_garbage(tx, &a)),
+        "data.known" => read!(Ids, |c, a| registry::known_data(c, &a.ids)),
+        "upload.create" => write!(Upload, |tx, a| uploads::create(tx, &a)),
+        "upload.get" => read!(Name, |c, a| uploads::get(c, &a.name)),
+        "upload.put_part" => write!(PutPart, |tx, a| uploads::put_part(tx, &a)),
+        "upload.commit" => write!(CommitUpload, |tx, a| uploads::commit(tx, &a)),
+        "upload.abort" => write!(Name, |tx, a| uploads::abort(tx, &a.name)),
+        other => Err(ApiError::new(
+            Code::ResourceNotFound,
+            format!("no method {other}"),
+        )),
+    }
+}

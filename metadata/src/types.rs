@@ -1,0 +1,237 @@
+//! Request and response types of the metadata API, shared by the server and its client.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// Stored HTTP headers of an object (content type excluded), lower-case names.
+pub type Headers = BTreeMap<String, String>;
+
+/// What a namespace entry is.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    Directory,
+    Object,
+}
+
+/// The stored bytes behind one or more objects (links share it). Immutable once written.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Data {
+    /// Data id: 32 lower-case hex digits; also the object's ETag.
+    pub id: String,
+    pub size: u64,
+    /// Base64 MD5 of the bytes.
+    pub md5: String,
+    /// Hex blake3 of the bytes.
+    pub blake3: String,
+    /// Number of copies asked for.
+    pub durability: u8,
+    /// Storage nodes holding a durable copy.
+    pub nodes: Vec<String>,
+}
+
+/// One namespace entry.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Entry {
+    /// Full path, e.g. `/admin/stor/a/b`.
+    pub path: String,
+    pub name: String,
+    pub kind: Kind,
+    /// Milliseconds since the Unix epoch.
+    pub mtime: i64,
+    /// Number of children (directories only).
+    pub children: u64,
+    pub content_type: String,
+    pub headers: Headers,
+    /// The bytes (objects only).
+    pub data: Option<Data>,
+}
+
+/// Preconditions checked atomically with a write (SPEC §3 conditional PUT).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Preconditions {
+    /// ETags any of which must match the current object (`*` = it must exist).
+    pub if_match: Option<Vec<String>>,
+    /// ETags none of which may match (`*` = it must not exist).
+    pub if_none_match: Option<Vec<String>>,
+    /// The current object must not be newer than this (ms since epoch).
+    pub if_unmodified_since: Option<i64>,
+}
+
+/// Create or replace an object.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PutObject {
+    pub path: String,
+    pub data: Data,
+    pub content_type: String,
+    pub headers: Headers,
+    #[serde(default)]
+    pub preconditions: Preconditions,
+}
+
+/// Create a snaplink at `path` sharing the data of `source`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PutLink {
+    pub path: String,
+    pub source: String,
+    #[serde(default)]
+    pub preconditions: Preconditions,
+}
+
+/// Replace an object's stored headers without touching its data.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UpdateMetadata {
+    pub path: String,
+    pub content_type: String,
+    pub headers: Headers,
+}
+
+/// Delete an object, link or empty directory.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DeleteEntry {
+    pub path: String,
+    #[serde(default)]
+    pub preconditions: Preconditions,
+}
+
+/// Order of a listing.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum SortBy {
+    /// By name, ascending by default.
+    #[default]
+    Name,
+    /// By modification time, newest first by default (ties broken by name).
+    Mtime,
+}
+
+/// A page of a directory listing.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ListQuery {
+    pub path: String,
+    /// Inclusive: the page starts at this name.
+    pub marker: Option<String>,
+    pub limit: u32,
+    #[serde(default)]
+    pub sort: SortBy,
+    #[serde(default)]
+    pub reverse: bool,
+}
+
+/// One page of entries plus the directory's total entry count.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ListPage {
+    pub total: u64,
+    pub entries: Vec<Entry>,
+}
+
+/// A storage node's heartbeat.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Heartbeat {
+    pub id: String,
+    pub url: String,
+    pub free_bytes: u64,
+    pub total_bytes: u64,
+}
+
+/// A registered storage node as the registry sees it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct NodeInfo {
+    pub id: String,
+    pub url: String,
+    pub free_bytes: u64,
+    pub total_bytes: u64,
+    /// Milliseconds since its last heartbeat.
+    pub last_seen_ago_ms: i64,
+}
+
+/// Data no longer referenced, to be deleted from the nodes that hold it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Garbage {
+    pub data_id: String,
+    pub nodes: Vec<String>,
+}
+
+/// A multipart upload.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Upload {
+    pub id: String,
+    pub account: String,
+    pub object_path: String,
+    pub content_type: String,
+    pub headers: Headers,
+    pub durability: u8,
+    /// Nodes every part (and the final object) is written to.
+    pub nodes: Vec<String>,
+    /// `created`, `done` or `aborted`.
+    pub state: String,
+    pub created: i64,
+    /// The part ETags the upload was committed with (state `done`).
+    pub committed_parts: Option<Vec<String>>,
+    pub parts: Vec<Part>,
+}
+
+/// One uploaded part.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Part {
+    pub n: u32,
+    pub data: Data,
+}
+
+/// Record (or replace) part `n` of an upload.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PutPart {
+    pub upload_id: String,
+    pub n: u32,
+    pub data: Data,
+}
+
+/// Finish an upload: the concatenated data becomes the object.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CommitUpload {
+    pub upload_id: String,
+    pub parts: Vec<String>,
+    pub data: Data,
+}
+
+/// Split `/a/b/c` into (`/a/b`, `c`); `/a` into (`/`, `a`).
+pub fn split_path(path: &str) -> (&str, &str) {
+    match path.rfind('/') {
+        Some(0) => ("/", &path[1..]),
+        Some(i) => (&path[..i], &path[i + 1..]),
+        None => ("/", path),
+    }
+}
+
+/// Join a parent path and a name (inverse of [`split_path`]).
+pub fn join_path(parent: &str, name: &str) -> String {
+    if parent == "/" {
+        format!("/{name}")
+    } else {
+        format!("{parent}/{name}")
+    }
+}
+
+/// Milliseconds since the Unix epoch, now.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn split_and_join_are_inverse() {
+        for p in ["/a", "/a/b", "/a/b/c"] {
+            let (parent, name) = split_path(p);
+            assert_eq!(join_path(parent, name), p);
+        }
+        assert_eq!(split_path("/a"), ("/", "a"));
+        assert_eq!(split_path("/a/b/c"), ("/a/b", "c"));
+    }
+}

@@ -1,0 +1,161 @@
+//! Multipart uploads: an upload pins the nodes its parts are written to; committing
+//! concatenates the parts (on those nodes) into one new data item that becomes the object.
+//!
+//! States: `created` → `done` (commit) or `aborted` (abort). Part data is referenced by
+//! `upload_parts` until the upload ends, then released to the reclamation queue.
+
+use mobula_http::{ApiError, Code};
+use rusqlite::{params, Connection, OptionalExtension};
+
+use crate::db::sql;
+use crate::namespace::{check_parent, insert_data, put_object, unref_data};
+use crate::types::*;
+
+/// Register a new upload (its `parts` are ignored). The target's parent must exist.
+pub fn create(tx: &Connection, u: &Upload) -> Result<(), ApiError> {
+    check_parent(tx, &u.object_path)?;
+    tx.execute(
+        "INSERT INTO uploads (id, account, object_path, content_type, headers, durability, nodes,
+            state, created) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'created', ?8)",
+        params![
+            u.id,
+            u.account,
+            u.object_path,
+            u.content_type,
+            serde_json::to_string(&u.headers).map_err(ApiError::internal)?,
+            u.durability,
+            serde_json::to_string(&u.nodes).map_err(ApiError::internal)?,
+            u.created
+        ],
+    )
+    .map_err(sql)?;
+    Ok(())
+}
+
+/// The upload `id` with its parts, if it exists.
+pub fn get(conn: &Connection, id: &str) -> Result<Option<Upload>, ApiError> {
+    let row = conn
+        .query_row(
+            "SELECT id, account, object_path, content_type, headers, durability, nodes, state,
+                created, committed_parts FROM uploads WHERE id = ?1",
+            [id],
+            |r| {
+                Ok(Upload {
+                    id: r.get(0)?,
+                    account: r.get(1)?,
+                    object_path: r.get(2)?,
+                    content_type: r.get(3)?,
+                    headers: serde_json::from_str(&r.get::<_, String>(4)?).unwrap_or_default(),
+                    durability: r.get::<_, i64>(5)? as u8,
+                    nodes: serde_json::from_str(&r.get::<_, String>(6)?).unwrap_or_default(),
+                    state: r.get(7)?,
+                    created: r.get(8)?,
+                    committed_parts: r
+                        .get::<_, Option<String>>(9)?
+                        .and_then(|s| serde_json::from_str(&s).ok()),
+                    parts: Vec::new(),
+                })
+            },
+        )
+        .optional()
+        .map_err(sql)?;
+    let Some(mut upload) = row else {
+        return Ok(None);
+    };
+    let mut s = conn
+        .prepare_cached(
+            "SELECT p.n, d.id, d.size, d.md5, d.blake3, d.durability, d.nodes
+             FROM upload_parts p JOIN data d ON d.id = p.data_id
+             WHERE p.upload_id = ?1 ORDER BY p.n",
+        )
+        .map_err(sql)?;
+    let parts = s
+        .query_map([id], |r| {
+            Ok(Part {
+                n: r.get(0)?,
+                data: Data {
+                    id: r.get(1)?,
+                    size: r.get::<_, i64>(2)? as u64,
+                    md5: r.get(3)?,
+                    blake3: r.get(4)?,
+                    durability: r.get::<_, i64>(5)? as u8,
+                    nodes: serde_json::from_str(&r.get::<_, String>(6)?).unwrap_or_default(),
+                },
+            })
+        })
+        .map_err(sql)?;
+    upload.parts = parts.collect::<rusqlite::Result<_>>().map_err(sql)?;
+    Ok(Some(upload))
+}
+
+fn get_open(tx: &Connection, id: &str) -> Result<Upload, ApiError> {
+    let u = get(tx, id)?.ok_or_else(|| {
+        ApiError::new(Code::ResourceNotFound, format!("upload {id} does not exist"))
+    })?;
+    if u.state != "created" {
+        return Err(ApiError::new(
+            Code::InvalidUpdate,
+            format!("upload {id} is already {}", u.state),
+        ));
+    }
+    Ok(u)
+}
+
+/// Record part `n` (replacing an earlier upload of the same part).
+pub fn put_part(tx: &Connection, p: &PutPart) -> Result<(), ApiError> {
+    let u = get_open(tx, &p.upload_id)?;
+    insert_data(tx, &p.data)?;
+    if let Some(old) = u.parts.iter().find(|old| old.n == p.n) {
+        unref_data(tx, &old.data.id)?;
+    }
+    tx.execute(
+        "INSERT INTO upload_parts (upload_id, n, data_id) VALUES (?1, ?2, ?3)
+         ON CONFLICT (upload_id, n) DO UPDATE SET data_id = excluded.data_id",
+        params![p.upload_id, p.n, p.data.id],
+    )
+    .map_err(sql)?;
+    Ok(())
+}
+
+fn release_parts(tx: &Connection, u: &Upload) -> Result<(), ApiError> {
+    for p in &u.parts {
+        unref_data(tx, &p.data.id)?;
+    }
+    tx.execute("DELETE FROM upload_parts WHERE upload_id = ?1", [&u.id])
+        .map_err(sql)?;
+    Ok(())
+}
+
+/// Commit: the concatenated data becomes the target object; the parts are released.
+pub fn commit(tx: &Connection, c: &CommitUpload) -> Result<Entry, ApiError> {
+    let u = get_open(tx, &c.upload_id)?;
+    let entry = put_object(
+        tx,
+        &PutObject {
+            path: u.object_path.clone(),
+            data: c.data.clone(),
+            content_type: u.content_type.clone(),
+            headers: u.headers.clone(),
+            preconditions: Preconditions::default(),
+        },
+    )?;
+    release_parts(tx, &u)?;
+    tx.execute(
+        "UPDATE uploads SET state = 'done', committed_parts = ?2 WHERE id = ?1",
+        params![
+            u.id,
+            serde_json::to_string(&c.parts).map_err(ApiError::internal)?
+        ],
+    )
+    .map_err(sql)?;
+    Ok(entry)
+}
+
+/// Abort: the parts are released.
+pub fn abort(tx: &Connection, id: &str) -> Result<(), ApiError> {
+    let u = get_open(tx, id)?;
+    release_parts(tx, &u)?;
+    tx.execute("UPDATE uploads SET state = 'aborted' WHERE id = ?1", [id])
+        .map_err(sql)?;
+    Ok(())
+}

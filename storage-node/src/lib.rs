@@ -1,0 +1,109 @@
+//! A Mobula storage node: keeps object data as immutable files named by data id ([`store`]),
+//! streams them in and out over HTTP ([`server`]), registers itself with the metadata service
+//! and heartbeats its free space, and deletes orphaned files left by writers that crashed
+//! before committing metadata.
+//!
+//! [`NodeClient`] is how the gateway talks to nodes.
+
+pub mod client;
+pub mod server;
+pub mod store;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub use client::NodeClient;
+use mobula_metadata::types::Heartbeat;
+use mobula_metadata::MetadataClient;
+pub use store::Store;
+use tokio::net::TcpListener;
+
+/// Configuration of one storage node.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// The node's data directory.
+    pub dir: PathBuf,
+    /// Metadata service base URL.
+    pub metadata_url: String,
+    /// URL the node is reached at; defaults to `http://<bound address>`.
+    pub advertise_url: Option<String>,
+    /// Time between heartbeats.
+    pub heartbeat: Duration,
+    /// Data files older than this that metadata does not know are deleted as orphans.
+    pub orphan_age: Duration,
+}
+
+impl NodeConfig {
+    pub fn new(dir: PathBuf, metadata_url: &str) -> Self {
+        NodeConfig {
+            dir,
+            metadata_url: metadata_url.to_string(),
+            advertise_url: None,
+            heartbeat: Duration::from_secs(1),
+            orphan_age: Duration::from_secs(3600),
+        }
+    }
+}
+
+/// Run a storage node on `listener` until `shutdown` resolves.
+pub async fn run(
+    cfg: NodeConfig,
+    listener: TcpListener,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> std::io::Result<()> {
+    let store = Store::open(&cfg.dir)?;
+    let id = store.node_id()?;
+    let addr: SocketAddr = listener.local_addr()?;
+    let url = cfg
+        .advertise_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{addr}"));
+    let meta = MetadataClient::new(&cfg.metadata_url);
+    let beat = heartbeat_loop(store.clone(), id.clone(), url.clone(), meta.clone(), cfg.heartbeat);
+    let sweep = orphan_loop(store.clone(), meta, cfg.orphan_age);
+    tracing::info!("storage node {id} serving {} at {url}", cfg.dir.display());
+    tokio::select! {
+        _ = server::run(listener, store, id, shutdown) => {}
+        _ = beat => {}
+        _ = sweep => {}
+    }
+    Ok(())
+}
+
+async fn heartbeat_loop(store: Store, id: String, url: String, meta: MetadataClient, every: Duration) {
+    loop {
+        let (free_bytes, total_bytes) = store.space();
+        let hb = Heartbeat {
+            id: id.clone(),
+            url: url.clone(),
+            free_bytes,
+            total_bytes,
+        };
+        if let Err(e) = meta.heartbeat(&hb).await {
+            tracing::warn!("heartbeat to {} failed: {e}", meta.url());
+        }
+        tokio::time::sleep(every).await;
+    }
+}
+
+/// Delete data files that metadata does not know and that are old enough that no write could
+/// still be about to commit them (a gateway crashed between writing and committing).
+async fn orphan_loop(store: Store, meta: MetadataClient, age: Duration) {
+    loop {
+        tokio::time::sleep(age.min(Duration::from_secs(600))).await;
+        let s = store.clone();
+        let Ok(Ok(ids)) = tokio::task::spawn_blocking(move || s.old_ids(age)).await else {
+            continue;
+        };
+        for chunk in ids.chunks(1000) {
+            let Ok(known) = meta.known_data(chunk.to_vec()).await else {
+                break;
+            };
+            for id in chunk.iter().filter(|id| !known.contains(id)) {
+                tracing::info!("deleting orphaned data {id}");
+                let _ = store.delete(id).await;
+            }
+        }
+    }
+}
