@@ -1,1 +1,296 @@
-fn main() {}
+//! `mobula`: the one binary. Server roles (`up`, `metadata`, `storage-node`, `gateway`) and the
+//! client (`put`, `get`, `ls`, `mkdir`, `rm`, `ln`, `info`). Configuration is read here, once:
+//! flags and environment (`MOBULA_URL`, `MOBULA_ACCOUNT`).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use mobula::client::{Client, ClientError};
+use mobula::cluster::{self, Cluster, ClusterConfig};
+use mobula_gateway::{Gateway, GatewayConfig};
+use mobula_storage_node::NodeConfig;
+
+#[derive(Parser, Debug)]
+#[command(name = "mobula", version, about = "Compute-on-storage object store")]
+struct Cli {
+    /// Gateway URL for client commands.
+    #[arg(
+        long,
+        global = true,
+        env = "MOBULA_URL",
+        default_value = "http://127.0.0.1:8080"
+    )]
+    url: String,
+    /// Account that `~~` stands for (and that `up` creates).
+    #[arg(long, global = true, env = "MOBULA_ACCOUNT", default_value = "admin")]
+    account: String,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Run a whole cluster (metadata, storage nodes, gateway) on this machine.
+    Up {
+        #[arg(long, default_value = "./mobula-data")]
+        data: PathBuf,
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+        #[arg(long, default_value_t = 3)]
+        nodes: usize,
+    },
+    /// Run the metadata service alone.
+    Metadata {
+        #[arg(long, default_value = "./mobula-data/metadata")]
+        data: PathBuf,
+        #[arg(long, default_value = "127.0.0.1:7070")]
+        listen: SocketAddr,
+        /// Create these accounts if missing.
+        #[arg(long = "create-account")]
+        create_account: Vec<String>,
+    },
+    /// Run one storage node alone.
+    StorageNode {
+        #[arg(long)]
+        data: PathBuf,
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: SocketAddr,
+        #[arg(long)]
+        metadata: String,
+        /// URL other parts reach this node at (default: http://<listen address>).
+        #[arg(long)]
+        advertise: Option<String>,
+    },
+    /// Run a gateway alone.
+    Gateway {
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+        #[arg(long)]
+        metadata: String,
+        /// Seconds without body bytes before an upload is cut off.
+        #[arg(long, default_value_t = 60)]
+        upload_timeout: u64,
+    },
+    /// Upload a file (`-` for stdin).
+    Put {
+        file: PathBuf,
+        path: String,
+        /// Extra header, `name: value` (repeatable).
+        #[arg(short = 'H', long = "header")]
+        headers: Vec<String>,
+        /// Number of copies (1-6).
+        #[arg(short = 'c', long)]
+        copies: Option<u8>,
+        /// Create missing parent directories.
+        #[arg(short = 'p', long)]
+        parents: bool,
+    },
+    /// Download an object (to stdout, or FILE).
+    Get {
+        path: String,
+        #[arg(default_value = "-")]
+        file: PathBuf,
+    },
+    /// List a directory.
+    Ls {
+        path: String,
+        #[arg(short = 'l', long)]
+        long: bool,
+    },
+    /// Create a directory.
+    Mkdir {
+        path: String,
+        #[arg(short = 'p', long)]
+        parents: bool,
+    },
+    /// Delete an object or directory.
+    Rm {
+        path: String,
+        #[arg(short = 'r', long)]
+        recursive: bool,
+    },
+    /// Make a snaplink DST to object SRC.
+    Ln { src: String, dst: String },
+    /// Show an object's or directory's headers.
+    Info { path: String },
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+async fn ctrl_c() {
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+async fn terminate() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate()).expect("installing a SIGTERM handler");
+        tokio::select! { _ = ctrl_c() => {}, _ = term.recv() => {} }
+    }
+    #[cfg(not(unix))]
+    ctrl_c().await;
+}
+
+async fn serve(cmd: Cmd, up_account: String) -> anyhow::Result<()> {
+    init_logging();
+    match cmd {
+        Cmd::Up {
+            data,
+            listen,
+            nodes,
+        } => {
+            let mut cfg = ClusterConfig::new(&data, listen);
+            cfg.nodes = nodes;
+            cfg.account = up_account.clone();
+            let c = Cluster::start(cfg).await?;
+            println!("mobula up: gateway listening on {}", c.url());
+            println!(
+                "  data: {}  nodes: {nodes}  account: {up_account}",
+                data.display()
+            );
+            println!(
+                "  export MOBULA_URL={} MOBULA_ACCOUNT={up_account}",
+                c.url()
+            );
+            terminate().await;
+            println!("mobula up: stopping");
+            c.shutdown().await;
+        }
+        Cmd::Metadata {
+            data,
+            listen,
+            create_account,
+        } => {
+            let (l, url) = cluster::bind(listen).await?;
+            let m = cluster::start_metadata(l, url.clone(), &data.join("mobula.db"))?;
+            let client = mobula_metadata::MetadataClient::new(&url);
+            for a in create_account {
+                client.create_account(&a).await?;
+            }
+            println!("mobula metadata listening on {url}");
+            terminate().await;
+            m.stop().await;
+        }
+        Cmd::StorageNode {
+            data,
+            listen,
+            metadata,
+            advertise,
+        } => {
+            let (l, url) = cluster::bind(listen).await?;
+            let mut cfg = NodeConfig::new(data, &metadata);
+            cfg.advertise_url = advertise;
+            println!("mobula storage-node listening on {url}");
+            let n = cluster::start_node(l, url, cfg);
+            terminate().await;
+            n.stop().await;
+        }
+        Cmd::Gateway {
+            listen,
+            metadata,
+            upload_timeout,
+        } => {
+            let (l, url) = cluster::bind(listen).await?;
+            let mut cfg = GatewayConfig::new(&metadata);
+            cfg.upload_timeout = Duration::from_secs(upload_timeout);
+            let g = cluster::start_gateway(l, url.clone(), Gateway::new(cfg));
+            println!("mobula gateway listening on {url}");
+            terminate().await;
+            g.stop().await;
+        }
+        _ => unreachable!("client commands are handled by client()"),
+    }
+    Ok(())
+}
+
+async fn client(c: Client, cmd: Cmd) -> Result<(), ClientError> {
+    match cmd {
+        Cmd::Put {
+            file,
+            path,
+            headers,
+            copies,
+            parents,
+        } => {
+            let mut h: Vec<(String, String)> = headers
+                .iter()
+                .filter_map(|s| s.split_once(':'))
+                .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+                .collect();
+            if let Some(n) = copies {
+                h.push(("durability-level".into(), n.to_string()));
+            }
+            if parents {
+                let full = c.expand(&path);
+                if let Some((dir, _)) = full.rsplit_once('/') {
+                    c.mkdir(dir, true).await?;
+                }
+            }
+            c.put(&file, &path, &h).await
+        }
+        Cmd::Get { path, file } => c.get(&path, &file).await,
+        Cmd::Ls { path, long } => {
+            for e in c.list(&path).await? {
+                if long {
+                    let kind = if e.kind == "directory" { "d" } else { "-" };
+                    println!("{kind} {:>12} {} {}", e.size.unwrap_or(0), e.mtime, e.name);
+                } else if e.kind == "directory" {
+                    println!("{}/", e.name);
+                } else {
+                    println!("{}", e.name);
+                }
+            }
+            Ok(())
+        }
+        Cmd::Mkdir { path, parents } => c.mkdir(&path, parents).await,
+        Cmd::Rm { path, recursive } => c.rm(&path, recursive).await,
+        Cmd::Ln { src, dst } => c.ln(&src, &dst).await,
+        Cmd::Info { path } => {
+            let h = c.info(&path).await?;
+            let mut names: Vec<_> = h.keys().map(|k| k.as_str().to_string()).collect();
+            names.sort();
+            for k in names {
+                if let Some(v) = h.get(&k).and_then(|v| v.to_str().ok()) {
+                    println!("{k}: {v}");
+                }
+            }
+            Ok(())
+        }
+        _ => unreachable!("server commands are handled by serve()"),
+    }
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.cmd {
+        cmd @ (Cmd::Up { .. }
+        | Cmd::Metadata { .. }
+        | Cmd::StorageNode { .. }
+        | Cmd::Gateway { .. }) => match serve(cmd, cli.account).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("mobula: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
+        cmd => match client(Client::new(&cli.url, &cli.account), cmd).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("mobula: {}: {}", e.code, e.message);
+                ExitCode::FAILURE
+            }
+        },
+    }
+}

@@ -29,11 +29,10 @@ pub async fn get_or_head(
     parts: &http::request::Parts,
     full: &str,
 ) -> Result<Response<Body>, ApiError> {
-    let entry = gw
-        .meta
-        .get(full)
-        .await?
-        .ok_or_else(|| ApiError::new(Code::ResourceNotFound, format!("{full} does not exist")))?;
+    let entry =
+        gw.meta.get(full).await?.ok_or_else(|| {
+            ApiError::new(Code::ResourceNotFound, format!("{full} does not exist"))
+        })?;
     respond(gw, parts, &entry).await
 }
 

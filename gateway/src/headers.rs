@@ -25,7 +25,7 @@ fn is_stored(name: &str) -> bool {
 }
 
 /// The value of `name` as text, if present and valid.
-pub fn get<'a>(h: &'a HeaderMap, name: impl header::AsHeaderName) -> Option<&'a str> {
+pub fn get(h: &HeaderMap, name: impl header::AsHeaderName) -> Option<&str> {
     h.get(name).and_then(|v| v.to_str().ok())
 }
 
@@ -41,9 +41,9 @@ pub fn stored(h: &HeaderMap) -> Result<(String, Headers), ApiError> {
         if !is_stored(n) {
             continue;
         }
-        let v = value.to_str().map_err(|_| {
-            ApiError::new(Code::InvalidArgument, format!("header {n} is not text"))
-        })?;
+        let v = value
+            .to_str()
+            .map_err(|_| ApiError::new(Code::InvalidArgument, format!("header {n} is not text")))?;
         if n.starts_with("m-") {
             user += n.len() + v.len();
         }
@@ -57,7 +57,6 @@ pub fn stored(h: &HeaderMap) -> Result<(String, Headers), ApiError> {
     }
     Ok((content_type, out))
 }
-
 
 /// The requested number of copies (`durability-level`, 1..=6, default 2).
 pub fn durability(h: &HeaderMap) -> Result<u8, ApiError> {
@@ -145,12 +144,14 @@ pub fn check_read(h: &HeaderMap, e: &Entry) -> Result<bool, ApiError> {
     )?;
     let etag = e.data.as_ref().map(|d| d.id.as_str()).unwrap_or("");
     if let Some(v) = get(h, header::IF_NONE_MATCH) {
-        let hit = tags(&v.to_string())
+        let hit = tags(v)
             .iter()
             .any(|t| t == "*" || t.trim_start_matches("W/").trim_matches('"') == etag);
         return Ok(hit);
     }
-    if let Some(since) = get(h, header::IF_MODIFIED_SINCE).and_then(|d| httpdate::parse_http_date(d).ok()) {
+    if let Some(since) =
+        get(h, header::IF_MODIFIED_SINCE).and_then(|d| httpdate::parse_http_date(d).ok())
+    {
         return Ok(e.mtime / 1000 <= to_ms(since) / 1000);
     }
     Ok(false)
@@ -159,7 +160,10 @@ pub fn check_read(h: &HeaderMap, e: &Entry) -> Result<bool, ApiError> {
 /// Set the headers of an object response (everything but length and range).
 pub fn object(h: &mut HeaderMap, e: &Entry) {
     let mut set = |k: &str, v: &str| {
-        if let (Ok(k), Ok(v)) = (HeaderName::from_bytes(k.as_bytes()), HeaderValue::from_str(v)) {
+        if let (Ok(k), Ok(v)) = (
+            HeaderName::from_bytes(k.as_bytes()),
+            HeaderValue::from_str(v),
+        ) {
             h.insert(k, v);
         }
     };
@@ -195,7 +199,13 @@ mod tests {
     fn durability_bounds() {
         let mut h = HeaderMap::new();
         assert_eq!(durability(&h).unwrap(), 2);
-        for (v, ok) in [("0", false), ("7", false), ("abc", false), ("1", true), ("6", true)] {
+        for (v, ok) in [
+            ("0", false),
+            ("7", false),
+            ("abc", false),
+            ("1", true),
+            ("6", true),
+        ] {
             h.insert("durability-level", HeaderValue::from_static(v));
             assert_eq!(durability(&h).is_ok(), ok, "{v}");
         }

@@ -117,7 +117,11 @@ impl Gateway {
 
 /// Serve the gateway on `listener` until `shutdown` resolves; runs the node-registry refresh
 /// and the reclaimer alongside.
-pub async fn run(gw: Arc<Gateway>, listener: TcpListener, shutdown: impl std::future::Future<Output = ()>) {
+pub async fn run(
+    gw: Arc<Gateway>,
+    listener: TcpListener,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
     let _ = gw.nodes.refresh().await;
     let g1 = gw.clone();
     let g2 = gw.clone();
@@ -183,7 +187,8 @@ pub fn query(req: &http::request::Parts) -> HashMap<String, String> {
 
 async fn route(gw: &Arc<Gateway>, req: Request) -> Result<Response<Body>, ApiError> {
     let (parts, body) = req.into_parts();
-    if parts.uri.path() == "/ping" && (parts.method == Method::GET || parts.method == Method::HEAD) {
+    if parts.uri.path() == "/ping" && (parts.method == Method::GET || parts.method == Method::HEAD)
+    {
         return Ok(mobula_http::status(StatusCode::OK));
     }
     let path = ApiPath::parse(parts.uri.path())?;
@@ -213,7 +218,10 @@ async fn dispatch(
     if !mobula_metadata::namespace::AREAS.contains(&area.as_str()) {
         return Err(ApiError::new(
             Code::ResourceNotFound,
-            format!("{} is not an area of the account (stor, public, jobs, uploads)", path.full()),
+            format!(
+                "{} is not an area of the account (stor, public, jobs, uploads)",
+                path.full()
+            ),
         ));
     }
     if area == "uploads" && (path.depth() > 2 || m == Method::POST) {

@@ -37,7 +37,15 @@ impl Nodes {
     /// Reload the registry from metadata.
     pub async fn refresh(&self) -> Result<(), ApiError> {
         let nodes = self.meta.nodes().await?;
-        *self.list.write().unwrap_or_else(|p| p.into_inner()) = (Instant::now(), nodes);
+        let mut list = self.list.write().unwrap_or_else(|p| p.into_inner());
+        // A node that came back at a new address starts with a clean record.
+        let mut failed = self.failed.lock().unwrap_or_else(|p| p.into_inner());
+        for n in &nodes {
+            if list.1.iter().any(|o| o.id == n.id && o.url != n.url) {
+                failed.remove(&n.id);
+            }
+        }
+        *list = (Instant::now(), nodes);
         Ok(())
     }
 
@@ -59,7 +67,8 @@ impl Nodes {
             .insert(id.to_string(), Instant::now());
     }
 
-    fn recently_failed(&self, id: &str) -> bool {
+    /// Whether `id` failed a request within the last [`PENALTY`].
+    pub fn recently_failed(&self, id: &str) -> bool {
         let mut f = self.failed.lock().unwrap_or_else(|p| p.into_inner());
         match f.get(id) {
             Some(t) if t.elapsed() < PENALTY => true,
@@ -107,7 +116,9 @@ impl Nodes {
         }
         let mut rng = rand::thread_rng();
         let picked = roomy
-            .choose_multiple_weighted(&mut rng, count as usize, |n| (n.free_bytes >> 20).max(1) as f64)
+            .choose_multiple_weighted(&mut rng, count as usize, |n| {
+                (n.free_bytes >> 20).max(1) as f64
+            })
             .map_err(ApiError::internal)?;
         Ok(picked.map(|n| (n.id.clone(), n.url.clone())).collect())
     }

@@ -69,7 +69,9 @@ pub async fn write_data(
             }
             Ok(Some(Ok(f))) => f,
         };
-        let Ok(data) = frame.into_data() else { continue };
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
         size += data.len() as u64;
         if size > gw.cfg.max_object_size {
             failure = Some(ApiError::new(
@@ -195,18 +197,19 @@ pub async fn put(
     let h = &parts.headers;
     let chunked = headers::get(h, header::TRANSFER_ENCODING)
         .is_some_and(|v| v.to_ascii_lowercase().contains("chunked"));
-    let length = match headers::get(h, header::CONTENT_LENGTH) {
-        Some(v) => Some(v.parse::<u64>().map_err(|_| {
-            ApiError::new(Code::InvalidArgument, "content-length is not a number")
-        })?),
-        None if chunked => None,
-        None => {
-            return Err(ApiError::new(
-                Code::ContentLengthRequired,
-                "PUT needs content-length or transfer-encoding: chunked",
-            ))
-        }
-    };
+    let length =
+        match headers::get(h, header::CONTENT_LENGTH) {
+            Some(v) => Some(v.parse::<u64>().map_err(|_| {
+                ApiError::new(Code::InvalidArgument, "content-length is not a number")
+            })?),
+            None if chunked => None,
+            None => {
+                return Err(ApiError::new(
+                    Code::ContentLengthRequired,
+                    "PUT needs content-length or transfer-encoding: chunked",
+                ))
+            }
+        };
     if length.is_some_and(|l| l > gw.cfg.max_object_size) {
         return Err(ApiError::new(
             Code::MaxContentLengthExceeded,
@@ -270,9 +273,8 @@ pub async fn put_link(
     parts: &http::request::Parts,
     path: &ApiPath,
 ) -> Result<Response<Body>, ApiError> {
-    let loc = headers::get(&parts.headers, header::LOCATION).ok_or_else(|| {
-        ApiError::new(Code::LocationRequired, "a link needs a Location header")
-    })?;
+    let loc = headers::get(&parts.headers, header::LOCATION)
+        .ok_or_else(|| ApiError::new(Code::LocationRequired, "a link needs a Location header"))?;
     let src = ApiPath::parse(loc.split('?').next().unwrap_or(loc))
         .map_err(|e| ApiError::new(Code::InvalidLink, format!("bad Location: {}", e.message)))?;
     if src.account() != path.account() {

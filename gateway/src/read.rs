@@ -48,7 +48,11 @@ pub fn parse_range(h: &HeaderMap, len: u64) -> Result<Option<(u64, u64)>, ApiErr
         (len.saturating_sub(n), len - 1)
     } else {
         let start = num(a)?;
-        let end = if b.is_empty() { len.saturating_sub(1) } else { num(b)?.min(len.saturating_sub(1)) };
+        let end = if b.is_empty() {
+            len.saturating_sub(1)
+        } else {
+            num(b)?.min(len.saturating_sub(1))
+        };
         if start >= len || end < start {
             return Err(unsatisfiable());
         }
@@ -64,9 +68,10 @@ pub async fn get_or_head(
     path: &ApiPath,
 ) -> Result<Response<Body>, ApiError> {
     let full = path.full();
-    let entry = gw.meta.get(&full).await?.ok_or_else(|| {
-        ApiError::new(Code::ResourceNotFound, format!("{full} does not exist"))
-    })?;
+    let entry =
+        gw.meta.get(&full).await?.ok_or_else(|| {
+            ApiError::new(Code::ResourceNotFound, format!("{full} does not exist"))
+        })?;
     if entry.kind == Kind::Directory {
         return dirs::respond(gw, parts, &entry).await;
     }
@@ -88,10 +93,7 @@ async fn object(
         r.headers_mut().remove(header::CONTENT_TYPE);
         return Ok(r);
     }
-    let range = parse_range(&parts.headers, data.size).inspect_err(|e| {
-        let _ = e;
-    });
-    let range = match range {
+    let range = match parse_range(&parts.headers, data.size) {
         Err(e) if e.code == Code::RequestedRangeNotSatisfiable => {
             let mut r = e.into_response();
             if let Ok(v) = format!("bytes */{}", data.size).parse() {
@@ -106,7 +108,15 @@ async fn object(
     let mut resp = if parts.method == Method::HEAD || count == 0 {
         mobula_http::status(StatusCode::OK)
     } else {
-        let first = open(gw, &data.id, data.size, &gw.nodes.read_order(&data.nodes), start, end).await?;
+        let first = open(
+            gw,
+            &data.id,
+            data.size,
+            gw.nodes.read_order(&data.nodes),
+            start,
+            end,
+        )
+        .await?;
         Response::new(mobula_http::stream(failover_stream(
             gw.clone(),
             data.id.clone(),
@@ -135,29 +145,17 @@ struct Open {
     stream: ByteStream,
 }
 
-/// Open the first copy (from `order`) that answers for bytes `start..=end`.
+/// Open the first copy (in `order`) that answers for bytes `start..=end`.
 async fn open(
     gw: &Gateway,
     id: &str,
     size: u64,
-    order: &[(String, String)],
-    start: u64,
-    end: u64,
-) -> Result<Open, ApiError> {
-    open_from(gw, id, size, order.to_vec(), 0, start, end).await
-}
-
-async fn open_from(
-    gw: &Gateway,
-    id: &str,
-    size: u64,
     order: Vec<(String, String)>,
-    from: usize,
     start: u64,
     end: u64,
 ) -> Result<Open, ApiError> {
     let range = (start != 0 || end + 1 != size).then_some((start, end));
-    for (index, (node, url)) in order.iter().enumerate().skip(from) {
+    for (index, (node, url)) in order.iter().enumerate() {
         match gw.node_client.get(url, id, range).await {
             Ok(resp) => {
                 let full = resp
@@ -198,38 +196,35 @@ fn failover_stream(
     pos: u64,
     end: u64,
 ) -> impl Stream<Item = Result<Bytes, ApiError>> + Send {
-    futures::stream::unfold(
-        (Some(first), pos, 0usize),
-        move |(mut cur, mut pos, mut next)| {
-            let gw = gw.clone();
-            let id = id.clone();
-            async move {
-                loop {
-                    if pos >= end {
-                        return None;
+    futures::stream::unfold((Some(first), pos), move |(mut cur, mut pos)| {
+        let gw = gw.clone();
+        let id = id.clone();
+        async move {
+            loop {
+                if pos >= end {
+                    return None;
+                }
+                let copy = cur.as_mut()?;
+                match copy.stream.next().await {
+                    Some(Ok(b)) if !b.is_empty() => {
+                        pos += b.len() as u64;
+                        return Some((Ok(b), (cur, pos)));
                     }
-                    let Some(open) = cur.as_mut() else {
-                        return None;
-                    };
-                    match open.stream.next().await {
-                        Some(Ok(b)) if !b.is_empty() => {
-                            pos += b.len() as u64;
-                            return Some((Ok(b), (cur, pos, next)));
-                        }
-                        Some(Ok(_)) => continue,
-                        failed => {
-                            let (node, _) = open.order[open.index].clone();
-                            tracing::warn!("copy of {id} on {node} failed at byte {pos}: {failed:?}");
-                            next = open.index + 1;
-                            let order = open.order.clone();
-                            match open_from(&gw, &id, size, order, next, pos, end - 1).await {
-                                Ok(o) => cur = Some(o),
-                                Err(e) => return Some((Err(e), (None, pos, next))),
-                            }
+                    Some(Ok(_)) => continue,
+                    failed => {
+                        let (node, _) = copy.order[copy.index].clone();
+                        gw.nodes.mark_failed(&node);
+                        tracing::warn!("copy of {id} on {node} failed at byte {pos}: {failed:?}");
+                        // Try the remaining copies, in order, without the one that failed.
+                        let mut order = copy.order.clone();
+                        order.remove(copy.index);
+                        match open(&gw, &id, size, order, pos, end - 1).await {
+                            Ok(o) => cur = Some(o),
+                            Err(e) => return Some((Err(e), (None, pos))),
                         }
                     }
                 }
             }
-        },
-    )
+        }
+    })
 }

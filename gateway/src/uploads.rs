@@ -71,7 +71,10 @@ pub async fn route(
                 .await?
                 .filter(|u| u.account == path.account())
                 .ok_or_else(|| {
-                    ApiError::new(Code::ResourceNotFound, format!("upload {id} does not exist"))
+                    ApiError::new(
+                        Code::ResourceNotFound,
+                        format!("upload {id} does not exist"),
+                    )
                 })?;
             match (m, tail) {
                 (&Method::GET, ["state"]) => Ok(state(&upload)),
@@ -92,7 +95,10 @@ pub async fn route(
                     })?;
                     put_part(gw, &upload, n, parts, body).await
                 }
-                _ => Err(ApiError::new(Code::MethodNotAllowed, "not an upload operation")),
+                _ => Err(ApiError::new(
+                    Code::MethodNotAllowed,
+                    "not an upload operation",
+                )),
             }
         }
         _ => Err(ApiError::new(
@@ -102,10 +108,17 @@ pub async fn route(
     }
 }
 
-async fn create(gw: &Arc<Gateway>, account: &str, body: Incoming) -> Result<Response<Body>, ApiError> {
+async fn create(
+    gw: &Arc<Gateway>,
+    account: &str,
+    body: Incoming,
+) -> Result<Response<Body>, ApiError> {
     let c: CreateBody = json_body(body).await?;
     let target = ApiPath::parse(&c.object_path)?;
-    if target.account() != account || !matches!(target.area(), Some("stor" | "public")) || target.depth() < 3 {
+    if target.account() != account
+        || !matches!(target.area(), Some("stor" | "public"))
+        || target.depth() < 3
+    {
         return Err(ApiError::new(
             Code::InvalidArgument,
             "objectPath must be an object path under the account's /stor or /public",
@@ -131,7 +144,10 @@ async fn create(gw: &Arc<Gateway>, account: &str, body: Incoming) -> Result<Resp
     };
     gw.meta.create_upload(&u).await?;
     let dir = parts_dir(account, &id);
-    let mut r = mobula_http::json(StatusCode::CREATED, &json!({"id": id, "partsDirectory": dir}));
+    let mut r = mobula_http::json(
+        StatusCode::CREATED,
+        &json!({"id": id, "partsDirectory": dir}),
+    );
     if let Ok(v) = dir.parse() {
         r.headers_mut().insert(header::LOCATION, v);
     }
@@ -143,8 +159,9 @@ fn to_header_map(m: &BTreeMap<String, String>) -> Result<http::HeaderMap, ApiErr
     for (k, v) in m {
         let name = http::HeaderName::from_bytes(k.to_ascii_lowercase().as_bytes())
             .map_err(|_| ApiError::new(Code::InvalidArgument, format!("bad header name {k}")))?;
-        let value = http::HeaderValue::from_str(v)
-            .map_err(|_| ApiError::new(Code::InvalidArgument, format!("bad header value for {k}")))?;
+        let value = http::HeaderValue::from_str(v).map_err(|_| {
+            ApiError::new(Code::InvalidArgument, format!("bad header value for {k}"))
+        })?;
         h.insert(name, value);
     }
     Ok(h)
@@ -180,7 +197,10 @@ fn targets(gw: &Gateway, u: &Upload) -> Result<Vec<(String, String)>, ApiError> 
         .iter()
         .map(|n| {
             gw.nodes.url(n).map(|url| (n.clone(), url)).ok_or_else(|| {
-                ApiError::new(Code::ServiceUnavailable, format!("storage node {n} is gone"))
+                ApiError::new(
+                    Code::ServiceUnavailable,
+                    format!("storage node {n} is gone"),
+                )
             })
         })
         .collect()
@@ -194,7 +214,10 @@ async fn put_part(
     body: Incoming,
 ) -> Result<Response<Body>, ApiError> {
     if u.state != "created" {
-        return Err(ApiError::new(Code::InvalidUpdate, format!("upload is {}", u.state)));
+        return Err(ApiError::new(
+            Code::InvalidUpdate,
+            format!("upload is {}", u.state),
+        ));
     }
     let content_md5 = headers::content_md5(&parts.headers)?;
     let data = write_data(gw, &targets(gw, u)?, u.durability, body, content_md5).await?;
@@ -225,11 +248,23 @@ fn committed(u: &Upload, etag: &str) -> Response<Body> {
     r
 }
 
-async fn commit(gw: &Arc<Gateway>, u: &Upload, etags: Vec<String>) -> Result<Response<Body>, ApiError> {
-    let etags: Vec<String> = etags.iter().map(|e| e.trim_matches('"').to_string()).collect();
+async fn commit(
+    gw: &Arc<Gateway>,
+    u: &Upload,
+    etags: Vec<String>,
+) -> Result<Response<Body>, ApiError> {
+    let etags: Vec<String> = etags
+        .iter()
+        .map(|e| e.trim_matches('"').to_string())
+        .collect();
     if u.state == "done" {
         if u.committed_parts.as_ref() == Some(&etags) {
-            let etag = gw.meta.get(&u.object_path).await?.and_then(|e| e.data).map(|d| d.id);
+            let etag = gw
+                .meta
+                .get(&u.object_path)
+                .await?
+                .and_then(|e| e.data)
+                .map(|d| d.id);
             return Ok(committed(u, &etag.unwrap_or_default()));
         }
         return Err(ApiError::new(
@@ -238,7 +273,10 @@ async fn commit(gw: &Arc<Gateway>, u: &Upload, etags: Vec<String>) -> Result<Res
         ));
     }
     if u.state != "created" {
-        return Err(ApiError::new(Code::InvalidUpdate, format!("upload is {}", u.state)));
+        return Err(ApiError::new(
+            Code::InvalidUpdate,
+            format!("upload is {}", u.state),
+        ));
     }
     let mut ids = Vec::new();
     for (i, etag) in etags.iter().enumerate() {
@@ -254,7 +292,10 @@ async fn commit(gw: &Arc<Gateway>, u: &Upload, etags: Vec<String>) -> Result<Res
         if i + 1 < etags.len() && part.data.size < gw.cfg.min_part_size {
             return Err(ApiError::new(
                 Code::InvalidArgument,
-                format!("part {i} is {} bytes; all parts but the last need {}", part.data.size, gw.cfg.min_part_size),
+                format!(
+                    "part {i} is {} bytes; all parts but the last need {}",
+                    part.data.size, gw.cfg.min_part_size
+                ),
             ));
         }
         ids.push(part.data.id.clone());
@@ -262,17 +303,29 @@ async fn commit(gw: &Arc<Gateway>, u: &Upload, etags: Vec<String>) -> Result<Res
     let targets = targets(gw, u)?;
     let id = new_id();
     let results = futures::future::join_all(
-        targets.iter().map(|(_, url)| gw.node_client.concat(url, &id, ids.clone())),
+        targets
+            .iter()
+            .map(|(_, url)| gw.node_client.concat(url, &id, ids.clone())),
     )
     .await;
     let nodes: Vec<String> = targets.iter().map(|(n, _)| n.clone()).collect();
     let mut written = None;
     for r in results {
         match r {
-            Ok(w) if written.as_ref().is_none_or(|p: &mobula_storage_node::server::Written| p.md5 == w.md5 && p.size == w.size) => written = Some(w),
+            Ok(w)
+                if written
+                    .as_ref()
+                    .is_none_or(|p: &mobula_storage_node::server::Written| {
+                        p.md5 == w.md5 && p.size == w.size
+                    }) =>
+            {
+                written = Some(w)
+            }
             Ok(_) => {
                 discard(gw, &id, &nodes).await;
-                return Err(ApiError::internal("copies of the parts differ between nodes"));
+                return Err(ApiError::internal(
+                    "copies of the parts differ between nodes",
+                ));
             }
             Err(e) => {
                 discard(gw, &id, &nodes).await;

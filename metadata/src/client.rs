@@ -33,14 +33,23 @@ impl MetadataClient {
         &self.base
     }
 
-    async fn call<Q: Serialize, R: DeserializeOwned>(&self, method: &str, q: &Q) -> Result<R, ApiError> {
+    async fn call<Q: Serialize, R: DeserializeOwned>(
+        &self,
+        method: &str,
+        q: &Q,
+    ) -> Result<R, ApiError> {
         let resp = self
             .http
             .post(format!("{}/rpc/{method}", self.base))
             .json(q)
             .send()
             .await
-            .map_err(|e| ApiError::new(Code::ServiceUnavailable, format!("metadata unreachable: {e}")))?;
+            .map_err(|e| {
+                ApiError::new(
+                    Code::ServiceUnavailable,
+                    format!("metadata unreachable: {e}"),
+                )
+            })?;
         let status = resp.status();
         let body = resp
             .bytes()
@@ -49,7 +58,8 @@ impl MetadataClient {
         if !status.is_success() {
             return Err(ApiError::from_wire(status, &body));
         }
-        serde_json::from_slice(&body).map_err(|e| ApiError::internal(format!("metadata answer: {e}")))
+        serde_json::from_slice(&body)
+            .map_err(|e| ApiError::internal(format!("metadata answer: {e}")))
     }
 
     /// Wait until the service answers `/ping` (at most `tries` × 50 ms).
@@ -59,19 +69,29 @@ impl MetadataClient {
             .get(format!("{}/ping", self.base))
             .send()
             .await
-            .map_err(|e| ApiError::new(Code::ServiceUnavailable, format!("metadata unreachable: {e}")))?;
+            .map_err(|e| {
+                ApiError::new(
+                    Code::ServiceUnavailable,
+                    format!("metadata unreachable: {e}"),
+                )
+            })?;
         if resp.status().is_success() {
             Ok(())
         } else {
-            Err(ApiError::new(Code::ServiceUnavailable, "metadata not ready"))
+            Err(ApiError::new(
+                Code::ServiceUnavailable,
+                "metadata not ready",
+            ))
         }
     }
 
     pub async fn create_account(&self, name: &str) -> Result<bool, ApiError> {
-        self.call("account.create", &Name { name: name.into() }).await
+        self.call("account.create", &Name { name: name.into() })
+            .await
     }
     pub async fn account_exists(&self, name: &str) -> Result<bool, ApiError> {
-        self.call("account.exists", &Name { name: name.into() }).await
+        self.call("account.exists", &Name { name: name.into() })
+            .await
     }
     pub async fn accounts(&self) -> Result<Vec<String>, ApiError> {
         self.call("account.list", &()).await

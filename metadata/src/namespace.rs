@@ -16,7 +16,8 @@ use crate::types::*;
 /// Top-level areas created with every account.
 pub const AREAS: [&str; 4] = ["stor", "public", "jobs", "uploads"];
 
-const SELECT: &str = "SELECT e.parent, e.name, e.kind, e.mtime, e.children, e.content_type, e.headers,
+const SELECT: &str =
+    "SELECT e.parent, e.name, e.kind, e.mtime, e.children, e.content_type, e.headers,
     d.id, d.size, d.md5, d.blake3, d.durability, d.nodes
     FROM entries e LEFT JOIN data d ON d.id = e.data_id";
 
@@ -39,7 +40,11 @@ fn row_to_entry(r: &Row<'_>) -> rusqlite::Result<Entry> {
     Ok(Entry {
         path: join_path(&parent, &name),
         name,
-        kind: if kind == 0 { Kind::Directory } else { Kind::Object },
+        kind: if kind == 0 {
+            Kind::Directory
+        } else {
+            Kind::Object
+        },
         mtime: r.get(3)?,
         children: r.get::<_, i64>(4)? as u64,
         content_type: r.get(5)?,
@@ -386,7 +391,11 @@ pub fn list(conn: &Connection, q: &ListQuery) -> Result<ListPage, ApiError> {
     let limit = q.limit as i64;
     let rows = match q.sort {
         SortBy::Name => {
-            let (cmp, ord) = if q.reverse { ("<=", "DESC") } else { (">=", "ASC") };
+            let (cmp, ord) = if q.reverse {
+                ("<=", "DESC")
+            } else {
+                (">=", "ASC")
+            };
             let marker_clause = if q.marker.is_some() {
                 format!("AND e.name {cmp} ?2")
             } else {
@@ -403,7 +412,11 @@ pub fn list(conn: &Connection, q: &ListQuery) -> Result<ListPage, ApiError> {
         }
         SortBy::Mtime => {
             // Newest first unless reversed; ties ordered by name in the same direction.
-            let (cmp, ord) = if q.reverse { (">=", "ASC") } else { ("<=", "DESC") };
+            let (cmp, ord) = if q.reverse {
+                (">=", "ASC")
+            } else {
+                ("<=", "DESC")
+            };
             let start = match &q.marker {
                 Some(m) => {
                     let e = get(conn, &join_path(&q.path, m))?.ok_or_else(|| {

@@ -38,7 +38,11 @@ pub struct Ids {
 }
 
 /// Serve the metadata API on `listener` until `shutdown` resolves.
-pub async fn run(listener: TcpListener, db: Arc<Db>, shutdown: impl std::future::Future<Output = ()>) {
+pub async fn run(
+    listener: TcpListener,
+    db: Arc<Db>,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
     mobula_http::serve(
         listener,
         move |req| handle(db.clone(), req),
@@ -80,7 +84,10 @@ async fn route(db: Arc<Db>, req: Request) -> Result<http::Response<Body>, ApiErr
         return Ok(mobula_http::status(StatusCode::OK));
     }
     let Some(method) = path.strip_prefix("/rpc/").map(str::to_string) else {
-        return Err(ApiError::new(Code::ResourceNotFound, format!("no route {path}")));
+        return Err(ApiError::new(
+            Code::ResourceNotFound,
+            format!("no route {path}"),
+        ));
     };
     if req.method() != Method::POST {
         return Err(ApiError::new(Code::MethodNotAllowed, "use POST"));

@@ -90,7 +90,10 @@ pub fn get(conn: &Connection, id: &str) -> Result<Option<Upload>, ApiError> {
 
 fn get_open(tx: &Connection, id: &str) -> Result<Upload, ApiError> {
     let u = get(tx, id)?.ok_or_else(|| {
-        ApiError::new(Code::ResourceNotFound, format!("upload {id} does not exist"))
+        ApiError::new(
+            Code::ResourceNotFound,
+            format!("upload {id} does not exist"),
+        )
     })?;
     if u.state != "created" {
         return Err(ApiError::new(

@@ -95,7 +95,12 @@ impl NodeClient {
     }
 
     /// Build data `id` on the node at `url` by concatenating `parts` held there.
-    pub async fn concat(&self, url: &str, id: &str, parts: Vec<String>) -> Result<Written, ApiError> {
+    pub async fn concat(
+        &self,
+        url: &str,
+        id: &str,
+        parts: Vec<String>,
+    ) -> Result<Written, ApiError> {
         let resp = self
             .http
             .post(format!("{url}/data/{id}/concat"))

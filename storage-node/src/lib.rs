@@ -60,7 +60,13 @@ pub async fn run(
         .clone()
         .unwrap_or_else(|| format!("http://{addr}"));
     let meta = MetadataClient::new(&cfg.metadata_url);
-    let beat = heartbeat_loop(store.clone(), id.clone(), url.clone(), meta.clone(), cfg.heartbeat);
+    let beat = heartbeat_loop(
+        store.clone(),
+        id.clone(),
+        url.clone(),
+        meta.clone(),
+        cfg.heartbeat,
+    );
     let sweep = orphan_loop(store.clone(), meta, cfg.orphan_age);
     tracing::info!("storage node {id} serving {} at {url}", cfg.dir.display());
     tokio::select! {
@@ -71,7 +77,13 @@ pub async fn run(
     Ok(())
 }
 
-async fn heartbeat_loop(store: Store, id: String, url: String, meta: MetadataClient, every: Duration) {
+async fn heartbeat_loop(
+    store: Store,
+    id: String,
+    url: String,
+    meta: MetadataClient,
+    every: Duration,
+) {
     loop {
         let (free_bytes, total_bytes) = store.space();
         let hb = Heartbeat {

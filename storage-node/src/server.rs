@@ -120,7 +120,10 @@ async fn route(store: &Store, node_id: &str, req: Request) -> Result<Response<Bo
                 _ => Err(ApiError::new(Code::MethodNotAllowed, "method not allowed")),
             }
         }
-        _ => Err(ApiError::new(Code::ResourceNotFound, format!("no route {path}"))),
+        _ => Err(ApiError::new(
+            Code::ResourceNotFound,
+            format!("no route {path}"),
+        )),
     }
 }
 
@@ -136,7 +139,8 @@ async fn put(store: &Store, id: &str, req: Request) -> Result<Response<Body>, Ap
     let mut body = req.into_body();
     let mut size = 0u64;
     while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| ApiError::new(Code::InvalidArgument, format!("body: {e}")))?;
+        let frame =
+            frame.map_err(|e| ApiError::new(Code::InvalidArgument, format!("body: {e}")))?;
         if let Ok(data) = frame.into_data() {
             if let Some(h) = md5.as_mut() {
                 h.update(&data);
@@ -172,7 +176,11 @@ fn parse_range(headers: &HeaderMap, len: u64) -> Option<(u64, u64)> {
     let v = headers.get(header::RANGE)?.to_str().ok()?;
     let (a, b) = v.strip_prefix("bytes=")?.split_once('-')?;
     let a: u64 = a.parse().ok()?;
-    let b: u64 = if b.is_empty() { len.checked_sub(1)? } else { b.parse().ok()? };
+    let b: u64 = if b.is_empty() {
+        len.checked_sub(1)?
+    } else {
+        b.parse().ok()?
+    };
     (a <= b && b < len).then_some((a, b))
 }
 
@@ -180,7 +188,10 @@ async fn get(store: &Store, id: &str, headers: &HeaderMap) -> Result<Response<Bo
     let mut file = match tokio::fs::File::open(store.path(id)).await {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(ApiError::new(Code::ResourceNotFound, format!("no data {id}")))
+            return Err(ApiError::new(
+                Code::ResourceNotFound,
+                format!("no data {id}"),
+            ))
         }
         Err(e) => return Err(io_err(e)),
     };
@@ -196,7 +207,9 @@ async fn get(store: &Store, id: &str, headers: &HeaderMap) -> Result<Response<Bo
         None => (StatusCode::OK, 0, len),
     };
     if start > 0 {
-        file.seek(std::io::SeekFrom::Start(start)).await.map_err(io_err)?;
+        file.seek(std::io::SeekFrom::Start(start))
+            .await
+            .map_err(io_err)?;
     }
     let stream = tokio_util::io::ReaderStream::with_capacity(file.take(count), 256 << 10);
     let mut resp = Response::new(mobula_http::stream(stream));
@@ -246,7 +259,10 @@ async fn concat(store: &Store, id: &str, c: &Concat) -> Result<Response<Body>, A
     let (size, md5, blake3) = match hashed {
         Ok(h) => h,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(ApiError::new(Code::ResourceNotFound, "a part is missing on this node"))
+            return Err(ApiError::new(
+                Code::ResourceNotFound,
+                "a part is missing on this node",
+            ))
         }
         Err(e) => return Err(io_err(e)),
     };
@@ -256,4 +272,3 @@ async fn concat(store: &Store, id: &str, c: &Concat) -> Result<Response<Body>, A
         &Written { size, md5, blake3 },
     ))
 }
-

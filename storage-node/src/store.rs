@@ -18,7 +18,10 @@ use tokio::io::AsyncWriteExt;
 
 /// Whether `id` is a valid data id (32 lower-case hex digits). Nothing else ever reaches a path.
 pub fn valid_id(id: &str) -> bool {
-    id.len() == 32 && id.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    id.len() == 32
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 /// A fresh random data id.
@@ -101,7 +104,10 @@ impl Store {
 
     /// Start writing a new file; it becomes `id` on [`Store::commit`].
     pub async fn create_temp(&self, id: &str) -> io::Result<TempFile> {
-        let path = self.root.join("tmp").join(format!("{id}.{}", &new_id()[..8]));
+        let path = self
+            .root
+            .join("tmp")
+            .join(format!("{id}.{}", &new_id()[..8]));
         let file = tokio::fs::File::create(&path).await?;
         Ok(TempFile {
             path,
@@ -117,7 +123,10 @@ impl Store {
         let dest = self.path(id);
         tokio::fs::rename(&tmp.path, &dest).await?;
         tmp.committed = true;
-        let dir = dest.parent().expect("data files live in a directory").to_path_buf();
+        let dir = dest
+            .parent()
+            .expect("data files live in a directory")
+            .to_path_buf();
         tokio::task::spawn_blocking(move || fsync_dir(&dir))
             .await
             .map_err(io::Error::other)??;
@@ -132,7 +141,10 @@ impl Store {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
             Err(e) => return Err(e),
         }
-        let dir = p.parent().expect("data files live in a directory").to_path_buf();
+        let dir = p
+            .parent()
+            .expect("data files live in a directory")
+            .to_path_buf();
         tokio::task::spawn_blocking(move || fsync_dir(&dir))
             .await
             .map_err(io::Error::other)?
@@ -158,8 +170,8 @@ impl Store {
     pub fn space(&self) -> (u64, u64) {
         match nix::sys::statvfs::statvfs(&self.root) {
             Ok(s) => {
-                let f = s.fragment_size() as u64;
-                (s.blocks_available() as u64 * f, s.blocks() as u64 * f)
+                let f = s.fragment_size();
+                (s.blocks_available() * f, s.blocks() * f)
             }
             Err(_) => (0, 0),
         }
@@ -173,7 +185,12 @@ mod tests {
     #[test]
     fn ids_are_strict() {
         assert!(valid_id(&new_id()));
-        for bad in ["", "../../etc/passwd", "ABCDEF0123456789abcdef0123456789", "0123"] {
+        for bad in [
+            "",
+            "../../etc/passwd",
+            "ABCDEF0123456789abcdef0123456789",
+            "0123",
+        ] {
             assert!(!valid_id(bad), "{bad}");
         }
     }

@@ -1,0 +1,237 @@
+//! Starting Mobula's roles: each alone (`mobula metadata|storage-node|gateway`) or all together
+//! on this machine (`mobula up`), through the same functions. Tests start clusters with
+//! [`Cluster::start`] on port 0 and drive them over real TCP.
+//!
+//! Data directory of `up`: `<data>/metadata/mobula.db` and `<data>/nodes/<i>/` per node.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use mobula_gateway::{Gateway, GatewayConfig};
+use mobula_metadata::{Db, MetadataClient};
+use mobula_storage_node::NodeConfig;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// A role running as a task of this process.
+#[derive(Debug)]
+pub struct Running {
+    pub url: String,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<()>,
+}
+
+impl Running {
+    /// Stop gracefully: stop accepting, let requests in flight finish.
+    pub async fn stop(mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        let _ = self.task.await;
+    }
+
+    /// Stop at once, dropping every connection (as if the process died).
+    pub async fn kill(self) {
+        self.task.abort();
+        let _ = self.task.await;
+    }
+}
+
+fn spawn_role<F>(url: String, f: impl FnOnce(oneshot::Receiver<()>) -> F) -> Running
+where
+    F: std::future::Future<Output = ()> + Send + 'static,
+{
+    let (tx, rx) = oneshot::channel();
+    Running {
+        url,
+        stop: Some(tx),
+        task: tokio::spawn(f(rx)),
+    }
+}
+
+async fn stopped(rx: oneshot::Receiver<()>) {
+    let _ = rx.await;
+}
+
+/// Bind `addr` (port 0 for any free port) and return the listener with its URL.
+pub async fn bind(addr: SocketAddr) -> anyhow::Result<(TcpListener, String)> {
+    let l = TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding {addr}"))?;
+    let url = format!("http://{}", l.local_addr()?);
+    Ok((l, url))
+}
+
+/// Start the metadata service on `listener` with its database at `db_path`.
+pub fn start_metadata(
+    listener: TcpListener,
+    url: String,
+    db_path: &Path,
+) -> anyhow::Result<Running> {
+    if let Some(dir) = db_path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let db = Arc::new(Db::open(db_path).with_context(|| format!("opening {}", db_path.display()))?);
+    Ok(spawn_role(url, move |rx| async move {
+        mobula_metadata::server::run(listener, db, stopped(rx)).await
+    }))
+}
+
+/// Start a storage node on `listener`.
+pub fn start_node(listener: TcpListener, url: String, cfg: NodeConfig) -> Running {
+    spawn_role(url, move |rx| async move {
+        if let Err(e) = mobula_storage_node::run(cfg, listener, stopped(rx)).await {
+            tracing::error!("storage node failed: {e}");
+        }
+    })
+}
+
+/// Start a gateway on `listener`.
+pub fn start_gateway(listener: TcpListener, url: String, gw: Arc<Gateway>) -> Running {
+    spawn_role(url, move |rx| async move {
+        mobula_gateway::run(gw, listener, stopped(rx)).await
+    })
+}
+
+/// Options of an all-in-one cluster.
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    pub data: PathBuf,
+    pub listen: SocketAddr,
+    pub nodes: usize,
+    pub account: String,
+    pub gateway: GatewayConfig,
+}
+
+impl ClusterConfig {
+    /// Defaults for a cluster in `data` with a gateway on `listen`.
+    pub fn new(data: &Path, listen: SocketAddr) -> Self {
+        ClusterConfig {
+            data: data.to_path_buf(),
+            listen,
+            nodes: 3,
+            account: "admin".into(),
+            gateway: GatewayConfig::new(""),
+        }
+    }
+}
+
+/// Metadata, storage nodes and a gateway running in this process.
+#[derive(Debug)]
+pub struct Cluster {
+    pub cfg: ClusterConfig,
+    pub metadata: Option<Running>,
+    pub nodes: Vec<Option<Running>>,
+    pub gateway: Option<Running>,
+    pub gw: Arc<Gateway>,
+}
+
+impl Cluster {
+    /// Start everything and wait until the gateway sees every node.
+    pub async fn start(cfg: ClusterConfig) -> anyhow::Result<Cluster> {
+        std::fs::create_dir_all(&cfg.data)?;
+        let (ml, murl) = bind("127.0.0.1:0".parse()?).await?;
+        let metadata = start_metadata(
+            ml,
+            murl.clone(),
+            &cfg.data.join("metadata").join("mobula.db"),
+        )?;
+        let meta = MetadataClient::new(&murl);
+        meta.create_account(&cfg.account).await?;
+        let mut gcfg = cfg.gateway.clone();
+        gcfg.metadata_url = murl.clone();
+        let gw = Gateway::new(gcfg);
+        let mut c = Cluster {
+            cfg,
+            metadata: Some(metadata),
+            nodes: Vec::new(),
+            gateway: None,
+            gw: gw.clone(),
+        };
+        for i in 0..c.cfg.nodes {
+            let n = c.spawn_node(i).await?;
+            c.nodes.push(Some(n));
+        }
+        let (gl, gurl) = bind(c.cfg.listen).await?;
+        c.gateway = Some(start_gateway(gl, gurl, gw));
+        c.wait_for_nodes(c.cfg.nodes).await?;
+        Ok(c)
+    }
+
+    /// The metadata service's URL.
+    pub fn metadata_url(&self) -> &str {
+        self.gw.meta.url()
+    }
+
+    /// The gateway's URL.
+    pub fn url(&self) -> &str {
+        &self.gateway.as_ref().expect("gateway running").url
+    }
+
+    /// Data directory of node `i`.
+    pub fn node_dir(&self, i: usize) -> PathBuf {
+        self.cfg.data.join("nodes").join(i.to_string())
+    }
+
+    async fn spawn_node(&self, i: usize) -> anyhow::Result<Running> {
+        let (l, url) = bind("127.0.0.1:0".parse()?).await?;
+        let mut ncfg = NodeConfig::new(self.node_dir(i), self.metadata_url());
+        ncfg.heartbeat = Duration::from_millis(500);
+        Ok(start_node(l, url, ncfg))
+    }
+
+    /// Kill node `i` (connections dropped at once).
+    pub async fn kill_node(&mut self, i: usize) {
+        if let Some(n) = self.nodes[i].take() {
+            n.kill().await;
+        }
+    }
+
+    /// Start node `i` again (on a new port; it re-registers).
+    pub async fn restart_node(&mut self, i: usize) -> anyhow::Result<()> {
+        self.kill_node(i).await;
+        let n = self.spawn_node(i).await?;
+        self.nodes[i] = Some(n);
+        Ok(())
+    }
+
+    /// Wait until the gateway's registry shows `count` fresh nodes, each running node at
+    /// its current address.
+    pub async fn wait_for_nodes(&self, count: usize) -> anyhow::Result<()> {
+        for _ in 0..200 {
+            self.gw.nodes.refresh().await.ok();
+            let registered = self.gw.meta.nodes().await.unwrap_or_default();
+            let current = self
+                .nodes
+                .iter()
+                .flatten()
+                .all(|n| registered.iter().any(|r| r.url == n.url));
+            let fresh = registered
+                .iter()
+                .filter(|r| r.last_seen_ago_ms < 2000)
+                .count();
+            if current && fresh >= count {
+                return self.gw.nodes.refresh().await.map_err(Into::into);
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        anyhow::bail!("storage nodes did not register in time")
+    }
+
+    /// Stop everything gracefully.
+    pub async fn shutdown(mut self) {
+        if let Some(g) = self.gateway.take() {
+            g.stop().await;
+        }
+        for n in self.nodes.iter_mut().filter_map(Option::take) {
+            n.stop().await;
+        }
+        if let Some(m) = self.metadata.take() {
+            m.stop().await;
+        }
+    }
+}

@@ -1,0 +1,86 @@
+//! The client CLI (`mobula put/get/ls/mkdir/rm/ln/info`) against a real cluster.
+
+use std::process::Output;
+
+use crate::{bytes, T};
+
+const BIN: &str = env!("CARGO_BIN_EXE_mobula");
+
+async fn run(t: &T, args: &[&str]) -> Output {
+    tokio::process::Command::new(BIN)
+        .args(args)
+        .env("MOBULA_URL", t.c.url())
+        .env("MOBULA_ACCOUNT", "admin")
+        .output()
+        .await
+        .unwrap()
+}
+
+async fn ok(t: &T, args: &[&str]) -> String {
+    let o = run(t, args).await;
+    assert!(
+        o.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8(o.stdout).unwrap()
+}
+
+#[tokio::test]
+async fn cli_round_trip() {
+    let t = T::start(3).await;
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("in.bin");
+    let body = bytes(3 << 20, 4);
+    std::fs::write(&src, &body).unwrap();
+    ok(&t, &["mkdir", "-p", "~~/stor/a/b/c"]).await;
+    ok(
+        &t,
+        &[
+            "put",
+            src.to_str().unwrap(),
+            "~~/stor/a/b/c/obj",
+            "-H",
+            "m-x: 1",
+            "-c",
+            "3",
+        ],
+    )
+    .await;
+    ok(
+        &t,
+        &["put", "-p", src.to_str().unwrap(), "/admin/stor/p/q/obj2"],
+    )
+    .await;
+    let out = dir.path().join("out.bin");
+    ok(&t, &["get", "/admin/stor/a/b/c/obj", out.to_str().unwrap()]).await;
+    assert!(std::fs::read(&out).unwrap() == body);
+    let ls = ok(&t, &["ls", "/admin/stor/a"]).await;
+    assert_eq!(ls, "b/\n");
+    let ls = ok(&t, &["ls", "-l", "/admin/stor/a/b/c"]).await;
+    assert!(
+        ls.starts_with('-')
+            && ls.contains(&(3 << 20).to_string())
+            && ls.trim_end().ends_with("obj"),
+        "{ls}"
+    );
+    let info = ok(&t, &["info", "/admin/stor/a/b/c/obj"]).await;
+    assert!(
+        info.contains("m-x: 1") && info.contains("durability-level: 3"),
+        "{info}"
+    );
+    ok(&t, &["ln", "/admin/stor/a/b/c/obj", "/admin/stor/link"]).await;
+    let got = run(&t, &["get", "/admin/stor/link"]).await;
+    assert!(got.stdout == body);
+    // Errors print the server's code and message and exit non-zero.
+    let o = run(&t, &["rm", "/admin/stor/a"]).await;
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("DirectoryNotEmpty"), "{err}");
+    ok(&t, &["rm", "-r", "/admin/stor/a"]).await;
+    let o = run(&t, &["get", "/admin/stor/a/b/c/obj"]).await;
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("ResourceNotFound"));
+    let ls = ok(&t, &["ls", "/admin/stor"]).await;
+    assert_eq!(ls, "link\np/\n");
+}

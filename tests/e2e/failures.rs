@@ -1,0 +1,216 @@
+//! Failures: clients that lie, disconnect or stall; storage nodes that die before, during and
+//! after a PUT, or in the middle of a GET.
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use reqwest::Method;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::{assert_err, bytes, T};
+
+async fn raw(t: &T) -> TcpStream {
+    let addr = t.c.url().trim_start_matches("http://").to_string();
+    TcpStream::connect(addr).await.unwrap()
+}
+
+async fn read_status(s: &mut TcpStream) -> String {
+    let mut buf = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    String::from_utf8_lossy(&buf[..n]).to_string()
+}
+
+fn node_index(t: &T, id: &str) -> usize {
+    (0..t.c.cfg.nodes)
+        .find(|i| {
+            std::fs::read_to_string(t.c.node_dir(*i).join("node-id"))
+                .unwrap()
+                .trim()
+                == id
+        })
+        .unwrap()
+}
+
+#[tokio::test]
+async fn put_without_length_is_refused() {
+    let t = T::start(3).await;
+    let mut s = raw(&t).await;
+    s.write_all(b"PUT /admin/stor/x HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let resp = read_status(&mut s).await;
+    assert!(resp.starts_with("HTTP/1.1 411"), "{resp}");
+    assert!(resp.contains("ContentLengthRequired"), "{resp}");
+}
+
+#[tokio::test]
+async fn client_disconnecting_mid_upload_leaves_nothing() {
+    let t = T::start(3).await;
+    let mut s = raw(&t).await;
+    s.write_all(b"PUT /admin/stor/x HTTP/1.1\r\nhost: x\r\ncontent-length: 10000000\r\n\r\n")
+        .await
+        .unwrap();
+    s.write_all(&vec![7u8; 3_000_000]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    drop(s);
+    t.wait_data_files(0).await;
+    assert_err(t.get("/admin/stor/x").await, 404, "ResourceNotFound").await;
+}
+
+#[tokio::test]
+async fn stalled_upload_times_out_and_leaves_nothing() {
+    let t = T::start_with(3, |c| c.gateway.upload_timeout = Duration::from_millis(500)).await;
+    let mut s = raw(&t).await;
+    s.write_all(b"PUT /admin/stor/x HTTP/1.1\r\nhost: x\r\ncontent-length: 1000\r\n\r\nabc")
+        .await
+        .unwrap();
+    let resp = read_status(&mut s).await;
+    assert!(resp.starts_with("HTTP/1.1 408"), "{resp}");
+    assert!(resp.contains("UploadTimeout"), "{resp}");
+    t.wait_data_files(0).await;
+    assert_err(t.get("/admin/stor/x").await, 404, "ResourceNotFound").await;
+}
+
+#[tokio::test]
+async fn expect_100_continue_is_honoured() {
+    let t = T::start(3).await;
+    let mut s = raw(&t).await;
+    s.write_all(b"PUT /admin/stor/e HTTP/1.1\r\nhost: x\r\ncontent-length: 5\r\nexpect: 100-continue\r\n\r\n").await.unwrap();
+    let resp = read_status(&mut s).await;
+    assert!(resp.starts_with("HTTP/1.1 100"), "{resp}");
+    s.write_all(b"hello").await.unwrap();
+    let resp = read_status(&mut s).await;
+    assert!(resp.contains("204"), "{resp}");
+    assert_eq!(t.get_bytes("/admin/stor/e").await, b"hello");
+}
+
+#[tokio::test]
+async fn a_stopped_node_does_not_stop_reads_or_writes() {
+    let mut t = T::start(3).await;
+    let mut objects = Vec::new();
+    for i in 0..12 {
+        let body = bytes(50_000 + i, i as u64);
+        assert_eq!(
+            t.put(&format!("/admin/stor/o{i}"), body.clone())
+                .await
+                .status(),
+            204
+        );
+        objects.push(body);
+    }
+    t.c.kill_node(1).await;
+    for (i, body) in objects.iter().enumerate() {
+        assert_eq!(
+            &t.get_bytes(&format!("/admin/stor/o{i}")).await,
+            body,
+            "o{i}"
+        );
+    }
+    for i in 0..12 {
+        let r = t
+            .put(&format!("/admin/stor/n{i}"), format!("new {i}"))
+            .await;
+        assert_eq!(r.status(), 204, "PUT {i} after a node died");
+    }
+    for i in 0..12 {
+        assert_eq!(
+            t.get_bytes(&format!("/admin/stor/n{i}")).await,
+            format!("new {i}").as_bytes()
+        );
+    }
+    // Three copies cannot be placed on two nodes.
+    let r = t
+        .req(Method::PUT, "/admin/stor/three")
+        .header("durability-level", "3")
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    assert_err(r, 503, "ServiceUnavailable").await;
+}
+
+#[tokio::test]
+async fn a_node_dying_during_a_put_fails_it_cleanly() {
+    let mut t = T::start(3).await;
+    let (tx, rx) = futures::channel::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(1);
+    let req = t
+        .req(Method::PUT, "/admin/stor/big")
+        .header("durability-level", "3")
+        .body(reqwest::Body::wrap_stream(rx))
+        .send();
+    let feeder = tokio::spawn(async move {
+        let mut tx = tx;
+        use futures::SinkExt;
+        for _ in 0..200 {
+            if tx.send(Ok(vec![1u8; 256 << 10])).await.is_err() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    });
+    let put = tokio::spawn(req);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    t.c.kill_node(2).await;
+    let resp = put.await.unwrap();
+    feeder.abort();
+    match resp {
+        Ok(r) => assert_err(r, 503, "ServiceUnavailable").await,
+        Err(e) => panic!("gateway should answer, got {e}"),
+    }
+    assert_err(t.get("/admin/stor/big").await, 404, "ResourceNotFound").await;
+    // The copies that did reach the surviving nodes are reclaimed.
+    for _ in 0..200 {
+        let left: usize = (0..2)
+            .map(|i| {
+                crate::count_files(&t.c.node_dir(i).join("data"))
+                    + crate::count_files(&t.c.node_dir(i).join("tmp"))
+            })
+            .sum();
+        if left == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let left: usize = (0..2)
+        .map(|i| crate::count_files(&t.c.node_dir(i).join("data")))
+        .sum();
+    assert_eq!(left, 0, "no half-stored object on the surviving nodes");
+}
+
+#[tokio::test]
+async fn a_get_continues_on_another_copy_when_a_node_dies_mid_body() {
+    let mut t = T::start(3).await;
+    let body = bytes(24 << 20, 9);
+    assert_eq!(t.put("/admin/stor/big", body.clone()).await.status(), 204);
+    let entry = t.c.gw.meta.get("/admin/stor/big").await.unwrap().unwrap();
+    let holders = entry.data.unwrap().nodes;
+    assert_eq!(holders.len(), 2);
+    // Make the victim the copy being served (the other one is tried last), then kill it.
+    for (round, victim) in holders.iter().enumerate() {
+        let other = &holders[1 - round];
+        t.c.gw.nodes.mark_failed(other);
+        let r = t.get("/admin/stor/big").await;
+        assert_eq!(r.status(), 200);
+        let mut s = r.bytes_stream();
+        let mut got = Vec::new();
+        while got.len() < (1 << 20) {
+            got.extend_from_slice(&s.next().await.unwrap().unwrap());
+        }
+        let i = node_index(&t, victim);
+        t.c.kill_node(i).await;
+        while let Some(chunk) = s.next().await {
+            got.extend_from_slice(&chunk.expect("body continues on the other copy"));
+        }
+        assert!(got == body, "round {round}: body differs");
+        assert!(
+            t.c.gw.nodes.recently_failed(victim),
+            "the stream failed over"
+        );
+        t.c.restart_node(i).await.unwrap();
+        t.c.wait_for_nodes(3).await.unwrap();
+    }
+}
