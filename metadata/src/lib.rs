@@ -15,3 +15,6 @@ pub mod uploads;
 
 pub use client::MetadataClient;
 pub use db::Db;
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,210 @@
+//! Unit tests of the namespace invariants and the listing plans, on real SQLite files.
+
+use mobula_http::Code;
+
+use crate::db::Db;
+use crate::namespace::{self, list_sql};
+use crate::types::*;
+use crate::{registry, uploads};
+
+fn db() -> (tempfile::TempDir, Db) {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open(&dir.path().join("m.db")).unwrap();
+    db.write(|tx| namespace::create_account(tx, "a")).unwrap();
+    (dir, db)
+}
+
+fn data(id: &str) -> Data {
+    Data {
+        id: id.repeat(32 / id.len()),
+        size: 3,
+        md5: "m".into(),
+        blake3: "b".into(),
+        durability: 2,
+        nodes: vec!["n1".into(), "n2".into()],
+    }
+}
+
+fn put(db: &Db, path: &str, d: Data) -> Result<Entry, mobula_http::ApiError> {
+    db.write(|tx| {
+        namespace::put_object(
+            tx,
+            &PutObject {
+                path: path.into(),
+                data: d,
+                content_type: "text/plain".into(),
+                headers: Headers::new(),
+                preconditions: Preconditions::default(),
+            },
+        )
+    })
+}
+
+fn garbage(db: &Db) -> Vec<String> {
+    db.read(|c| registry::garbage(c, 100))
+        .unwrap()
+        .into_iter()
+        .map(|g| g.data_id)
+        .collect()
+}
+
+#[test]
+fn every_listing_variant_is_an_index_range_scan() {
+    let (_d, db) = db();
+    for sort in [SortBy::Name, SortBy::Mtime] {
+        for reverse in [false, true] {
+            for marker in [false, true] {
+                let sql_text = list_sql(sort, reverse, marker);
+                let plan: Vec<String> = db
+                    .read(|c| {
+                        let mut s = c
+                            .prepare(&format!("EXPLAIN QUERY PLAN {sql_text}"))
+                            .unwrap();
+                        let rows = s
+                            .query_map(["/a", "m", "0", "10"], |r| r.get::<_, String>(3))
+                            .unwrap();
+                        Ok(rows.map(Result::unwrap).collect())
+                    })
+                    .unwrap();
+                let plan = plan.join(" | ");
+                assert!(
+                    plan.contains("SEARCH e USING"),
+                    "{sort:?} {reverse} {marker}: {plan}"
+                );
+                assert!(!plan.contains("TEMP B-TREE"), "no sort step: {plan}");
+                assert!(!plan.contains("SCAN e"), "no full scan: {plan}");
+            }
+        }
+    }
+}
+
+#[test]
+fn references_and_reclamation() {
+    let (_d, db) = db();
+    put(&db, "/a/stor/x", data("1")).unwrap();
+    db.write(|tx| {
+        namespace::put_link(
+            tx,
+            &PutLink {
+                path: "/a/stor/l".into(),
+                source: "/a/stor/x".into(),
+                preconditions: Preconditions::default(),
+            },
+        )
+    })
+    .unwrap();
+    put(&db, "/a/stor/x", data("2")).unwrap();
+    assert!(garbage(&db).is_empty(), "the link still holds data 1");
+    db.write(|tx| {
+        namespace::delete(
+            tx,
+            &DeleteEntry {
+                path: "/a/stor/l".into(),
+                preconditions: Preconditions::default(),
+            },
+        )
+    })
+    .unwrap();
+    assert_eq!(garbage(&db), vec!["1".repeat(32)]);
+    let stor = db.read(|c| namespace::get(c, "/a/stor")).unwrap().unwrap();
+    assert_eq!(stor.children, 1);
+    // Known data: live and queued ids; unknown ids are orphans.
+    let known = db
+        .read(|c| registry::known_data(c, &["1".repeat(32), "2".repeat(32), "3".repeat(32)]))
+        .unwrap();
+    assert_eq!(known.len(), 2);
+}
+
+#[test]
+fn failed_writes_change_nothing() {
+    let (_d, db) = db();
+    put(&db, "/a/stor/x", data("1")).unwrap();
+    let e = db
+        .write(|tx| {
+            namespace::put_object(
+                tx,
+                &PutObject {
+                    path: "/a/stor/x".into(),
+                    data: data("2"),
+                    content_type: String::new(),
+                    headers: Headers::new(),
+                    preconditions: Preconditions {
+                        if_none_match: Some(vec!["*".into()]),
+                        ..Default::default()
+                    },
+                },
+            )
+        })
+        .unwrap_err();
+    assert_eq!(e.code, Code::PreconditionFailed);
+    let cur = db
+        .read(|c| namespace::get(c, "/a/stor/x"))
+        .unwrap()
+        .unwrap();
+    assert_eq!(cur.data.unwrap().id, "1".repeat(32));
+    assert!(db
+        .read(|c| registry::known_data(c, &["2".repeat(32)]))
+        .unwrap()
+        .is_empty());
+    assert_eq!(
+        put(&db, "/a/stor/no/x", data("3")).unwrap_err().code,
+        Code::DirectoryDoesNotExist
+    );
+    assert_eq!(
+        put(&db, "/a/stor/x/y", data("3")).unwrap_err().code,
+        Code::ParentNotDirectory
+    );
+}
+
+#[test]
+fn upload_parts_are_released_on_commit_and_abort() {
+    let (_d, db) = db();
+    let u = Upload {
+        id: "u".repeat(32),
+        account: "a".into(),
+        object_path: "/a/stor/big".into(),
+        content_type: "x".into(),
+        headers: Headers::new(),
+        durability: 2,
+        nodes: vec!["n1".into(), "n2".into()],
+        state: "created".into(),
+        created: 0,
+        committed_parts: None,
+        parts: vec![],
+    };
+    db.write(|tx| uploads::create(tx, &u)).unwrap();
+    for (n, id) in [(0, "4"), (1, "5"), (1, "6")] {
+        db.write(|tx| {
+            uploads::put_part(
+                tx,
+                &PutPart {
+                    upload_id: u.id.clone(),
+                    n,
+                    data: data(id),
+                },
+            )
+        })
+        .unwrap();
+    }
+    assert_eq!(garbage(&db), vec!["5".repeat(32)], "replaced part");
+    db.write(|tx| {
+        uploads::commit(
+            tx,
+            &CommitUpload {
+                upload_id: u.id.clone(),
+                parts: vec!["4".repeat(32), "6".repeat(32)],
+                data: data("7"),
+            },
+        )
+    })
+    .unwrap();
+    let mut g = garbage(&db);
+    g.sort();
+    assert_eq!(g, vec!["4".repeat(32), "5".repeat(32), "6".repeat(32)]);
+    let done = db.read(|c| uploads::get(c, &u.id)).unwrap().unwrap();
+    assert_eq!(done.state, "done");
+    assert_eq!(
+        db.write(|tx| uploads::abort(tx, &u.id)).unwrap_err().code,
+        Code::InvalidUpdate
+    );
+}
