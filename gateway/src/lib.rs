@@ -15,6 +15,7 @@ pub mod objects;
 pub mod path;
 pub mod read;
 pub mod reclaim;
+pub mod repair;
 pub mod uploads;
 
 use std::collections::HashMap;
@@ -126,7 +127,9 @@ pub async fn run(
     let g1 = gw.clone();
     let g2 = gw.clone();
     let refresh = async move { g1.nodes.refresh_loop(g1.cfg.nodes_refresh).await };
+    let g3 = gw.clone();
     let reclaim = async move { reclaim::run(&g2).await };
+    let repair = async move { repair::run(&g3).await };
     let g = gw.clone();
     let server = mobula_http::serve(
         listener,
@@ -138,6 +141,7 @@ pub async fn run(
         _ = server => {}
         _ = refresh => {}
         _ = reclaim => {}
+        _ = repair => {}
     }
 }
 

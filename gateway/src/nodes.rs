@@ -91,6 +91,23 @@ impl Nodes {
         l.1.iter().find(|n| n.id == id).map(|n| n.url.clone())
     }
 
+    /// Ids of every healthy node.
+    pub fn healthy_ids(&self) -> Vec<String> {
+        let (at, all) = self.list.read().unwrap_or_else(|p| p.into_inner()).clone();
+        all.iter()
+            .filter(|n| self.healthy(n, at))
+            .map(|n| n.id.clone())
+            .collect()
+    }
+
+    /// URL of node `id` if it is healthy.
+    pub fn healthy_url(&self, id: &str) -> Option<String> {
+        let (at, all) = self.list.read().unwrap_or_else(|p| p.into_inner()).clone();
+        all.iter()
+            .find(|n| n.id == id && self.healthy(n, at))
+            .map(|n| n.url.clone())
+    }
+
     /// Choose `count` distinct healthy nodes with at least `size` bytes free.
     pub fn place(&self, count: u8, size: u64) -> Result<Vec<(String, String)>, ApiError> {
         let (at, all) = self.list.read().unwrap_or_else(|p| p.into_inner()).clone();

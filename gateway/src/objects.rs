@@ -100,10 +100,15 @@ pub async fn write_data(
     }
     drop(senders);
     let computed = base64::engine::general_purpose::STANDARD.encode(md5.finalize());
+    let blake3 = b3.finalize().to_hex().to_string();
     let mut node_errors = Vec::new();
     for ((node, _), t) in targets.iter().zip(tasks) {
         match t.await {
-            Ok(Ok(w)) if w.size == size => {}
+            Ok(Ok(w)) if w.size == size && w.blake3 == blake3 => {}
+            Ok(Ok(w)) if w.size == size => node_errors.push(ApiError::internal(format!(
+                "node {node} received different bytes (blake3 {})",
+                w.blake3
+            ))),
             Ok(Ok(w)) => node_errors.push(ApiError::internal(format!(
                 "node {node} stored {} bytes of {size}",
                 w.size
@@ -150,7 +155,7 @@ pub async fn write_data(
         id,
         size,
         md5: computed,
-        blake3: b3.finalize().to_hex().to_string(),
+        blake3,
         durability,
         nodes,
     })

@@ -4,7 +4,7 @@ use mobula_http::{ApiError, Code};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::server::{Ids, Limit, Name};
+use crate::server::{Ids, Limit, Name, Repaired};
 use crate::types::*;
 
 /// A handle on a metadata service at a base URL (cheap to clone).
@@ -134,6 +134,27 @@ impl MetadataClient {
     }
     pub async fn known_data(&self, ids: Vec<String>) -> Result<Vec<String>, ApiError> {
         self.call("data.known", &Ids { ids }).await
+    }
+    /// A node found its copy of `data_id` bad.
+    pub async fn report_bad(&self, data_id: &str, node: &str) -> Result<(), ApiError> {
+        let c = Copy {
+            data_id: data_id.into(),
+            node: node.into(),
+        };
+        self.call("data.bad", &c).await
+    }
+    pub async fn repairs(&self, limit: u32) -> Result<Vec<Repair>, ApiError> {
+        self.call("repair.list", &Limit { limit }).await
+    }
+    pub async fn repaired(&self, lost_on: &str, copy: Copy) -> Result<(), ApiError> {
+        self.call(
+            "repair.done",
+            &Repaired {
+                lost_on: lost_on.into(),
+                copy,
+            },
+        )
+        .await
     }
     pub async fn create_upload(&self, u: &Upload) -> Result<(), ApiError> {
         self.call("upload.create", u).await

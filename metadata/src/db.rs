@@ -13,7 +13,8 @@ use mobula_http::ApiError;
 use rusqlite::{Connection, OpenFlags, Transaction, TransactionBehavior};
 
 /// Schema migrations, applied in order; `PRAGMA user_version` counts those applied.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE accounts (
     name TEXT PRIMARY KEY,
     created INTEGER NOT NULL
@@ -78,7 +79,17 @@ CREATE TABLE upload_parts (
     data_id TEXT NOT NULL,
     PRIMARY KEY (upload_id, n)
 ) WITHOUT ROWID;
-"#];
+"#,
+    r#"
+-- Copies found bad (or missing) on a node, waiting to be re-copied from a good copy.
+CREATE TABLE repairs (
+    data_id TEXT NOT NULL,
+    node TEXT NOT NULL,
+    queued INTEGER NOT NULL,
+    PRIMARY KEY (data_id, node)
+) WITHOUT ROWID;
+"#,
+];
 
 const READERS: usize = 4;
 

@@ -4,7 +4,7 @@ use mobula_http::ApiError;
 use rusqlite::{params, Connection};
 
 use crate::db::sql;
-use crate::types::{now_ms, Garbage, Heartbeat, NodeInfo};
+use crate::types::{now_ms, Copy, Data, Garbage, Heartbeat, NodeInfo, Repair};
 
 /// Record a heartbeat: insert or refresh the node.
 pub fn heartbeat(tx: &Connection, hb: &Heartbeat) -> Result<(), ApiError> {
@@ -98,4 +98,91 @@ pub fn known_data(conn: &Connection, ids: &[String]) -> Result<Vec<String>, ApiE
         }
     }
     Ok(known)
+}
+
+fn data_nodes(tx: &Connection, id: &str) -> Result<Option<Vec<String>>, ApiError> {
+    use rusqlite::OptionalExtension;
+    let nodes: Option<String> = tx
+        .query_row("SELECT nodes FROM data WHERE id = ?1", [id], |r| r.get(0))
+        .optional()
+        .map_err(sql)?;
+    Ok(nodes.map(|n| serde_json::from_str(&n).unwrap_or_default()))
+}
+
+fn set_data_nodes(tx: &Connection, id: &str, nodes: &[String]) -> Result<(), ApiError> {
+    let json = serde_json::to_string(nodes).map_err(ApiError::internal)?;
+    tx.execute(
+        "UPDATE data SET nodes = ?2 WHERE id = ?1",
+        params![id, json],
+    )
+    .map_err(sql)?;
+    Ok(())
+}
+
+/// A node found its copy of some data bad: stop reading it there and queue a repair.
+/// Unknown data (deleted meanwhile) is ignored.
+pub fn report_bad(tx: &Connection, c: &Copy) -> Result<(), ApiError> {
+    let Some(mut nodes) = data_nodes(tx, &c.data_id)? else {
+        return Ok(());
+    };
+    nodes.retain(|n| n != &c.node);
+    set_data_nodes(tx, &c.data_id, &nodes)?;
+    tx.execute(
+        "INSERT OR IGNORE INTO repairs (data_id, node, queued) VALUES (?1, ?2, ?3)",
+        params![c.data_id, c.node, now_ms()],
+    )
+    .map_err(sql)?;
+    Ok(())
+}
+
+/// Pending repairs, oldest first (repairs of data deleted since are dropped on the way).
+pub fn repairs(conn: &Connection, limit: u32) -> Result<Vec<Repair>, ApiError> {
+    let mut s = conn
+        .prepare_cached(
+            "SELECT r.node, r.queued, d.id, d.size, d.md5, d.blake3, d.durability, d.nodes
+             FROM repairs r JOIN data d ON d.id = r.data_id ORDER BY r.queued LIMIT ?1",
+        )
+        .map_err(sql)?;
+    let rows = s
+        .query_map([limit], |r| {
+            Ok(Repair {
+                bad_node: r.get(0)?,
+                queued: r.get(1)?,
+                data: Data {
+                    id: r.get(2)?,
+                    size: r.get::<_, i64>(3)? as u64,
+                    md5: r.get(4)?,
+                    blake3: r.get(5)?,
+                    durability: r.get::<_, i64>(6)? as u8,
+                    nodes: serde_json::from_str(&r.get::<_, String>(7)?).unwrap_or_default(),
+                },
+            })
+        })
+        .map_err(sql)?;
+    rows.collect::<rusqlite::Result<_>>().map_err(sql)
+}
+
+/// A repair finished: `c.node` holds a good copy again (replacing the lost one).
+pub fn repaired(tx: &Connection, lost_on: &str, c: &Copy) -> Result<(), ApiError> {
+    tx.execute(
+        "DELETE FROM repairs WHERE data_id = ?1 AND node = ?2",
+        params![c.data_id, lost_on],
+    )
+    .map_err(sql)?;
+    if let Some(mut nodes) = data_nodes(tx, &c.data_id)? {
+        if !nodes.contains(&c.node) {
+            nodes.push(c.node.clone());
+            set_data_nodes(tx, &c.data_id, &nodes)?;
+        }
+    } else {
+        // Deleted while being repaired: reclaim the new copy too.
+        queue_garbage(
+            tx,
+            &Garbage {
+                data_id: c.data_id.clone(),
+                nodes: vec![c.node.clone()],
+            },
+        )?;
+    }
+    Ok(())
 }

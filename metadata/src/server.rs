@@ -37,6 +37,13 @@ pub struct Ids {
     pub ids: Vec<String>,
 }
 
+/// Arguments of `repair.done`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Repaired {
+    pub lost_on: String,
+    pub copy: Copy,
+}
+
 /// Serve the metadata API on `listener` until `shutdown` resolves.
 pub async fn run(
     listener: TcpListener,
@@ -128,6 +135,11 @@ async fn route(db: Arc<Db>, req: Request) -> Result<http::Response<Body>, ApiErr
         "garbage.done" => write!(Ids, |tx, a| registry::garbage_done(tx, &a.ids)),
         "garbage.queue" => write!(Garbage, |tx, a| registry::queue_garbage(tx, &a)),
         "data.known" => read!(Ids, |c, a| registry::known_data(c, &a.ids)),
+        "data.bad" => write!(Copy, |tx, a| registry::report_bad(tx, &a)),
+        "repair.list" => read!(Limit, |c, a| registry::repairs(c, a.limit)),
+        "repair.done" => write!(Repaired, |tx, a| registry::repaired(
+            tx, &a.lost_on, &a.copy
+        )),
         "upload.create" => write!(Upload, |tx, a| uploads::create(tx, &a)),
         "upload.get" => read!(Name, |c, a| uploads::get(c, &a.name)),
         "upload.put_part" => write!(PutPart, |tx, a| uploads::put_part(tx, &a)),

@@ -153,6 +153,21 @@ pub struct Garbage {
     pub nodes: Vec<String>,
 }
 
+/// A copy of some data on some node.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Copy {
+    pub data_id: String,
+    pub node: String,
+}
+
+/// A bad copy to re-create: the data (with its remaining good nodes) and the node it was lost on.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Repair {
+    pub data: Data,
+    pub bad_node: String,
+    pub queued: i64,
+}
+
 /// A multipart upload.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Upload {

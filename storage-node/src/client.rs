@@ -4,7 +4,7 @@ use bytes::Bytes;
 use futures::Stream;
 use mobula_http::{ApiError, Code};
 
-use crate::server::{Concat, Status, Written};
+use crate::server::{Concat, Fetch, Status, Written};
 
 /// A client for any storage node (the node is named by URL per call; cheap to clone).
 #[derive(Debug, Clone)]
@@ -105,6 +105,40 @@ impl NodeClient {
             .http
             .post(format!("{url}/data/{id}/concat"))
             .json(&Concat { parts })
+            .send()
+            .await
+            .map_err(|e| unreachable(url, e))?;
+        let resp = check(url, resp).await?;
+        resp.json().await.map_err(|e| unreachable(url, e))
+    }
+
+    /// Have the node at `url` copy data `id` from the node at `from` (repair).
+    pub async fn fetch(
+        &self,
+        url: &str,
+        id: &str,
+        from: &str,
+        blake3: &str,
+    ) -> Result<Written, ApiError> {
+        let resp = self
+            .http
+            .post(format!("{url}/data/{id}/fetch"))
+            .json(&Fetch {
+                from: from.into(),
+                blake3: blake3.into(),
+            })
+            .send()
+            .await
+            .map_err(|e| unreachable(url, e))?;
+        let resp = check(url, resp).await?;
+        resp.json().await.map_err(|e| unreachable(url, e))
+    }
+
+    /// Verify every data file on the node now.
+    pub async fn scrub(&self, url: &str) -> Result<crate::scrub::ScrubReport, ApiError> {
+        let resp = self
+            .http
+            .post(format!("{url}/scrub"))
             .send()
             .await
             .map_err(|e| unreachable(url, e))?;

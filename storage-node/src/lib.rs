@@ -5,9 +5,12 @@
 //!
 //! [`NodeClient`] is how the gateway talks to nodes.
 
+pub mod blocks;
 pub mod client;
+pub mod scrub;
 pub mod server;
 pub mod store;
+pub mod volume;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -32,6 +35,10 @@ pub struct NodeConfig {
     pub heartbeat: Duration,
     /// Data files older than this that metadata does not know are deleted as orphans.
     pub orphan_age: Duration,
+    /// Time between background scrubs (`None`: only on demand).
+    pub scrub_every: Option<Duration>,
+    /// Scrub read rate limit, bytes per second.
+    pub scrub_rate: u64,
 }
 
 impl NodeConfig {
@@ -42,6 +49,8 @@ impl NodeConfig {
             advertise_url: None,
             heartbeat: Duration::from_secs(1),
             orphan_age: Duration::from_secs(3600),
+            scrub_every: Some(Duration::from_secs(24 * 3600)),
+            scrub_rate: 64 << 20,
         }
     }
 }
@@ -60,6 +69,7 @@ pub async fn run(
         .clone()
         .unwrap_or_else(|| format!("http://{addr}"));
     let meta = MetadataClient::new(&cfg.metadata_url);
+    let (bad_tx, bad_rx) = tokio::sync::mpsc::unbounded_channel();
     let beat = heartbeat_loop(
         store.clone(),
         id.clone(),
@@ -67,14 +77,76 @@ pub async fn run(
         meta.clone(),
         cfg.heartbeat,
     );
-    let sweep = orphan_loop(store.clone(), meta, cfg.orphan_age);
-    tracing::info!("storage node {id} serving {} at {url}", cfg.dir.display());
+    let sweep = orphan_loop(store.clone(), meta.clone(), cfg.orphan_age);
+    let quarantine = quarantine_loop(store.clone(), id.clone(), meta, bad_rx);
+    let scrubber = scrub_loop(
+        store.clone(),
+        bad_tx.clone(),
+        cfg.scrub_every,
+        cfg.scrub_rate,
+    );
+    tracing::info!(
+        "storage node {id} serving {} ({} volume) at {url}",
+        cfg.dir.display(),
+        store.volume().kind()
+    );
+    let state = server::NodeState {
+        store,
+        id,
+        bad: bad_tx,
+    };
     tokio::select! {
-        _ = server::run(listener, store, id, shutdown) => {}
+        _ = server::run(listener, state, shutdown) => {}
         _ = beat => {}
         _ = sweep => {}
+        _ = quarantine => {}
+        _ = scrubber => {}
     }
     Ok(())
+}
+
+/// Quarantine copies found bad and tell metadata, which schedules their repair.
+async fn quarantine_loop(
+    store: Store,
+    node: String,
+    meta: MetadataClient,
+    mut bad: tokio::sync::mpsc::UnboundedReceiver<String>,
+) {
+    while let Some(id) = bad.recv().await {
+        let s = store.clone();
+        let i = id.clone();
+        if let Err(e) = tokio::task::spawn_blocking(move || s.quarantine(&i)).await {
+            tracing::error!("quarantining {id}: {e}");
+        }
+        while let Err(e) = meta.report_bad(&id, &node).await {
+            tracing::warn!("reporting bad copy {id}: {e}");
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+}
+
+async fn scrub_loop(
+    store: Store,
+    bad: tokio::sync::mpsc::UnboundedSender<String>,
+    every: Option<Duration>,
+    rate: u64,
+) {
+    let Some(every) = every else {
+        return std::future::pending().await;
+    };
+    loop {
+        tokio::time::sleep(every).await;
+        match scrub::scrub(&store, &bad, Some(rate)).await {
+            Ok(r) => tracing::info!(
+                "scrub: {} files, {} bytes, {} bad in {:.1} s",
+                r.files,
+                r.bytes,
+                r.bad.len(),
+                r.seconds
+            ),
+            Err(e) => tracing::warn!("scrub failed: {e}"),
+        }
+    }
 }
 
 async fn heartbeat_loop(
@@ -114,7 +186,7 @@ async fn orphan_loop(store: Store, meta: MetadataClient, age: Duration) {
             };
             for id in chunk.iter().filter(|id| !known.contains(id)) {
                 tracing::info!("deleting orphaned data {id}");
-                let _ = store.delete(id).await;
+                let _ = store.delete(id);
             }
         }
     }

@@ -5,30 +5,33 @@
 //! - `GET /data/:id` — stream a file; `Range: bytes=a-b` for one range (206).
 //! - `DELETE /data/:id` — remove a file (idempotent).
 //! - `POST /data/:id/concat` `{"parts":[ids]}` — build a file from parts (multipart commit).
+//! - `GET|POST /snapshots`, `DELETE /snapshots/:name` — volume snapshots.
+//! - `POST /scrub` — verify every data file now; `GET /quarantine` — copies found bad.
 //! - `GET /status`, `GET /ping`.
+//!
+//! A read that finds a bad block aborts its response (the gateway continues from another copy)
+//! and reports the id on the node's `bad` channel, which quarantines the copy and tells metadata.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use base64::Engine;
 use http::{header, HeaderMap, Method, Response, StatusCode};
 use http_body_util::BodyExt;
-use md5::Digest;
 use mobula_http::{ApiError, Body, Code, Request};
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt, BufWriter};
 use tokio::net::TcpListener;
+use tokio::sync::mpsc;
 
-use crate::store::{valid_id, Store};
+use crate::store::{valid_id, Store, Writer};
 
 /// Answer of a write: what is now durable.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Written {
     pub size: u64,
-    /// Base64 MD5 (concat only; empty for a plain PUT).
+    /// Base64 MD5 (when the writer asked for it: concat, or `x-expected-md5`).
     #[serde(default)]
     pub md5: String,
-    /// Hex blake3 (concat only).
+    /// Hex blake3 of the whole file, as the node computed it.
     #[serde(default)]
     pub blake3: String,
 }
@@ -39,28 +42,52 @@ pub struct Concat {
     pub parts: Vec<String>,
 }
 
+/// Body of `POST /data/:id/fetch`: copy data from a peer (repair).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Fetch {
+    /// Base URL of a node holding a good copy.
+    pub from: String,
+    /// Expected hex blake3 of the whole data.
+    pub blake3: String,
+}
+
 /// Answer of `GET /status`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Status {
     pub id: String,
+    pub volume: String,
     pub free_bytes: u64,
     pub total_bytes: u64,
+}
+
+/// Body of `POST /snapshots`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NewSnapshot {
+    pub name: String,
+}
+
+/// Shared state of the node's server.
+#[derive(Debug, Clone)]
+pub struct NodeState {
+    pub store: Store,
+    pub id: String,
+    /// Ids of copies found bad while serving them.
+    pub bad: mpsc::UnboundedSender<String>,
 }
 
 /// Serve the node API on `listener` until `shutdown` resolves.
 pub async fn run(
     listener: TcpListener,
-    store: Store,
-    node_id: String,
+    state: NodeState,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
-    let state = Arc::new((store, node_id));
+    let state = Arc::new(state);
     mobula_http::serve(
         listener,
         move |req| {
             let state = state.clone();
             async move {
-                match route(&state.0, &state.1, req).await {
+                match route(&state, req).await {
                     Ok(r) => r,
                     Err(e) => {
                         if e.code == Code::InternalError {
@@ -78,10 +105,35 @@ pub async fn run(
 }
 
 fn io_err(e: std::io::Error) -> ApiError {
-    ApiError::internal(format!("storage: {e}"))
+    match e.kind() {
+        std::io::ErrorKind::NotFound => ApiError::new(Code::ResourceNotFound, e.to_string()),
+        std::io::ErrorKind::AlreadyExists => ApiError::new(Code::InvalidUpdate, e.to_string()),
+        std::io::ErrorKind::InvalidInput => ApiError::new(Code::InvalidArgument, e.to_string()),
+        _ => ApiError::internal(format!("storage: {e}")),
+    }
 }
 
-async fn route(store: &Store, node_id: &str, req: Request) -> Result<Response<Body>, ApiError> {
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> std::io::Result<T> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(io_err)
+}
+
+async fn json_body<T: serde::de::DeserializeOwned>(req: Request) -> Result<T, ApiError> {
+    let body = req
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| ApiError::new(Code::InvalidArgument, e.to_string()))?
+        .to_bytes();
+    serde_json::from_slice(&body).map_err(|e| ApiError::new(Code::InvalidArgument, e.to_string()))
+}
+
+async fn route(node: &NodeState, req: Request) -> Result<Response<Body>, ApiError> {
+    let store = &node.store;
     let path = req.uri().path().to_string();
     let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     match (req.method().clone(), parts.as_slice()) {
@@ -91,31 +143,57 @@ async fn route(store: &Store, node_id: &str, req: Request) -> Result<Response<Bo
             Ok(mobula_http::json(
                 StatusCode::OK,
                 &Status {
-                    id: node_id.to_string(),
+                    id: node.id.clone(),
+                    volume: store.volume().kind().to_string(),
                     free_bytes,
                     total_bytes,
                 },
             ))
         }
+        (Method::GET, ["snapshots"]) => {
+            let s = store.clone();
+            let list = blocking(move || s.volume().snapshot_list()).await?;
+            Ok(mobula_http::json(StatusCode::OK, &list))
+        }
+        (Method::POST, ["snapshots"]) => {
+            let n: NewSnapshot = json_body(req).await?;
+            let s = store.clone();
+            let snap = blocking(move || s.volume().snapshot_create(&n.name)).await?;
+            Ok(mobula_http::json(StatusCode::CREATED, &snap))
+        }
+        (Method::DELETE, ["snapshots", name]) => {
+            let (s, name) = (store.clone(), name.to_string());
+            blocking(move || s.volume().snapshot_delete(&name)).await?;
+            Ok(mobula_http::status(StatusCode::NO_CONTENT))
+        }
+        (Method::POST, ["scrub"]) => {
+            let report = crate::scrub::scrub(store, &node.bad, None)
+                .await
+                .map_err(io_err)?;
+            Ok(mobula_http::json(StatusCode::OK, &report))
+        }
+        (Method::GET, ["quarantine"]) => {
+            let s = store.clone();
+            let q = blocking(move || s.quarantined()).await?;
+            Ok(mobula_http::json(StatusCode::OK, &q))
+        }
         (m, ["data", id, rest @ ..]) if valid_id(id) => {
             let id = id.to_string();
             match (m, rest) {
                 (Method::PUT, []) => put(store, &id, req).await,
-                (Method::GET, []) => get(store, &id, req.headers()).await,
+                (Method::GET, []) => get(node, &id, req.headers()).await,
                 (Method::DELETE, []) => {
-                    store.delete(&id).await.map_err(io_err)?;
+                    let s = store.clone();
+                    blocking(move || s.delete(&id)).await?;
                     Ok(mobula_http::status(StatusCode::NO_CONTENT))
                 }
+                (Method::POST, ["fetch"]) => {
+                    let f: Fetch = json_body(req).await?;
+                    fetch(store, &id, f).await
+                }
                 (Method::POST, ["concat"]) => {
-                    let body = req
-                        .into_body()
-                        .collect()
-                        .await
-                        .map_err(|e| ApiError::new(Code::InvalidArgument, e.to_string()))?
-                        .to_bytes();
-                    let c: Concat = serde_json::from_slice(&body)
-                        .map_err(|e| ApiError::new(Code::InvalidArgument, e.to_string()))?;
-                    concat(store, &id, &c).await
+                    let c: Concat = json_body(req).await?;
+                    concat(store, &id, c).await
                 }
                 _ => Err(ApiError::new(Code::MethodNotAllowed, "method not allowed")),
             }
@@ -133,45 +211,62 @@ async fn put(store: &Store, id: &str, req: Request) -> Result<Response<Body>, Ap
         .get("x-expected-md5")
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
-    let mut md5 = expected_md5.as_ref().map(|_| md5::Md5::new());
-    let mut tmp = store.create_temp(id).await.map_err(io_err)?;
-    let mut out = BufWriter::with_capacity(1 << 20, &mut tmp.file);
+    let mut w = {
+        let (s, id) = (store.clone(), id.to_string());
+        let md5 = expected_md5.is_some();
+        blocking(move || s.writer(&id, md5)).await?
+    };
+    // Bytes go to a blocking thread that writes and hashes; the runtime only moves buffers.
+    let (tx, mut rx) = mpsc::channel::<bytes::Bytes>(4);
+    let writer = tokio::task::spawn_blocking(move || -> std::io::Result<Writer> {
+        while let Some(b) = rx.blocking_recv() {
+            w.write(&b)?;
+        }
+        Ok(w)
+    });
     let mut body = req.into_body();
-    let mut size = 0u64;
+    let mut failed = None;
     while let Some(frame) = body.frame().await {
-        let frame =
-            frame.map_err(|e| ApiError::new(Code::InvalidArgument, format!("body: {e}")))?;
-        if let Ok(data) = frame.into_data() {
-            if let Some(h) = md5.as_mut() {
-                h.update(&data);
+        match frame {
+            Ok(f) => {
+                if let Ok(data) = f.into_data() {
+                    if tx.send(data).await.is_err() {
+                        break; // the writer failed: its error is below
+                    }
+                }
             }
-            size += data.len() as u64;
-            out.write_all(&data).await.map_err(io_err)?;
+            Err(e) => {
+                failed = Some(ApiError::new(Code::InvalidArgument, format!("body: {e}")));
+                break;
+            }
         }
     }
-    out.flush().await.map_err(io_err)?;
-    drop(out);
-    if let (Some(h), Some(want)) = (md5, expected_md5) {
-        let got = base64::engine::general_purpose::STANDARD.encode(h.finalize());
-        if got != want {
+    drop(tx);
+    let w = writer.await.map_err(ApiError::internal)?.map_err(io_err)?;
+    if let Some(e) = failed {
+        return Err(e); // dropping `w` discards the unnamed file
+    }
+    if let (Some(want), Some(got)) = (expected_md5, w.md5()) {
+        if want != got {
             return Err(ApiError::new(
                 Code::ContentMD5Mismatch,
                 format!("content-md5 {want} does not match computed {got}"),
             ));
         }
     }
-    store.commit(tmp, id).await.map_err(io_err)?;
+    let id = id.to_string();
+    let c = blocking(move || w.commit(&id)).await?;
     Ok(mobula_http::json(
         StatusCode::CREATED,
         &Written {
-            size,
-            md5: String::new(),
-            blake3: String::new(),
+            size: c.size,
+            md5: c.md5.unwrap_or_default(),
+            blake3: c.blake3,
         },
     ))
 }
 
-/// Parse `bytes=a-b` (the only form the gateway sends).
+/// Parse `bytes=a-b` (the only form the gateway sends) into `start..end` (exclusive).
 fn parse_range(headers: &HeaderMap, len: u64) -> Option<(u64, u64)> {
     let v = headers.get(header::RANGE)?.to_str().ok()?;
     let (a, b) = v.strip_prefix("bytes=")?.split_once('-')?;
@@ -181,23 +276,54 @@ fn parse_range(headers: &HeaderMap, len: u64) -> Option<(u64, u64)> {
     } else {
         b.parse().ok()?
     };
-    (a <= b && b < len).then_some((a, b))
+    (a <= b && b < len).then_some((a, b + 1))
 }
 
-async fn get(store: &Store, id: &str, headers: &HeaderMap) -> Result<Response<Body>, ApiError> {
-    let mut file = match tokio::fs::File::open(store.path(id)).await {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(ApiError::new(
-                Code::ResourceNotFound,
-                format!("no data {id}"),
-            ))
+/// Stream `start..end` of `id`, verified block by block on a blocking thread.
+pub fn verified_stream(
+    store: &Store,
+    id: &str,
+    start: u64,
+    end: u64,
+    bad: Option<mpsc::UnboundedSender<String>>,
+) -> impl futures::Stream<Item = std::io::Result<bytes::Bytes>> + Send + 'static {
+    let (tx, rx) = mpsc::channel::<std::io::Result<bytes::Bytes>>(2);
+    let (store, id) = (store.clone(), id.to_string());
+    tokio::task::spawn_blocking(move || {
+        let mut r = match store.reader(&id, start, end) {
+            Ok(r) => r,
+            Err(e) => {
+                let _ = tx.blocking_send(Err(e));
+                return;
+            }
+        };
+        while let Some(chunk) = r.next_chunk() {
+            let failed = chunk
+                .as_ref()
+                .err()
+                .map(|e| e.kind() == std::io::ErrorKind::InvalidData);
+            if failed == Some(true) {
+                tracing::error!("data {id} failed verification on this node");
+                if let Some(b) = &bad {
+                    let _ = b.send(id.clone());
+                }
+            }
+            if tx.blocking_send(chunk.map(bytes::Bytes::from)).is_err() || failed.is_some() {
+                return;
+            }
         }
-        Err(e) => return Err(io_err(e)),
+    });
+    futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|x| (x, rx)) })
+}
+
+async fn get(node: &NodeState, id: &str, headers: &HeaderMap) -> Result<Response<Body>, ApiError> {
+    let store = &node.store;
+    let len = {
+        let (s, id) = (store.clone(), id.to_string());
+        blocking(move || s.size(&id)).await?
     };
-    let len = file.metadata().await.map_err(io_err)?.len();
-    let (status, start, count) = match parse_range(headers, len) {
-        Some((a, b)) => (StatusCode::PARTIAL_CONTENT, a, b - a + 1),
+    let (status, start, end) = match parse_range(headers, len) {
+        Some((a, b)) => (StatusCode::PARTIAL_CONTENT, a, b),
         None if headers.contains_key(header::RANGE) && len > 0 => {
             return Err(ApiError::new(
                 Code::RequestedRangeNotSatisfiable,
@@ -206,69 +332,93 @@ async fn get(store: &Store, id: &str, headers: &HeaderMap) -> Result<Response<Bo
         }
         None => (StatusCode::OK, 0, len),
     };
-    if start > 0 {
-        file.seek(std::io::SeekFrom::Start(start))
-            .await
-            .map_err(io_err)?;
-    }
-    let stream = tokio_util::io::ReaderStream::with_capacity(file.take(count), 256 << 10);
+    let stream = verified_stream(store, id, start, end, Some(node.bad.clone()));
     let mut resp = Response::new(mobula_http::stream(stream));
     *resp.status_mut() = status;
     resp.headers_mut()
-        .insert(header::CONTENT_LENGTH, count.into());
+        .insert(header::CONTENT_LENGTH, (end - start).into());
     resp.headers_mut().insert("x-data-size", len.into());
     Ok(resp)
 }
 
-async fn concat(store: &Store, id: &str, c: &Concat) -> Result<Response<Body>, ApiError> {
+async fn concat(store: &Store, id: &str, c: Concat) -> Result<Response<Body>, ApiError> {
     if c.parts.iter().any(|p| !valid_id(p)) {
         return Err(ApiError::new(Code::InvalidArgument, "bad part id"));
     }
-    let tmp = store.create_temp(id).await.map_err(io_err)?;
-    let paths: Vec<_> = c.parts.iter().map(|p| store.path(p)).collect();
-    let std_file = tmp.file.try_clone().await.map_err(io_err)?.into_std().await;
-    let hashed = tokio::task::spawn_blocking(move || -> std::io::Result<(u64, String, String)> {
-        use std::io::{Read, Write};
-        let mut out = std::io::BufWriter::with_capacity(1 << 20, std_file);
-        let mut md5 = md5::Md5::new();
-        let mut b3 = blake3::Hasher::new();
-        let mut buf = vec![0u8; 1 << 20];
-        let mut size = 0u64;
-        for p in paths {
-            let mut f = std::fs::File::open(&p)?;
-            loop {
-                let n = f.read(&mut buf)?;
-                if n == 0 {
-                    break;
-                }
-                md5.update(&buf[..n]);
-                b3.update(&buf[..n]);
-                out.write_all(&buf[..n])?;
-                size += n as u64;
+    let (s, id) = (store.clone(), id.to_string());
+    let committed = blocking(move || {
+        let mut w = s.writer(&id, true)?;
+        for p in &c.parts {
+            let size = s.size(p)?;
+            let mut r = s.reader(p, 0, size)?;
+            while let Some(chunk) = r.next_chunk() {
+                w.write(&chunk?)?;
             }
         }
-        out.flush()?;
-        Ok((
-            size,
-            base64::engine::general_purpose::STANDARD.encode(md5.finalize()),
-            b3.finalize().to_hex().to_string(),
-        ))
+        w.commit(&id)
     })
-    .await
-    .map_err(ApiError::internal)?;
-    let (size, md5, blake3) = match hashed {
-        Ok(h) => h,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(ApiError::new(
-                Code::ResourceNotFound,
-                "a part is missing on this node",
-            ))
-        }
-        Err(e) => return Err(io_err(e)),
-    };
-    store.commit(tmp, id).await.map_err(io_err)?;
+    .await?;
     Ok(mobula_http::json(
         StatusCode::CREATED,
-        &Written { size, md5, blake3 },
+        &Written {
+            size: committed.size,
+            md5: committed.md5.unwrap_or_default(),
+            blake3: committed.blake3,
+        },
+    ))
+}
+
+/// Copy `id` from a peer: stream it in, check its blake3, commit. The peer verifies every block
+/// before sending, and this node re-hashes what it received.
+async fn fetch(store: &Store, id: &str, f: Fetch) -> Result<Response<Body>, ApiError> {
+    use futures::StreamExt;
+    let resp = crate::NodeClient::new().get(&f.from, id, None).await?;
+    let mut w = {
+        let (s, id) = (store.clone(), id.to_string());
+        blocking(move || s.writer(&id, true)).await?
+    };
+    let (tx, mut rx) = mpsc::channel::<bytes::Bytes>(4);
+    let writer = tokio::task::spawn_blocking(move || -> std::io::Result<Writer> {
+        while let Some(b) = rx.blocking_recv() {
+            w.write(&b)?;
+        }
+        Ok(w)
+    });
+    let mut body = resp.bytes_stream();
+    let mut failed = None;
+    while let Some(chunk) = body.next().await {
+        match chunk {
+            Ok(b) => {
+                if tx.send(b).await.is_err() {
+                    break;
+                }
+            }
+            Err(e) => {
+                failed = Some(ApiError::new(
+                    Code::ServiceUnavailable,
+                    format!("fetching from {}: {e}", f.from),
+                ));
+                break;
+            }
+        }
+    }
+    drop(tx);
+    let w = writer.await.map_err(ApiError::internal)?.map_err(io_err)?;
+    if let Some(e) = failed {
+        return Err(e);
+    }
+    // Check before the copy becomes visible.
+    if w.blake3() != f.blake3 {
+        return Err(ApiError::internal("fetched copy does not match its blake3"));
+    }
+    let id = id.to_string();
+    let c = blocking(move || w.commit(&id)).await?;
+    Ok(mobula_http::json(
+        StatusCode::CREATED,
+        &Written {
+            size: c.size,
+            md5: c.md5.unwrap_or_default(),
+            blake3: c.blake3,
+        },
     ))
 }

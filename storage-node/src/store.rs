@@ -1,20 +1,30 @@
-//! The on-disk data store of one storage node.
+//! The data store of one storage node, on its [`Volume`].
 //!
 //! Layout under the node's directory:
 //! - `node-id`: this node's identity, created on first start;
-//! - `data/<xx>/<id>`: one immutable file per data id (`xx` = first two hex digits of the id);
-//! - `tmp/`: files being written. Emptied at start: anything there belongs to a write that was
-//!   never acknowledged.
+//! - `volume/` (btrfs subvolume or plain directory): `data/<xx>/<id>` one immutable file per data
+//!   id (`xx` = its first two hex digits) and `data/<xx>/<id>.blk` its block hashes
+//!   ([`crate::blocks`]); `quarantine/` copies that failed verification;
+//! - `snapshots/<name>/`: snapshots of `volume/`.
 //!
-//! Invariant: a file appears under `data/` only after its bytes were fsynced, it was renamed
-//! into place and its directory fsynced — so an acknowledged write survives a crash, and a
-//! crash never leaves a partial file visible.
+//! Writes go to an unnamed `O_TMPFILE` inode in the target directory, are fsynced, and are then
+//! linked into place (hashes first, data last) and the directory fsynced — all before the write
+//! is acknowledged. A crash at any point leaves no partial file visible and no temp file behind
+//! (an unlinked inode vanishes with the process); a `.blk` whose data never got linked is
+//! removed by the orphan sweep.
 
-use std::fs;
-use std::io;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-use tokio::io::AsyncWriteExt;
+use base64::Engine;
+use md5::Digest;
+
+use crate::blocks::{BlockHasher, VerifiedReader};
+use crate::volume::{self, fsync_dir, Volume};
 
 /// Whether `id` is a valid data id (32 lower-case hex digits). Nothing else ever reaches a path.
 pub fn valid_id(id: &str) -> bool {
@@ -29,146 +39,270 @@ pub fn new_id() -> String {
     uuid::Uuid::new_v4().simple().to_string()
 }
 
-/// A node's data store rooted at one directory.
+/// A node's data store.
 #[derive(Debug, Clone)]
 pub struct Store {
-    root: PathBuf,
+    node_dir: PathBuf,
+    volume: Arc<dyn Volume>,
 }
 
-/// A file being written; removed on drop unless committed.
+/// What a committed write stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Committed {
+    pub size: u64,
+    /// Hex blake3 of the whole file.
+    pub blake3: String,
+    /// Base64 MD5, when asked for.
+    pub md5: Option<String>,
+}
+
+/// A file being written: an unnamed inode until [`Writer::commit`].
 #[derive(Debug)]
-pub struct TempFile {
-    pub path: PathBuf,
-    pub file: tokio::fs::File,
-    committed: bool,
+pub struct Writer {
+    dir: PathBuf,
+    file: io::BufWriter<File>,
+    hasher: BlockHasher,
+    md5: Option<md5::Md5>,
 }
 
-impl Drop for TempFile {
-    fn drop(&mut self) {
-        if !self.committed {
-            let _ = fs::remove_file(&self.path);
+fn tmpfile(dir: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .write(true)
+        .custom_flags(nix::fcntl::OFlag::O_TMPFILE.bits())
+        .mode(0o644)
+        .open(dir)
+}
+
+/// Give the unnamed inode `f` the name `dest`.
+fn link_into_place(f: &File, dest: &Path) -> io::Result<()> {
+    let proc_path = PathBuf::from(format!("/proc/self/fd/{}", f.as_raw_fd()));
+    nix::unistd::linkat(
+        None,
+        proc_path.as_path(),
+        None,
+        dest,
+        nix::fcntl::AtFlags::AT_SYMLINK_FOLLOW,
+    )
+    .map_err(io::Error::from)
+}
+
+impl Writer {
+    /// Append bytes.
+    pub fn write(&mut self, b: &[u8]) -> io::Result<()> {
+        self.hasher.update(b);
+        if let Some(m) = self.md5.as_mut() {
+            m.update(b);
         }
+        self.file.write_all(b)
+    }
+
+    /// Base64 MD5 of the bytes so far (when asked for at creation).
+    pub fn md5(&self) -> Option<String> {
+        self.md5
+            .as_ref()
+            .map(|m| base64::engine::general_purpose::STANDARD.encode(m.clone().finalize()))
+    }
+
+    /// Hex blake3 of the bytes so far.
+    pub fn blake3(&self) -> String {
+        self.hasher.whole_hex()
+    }
+
+    /// Make the bytes durable and visible as `id`.
+    pub fn commit(self, id: &str) -> io::Result<Committed> {
+        let Writer {
+            dir,
+            file,
+            hasher,
+            md5,
+        } = self;
+        let file = file.into_inner().map_err(|e| e.into_error())?;
+        file.sync_all()?;
+        let (hashes, blake3) = hasher.finish();
+        let mut blk = tmpfile(&dir)?;
+        blk.write_all(&hashes.encode())?;
+        blk.sync_all()?;
+        let blk_path = dir.join(format!("{id}.blk"));
+        link_into_place(&blk, &blk_path)?;
+        if let Err(e) = link_into_place(&file, &dir.join(id)) {
+            let _ = fs::remove_file(&blk_path);
+            return Err(e);
+        }
+        fsync_dir(&dir)?;
+        Ok(Committed {
+            size: hashes.size,
+            blake3,
+            md5: md5.map(|m| base64::engine::general_purpose::STANDARD.encode(m.finalize())),
+        })
     }
 }
 
-fn fsync_dir(dir: &Path) -> io::Result<()> {
-    fs::File::open(dir)?.sync_all()
-}
-
 impl Store {
-    /// Open the store at `root`, creating its layout and removing leftover temp files.
-    pub fn open(root: &Path) -> io::Result<Store> {
-        fs::create_dir_all(root.join("tmp"))?;
+    /// Open the store in `node_dir` (detecting its volume backend), creating its layout.
+    pub fn open(node_dir: &Path) -> io::Result<Store> {
+        let volume: Arc<dyn Volume> = Arc::from(volume::open(node_dir)?);
+        let data = volume.root().join("data");
         for i in 0..=255u8 {
-            fs::create_dir_all(root.join("data").join(format!("{i:02x}")))?;
+            fs::create_dir_all(data.join(format!("{i:02x}")))?;
         }
-        fsync_dir(&root.join("data"))?;
-        fsync_dir(root)?;
-        for entry in fs::read_dir(root.join("tmp"))? {
-            let entry = entry?;
-            tracing::info!("removing leftover temp file {}", entry.path().display());
-            fs::remove_file(entry.path())?;
-        }
+        fs::create_dir_all(volume.root().join("quarantine"))?;
+        fsync_dir(&data)?;
+        fsync_dir(volume.root())?;
         Ok(Store {
-            root: root.to_path_buf(),
+            node_dir: node_dir.to_path_buf(),
+            volume,
         })
     }
 
     /// The node's persistent identity (created on first call).
     pub fn node_id(&self) -> io::Result<String> {
-        let p = self.root.join("node-id");
+        let p = self.node_dir.join("node-id");
         match fs::read_to_string(&p) {
             Ok(s) if !s.trim().is_empty() => Ok(s.trim().to_string()),
             _ => {
                 let id = format!("node-{}", &new_id()[..12]);
-                let tmp = self.root.join("tmp").join("node-id");
-                fs::write(&tmp, &id)?;
-                fs::File::open(&tmp)?.sync_all()?;
-                fs::rename(&tmp, &p)?;
-                fsync_dir(&self.root)?;
+                let f = tmpfile(&self.node_dir)?;
+                (&f).write_all(id.as_bytes())?;
+                f.sync_all()?;
+                link_into_place(&f, &p)?;
+                fsync_dir(&self.node_dir)?;
                 Ok(id)
             }
         }
     }
 
-    /// The root directory.
-    pub fn root(&self) -> &Path {
-        &self.root
+    /// The volume backend.
+    pub fn volume(&self) -> &dyn Volume {
+        &*self.volume
+    }
+
+    /// The node's directory.
+    pub fn node_dir(&self) -> &Path {
+        &self.node_dir
     }
 
     /// Where data `id` lives (the id must be valid).
     pub fn path(&self, id: &str) -> PathBuf {
         debug_assert!(valid_id(id));
-        self.root.join("data").join(&id[..2]).join(id)
+        self.volume.root().join("data").join(&id[..2]).join(id)
     }
 
-    /// Start writing a new file; it becomes `id` on [`Store::commit`].
-    pub async fn create_temp(&self, id: &str) -> io::Result<TempFile> {
-        let path = self
-            .root
-            .join("tmp")
-            .join(format!("{id}.{}", &new_id()[..8]));
-        let file = tokio::fs::File::create(&path).await?;
-        Ok(TempFile {
-            path,
-            file,
-            committed: false,
+    /// Where the block hashes of `id` live.
+    pub fn blk_path(&self, id: &str) -> PathBuf {
+        self.volume
+            .root()
+            .join("data")
+            .join(&id[..2])
+            .join(format!("{id}.blk"))
+    }
+
+    /// Start writing data `id` (also computing its MD5 when `md5`).
+    pub fn writer(&self, id: &str, md5: bool) -> io::Result<Writer> {
+        let dir = self.volume.root().join("data").join(&id[..2]);
+        Ok(Writer {
+            file: io::BufWriter::with_capacity(1 << 20, tmpfile(&dir)?),
+            dir,
+            hasher: BlockHasher::new(),
+            md5: md5.then(md5::Md5::new),
         })
     }
 
-    /// Make a fully written temp file durable and visible as `id`.
-    pub async fn commit(&self, mut tmp: TempFile, id: &str) -> io::Result<()> {
-        tmp.file.flush().await?;
-        tmp.file.sync_all().await?;
-        let dest = self.path(id);
-        tokio::fs::rename(&tmp.path, &dest).await?;
-        tmp.committed = true;
-        let dir = dest
-            .parent()
-            .expect("data files live in a directory")
-            .to_path_buf();
-        tokio::task::spawn_blocking(move || fsync_dir(&dir))
-            .await
-            .map_err(io::Error::other)??;
-        Ok(())
+    /// Read bytes `start..end` of `id`, verifying every block touched.
+    pub fn reader(&self, id: &str, start: u64, end: u64) -> io::Result<VerifiedReader> {
+        VerifiedReader::open(&self.path(id), &self.blk_path(id), start, end)
+    }
+
+    /// Size of `id`.
+    pub fn size(&self, id: &str) -> io::Result<u64> {
+        Ok(fs::metadata(self.path(id))?.len())
     }
 
     /// Delete `id` durably; deleting a missing id is not an error.
-    pub async fn delete(&self, id: &str) -> io::Result<()> {
-        let p = self.path(id);
-        match tokio::fs::remove_file(&p).await {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-            Err(e) => return Err(e),
+    pub fn delete(&self, id: &str) -> io::Result<()> {
+        let mut removed = false;
+        for p in [self.path(id), self.blk_path(id)] {
+            match fs::remove_file(&p) {
+                Ok(()) => removed = true,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
         }
-        let dir = p
-            .parent()
-            .expect("data files live in a directory")
-            .to_path_buf();
-        tokio::task::spawn_blocking(move || fsync_dir(&dir))
-            .await
-            .map_err(io::Error::other)?
+        if removed {
+            fsync_dir(
+                self.path(id)
+                    .parent()
+                    .expect("data files live in a directory"),
+            )?;
+        }
+        Ok(())
     }
 
-    /// Ids of data files last modified more than `age` ago.
-    pub fn old_ids(&self, age: std::time::Duration) -> io::Result<Vec<String>> {
-        let cutoff = std::time::SystemTime::now() - age;
+    /// Move a bad copy of `id` out of service, into `quarantine/`.
+    pub fn quarantine(&self, id: &str) -> io::Result<()> {
+        let q = self.volume.root().join("quarantine");
+        for (p, name) in [
+            (self.path(id), id.to_string()),
+            (self.blk_path(id), format!("{id}.blk")),
+        ] {
+            match fs::rename(&p, q.join(name)) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+        fsync_dir(&q)?;
+        fsync_dir(
+            self.path(id)
+                .parent()
+                .expect("data files live in a directory"),
+        )
+    }
+
+    /// Ids in quarantine.
+    pub fn quarantined(&self) -> io::Result<Vec<String>> {
+        let mut out: Vec<String> = fs::read_dir(self.volume.root().join("quarantine"))?
+            .filter_map(Result::ok)
+            .map(|e| e.file_name().to_string_lossy().to_string())
+            .filter(|n| valid_id(n))
+            .collect();
+        out.sort();
+        Ok(out)
+    }
+
+    /// Every data id on this node with its modification time.
+    pub fn ids(&self) -> io::Result<Vec<(String, std::time::SystemTime)>> {
         let mut out = Vec::new();
-        for sub in fs::read_dir(self.root.join("data"))? {
+        for sub in fs::read_dir(self.volume.root().join("data"))? {
             for f in fs::read_dir(sub?.path())? {
                 let f = f?;
                 let name = f.file_name().to_string_lossy().to_string();
-                if valid_id(&name) && f.metadata()?.modified()? < cutoff {
-                    out.push(name);
+                if valid_id(&name) {
+                    out.push((name, f.metadata()?.modified()?));
+                } else if let Some(id) = name.strip_suffix(".blk") {
+                    // Hashes whose data never got linked (a crash between the two links).
+                    if valid_id(id) && !f.path().with_file_name(id).exists() {
+                        let _ = fs::remove_file(f.path());
+                    }
                 }
             }
         }
         Ok(out)
     }
 
+    /// Ids of data files last modified more than `age` ago.
+    pub fn old_ids(&self, age: std::time::Duration) -> io::Result<Vec<String>> {
+        let cutoff = std::time::SystemTime::now() - age;
+        Ok(self
+            .ids()?
+            .into_iter()
+            .filter(|(_, t)| *t < cutoff)
+            .map(|(id, _)| id)
+            .collect())
+    }
+
     /// Free and total bytes of the filesystem holding the store.
     pub fn space(&self) -> (u64, u64) {
-        match nix::sys::statvfs::statvfs(&self.root) {
+        match nix::sys::statvfs::statvfs(self.volume.root()) {
             Ok(s) => {
                 let f = s.fragment_size();
                 (s.blocks_available() * f, s.blocks() * f)
@@ -195,22 +329,31 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn uncommitted_temp_files_vanish_and_restart_cleans_tmp() {
+    #[test]
+    fn uncommitted_writes_leave_nothing_and_commits_verify() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
         let id = new_id();
         {
-            let mut t = store.create_temp(&id).await.unwrap();
-            t.file.write_all(b"partial").await.unwrap();
+            let mut w = store.writer(&id, false).unwrap();
+            w.write(b"partial").unwrap();
         }
-        assert_eq!(fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
-        fs::write(dir.path().join("tmp").join("crash.left"), b"x").unwrap();
-        Store::open(dir.path()).unwrap();
-        assert_eq!(fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
-        let mut t = store.create_temp(&id).await.unwrap();
-        t.file.write_all(b"whole").await.unwrap();
-        store.commit(t, &id).await.unwrap();
-        assert_eq!(fs::read(store.path(&id)).unwrap(), b"whole");
+        assert!(store.ids().unwrap().is_empty());
+        let mut w = store.writer(&id, true).unwrap();
+        w.write(b"whole").unwrap();
+        let c = w.commit(&id).unwrap();
+        assert_eq!(c.size, 5);
+        assert_eq!(c.blake3, blake3::hash(b"whole").to_hex().to_string());
+        let mut r = store.reader(&id, 0, 5).unwrap();
+        assert_eq!(r.next_chunk().unwrap().unwrap(), b"whole");
+        // The same id cannot be written twice.
+        let w = store.writer(&id, false).unwrap();
+        assert_eq!(
+            w.commit(&id).unwrap_err().kind(),
+            io::ErrorKind::AlreadyExists
+        );
+        store.quarantine(&id).unwrap();
+        assert_eq!(store.quarantined().unwrap(), vec![id.clone()]);
+        assert!(store.ids().unwrap().is_empty());
     }
 }

@@ -164,20 +164,13 @@ async fn a_node_dying_during_a_put_fails_it_cleanly() {
     assert_err(t.get("/admin/stor/big").await, 404, "ResourceNotFound").await;
     // The copies that did reach the surviving nodes are reclaimed.
     for _ in 0..200 {
-        let left: usize = (0..2)
-            .map(|i| {
-                crate::count_files(&t.c.node_dir(i).join("data"))
-                    + crate::count_files(&t.c.node_dir(i).join("tmp"))
-            })
-            .sum();
+        let left: usize = (0..2).map(|i| t.node_files(i)).sum();
         if left == 0 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let left: usize = (0..2)
-        .map(|i| crate::count_files(&t.c.node_dir(i).join("data")))
-        .sum();
+    let left: usize = (0..2).map(|i| t.node_files(i)).sum();
     assert_eq!(left, 0, "no half-stored object on the surviving nodes");
 }
 

@@ -77,14 +77,31 @@ impl T {
         r.bytes().await.unwrap().to_vec()
     }
 
-    /// Number of data files on every node (temp files included).
+    /// Data files on node `i`, plus any hash file left without its data.
+    pub fn node_files(&self, i: usize) -> usize {
+        let mut n = 0;
+        let data = self.c.node_dir(i).join("volume").join("data");
+        let Ok(subs) = std::fs::read_dir(&data) else {
+            return 0;
+        };
+        for sub in subs.filter_map(Result::ok) {
+            for f in std::fs::read_dir(sub.path())
+                .unwrap()
+                .filter_map(Result::ok)
+            {
+                let name = f.file_name().to_string_lossy().to_string();
+                match name.strip_suffix(".blk") {
+                    Some(id) => n += usize::from(!sub.path().join(id).exists()),
+                    None => n += 1,
+                }
+            }
+        }
+        n
+    }
+
+    /// Data files on every node.
     pub fn data_files(&self) -> usize {
-        (0..self.c.cfg.nodes)
-            .map(|i| {
-                count_files(&self.c.node_dir(i).join("data"))
-                    + count_files(&self.c.node_dir(i).join("tmp"))
-            })
-            .sum()
+        (0..self.c.cfg.nodes).map(|i| self.node_files(i)).sum()
     }
 
     /// Wait (up to 10 s) until the nodes hold exactly `n` files.
@@ -99,16 +116,16 @@ impl T {
     }
 }
 
-pub fn count_files(dir: &std::path::Path) -> usize {
+pub fn count_named(dir: &std::path::Path, suffix: &str) -> usize {
     let Ok(rd) = std::fs::read_dir(dir) else {
         return 0;
     };
     rd.filter_map(Result::ok)
         .map(|e| {
             if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
-                count_files(&e.path())
+                count_named(&e.path(), suffix)
             } else {
-                1
+                usize::from(e.file_name().to_string_lossy().ends_with(suffix))
             }
         })
         .sum()

@@ -1,0 +1,72 @@
+//! Scrub: read every data file on the node and verify each block against its hashes, at a
+//! bounded rate. Bad copies are sent to the node's `bad` channel, which quarantines them and
+//! reports them to metadata so they are re-copied from a good copy elsewhere.
+
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+
+use crate::store::Store;
+
+/// What one scrub pass found.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ScrubReport {
+    pub files: u64,
+    pub bytes: u64,
+    /// Ids whose copy on this node failed verification.
+    pub bad: Vec<String>,
+    pub seconds: f64,
+}
+
+/// Verify one file; `Ok(bytes)` when good, `Err` when bad (or unreadable).
+fn verify(store: &Store, id: &str) -> std::io::Result<u64> {
+    let size = store.size(id)?;
+    let mut r = store.reader(id, 0, size)?;
+    while let Some(chunk) = r.next_chunk() {
+        chunk?;
+    }
+    Ok(size)
+}
+
+/// Verify every data file, at most `rate` bytes per second (unbounded when `None`).
+pub async fn scrub(
+    store: &Store,
+    bad: &mpsc::UnboundedSender<String>,
+    rate: Option<u64>,
+) -> std::io::Result<ScrubReport> {
+    let t = Instant::now();
+    let s = store.clone();
+    let ids = tokio::task::spawn_blocking(move || s.ids())
+        .await
+        .map_err(std::io::Error::other)??;
+    let mut report = ScrubReport::default();
+    for (id, _) in ids {
+        let (s, i) = (store.clone(), id.clone());
+        match tokio::task::spawn_blocking(move || verify(&s, &i))
+            .await
+            .map_err(std::io::Error::other)?
+        {
+            Ok(n) => {
+                report.files += 1;
+                report.bytes += n;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !store.path(&id).exists() => {
+                // Deleted while we were scrubbing.
+            }
+            Err(e) => {
+                tracing::error!("scrub: data {id} is bad: {e}");
+                report.bad.push(id.clone());
+                let _ = bad.send(id);
+            }
+        }
+        if let Some(rate) = rate.filter(|r| *r > 0) {
+            let due = Duration::from_secs_f64(report.bytes as f64 / rate as f64);
+            if let Some(wait) = due.checked_sub(t.elapsed()) {
+                tokio::time::sleep(wait).await;
+            }
+        }
+    }
+    report.seconds = t.elapsed().as_secs_f64();
+    Ok(report)
+}

@@ -1,0 +1,121 @@
+//! A btrfs filesystem in an image file, loop-mounted (for `mobula up --btrfs-image` and tests).
+//! Needs root, `mkfs.btrfs` (btrfs-progs) and loop devices.
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn run(cmd: &str, args: &[&std::ffi::OsStr]) -> io::Result<()> {
+    let out = Command::new(cmd)
+        .args(args)
+        .output()
+        .map_err(|e| io::Error::new(e.kind(), format!("running {cmd}: {e}")))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(io::Error::other(format!(
+            "{cmd} {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )))
+    }
+}
+
+/// Why btrfs loop mounts cannot be made here, if they cannot.
+pub fn unavailable() -> Option<String> {
+    if !nix::unistd::Uid::effective().is_root() {
+        return Some("needs root to loop-mount a btrfs image".into());
+    }
+    if Command::new("mkfs.btrfs")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        return Some("mkfs.btrfs not found (install btrfs-progs)".into());
+    }
+    if !Path::new("/dev/loop-control").exists() {
+        return Some("no loop devices (/dev/loop-control)".into());
+    }
+    None
+}
+
+/// Create (if missing) a btrfs image of `size` bytes at `image` and mount it on `mountpoint`
+/// (already mounted there: nothing to do). `compress` enables zstd compression at rest.
+pub fn mount(image: &Path, size: u64, mountpoint: &Path, compress: bool) -> io::Result<()> {
+    if let Some(why) = unavailable() {
+        return Err(io::Error::new(io::ErrorKind::PermissionDenied, why));
+    }
+    std::fs::create_dir_all(mountpoint)?;
+    if super::btrfs::is_btrfs(mountpoint) {
+        return Ok(());
+    }
+    if !image.exists() {
+        if let Some(dir) = image.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        std::fs::File::create(image)?.set_len(size)?;
+        run("mkfs.btrfs", &["-q".as_ref(), image.as_os_str()])?;
+    }
+    let opts = if compress {
+        "loop,compress=zstd"
+    } else {
+        "loop"
+    };
+    run(
+        "mount",
+        &[
+            "-o".as_ref(),
+            opts.as_ref(),
+            image.as_os_str(),
+            mountpoint.as_os_str(),
+        ],
+    )
+}
+
+/// Unmount `mountpoint` (lazily, so open files do not block it).
+pub fn unmount(mountpoint: &Path) -> io::Result<()> {
+    run("umount", &["-l".as_ref(), mountpoint.as_os_str()])
+}
+
+/// A loop-mounted btrfs that is unmounted (and its image deleted) on drop.
+#[derive(Debug)]
+pub struct TempBtrfs {
+    pub dir: tempfile::TempDir,
+    pub mountpoint: PathBuf,
+}
+
+impl TempBtrfs {
+    /// A fresh `size`-byte btrfs, or why it cannot be made here.
+    pub fn new(size: u64) -> Result<TempBtrfs, String> {
+        if let Some(why) = unavailable() {
+            return Err(why);
+        }
+        let dir = tempfile::Builder::new()
+            .prefix("mobula-btrfs")
+            .tempdir_in("/var/tmp")
+            .map_err(|e| e.to_string())?;
+        let mountpoint = dir.path().join("mnt");
+        mount(&dir.path().join("image"), size, &mountpoint, true).map_err(|e| e.to_string())?;
+        Ok(TempBtrfs { dir, mountpoint })
+    }
+}
+
+impl Drop for TempBtrfs {
+    fn drop(&mut self) {
+        let _ = unmount(&self.mountpoint);
+    }
+}
+
+/// For tests that need btrfs: the filesystem, or `None` after printing why it is skipped.
+/// With `MOBULA_REQUIRE_PRIVILEGED=1` (CI) a skip is a failure.
+pub fn for_test(size: u64) -> Option<TempBtrfs> {
+    match TempBtrfs::new(size) {
+        Ok(b) => Some(b),
+        Err(why) => {
+            if std::env::var("MOBULA_REQUIRE_PRIVILEGED").as_deref() == Ok("1") {
+                panic!("btrfs test cannot run and MOBULA_REQUIRE_PRIVILEGED=1: {why}");
+            }
+            eprintln!("skipped: {why}");
+            None
+        }
+    }
+}

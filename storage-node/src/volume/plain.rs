@@ -1,0 +1,115 @@
+//! The plain backend: any filesystem. Snapshots are hard-link farms of the immutable data files,
+//! built under a temporary name and renamed into place, so a snapshot is complete or absent.
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use super::{check_name, fsync_dir, list_dir_snapshots, Snapshot, Volume};
+
+/// A volume on an ordinary directory.
+#[derive(Debug)]
+pub struct Plain {
+    root: PathBuf,
+    snapshots: PathBuf,
+}
+
+impl Plain {
+    pub fn open(node_dir: &Path) -> io::Result<Plain> {
+        let root = node_dir.join("volume");
+        let snapshots = node_dir.join("snapshots");
+        fs::create_dir_all(&root)?;
+        fs::create_dir_all(&snapshots)?;
+        // Half-built snapshots or restores from a crash.
+        for e in fs::read_dir(&snapshots)? {
+            let e = e?;
+            if e.file_name().to_string_lossy().starts_with(".tmp-") {
+                fs::remove_dir_all(e.path())?;
+            }
+        }
+        let old = node_dir.join(".volume-old");
+        if old.exists() {
+            fs::remove_dir_all(&old)?;
+        }
+        Ok(Plain { root, snapshots })
+    }
+}
+
+/// Recreate the tree `src` at `dst` with hard links to its files.
+fn link_tree(src: &Path, dst: &Path) -> io::Result<()> {
+    fs::create_dir_all(dst)?;
+    for e in fs::read_dir(src)? {
+        let e = e?;
+        let to = dst.join(e.file_name());
+        if e.file_type()?.is_dir() {
+            link_tree(&e.path(), &to)?;
+        } else {
+            fs::hard_link(e.path(), &to)?;
+        }
+    }
+    fsync_dir(dst)
+}
+
+impl Volume for Plain {
+    fn kind(&self) -> &'static str {
+        "plain"
+    }
+
+    fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn clone_file(&self, src: &Path, dst: &Path) -> io::Result<()> {
+        fs::copy(src, dst)?;
+        fs::File::open(dst)?.sync_all()
+    }
+
+    fn snapshot_create(&self, name: &str) -> io::Result<Snapshot> {
+        check_name(name)?;
+        let dst = self.snapshots.join(name);
+        if dst.exists() {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                format!("snapshot {name} exists"),
+            ));
+        }
+        let tmp = self.snapshots.join(format!(".tmp-{name}"));
+        link_tree(&self.root, &tmp)?;
+        fs::rename(&tmp, &dst)?;
+        fsync_dir(&self.snapshots)?;
+        Ok(Snapshot {
+            name: name.to_string(),
+            created: super::created_secs(&dst),
+            path: dst,
+        })
+    }
+
+    fn snapshot_list(&self) -> io::Result<Vec<Snapshot>> {
+        list_dir_snapshots(&self.snapshots)
+    }
+
+    fn snapshot_delete(&self, name: &str) -> io::Result<()> {
+        check_name(name)?;
+        fs::remove_dir_all(self.snapshots.join(name))?;
+        fsync_dir(&self.snapshots)
+    }
+
+    fn snapshot_restore(&self, name: &str) -> io::Result<()> {
+        check_name(name)?;
+        let snap = self.snapshots.join(name);
+        if !snap.is_dir() {
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("no snapshot {name}"),
+            ));
+        }
+        let parent = self.root.parent().expect("volume has a parent");
+        let fresh = self.snapshots.join(format!(".tmp-restore-{name}"));
+        link_tree(&snap, &fresh)?;
+        let old = parent.join(".volume-old");
+        fs::rename(&self.root, &old)?;
+        fs::rename(&fresh, &self.root)?;
+        fsync_dir(parent)?;
+        fs::remove_dir_all(&old)
+    }
+}
