@@ -24,17 +24,6 @@ async fn read_status(s: &mut TcpStream) -> String {
     String::from_utf8_lossy(&buf[..n]).to_string()
 }
 
-fn node_index(t: &T, id: &str) -> usize {
-    (0..t.c.cfg.nodes)
-        .find(|i| {
-            std::fs::read_to_string(t.c.node_dir(*i).join("node-id"))
-                .unwrap()
-                .trim()
-                == id
-        })
-        .unwrap()
-}
-
 #[tokio::test]
 async fn put_without_length_is_refused() {
     let t = T::start(3).await;
@@ -193,7 +182,7 @@ async fn a_get_continues_on_another_copy_when_a_node_dies_mid_body() {
         while got.len() < (1 << 20) {
             got.extend_from_slice(&s.next().await.unwrap().unwrap());
         }
-        let i = node_index(&t, victim);
+        let i = t.node_index(victim);
         t.c.kill_node(i).await;
         while let Some(chunk) = s.next().await {
             got.extend_from_slice(&chunk.expect("body continues on the other copy"));

@@ -5,6 +5,7 @@
 mod cli;
 mod concurrency;
 mod failures;
+mod integrity;
 mod listing;
 mod multipart;
 mod objects;
@@ -97,6 +98,46 @@ impl T {
             }
         }
         n
+    }
+
+    /// Index of the node with id `id`.
+    pub fn node_index(&self, id: &str) -> usize {
+        (0..self.c.cfg.nodes)
+            .find(|i| {
+                std::fs::read_to_string(self.c.node_dir(*i).join("node-id"))
+                    .unwrap()
+                    .trim()
+                    == id
+            })
+            .unwrap()
+    }
+
+    /// URL of running node `i`.
+    pub fn node_url(&self, i: usize) -> String {
+        self.c.nodes[i].as_ref().unwrap().url.clone()
+    }
+
+    /// Path of the data file of `data_id` on node `i`.
+    pub fn data_path(&self, i: usize, data_id: &str) -> std::path::PathBuf {
+        self.c
+            .node_dir(i)
+            .join("volume")
+            .join("data")
+            .join(&data_id[..2])
+            .join(data_id)
+    }
+
+    /// The metadata entry of an object path.
+    pub async fn data_of(&self, path: &str) -> mobula_metadata::types::Data {
+        self.c
+            .gw
+            .meta
+            .get(path)
+            .await
+            .unwrap()
+            .unwrap()
+            .data
+            .unwrap()
     }
 
     /// Data files on every node.
