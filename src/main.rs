@@ -32,6 +32,48 @@ struct Cli {
 }
 
 #[derive(Subcommand, Debug)]
+enum NodeAdmin {
+    /// Snapshots of a node's volume.
+    Snapshot {
+        #[command(subcommand)]
+        op: SnapshotOp,
+    },
+    /// Verify every data file of a running node now; bad copies are quarantined and repaired.
+    Scrub {
+        /// The node's URL.
+        #[arg(long)]
+        node: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum SnapshotOp {
+    /// Take a consistent read-only snapshot of a running node's volume.
+    Create {
+        name: String,
+        #[arg(long)]
+        node: String,
+    },
+    /// List a running node's snapshots.
+    List {
+        #[arg(long)]
+        node: String,
+    },
+    /// Delete a snapshot.
+    Delete {
+        name: String,
+        #[arg(long)]
+        node: String,
+    },
+    /// Restore a stopped node's volume from a snapshot (works on its data directory).
+    Restore {
+        name: String,
+        #[arg(long)]
+        data: PathBuf,
+    },
+}
+
+#[derive(Subcommand, Debug)]
 enum Cmd {
     /// Run a whole cluster (metadata, storage nodes, gateway) on this machine.
     Up {
@@ -41,6 +83,13 @@ enum Cmd {
         listen: SocketAddr,
         #[arg(long, default_value_t = 3)]
         nodes: usize,
+        /// Keep the storage nodes on a btrfs filesystem in this image file (created and
+        /// loop-mounted on `<data>/nodes`; needs root and btrfs-progs).
+        #[arg(long)]
+        btrfs_image: Option<PathBuf>,
+        /// Size of a new btrfs image (e.g. 20G).
+        #[arg(long, default_value = "10G")]
+        btrfs_size: String,
     },
     /// Run the metadata service alone.
     Metadata {
@@ -52,17 +101,28 @@ enum Cmd {
         #[arg(long = "create-account")]
         create_account: Vec<String>,
     },
-    /// Run one storage node alone.
+    /// Run one storage node alone, or administer one (snapshots, scrub).
+    #[command(args_conflicts_with_subcommands = true)]
     StorageNode {
+        #[command(subcommand)]
+        admin: Option<NodeAdmin>,
+        /// The node's data directory (required to run a node).
         #[arg(long)]
-        data: PathBuf,
+        data: Option<PathBuf>,
         #[arg(long, default_value = "127.0.0.1:0")]
         listen: SocketAddr,
+        /// Metadata service URL (required to run a node).
         #[arg(long)]
-        metadata: String,
+        metadata: Option<String>,
         /// URL other parts reach this node at (default: http://<listen address>).
         #[arg(long)]
         advertise: Option<String>,
+        /// Seconds between background scrubs (0: only on demand).
+        #[arg(long, default_value_t = 86400)]
+        scrub_every: u64,
+        /// Background scrub read rate, MiB/s.
+        #[arg(long, default_value_t = 64)]
+        scrub_rate: u64,
     },
     /// Run a gateway alone.
     Gateway {
@@ -149,7 +209,19 @@ async fn serve(cmd: Cmd, up_account: String) -> anyhow::Result<()> {
             data,
             listen,
             nodes,
+            btrfs_image,
+            btrfs_size,
         } => {
+            let nodes_dir = data.join("nodes");
+            if let Some(image) = &btrfs_image {
+                let size = parse_size(&btrfs_size)?;
+                mobula_storage_node::volume::loopback::mount(image, size, &nodes_dir, true)
+                    .map_err(|e| anyhow::anyhow!("--btrfs-image {}: {e}", image.display()))?;
+                println!(
+                    "mobula up: storage nodes on btrfs image {}",
+                    image.display()
+                );
+            }
             let mut cfg = ClusterConfig::new(&data, listen);
             cfg.nodes = nodes;
             cfg.account = up_account.clone();
@@ -166,6 +238,9 @@ async fn serve(cmd: Cmd, up_account: String) -> anyhow::Result<()> {
             terminate().await;
             println!("mobula up: stopping");
             c.shutdown().await;
+            if btrfs_image.is_some() {
+                mobula_storage_node::volume::loopback::unmount(&nodes_dir)?;
+            }
         }
         Cmd::Metadata {
             data,
@@ -183,14 +258,24 @@ async fn serve(cmd: Cmd, up_account: String) -> anyhow::Result<()> {
             m.stop().await;
         }
         Cmd::StorageNode {
+            admin: Some(admin), ..
+        } => node_admin(admin).await?,
+        Cmd::StorageNode {
+            admin: None,
             data,
             listen,
             metadata,
             advertise,
+            scrub_every,
+            scrub_rate,
         } => {
+            let data = data.ok_or_else(|| anyhow::anyhow!("--data is required"))?;
+            let metadata = metadata.ok_or_else(|| anyhow::anyhow!("--metadata is required"))?;
             let (l, url) = cluster::bind(listen).await?;
             let mut cfg = NodeConfig::new(data, &metadata);
             cfg.advertise_url = advertise;
+            cfg.scrub_every = (scrub_every > 0).then(|| Duration::from_secs(scrub_every));
+            cfg.scrub_rate = scrub_rate << 20;
             println!("mobula storage-node listening on {url}");
             let n = cluster::start_node(l, url, cfg);
             terminate().await;
@@ -210,6 +295,48 @@ async fn serve(cmd: Cmd, up_account: String) -> anyhow::Result<()> {
             g.stop().await;
         }
         _ => unreachable!("client commands are handled by client()"),
+    }
+    Ok(())
+}
+
+/// Parse `10G`, `512M`, `4096` into bytes.
+fn parse_size(s: &str) -> anyhow::Result<u64> {
+    let s = s.trim();
+    let (num, mult) = match s.chars().last().map(|c| c.to_ascii_uppercase()) {
+        Some('K') => (&s[..s.len() - 1], 1u64 << 10),
+        Some('M') => (&s[..s.len() - 1], 1 << 20),
+        Some('G') => (&s[..s.len() - 1], 1 << 30),
+        Some('T') => (&s[..s.len() - 1], 1 << 40),
+        _ => (s, 1),
+    };
+    let n: u64 = num.parse().map_err(|_| anyhow::anyhow!("bad size {s:?}"))?;
+    Ok(n * mult)
+}
+
+async fn node_admin(admin: NodeAdmin) -> anyhow::Result<()> {
+    let c = mobula_storage_node::NodeClient::new();
+    match admin {
+        NodeAdmin::Scrub { node } => {
+            let r = c.scrub(&node).await?;
+            println!("{}", serde_json::to_string_pretty(&r)?);
+        }
+        NodeAdmin::Snapshot { op } => match op {
+            SnapshotOp::Create { name, node } => {
+                let s = c.snapshot_create(&node, &name).await?;
+                println!("{}", serde_json::to_string_pretty(&s)?);
+            }
+            SnapshotOp::List { node } => {
+                for s in c.snapshots(&node).await? {
+                    println!("{}\t{}\t{}", s.name, s.created, s.path.display());
+                }
+            }
+            SnapshotOp::Delete { name, node } => c.snapshot_delete(&node, &name).await?,
+            SnapshotOp::Restore { name, data } => {
+                let store = mobula_storage_node::Store::open(&data)?;
+                store.volume().snapshot_restore(&name)?;
+                println!("restored {} from snapshot {name}", data.display());
+            }
+        },
     }
     Ok(())
 }

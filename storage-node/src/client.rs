@@ -146,6 +146,46 @@ impl NodeClient {
         resp.json().await.map_err(|e| unreachable(url, e))
     }
 
+    /// Take a snapshot of the node's volume.
+    pub async fn snapshot_create(
+        &self,
+        url: &str,
+        name: &str,
+    ) -> Result<crate::volume::Snapshot, ApiError> {
+        let resp = self
+            .http
+            .post(format!("{url}/snapshots"))
+            .json(&crate::server::NewSnapshot { name: name.into() })
+            .send()
+            .await
+            .map_err(|e| unreachable(url, e))?;
+        let resp = check(url, resp).await?;
+        resp.json().await.map_err(|e| unreachable(url, e))
+    }
+
+    /// The node's snapshots.
+    pub async fn snapshots(&self, url: &str) -> Result<Vec<crate::volume::Snapshot>, ApiError> {
+        let resp = self
+            .http
+            .get(format!("{url}/snapshots"))
+            .send()
+            .await
+            .map_err(|e| unreachable(url, e))?;
+        let resp = check(url, resp).await?;
+        resp.json().await.map_err(|e| unreachable(url, e))
+    }
+
+    /// Delete one of the node's snapshots.
+    pub async fn snapshot_delete(&self, url: &str, name: &str) -> Result<(), ApiError> {
+        let resp = self
+            .http
+            .delete(format!("{url}/snapshots/{name}"))
+            .send()
+            .await
+            .map_err(|e| unreachable(url, e))?;
+        check(url, resp).await.map(|_| ())
+    }
+
     /// The node's identity and space.
     pub async fn status(&self, url: &str) -> Result<Status, ApiError> {
         let resp = self

@@ -10,6 +10,7 @@ mod listing;
 mod multipart;
 mod objects;
 mod processes;
+mod volumes;
 
 use std::time::Duration;
 

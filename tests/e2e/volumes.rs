@@ -1,0 +1,146 @@
+//! Clusters whose storage nodes live on btrfs (a loop-mounted image), snapshots through the
+//! CLI, and `mobula up --btrfs-image`.
+
+use std::time::Duration;
+
+use mobula::cluster::{Cluster, ClusterConfig};
+use mobula_storage_node::volume::loopback;
+
+const BIN: &str = env!("CARGO_BIN_EXE_mobula");
+
+async fn cli(args: &[&str]) -> String {
+    let o = tokio::process::Command::new(BIN)
+        .args(args)
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8(o.stdout).unwrap()
+}
+
+#[tokio::test]
+async fn a_cluster_on_btrfs_serves_and_snapshots() {
+    let Some(fs) = loopback::for_test(2 << 30) else {
+        return;
+    };
+    let mut cfg = ClusterConfig::new(&fs.mountpoint.join("data"), "127.0.0.1:0".parse().unwrap());
+    cfg.gateway.reclaim_every = Duration::from_millis(100);
+    let c = Cluster::start(cfg).await.unwrap();
+    let http = reqwest::Client::new();
+    let body = crate::bytes(3 << 20, 21);
+    let r = http
+        .put(format!("{}/admin/stor/x", c.url()))
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    let node = c.nodes[0].as_ref().unwrap().url.clone();
+    let status: serde_json::Value = reqwest::get(format!("{node}/status"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(status["volume"], "btrfs");
+    cli(&[
+        "storage-node",
+        "snapshot",
+        "create",
+        "before",
+        "--node",
+        &node,
+    ])
+    .await;
+    let list = cli(&["storage-node", "snapshot", "list", "--node", &node]).await;
+    assert!(list.starts_with("before\t"), "{list}");
+    let report = cli(&["storage-node", "scrub", "--node", &node]).await;
+    let report: serde_json::Value = serde_json::from_str(&report).unwrap();
+    assert!(report["bad"].as_array().unwrap().is_empty());
+    let got = http
+        .get(format!("{}/admin/stor/x", c.url()))
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert!(got == body);
+    cli(&[
+        "storage-node",
+        "snapshot",
+        "delete",
+        "before",
+        "--node",
+        &node,
+    ])
+    .await;
+    assert_eq!(
+        cli(&["storage-node", "snapshot", "list", "--node", &node]).await,
+        ""
+    );
+    c.shutdown().await;
+}
+
+#[tokio::test]
+async fn up_with_a_btrfs_image() {
+    if let Some(why) = loopback::unavailable() {
+        assert!(
+            std::env::var("MOBULA_REQUIRE_PRIVILEGED").as_deref() != Ok("1"),
+            "{why}"
+        );
+        eprintln!("skipped: {why}");
+        return;
+    }
+    let dir = tempfile::Builder::new()
+        .prefix("mobula-up")
+        .tempdir_in("/var/tmp")
+        .unwrap();
+    let data = dir.path().join("data");
+    let image = dir.path().join("nodes.img");
+    let mut child = tokio::process::Command::new(BIN)
+        .args(["up", "--listen", "127.0.0.1:0", "--data"])
+        .arg(&data)
+        .arg("--btrfs-image")
+        .arg(&image)
+        .args(["--btrfs-size", "1G"])
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    use tokio::io::AsyncBufReadExt;
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut url = String::new();
+    while let Some(l) = lines.next_line().await.unwrap() {
+        if let Some(i) = l.find("gateway listening on http://") {
+            url = l[i + 21..].trim().to_string();
+            break;
+        }
+    }
+    assert!(mobula_storage_node::volume::btrfs::is_btrfs(
+        &data.join("nodes")
+    ));
+    let http = reqwest::Client::new();
+    let r = http
+        .put(format!("{url}/admin/stor/y"))
+        .body("on btrfs")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    let pid = nix::unistd::Pid::from_raw(child.id().unwrap() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(20), child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success());
+    assert!(
+        !mobula_storage_node::volume::btrfs::is_btrfs(&data.join("nodes")),
+        "unmounted on exit"
+    );
+}
