@@ -61,6 +61,30 @@ pub fn parse_range(h: &HeaderMap, len: u64) -> Result<Option<(u64, u64)>, ApiErr
     Ok(Some(range))
 }
 
+/// Content types worth compressing on the wire.
+pub fn compressible(content_type: &str) -> bool {
+    let t = content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    t.starts_with("text/")
+        || t.ends_with("+json")
+        || t.ends_with("+xml")
+        || matches!(
+            t.as_str(),
+            "application/json"
+                | "application/x-ndjson"
+                | "application/x-json-stream"
+                | "application/xml"
+                | "application/javascript"
+                | "application/csv"
+                | "application/x-yaml"
+                | "application/yaml"
+        )
+}
+
 /// `GET`/`HEAD` of any path below an area.
 pub async fn get_or_head(
     gw: &Arc<Gateway>,
@@ -105,8 +129,45 @@ async fn object(
     };
     let (start, end) = range.unwrap_or((0, data.size.saturating_sub(1)));
     let count = if data.size == 0 { 0 } else { end - start + 1 };
+    let zstd = range.is_none()
+        && count >= 1024
+        && compressible(&entry.content_type)
+        && !entry.headers.contains_key("content-encoding")
+        && mobula_storage_node::server::accepts_zstd(&parts.headers);
     let mut resp = if parts.method == Method::HEAD || count == 0 {
         mobula_http::status(StatusCode::OK)
+    } else if zstd {
+        let first = open(
+            gw,
+            &data.id,
+            data.size,
+            gw.nodes.read_order(&data.nodes),
+            start,
+            end,
+        )
+        .await?;
+        let plain = failover_stream(
+            gw.clone(),
+            data.id.clone(),
+            data.size,
+            first,
+            start,
+            end + 1,
+        )
+        .map(|r| r.map_err(std::io::Error::other));
+        let mut r = Response::new(mobula_http::stream(
+            mobula_storage_node::server::zstd_stream(plain),
+        ));
+        headers::object(r.headers_mut(), entry);
+        r.headers_mut().insert(
+            header::CONTENT_ENCODING,
+            http::HeaderValue::from_static("zstd"),
+        );
+        r.headers_mut().insert(
+            header::VARY,
+            http::HeaderValue::from_static("accept-encoding"),
+        );
+        return Ok(r);
     } else {
         let first = open(
             gw,

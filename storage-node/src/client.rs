@@ -83,6 +83,18 @@ impl NodeClient {
         check(url, resp).await
     }
 
+    /// Open all of data `id`, zstd-compressed on the wire (for transfers between nodes).
+    pub async fn get_zstd(&self, url: &str, id: &str) -> Result<reqwest::Response, ApiError> {
+        let resp = self
+            .http
+            .get(format!("{url}/data/{id}"))
+            .header("accept-encoding", "zstd")
+            .send()
+            .await
+            .map_err(|e| unreachable(url, e))?;
+        check(url, resp).await
+    }
+
     /// Delete data `id` on the node at `url`.
     pub async fn delete(&self, url: &str, id: &str) -> Result<(), ApiError> {
         let resp = self

@@ -333,10 +333,21 @@ async fn get(node: &NodeState, id: &str, headers: &HeaderMap) -> Result<Response
         None => (StatusCode::OK, 0, len),
     };
     let stream = verified_stream(store, id, start, end, Some(node.bad.clone()));
-    let mut resp = Response::new(mobula_http::stream(stream));
+    // Transfers between nodes (repair) ask for zstd.
+    let mut resp = if accepts_zstd(headers) && status == StatusCode::OK {
+        let mut r = Response::new(mobula_http::stream(zstd_stream(stream)));
+        r.headers_mut().insert(
+            header::CONTENT_ENCODING,
+            http::HeaderValue::from_static("zstd"),
+        );
+        r
+    } else {
+        let mut r = Response::new(mobula_http::stream(stream));
+        r.headers_mut()
+            .insert(header::CONTENT_LENGTH, (end - start).into());
+        r
+    };
     *resp.status_mut() = status;
-    resp.headers_mut()
-        .insert(header::CONTENT_LENGTH, (end - start).into());
     resp.headers_mut().insert("x-data-size", len.into());
     Ok(resp)
 }
@@ -371,8 +382,22 @@ async fn concat(store: &Store, id: &str, c: Concat) -> Result<Response<Body>, Ap
 /// Copy `id` from a peer: stream it in, check its blake3, commit. The peer verifies every block
 /// before sending, and this node re-hashes what it received.
 async fn fetch(store: &Store, id: &str, f: Fetch) -> Result<Response<Body>, ApiError> {
-    use futures::StreamExt;
-    let resp = crate::NodeClient::new().get(&f.from, id, None).await?;
+    use futures::{StreamExt, TryStreamExt};
+    let resp = crate::NodeClient::new().get_zstd(&f.from, id).await?;
+    let compressed = resp
+        .headers()
+        .get(header::CONTENT_ENCODING)
+        .is_some_and(|v| v == "zstd");
+    let raw = resp.bytes_stream().map_err(std::io::Error::other);
+    let mut body: futures::stream::BoxStream<'static, std::io::Result<bytes::Bytes>> = if compressed
+    {
+        let dec = async_compression::tokio::bufread::ZstdDecoder::new(tokio::io::BufReader::new(
+            tokio_util::io::StreamReader::new(raw),
+        ));
+        Box::pin(tokio_util::io::ReaderStream::with_capacity(dec, 256 << 10))
+    } else {
+        Box::pin(raw)
+    };
     let mut w = {
         let (s, id) = (store.clone(), id.to_string());
         blocking(move || s.writer(&id, true)).await?
@@ -384,7 +409,6 @@ async fn fetch(store: &Store, id: &str, f: Fetch) -> Result<Response<Body>, ApiE
         }
         Ok(w)
     });
-    let mut body = resp.bytes_stream();
     let mut failed = None;
     while let Some(chunk) = body.next().await {
         match chunk {
@@ -421,4 +445,34 @@ async fn fetch(store: &Store, id: &str, f: Fetch) -> Result<Response<Body>, ApiE
             blake3: c.blake3,
         },
     ))
+}
+
+/// Whether the request accepts a zstd-encoded body.
+pub fn accepts_zstd(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT_ENCODING)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|e| {
+            let mut it = e.split(';');
+            it.next()
+                .is_some_and(|n| n.trim().eq_ignore_ascii_case("zstd"))
+                && !it.any(|p| p.trim().replace(' ', "") == "q=0")
+        })
+}
+
+/// zstd-compress a byte stream (level 3: fast, a good ratio on text).
+pub fn zstd_stream<S>(
+    s: S,
+) -> impl futures::Stream<Item = std::io::Result<bytes::Bytes>> + Send + 'static
+where
+    S: futures::Stream<Item = std::io::Result<bytes::Bytes>> + Send + 'static,
+{
+    let reader = tokio_util::io::StreamReader::new(s);
+    let enc = async_compression::tokio::bufread::ZstdEncoder::with_quality(
+        tokio::io::BufReader::new(reader),
+        async_compression::Level::Precise(3),
+    );
+    tokio_util::io::ReaderStream::with_capacity(enc, 256 << 10)
 }

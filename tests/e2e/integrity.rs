@@ -132,3 +132,65 @@ async fn with_every_copy_bad_the_response_is_cut() {
         s => assert_eq!(s, 503, "or refused before any byte"),
     }
 }
+
+#[tokio::test]
+async fn gets_are_zstd_compressed_when_asked_and_worth_it() {
+    let t = T::start(3).await;
+    let text: Vec<u8> = (0..20_000)
+        .flat_map(|i| format!("line {i} of a log file\n").into_bytes())
+        .collect();
+    let r = t
+        .req(Method::PUT, "/admin/stor/log.txt")
+        .header("content-type", "text/plain")
+        .body(text.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    let r = t
+        .req(Method::GET, "/admin/stor/log.txt")
+        .header("accept-encoding", "gzip, zstd")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-encoding"], "zstd");
+    let wire = r.bytes().await.unwrap();
+    assert!(
+        wire.len() * 5 < text.len(),
+        "compressed: {} of {}",
+        wire.len(),
+        text.len()
+    );
+    assert_eq!(zstd::decode_all(&wire[..]).unwrap(), text);
+    // Not for ranges, not for binary content, not when not asked.
+    let r = t
+        .req(Method::GET, "/admin/stor/log.txt")
+        .header("accept-encoding", "zstd")
+        .header("range", "bytes=0-9")
+        .send()
+        .await
+        .unwrap();
+    assert!(!r.headers().contains_key("content-encoding"));
+    assert_eq!(r.bytes().await.unwrap().as_ref(), &text[..10]);
+    t.put("/admin/stor/bin", text.clone()).await;
+    let r = t
+        .req(Method::GET, "/admin/stor/bin")
+        .header("accept-encoding", "zstd")
+        .send()
+        .await
+        .unwrap();
+    assert!(!r.headers().contains_key("content-encoding"));
+    let r = t.get("/admin/stor/log.txt").await;
+    assert!(!r.headers().contains_key("content-encoding"));
+    assert!(r.bytes().await.unwrap() == text);
+    // Node-to-node transfers (repair fetches) are zstd on the wire.
+    let d = t.data_of("/admin/stor/log.txt").await;
+    let node = t.node_url(t.node_index(&d.nodes[0]));
+    let r = t.c.gw.node_client.get_zstd(&node, &d.id).await.unwrap();
+    assert_eq!(r.headers()["content-encoding"], "zstd");
+    assert_eq!(
+        zstd::decode_all(&r.bytes().await.unwrap()[..]).unwrap(),
+        text
+    );
+}
