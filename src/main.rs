@@ -398,8 +398,26 @@ async fn client(c: Client, cmd: Cmd) -> Result<(), ClientError> {
     }
 }
 
+/// With the `failpoints` feature: `MOBULA_CRASH_AT=a,b` makes the process abort (no cleanup, as
+/// a SIGKILL would) when it reaches any of those crash points.
+#[cfg(feature = "failpoints")]
+fn arm_crash_points() {
+    if let Ok(points) = std::env::var("MOBULA_CRASH_AT") {
+        for p in points.split(',').filter(|p| !p.is_empty()) {
+            let name = p.to_string();
+            fail::cfg_callback(p, move || {
+                eprintln!("mobula: crash point {name} reached: aborting");
+                std::process::abort();
+            })
+            .expect("valid crash point");
+        }
+    }
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
+    #[cfg(feature = "failpoints")]
+    arm_crash_points();
     let cli = Cli::parse();
     match cli.cmd {
         cmd @ (Cmd::Up { .. }

@@ -256,6 +256,7 @@ async fn put(store: &Store, id: &str, req: Request) -> Result<Response<Body>, Ap
     }
     let id = id.to_string();
     let c = blocking(move || w.commit(&id)).await?;
+    fail::fail_point!("put-before-ack", |_| Err(ApiError::internal("failpoint")));
     Ok(mobula_http::json(
         StatusCode::CREATED,
         &Written {
@@ -431,6 +432,9 @@ async fn fetch(store: &Store, id: &str, f: Fetch) -> Result<Response<Body>, ApiE
     if let Some(e) = failed {
         return Err(e);
     }
+    fail::fail_point!("repair-before-commit", |_| Err(ApiError::internal(
+        "failpoint"
+    )));
     // Check before the copy becomes visible.
     if w.blake3() != f.blake3 {
         return Err(ApiError::internal("fetched copy does not match its blake3"));

@@ -117,6 +117,7 @@ impl Writer {
             md5,
         } = self;
         let file = file.into_inner().map_err(|e| e.into_error())?;
+        fail::fail_point!("put-before-fsync");
         file.sync_all()?;
         let (hashes, blake3) = hasher.finish();
         let mut blk = tmpfile(&dir)?;
@@ -124,10 +125,12 @@ impl Writer {
         blk.sync_all()?;
         let blk_path = dir.join(format!("{id}.blk"));
         link_into_place(&blk, &blk_path)?;
+        fail::fail_point!("put-between-links");
         if let Err(e) = link_into_place(&file, &dir.join(id)) {
             let _ = fs::remove_file(&blk_path);
             return Err(e);
         }
+        fail::fail_point!("put-before-dir-fsync");
         fsync_dir(&dir)?;
         Ok(Committed {
             size: hashes.size,
@@ -221,6 +224,9 @@ impl Store {
     pub fn delete(&self, id: &str) -> io::Result<()> {
         let mut removed = false;
         for p in [self.path(id), self.blk_path(id)] {
+            if removed {
+                fail::fail_point!("delete-between-unlinks");
+            }
             match fs::remove_file(&p) {
                 Ok(()) => removed = true,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}

@@ -4,6 +4,7 @@
 
 mod cli;
 mod concurrency;
+mod crash;
 mod failures;
 mod integrity;
 mod listing;

@@ -110,6 +110,7 @@ impl Volume for Btrfs {
                 format!("snapshot {name} exists"),
             ));
         }
+        fail::fail_point!("snapshot-before-rename");
         btrfs(&[
             "subvolume".as_ref(),
             "snapshot".as_ref(),

@@ -75,6 +75,7 @@ impl Volume for Plain {
         }
         let tmp = self.snapshots.join(format!(".tmp-{name}"));
         link_tree(&self.root, &tmp)?;
+        fail::fail_point!("snapshot-before-rename");
         fs::rename(&tmp, &dst)?;
         fsync_dir(&self.snapshots)?;
         Ok(Snapshot {
