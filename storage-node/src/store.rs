@@ -44,6 +44,7 @@ pub fn new_id() -> String {
 pub struct Store {
     node_dir: PathBuf,
     volume: Arc<dyn Volume>,
+    verify_reads: bool,
 }
 
 /// What a committed write stored.
@@ -154,6 +155,7 @@ impl Store {
         Ok(Store {
             node_dir: node_dir.to_path_buf(),
             volume,
+            verify_reads: true,
         })
     }
 
@@ -212,7 +214,14 @@ impl Store {
 
     /// Read bytes `start..end` of `id`, verifying every block touched.
     pub fn reader(&self, id: &str, start: u64, end: u64) -> io::Result<VerifiedReader> {
-        VerifiedReader::open(&self.path(id), &self.blk_path(id), start, end)
+        let r = VerifiedReader::open(&self.path(id), &self.blk_path(id), start, end)?;
+        Ok(if self.verify_reads { r } else { r.unverified() })
+    }
+
+    /// Turn read verification off (benchmark baseline only; never in service).
+    pub fn without_read_verification(mut self) -> Self {
+        self.verify_reads = false;
+        self
     }
 
     /// Size of `id`.
