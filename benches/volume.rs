@@ -89,7 +89,12 @@ async fn serve(store: Store) -> String {
     let url = format!("http://{}", l.local_addr().unwrap());
     let (bad, _rx) = tokio::sync::mpsc::unbounded_channel();
     std::mem::forget(_rx);
-    let state = NodeState { store, id: "bench".into(), bad };
+    let state = NodeState {
+        store,
+        id: "bench".into(),
+        bad,
+        meta: None,
+    };
     tokio::spawn(server::run(l, state, std::future::pending()));
     url
 }
@@ -97,8 +102,15 @@ async fn serve(store: Store) -> String {
 #[tokio::main]
 async fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
-    let counts: Vec<usize> = if quick { vec![1_000, 10_000] } else { vec![10_000, 100_000] };
-    let tmp = tempfile::Builder::new().prefix("mobula-vol-bench").tempdir_in("/var/tmp").unwrap();
+    let counts: Vec<usize> = if quick {
+        vec![1_000, 10_000]
+    } else {
+        vec![10_000, 100_000]
+    };
+    let tmp = tempfile::Builder::new()
+        .prefix("mobula-vol-bench")
+        .tempdir_in("/var/tmp")
+        .unwrap();
 
     println!("## snapshot creation\n| backend | objects | median of 3 |\n|---|---|---|");
     match loopback::TempBtrfs::new(8 << 30) {
@@ -112,17 +124,28 @@ async fn main() {
     let ids = write_big(&store, files, size);
     let gib = (files * size) as f64 / 1e6;
 
-    println!("\n## scrub vs b3sum ({files} files × {} MiB, warm cache, second of two runs)", size >> 20);
+    println!(
+        "\n## scrub vs b3sum ({files} files × {} MiB, warm cache, second of two runs)",
+        size >> 20
+    );
     let (bad, _rx) = tokio::sync::mpsc::unbounded_channel();
     let mut scrub_s = 0.0;
     for _ in 0..2 {
-        scrub_s = mobula_storage_node::scrub::scrub(&store, &bad, None).await.unwrap().seconds;
+        scrub_s = mobula_storage_node::scrub::scrub(&store, &bad, None)
+            .await
+            .unwrap()
+            .seconds;
     }
     let paths: Vec<_> = ids.iter().map(|id| store.path(id)).collect();
     let mut b3_s = f64::NAN;
     for _ in 0..2 {
         let t = Instant::now();
-        match std::process::Command::new("b3sum").arg("--num-threads").arg("1").args(&paths).output() {
+        match std::process::Command::new("b3sum")
+            .arg("--num-threads")
+            .arg("1")
+            .args(&paths)
+            .output()
+        {
             Ok(o) if o.status.success() => b3_s = t.elapsed().as_secs_f64(),
             _ => {
                 println!("(b3sum not installed: apt-get install b3sum)");
@@ -131,11 +154,16 @@ async fn main() {
         }
     }
     println!("| tool | MB/s |\n|---|---|");
-    println!("| mobula scrub (1 thread, per-block verify) | {:.0} |", gib / scrub_s);
+    println!(
+        "| mobula scrub (1 thread, per-block verify) | {:.0} |",
+        gib / scrub_s
+    );
     println!("| b3sum --num-threads 1 | {:.0} |", gib / b3_s);
     println!("| ratio scrub/b3sum | {:.2} |", b3_s / scrub_s);
 
-    println!("\n## node GET, verification on vs off (2 concurrent, warm cache, second of two runs)");
+    println!(
+        "\n## node GET, verification on vs off (2 concurrent, warm cache, second of two runs)"
+    );
     let verified = serve(store.clone()).await;
     let unverified = serve(store.clone().without_read_verification()).await;
     let (mut on, mut off) = (0.0, 0.0);
@@ -144,6 +172,9 @@ async fn main() {
         off = get_all(&unverified, &ids).await;
     }
     println!("| mode | MB/s |\n|---|---|");
-    println!("| verified | {on:.0} |\n| unverified | {off:.0} |\n| verified/unverified | {:.2} |", on / off);
+    println!(
+        "| verified | {on:.0} |\n| unverified | {off:.0} |\n| verified/unverified | {:.2} |",
+        on / off
+    );
     tokio::time::sleep(Duration::from_millis(10)).await;
 }

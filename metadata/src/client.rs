@@ -4,7 +4,7 @@ use mobula_http::{ApiError, Code};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::server::{Ids, Limit, Name, Repaired};
+use crate::server::{Ids, Limit, Name, OnNode, Repaired};
 use crate::types::*;
 
 /// A handle on a metadata service at a base URL (cheap to clone).
@@ -142,6 +142,23 @@ impl MetadataClient {
             node: node.into(),
         };
         self.call("data.bad", &c).await
+    }
+    /// Ids metadata believes `node` holds, in id order, after `after`.
+    pub async fn data_on_node(
+        &self,
+        node: &str,
+        after: &str,
+        limit: u32,
+    ) -> Result<Vec<String>, ApiError> {
+        self.call(
+            "data.on_node",
+            &OnNode {
+                node: node.into(),
+                after: after.into(),
+                limit,
+            },
+        )
+        .await
     }
     pub async fn repairs(&self, limit: u32) -> Result<Vec<Repair>, ApiError> {
         self.call("repair.list", &Limit { limit }).await

@@ -186,3 +186,24 @@ pub fn repaired(tx: &Connection, lost_on: &str, c: &Copy) -> Result<(), ApiError
     }
     Ok(())
 }
+
+/// Up to `limit` ids of data that metadata believes `node` holds, after `after` (by id).
+/// Scrub compares this with the files on the node to find missing copies.
+pub fn data_on_node(
+    conn: &Connection,
+    node: &str,
+    after: &str,
+    limit: u32,
+) -> Result<Vec<String>, ApiError> {
+    let pattern = format!(
+        "%{}%",
+        serde_json::to_string(node).map_err(ApiError::internal)?
+    );
+    let mut s = conn
+        .prepare_cached("SELECT id FROM data WHERE id > ?1 AND nodes LIKE ?2 ORDER BY id LIMIT ?3")
+        .map_err(sql)?;
+    let rows = s
+        .query_map(params![after, pattern, limit], |r| r.get(0))
+        .map_err(sql)?;
+    rows.collect::<rusqlite::Result<_>>().map_err(sql)
+}

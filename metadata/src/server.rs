@@ -37,6 +37,14 @@ pub struct Ids {
     pub ids: Vec<String>,
 }
 
+/// Arguments of `data.on_node`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct OnNode {
+    pub node: String,
+    pub after: String,
+    pub limit: u32,
+}
+
 /// Arguments of `repair.done`.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Repaired {
@@ -135,6 +143,9 @@ async fn route(db: Arc<Db>, req: Request) -> Result<http::Response<Body>, ApiErr
         "garbage.done" => write!(Ids, |tx, a| registry::garbage_done(tx, &a.ids)),
         "garbage.queue" => write!(Garbage, |tx, a| registry::queue_garbage(tx, &a)),
         "data.known" => read!(Ids, |c, a| registry::known_data(c, &a.ids)),
+        "data.on_node" => read!(OnNode, |c, a| registry::data_on_node(
+            c, &a.node, &a.after, a.limit
+        )),
         "data.bad" => write!(Copy, |tx, a| registry::report_bad(tx, &a)),
         "repair.list" => read!(Limit, |c, a| registry::repairs(c, a.limit)),
         "repair.done" => write!(Repaired, |tx, a| registry::repaired(

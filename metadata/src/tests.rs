@@ -208,3 +208,17 @@ fn upload_parts_are_released_on_commit_and_abort() {
         Code::InvalidUpdate
     );
 }
+
+#[test]
+fn data_on_node_pages_by_id() {
+    let (_d, db) = db();
+    put(&db, "/a/stor/x", data("1")).unwrap();
+    put(&db, "/a/stor/y", data("2")).unwrap();
+    let on = |node: &str, after: &str| {
+        db.read(|c| registry::data_on_node(c, node, after, 10))
+            .unwrap()
+    };
+    assert_eq!(on("n1", ""), vec!["1".repeat(32), "2".repeat(32)]);
+    assert_eq!(on("n2", &"1".repeat(32)), vec!["2".repeat(32)]);
+    assert!(on("n3", "").is_empty());
+}

@@ -78,9 +78,11 @@ pub async fn run(
         cfg.heartbeat,
     );
     let sweep = orphan_loop(store.clone(), meta.clone(), cfg.orphan_age);
-    let quarantine = quarantine_loop(store.clone(), id.clone(), meta, bad_rx);
+    let quarantine = quarantine_loop(store.clone(), id.clone(), meta.clone(), bad_rx);
     let scrubber = scrub_loop(
         store.clone(),
+        id.clone(),
+        meta.clone(),
         bad_tx.clone(),
         cfg.scrub_every,
         cfg.scrub_rate,
@@ -94,6 +96,7 @@ pub async fn run(
         store,
         id,
         bad: bad_tx,
+        meta: Some(meta),
     };
     tokio::select! {
         _ = server::run(listener, state, shutdown) => {}
@@ -127,6 +130,8 @@ async fn quarantine_loop(
 
 async fn scrub_loop(
     store: Store,
+    node: String,
+    meta: MetadataClient,
     bad: tokio::sync::mpsc::UnboundedSender<String>,
     every: Option<Duration>,
     rate: u64,
@@ -136,6 +141,15 @@ async fn scrub_loop(
     };
     loop {
         tokio::time::sleep(every).await;
+        match scrub::find_missing(&store, &node, &meta).await {
+            Ok(missing) => {
+                for id in missing {
+                    tracing::error!("scrub: data {id} is missing on this node");
+                    let _ = bad.send(id);
+                }
+            }
+            Err(e) => tracing::warn!("scrub: checking for missing copies: {e}"),
+        }
         match scrub::scrub(&store, &bad, Some(rate)).await {
             Ok(r) => tracing::info!(
                 "scrub: {} files, {} bytes, {} bad in {:.1} s",

@@ -16,7 +16,33 @@ pub struct ScrubReport {
     pub bytes: u64,
     /// Ids whose copy on this node failed verification.
     pub bad: Vec<String>,
+    /// Ids metadata says this node holds but that are not here.
+    #[serde(default)]
+    pub missing: Vec<String>,
     pub seconds: f64,
+}
+
+/// Ids metadata believes `node` holds that are not on disk (e.g. lost in a restore).
+/// Each is reported like a bad copy, so it gets repaired.
+pub async fn find_missing(
+    store: &Store,
+    node: &str,
+    meta: &mobula_metadata::MetadataClient,
+) -> Result<Vec<String>, mobula_http::ApiError> {
+    let mut missing = Vec::new();
+    let mut after = String::new();
+    loop {
+        let ids = meta.data_on_node(node, &after, 1000).await?;
+        let Some(last) = ids.last().cloned() else {
+            return Ok(missing);
+        };
+        for id in ids {
+            if !store.path(&id).exists() {
+                missing.push(id);
+            }
+        }
+        after = last;
+    }
 }
 
 /// Verify one file; `Ok(bytes)` when good, `Err` when bad (or unreadable).

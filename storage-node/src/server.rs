@@ -73,6 +73,8 @@ pub struct NodeState {
     pub id: String,
     /// Ids of copies found bad while serving them.
     pub bad: mpsc::UnboundedSender<String>,
+    /// The metadata service (scrub asks it which copies this node should hold).
+    pub meta: Option<mobula_metadata::MetadataClient>,
 }
 
 /// Serve the node API on `listener` until `shutdown` resolves.
@@ -167,9 +169,15 @@ async fn route(node: &NodeState, req: Request) -> Result<Response<Body>, ApiErro
             Ok(mobula_http::status(StatusCode::NO_CONTENT))
         }
         (Method::POST, ["scrub"]) => {
-            let report = crate::scrub::scrub(store, &node.bad, None)
+            let mut report = crate::scrub::scrub(store, &node.bad, None)
                 .await
                 .map_err(io_err)?;
+            if let Some(meta) = &node.meta {
+                report.missing = crate::scrub::find_missing(store, &node.id, meta).await?;
+                for id in &report.missing {
+                    let _ = node.bad.send(id.clone());
+                }
+            }
             Ok(mobula_http::json(StatusCode::OK, &report))
         }
         (Method::GET, ["quarantine"]) => {

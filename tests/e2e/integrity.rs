@@ -194,3 +194,50 @@ async fn gets_are_zstd_compressed_when_asked_and_worth_it() {
         text
     );
 }
+
+#[tokio::test]
+async fn a_restored_node_gets_back_the_copies_it_lost() {
+    let mut t = T::start(3).await;
+    t.put("/admin/stor/old", "before the snapshot").await;
+    let r = t
+        .req(Method::PUT, "/admin/stor/new")
+        .header("durability-level", "3")
+        .body("after")
+        .send();
+    // Snapshot node 0, then write an object with a copy on every node.
+    let node0 = t.node_url(0);
+    t.c.gw
+        .node_client
+        .snapshot_create(&node0, "s")
+        .await
+        .unwrap();
+    assert_eq!(r.await.unwrap().status(), 204);
+    let d = t.data_of("/admin/stor/new").await;
+    assert!(t.data_path(0, &d.id).exists());
+    // Restore node 0 (stopped) to the snapshot: its copy of "new" is gone.
+    t.c.kill_node(0).await;
+    mobula_storage_node::Store::open(&t.c.node_dir(0))
+        .unwrap()
+        .volume()
+        .snapshot_restore("s")
+        .unwrap();
+    assert!(!t.data_path(0, &d.id).exists());
+    t.c.restart_node(0).await.unwrap();
+    t.c.wait_for_nodes(3).await.unwrap();
+    let report = t.c.gw.node_client.scrub(&t.node_url(0)).await.unwrap();
+    assert_eq!(
+        report.missing,
+        vec![d.id.clone()],
+        "scrub finds the missing copy"
+    );
+    for _ in 0..200 {
+        if t.data_path(0, &d.id).exists() && t.c.gw.meta.repairs(10).await.unwrap().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(t.data_path(0, &d.id).exists(), "re-copied");
+    assert_eq!(t.data_of("/admin/stor/new").await.nodes.len(), 3);
+    assert_eq!(t.get_bytes("/admin/stor/new").await, b"after");
+    assert_eq!(t.get_bytes("/admin/stor/old").await, b"before the snapshot");
+}
