@@ -83,6 +83,80 @@ async fn a_cluster_on_btrfs_serves_and_snapshots() {
         cli(&["storage-node", "snapshot", "list", "--node", &node]).await,
         ""
     );
+
+    // A snapshot taken during 16 concurrent PUT streams holds only whole, verifying files.
+    let r = http
+        .put(format!("{}/admin/stor/anchor", c.url()))
+        .header("durability-level", "3")
+        .body(vec![1u8; 3 << 20])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    let puts: Vec<_> = (0..16)
+        .map(|i| {
+            let (http, url) = (http.clone(), c.url().to_string());
+            tokio::spawn(async move {
+                let (tx, rx) =
+                    futures::channel::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(1);
+                let send = http
+                    .put(format!("{url}/admin/stor/stream{i}"))
+                    .header("durability-level", "3")
+                    .body(reqwest::Body::wrap_stream(rx))
+                    .send();
+                let feed = async move {
+                    use futures::SinkExt;
+                    let mut tx = tx;
+                    for k in 0..40u8 {
+                        tx.send(Ok(vec![k; 64 << 10])).await.unwrap();
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
+                };
+                let (r, ()) = tokio::join!(send, feed);
+                assert_eq!(r.unwrap().status(), 204);
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(60)).await;
+    let snap =
+        c.gw.node_client
+            .snapshot_create(&node, "busy")
+            .await
+            .unwrap();
+    for p in puts {
+        p.await.unwrap();
+    }
+    let mut whole = 0;
+    for sub in std::fs::read_dir(snap.path.join("data"))
+        .unwrap()
+        .filter_map(Result::ok)
+    {
+        for f in std::fs::read_dir(sub.path())
+            .unwrap()
+            .filter_map(Result::ok)
+        {
+            let name = f.file_name().to_string_lossy().to_string();
+            if name.ends_with(".blk") {
+                continue;
+            }
+            let data = std::fs::read(f.path()).unwrap();
+            let blk =
+                std::fs::read(sub.path().join(format!("{name}.blk"))).expect("hashes beside data");
+            let blk = mobula_storage_node::blocks::BlockHashes::decode(&blk).unwrap();
+            let mut h = mobula_storage_node::blocks::BlockHasher::new();
+            h.update(&data);
+            assert_eq!(
+                h.finish().0,
+                blk,
+                "{name} in the snapshot is whole and verifies"
+            );
+            whole += 1;
+        }
+    }
+    assert!(
+        whole >= 1,
+        "the snapshot holds the object written before it"
+    );
     c.shutdown().await;
 }
 
