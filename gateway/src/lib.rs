@@ -16,6 +16,7 @@ pub mod path;
 pub mod read;
 pub mod reclaim;
 pub mod repair;
+pub mod signature;
 pub mod uploads;
 
 use std::collections::HashMap;
