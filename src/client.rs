@@ -68,6 +68,7 @@ pub struct Client {
     base: String,
     account: String,
     http: reqwest::Client,
+    signer: Option<std::sync::Arc<crate::sign::Signer>>,
 }
 
 fn progress(len: Option<u64>) -> ProgressBar {
@@ -115,7 +116,14 @@ impl Client {
             base: base.trim_end_matches('/').to_string(),
             account: account.to_string(),
             http: reqwest::Client::new(),
+            signer: None,
         }
+    }
+
+    /// Sign every request with `signer`.
+    pub fn with_signer(mut self, signer: crate::sign::Signer) -> Self {
+        self.signer = Some(std::sync::Arc::new(signer));
+        self
     }
 
     /// Expand a leading `~~` to `/<account>`.
@@ -137,7 +145,31 @@ impl Client {
     }
 
     fn req(&self, m: Method, path: &str) -> reqwest::RequestBuilder {
-        self.http.request(m, self.url(path))
+        let r = self.http.request(m, self.url(path));
+        match &self.signer {
+            Some(s) => {
+                let date = httpdate::fmt_http_date(std::time::SystemTime::now());
+                r.header("authorization", s.authorization(&date))
+                    .header("date", date)
+            }
+            None => r,
+        }
+    }
+
+    /// A signed URL for GET of `path`, valid for `secs` seconds.
+    pub fn sign_url(&self, path: &str, secs: u64) -> Result<String, ClientError> {
+        let s = self
+            .signer
+            .as_ref()
+            .ok_or_else(|| ClientError::local("signing a URL needs a key (--key or MOBULA_KEY)"))?;
+        let url = self.url(path);
+        let path_part = &url[self.base.len()..];
+        let expires = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0)
+            + secs;
+        Ok(s.sign_url(&self.base, path_part, expires))
     }
 
     /// Upload a local file (or stdin for `-`) to `path`.

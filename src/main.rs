@@ -27,6 +27,17 @@ struct Cli {
     /// Account that `~~` stands for (and that `up` creates).
     #[arg(long, global = true, env = "MOBULA_ACCOUNT", default_value = "admin")]
     account: String,
+    /// OpenSSH private key to sign requests with.
+    #[arg(long, global = true, env = "MOBULA_KEY")]
+    key: Option<PathBuf>,
+    /// Metadata service URL (for `account` commands).
+    #[arg(
+        long = "metadata-url",
+        global = true,
+        env = "MOBULA_METADATA_URL",
+        default_value = "http://127.0.0.1:7070"
+    )]
+    metadata_url: String,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -133,6 +144,10 @@ enum Cmd {
         /// Seconds without body bytes before an upload is cut off.
         #[arg(long, default_value_t = 60)]
         upload_timeout: u64,
+        /// Require signed requests (HTTP Signature or signed URLs); anonymous callers may only
+        /// read `/:account/public`.
+        #[arg(long)]
+        require_signatures: bool,
     },
     /// Upload a file (`-` for stdin).
     Put {
@@ -176,6 +191,41 @@ enum Cmd {
     Ln { src: String, dst: String },
     /// Show an object's or directory's headers.
     Info { path: String },
+    /// Print a signed URL for GET of PATH (needs --key).
+    Sign {
+        path: String,
+        /// Seconds the URL stays valid.
+        #[arg(long, default_value_t = 3600)]
+        expires: u64,
+    },
+    /// Accounts and their SSH keys (talks to the metadata service).
+    Account {
+        #[command(subcommand)]
+        op: AccountOp,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum AccountOp {
+    /// Create an account (idempotent).
+    Create { name: String },
+    /// List accounts.
+    List,
+    /// An account's keys.
+    Key {
+        #[command(subcommand)]
+        op: KeyOp,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum KeyOp {
+    /// Add an OpenSSH public key file to an account.
+    Add { name: String, file: PathBuf },
+    /// List an account's keys.
+    List { name: String },
+    /// Remove a key (by MD5 or SHA256 fingerprint).
+    Remove { name: String, fingerprint: String },
 }
 
 fn init_logging() {
@@ -285,10 +335,12 @@ async fn serve(cmd: Cmd, up_account: String) -> anyhow::Result<()> {
             listen,
             metadata,
             upload_timeout,
+            require_signatures,
         } => {
             let (l, url) = cluster::bind(listen).await?;
             let mut cfg = GatewayConfig::new(&metadata);
             cfg.upload_timeout = Duration::from_secs(upload_timeout);
+            cfg.require_signatures = require_signatures;
             let g = cluster::start_gateway(l, url.clone(), Gateway::new(cfg));
             println!("mobula gateway listening on {url}");
             terminate().await;
@@ -394,6 +446,10 @@ async fn client(c: Client, cmd: Cmd) -> Result<(), ClientError> {
             }
             Ok(())
         }
+        Cmd::Sign { path, expires } => {
+            println!("{}", c.sign_url(&path, expires)?);
+            Ok(())
+        }
         _ => unreachable!("server commands are handled by serve()"),
     }
 }
@@ -430,12 +486,71 @@ async fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        cmd => match client(Client::new(&cli.url, &cli.account), cmd).await {
+        Cmd::Account { op } => match account(&cli.metadata_url, op).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
-                eprintln!("mobula: {}: {}", e.code, e.message);
+                eprintln!("mobula: {e:#}");
                 ExitCode::FAILURE
             }
         },
+        cmd => {
+            let mut c = Client::new(&cli.url, &cli.account);
+            if let Some(k) = &cli.key {
+                match mobula::sign::Signer::from_file(k, &cli.account) {
+                    Ok(s) => c = c.with_signer(s),
+                    Err(e) => {
+                        eprintln!("mobula: {e:#}");
+                        return ExitCode::FAILURE;
+                    }
+                }
+            }
+            match client(c, cmd).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("mobula: {}: {}", e.code, e.message);
+                    ExitCode::FAILURE
+                }
+            }
+        }
     }
+}
+
+async fn account(metadata: &str, op: AccountOp) -> anyhow::Result<()> {
+    let m = mobula_metadata::MetadataClient::new(metadata);
+    match op {
+        AccountOp::Create { name } => {
+            anyhow::ensure!(
+                mobula_gateway::path::ApiPath::parse(&format!("/{name}")).is_ok(),
+                "bad account name {name:?} ([a-z][a-z0-9_-]{{0,63}})"
+            );
+            m.create_account(&name).await?;
+        }
+        AccountOp::List => {
+            for a in m.accounts().await? {
+                println!("{a}");
+            }
+        }
+        AccountOp::Key { op } => match op {
+            KeyOp::Add { name, file } => {
+                let text = std::fs::read_to_string(&file)?;
+                let (md5, sha256) = mobula_gateway::signature::fingerprints(&text)?;
+                m.add_key(&mobula_metadata::types::AccountKey {
+                    account: name,
+                    md5: md5.clone(),
+                    sha256,
+                    public_key: text.trim().to_string(),
+                    created: mobula_metadata::types::now_ms(),
+                })
+                .await?;
+                println!("{md5}");
+            }
+            KeyOp::List { name } => {
+                for k in m.keys(&name).await? {
+                    println!("{}\t{}\t{}", k.md5, k.sha256, k.public_key);
+                }
+            }
+            KeyOp::Remove { name, fingerprint } => m.remove_key(&name, &fingerprint).await?,
+        },
+    }
+    Ok(())
 }

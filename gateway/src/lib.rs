@@ -48,6 +48,9 @@ pub struct GatewayConfig {
     pub nodes_refresh: Duration,
     /// How often unreferenced data is reclaimed from the nodes.
     pub reclaim_every: Duration,
+    /// Require signed requests (`true`), or act as the account in the path (`false`: until every
+    /// client signs, the default).
+    pub require_signatures: bool,
 }
 
 impl GatewayConfig {
@@ -59,6 +62,7 @@ impl GatewayConfig {
             min_part_size: 5 << 20,
             nodes_refresh: Duration::from_millis(500),
             reclaim_every: Duration::from_secs(1),
+            require_signatures: false,
         }
     }
 }
@@ -78,9 +82,16 @@ pub struct Gateway {
 const ACCOUNT_CACHE: Duration = Duration::from_secs(30);
 
 impl Gateway {
-    /// A gateway with the pre-authentication seam ([`TrustPathAccount`]).
+    /// A gateway authenticating as `cfg.require_signatures` says.
     pub fn new(cfg: GatewayConfig) -> Arc<Gateway> {
-        Self::with_auth(cfg, Box::new(TrustPathAccount))
+        let auth: Box<dyn Authenticator> = if cfg.require_signatures {
+            Box::new(auth::SignatureAuth::new(MetadataClient::new(
+                &cfg.metadata_url,
+            )))
+        } else {
+            Box::new(TrustPathAccount)
+        };
+        Self::with_auth(cfg, auth)
     }
 
     pub fn with_auth(cfg: GatewayConfig, auth: Box<dyn Authenticator>) -> Arc<Gateway> {

@@ -96,6 +96,36 @@ impl MetadataClient {
     pub async fn accounts(&self) -> Result<Vec<String>, ApiError> {
         self.call("account.list", &()).await
     }
+    pub async fn add_key(&self, k: &AccountKey) -> Result<(), ApiError> {
+        self.call("key.add", k).await
+    }
+    pub async fn keys(&self, account: &str) -> Result<Vec<AccountKey>, ApiError> {
+        self.call(
+            "key.list",
+            &Name {
+                name: account.into(),
+            },
+        )
+        .await
+    }
+    pub async fn key(
+        &self,
+        account: &str,
+        fingerprint: &str,
+    ) -> Result<Option<AccountKey>, ApiError> {
+        let r = KeyRef {
+            account: account.into(),
+            fingerprint: fingerprint.into(),
+        };
+        self.call("key.get", &r).await
+    }
+    pub async fn remove_key(&self, account: &str, fingerprint: &str) -> Result<(), ApiError> {
+        let r = KeyRef {
+            account: account.into(),
+            fingerprint: fingerprint.into(),
+        };
+        self.call("key.remove", &r).await
+    }
     pub async fn get(&self, path: &str) -> Result<Option<Entry>, ApiError> {
         self.call("entry.get", &Name { name: path.into() }).await
     }

@@ -89,6 +89,18 @@ CREATE TABLE repairs (
     PRIMARY KEY (data_id, node)
 ) WITHOUT ROWID;
 "#,
+    r#"
+-- Accounts' SSH public keys, found by either fingerprint.
+CREATE TABLE keys (
+    account TEXT NOT NULL,
+    md5 TEXT NOT NULL,
+    sha256 TEXT NOT NULL,
+    public_key TEXT NOT NULL,
+    created INTEGER NOT NULL,
+    PRIMARY KEY (account, md5)
+) WITHOUT ROWID;
+CREATE INDEX keys_by_sha256 ON keys (account, sha256);
+"#,
 ];
 
 const READERS: usize = 4;

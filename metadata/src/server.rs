@@ -15,7 +15,7 @@ use tokio::net::TcpListener;
 
 use crate::db::Db;
 use crate::types::*;
-use crate::{namespace, registry, uploads};
+use crate::{keys, namespace, registry, uploads};
 
 const MAX_BODY: usize = 16 << 20;
 
@@ -128,6 +128,10 @@ async fn route(db: Arc<Db>, req: Request) -> Result<http::Response<Body>, ApiErr
         "account.create" => write!(Name, |tx, a| namespace::create_account(tx, &a.name)),
         "account.exists" => read!(Name, |c, a| namespace::account_exists(c, &a.name)),
         "account.list" => read!((), |c, _a| namespace::accounts(c)),
+        "key.add" => write!(AccountKey, |tx, a| keys::add(tx, &a)),
+        "key.list" => read!(Name, |c, a| keys::list(c, &a.name)),
+        "key.get" => read!(KeyRef, |c, a| keys::get(c, &a)),
+        "key.remove" => write!(KeyRef, |tx, a| keys::remove(tx, &a)),
         "entry.get" => read!(Name, |c, a| namespace::get(c, &a.name)),
         "entry.mkdir" => write!(Name, |tx, a| namespace::mkdir(tx, &a.name)),
         "entry.put_object" => write!(PutObject, |tx, a| namespace::put_object(tx, &a)),

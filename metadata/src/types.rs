@@ -153,6 +153,26 @@ pub struct Garbage {
     pub nodes: Vec<String>,
 }
 
+/// An SSH public key of an account.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AccountKey {
+    pub account: String,
+    /// `aa:bb:…` MD5 fingerprint.
+    pub md5: String,
+    /// `SHA256:…` fingerprint.
+    pub sha256: String,
+    /// The OpenSSH public key line.
+    pub public_key: String,
+    pub created: i64,
+}
+
+/// Names a key of an account by either fingerprint.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct KeyRef {
+    pub account: String,
+    pub fingerprint: String,
+}
+
 /// A copy of some data on some node.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Copy {

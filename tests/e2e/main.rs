@@ -2,6 +2,7 @@
 //! port 0 with temporary directories, driven over real HTTP/TCP; one module runs the roles as
 //! separate OS processes of the `mobula` binary.
 
+mod auth;
 mod cli;
 mod concurrency;
 mod crash;

@@ -1,0 +1,77 @@
+//! Accounts' SSH public keys. Fingerprints are computed by the caller (the CLI or gateway, which
+//! parse keys); this module stores and finds them by either fingerprint.
+
+use mobula_http::{ApiError, Code};
+use rusqlite::{params, Connection, OptionalExtension, Row};
+
+use crate::db::sql;
+use crate::namespace::account_exists;
+use crate::types::{AccountKey, KeyRef};
+
+fn row(r: &Row<'_>) -> rusqlite::Result<AccountKey> {
+    Ok(AccountKey {
+        account: r.get(0)?,
+        md5: r.get(1)?,
+        sha256: r.get(2)?,
+        public_key: r.get(3)?,
+        created: r.get(4)?,
+    })
+}
+
+/// Add a key (idempotent) to an existing account.
+pub fn add(tx: &Connection, k: &AccountKey) -> Result<(), ApiError> {
+    if !account_exists(tx, &k.account)? {
+        return Err(ApiError::new(
+            Code::AccountDoesNotExist,
+            format!("account {} does not exist", k.account),
+        ));
+    }
+    tx.execute(
+        "INSERT OR IGNORE INTO keys (account, md5, sha256, public_key, created)
+         VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![k.account, k.md5, k.sha256, k.public_key, k.created],
+    )
+    .map_err(sql)?;
+    Ok(())
+}
+
+/// The keys of an account.
+pub fn list(conn: &Connection, account: &str) -> Result<Vec<AccountKey>, ApiError> {
+    let mut s = conn
+        .prepare_cached(
+            "SELECT account, md5, sha256, public_key, created FROM keys WHERE account = ?1 ORDER BY created, md5",
+        )
+        .map_err(sql)?;
+    let rows = s.query_map([account], row).map_err(sql)?;
+    rows.collect::<rusqlite::Result<_>>().map_err(sql)
+}
+
+/// The key named by `r`, if any.
+pub fn get(conn: &Connection, r: &KeyRef) -> Result<Option<AccountKey>, ApiError> {
+    conn.prepare_cached(
+        "SELECT account, md5, sha256, public_key, created FROM keys
+         WHERE account = ?1 AND (md5 = ?2 OR sha256 = ?2)",
+    )
+    .and_then(|mut s| {
+        s.query_row(params![r.account, r.fingerprint], row)
+            .optional()
+    })
+    .map_err(sql)
+}
+
+/// Remove the key named by `r`.
+pub fn remove(tx: &Connection, r: &KeyRef) -> Result<(), ApiError> {
+    let n = tx
+        .execute(
+            "DELETE FROM keys WHERE account = ?1 AND (md5 = ?2 OR sha256 = ?2)",
+            params![r.account, r.fingerprint],
+        )
+        .map_err(sql)?;
+    if n == 0 {
+        return Err(ApiError::new(
+            Code::KeyDoesNotExist,
+            format!("account {} has no key {}", r.account, r.fingerprint),
+        ));
+    }
+    Ok(())
+}

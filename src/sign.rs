@@ -1,0 +1,145 @@
+//! Client-side request signing (SPEC §6): the `Authorization: Signature` header over the `Date`
+//! header, and signed URLs. Keys are OpenSSH private key files (unencrypted): Ed25519, RSA,
+//! ECDSA P-256/P-384. The keyId names the key by its MD5 fingerprint, as Manta clients do.
+
+use std::path::Path;
+
+use anyhow::Context;
+use base64::Engine;
+use ssh_key::private::{EcdsaKeypair, KeypairData};
+
+enum Key {
+    Ed25519(ed25519_dalek::SigningKey),
+    Rsa(Box<rsa::RsaPrivateKey>),
+    P256(p256::ecdsa::SigningKey),
+    P384(p384::ecdsa::SigningKey),
+}
+
+/// Signs requests as one key of one account.
+pub struct Signer {
+    pub key_id: String,
+    pub algorithm: &'static str,
+    key: Key,
+}
+
+impl std::fmt::Debug for Signer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Signer({}, {})", self.key_id, self.algorithm)
+    }
+}
+
+fn b64(b: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(b)
+}
+
+impl Signer {
+    /// A signer for `account` from an OpenSSH private key file.
+    pub fn from_file(path: &Path, account: &str) -> anyhow::Result<Signer> {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        Self::from_openssh(&text, account)
+    }
+
+    /// A signer for `account` from an OpenSSH private key.
+    pub fn from_openssh(text: &str, account: &str) -> anyhow::Result<Signer> {
+        let pk =
+            ssh_key::PrivateKey::from_openssh(text).context("parsing the OpenSSH private key")?;
+        anyhow::ensure!(
+            !pk.is_encrypted(),
+            "encrypted private keys are not supported (use ssh-agent later)"
+        );
+        let public = pk.public_key().to_openssh()?;
+        let (md5, _) =
+            mobula_gateway::signature::fingerprints(&public).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let (algorithm, key) = match pk.key_data() {
+            KeypairData::Ed25519(kp) => (
+                "ed25519",
+                Key::Ed25519(ed25519_dalek::SigningKey::from_bytes(
+                    &kp.private.to_bytes(),
+                )),
+            ),
+            KeypairData::Rsa(kp) => {
+                let n =
+                    rsa::BigUint::from_bytes_be(kp.public.n.as_positive_bytes().context("rsa n")?);
+                let e =
+                    rsa::BigUint::from_bytes_be(kp.public.e.as_positive_bytes().context("rsa e")?);
+                let d =
+                    rsa::BigUint::from_bytes_be(kp.private.d.as_positive_bytes().context("rsa d")?);
+                let p =
+                    rsa::BigUint::from_bytes_be(kp.private.p.as_positive_bytes().context("rsa p")?);
+                let q =
+                    rsa::BigUint::from_bytes_be(kp.private.q.as_positive_bytes().context("rsa q")?);
+                let key = rsa::RsaPrivateKey::from_components(n, e, d, vec![p, q])?;
+                ("rsa-sha256", Key::Rsa(Box::new(key)))
+            }
+            KeypairData::Ecdsa(EcdsaKeypair::NistP256 { private, .. }) => (
+                "ecdsa-sha256",
+                Key::P256(p256::ecdsa::SigningKey::from_slice(private.as_slice())?),
+            ),
+            KeypairData::Ecdsa(EcdsaKeypair::NistP384 { private, .. }) => (
+                "ecdsa-sha384",
+                Key::P384(p384::ecdsa::SigningKey::from_slice(private.as_slice())?),
+            ),
+            _ => anyhow::bail!("unsupported key type (use Ed25519, RSA, ECDSA P-256 or P-384)"),
+        };
+        Ok(Signer {
+            key_id: format!("/{account}/keys/{md5}"),
+            algorithm,
+            key,
+        })
+    }
+
+    /// Sign `msg`.
+    pub fn sign(&self, msg: &[u8]) -> Vec<u8> {
+        match &self.key {
+            Key::Ed25519(k) => ed25519_dalek::Signer::sign(k, msg).to_bytes().to_vec(),
+            Key::Rsa(k) => {
+                use rsa::signature::{SignatureEncoding, Signer};
+                rsa::pkcs1v15::SigningKey::<sha2::Sha256>::new((**k).clone())
+                    .sign(msg)
+                    .to_vec()
+            }
+            Key::P256(k) => {
+                let s: p256::ecdsa::Signature = p256::ecdsa::signature::Signer::sign(k, msg);
+                s.to_der().as_bytes().to_vec()
+            }
+            Key::P384(k) => {
+                let s: p384::ecdsa::Signature = p384::ecdsa::signature::Signer::sign(k, msg);
+                s.to_der().as_bytes().to_vec()
+            }
+        }
+    }
+
+    /// The `Authorization` header for a request carrying `Date: <date>`.
+    pub fn authorization(&self, date: &str) -> String {
+        let sig = self.sign(format!("date: {date}").as_bytes());
+        format!(
+            "Signature keyId=\"{}\",algorithm=\"{}\",headers=\"date\",signature=\"{}\"",
+            self.key_id,
+            self.algorithm,
+            b64(&sig)
+        )
+    }
+
+    /// A signed URL for `GET` of `path` (already percent-encoded) at `base`, valid until
+    /// `expires` (seconds since the epoch).
+    pub fn sign_url(&self, base: &str, path: &str, expires: u64) -> String {
+        let host = base
+            .trim_start_matches("http://")
+            .trim_start_matches("https://")
+            .trim_end_matches('/');
+        let enc = |s: &str| {
+            percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
+        };
+        let query = format!(
+            "algorithm={}&expires={expires}&keyId={}",
+            self.algorithm,
+            enc(&self.key_id)
+        );
+        let msg = mobula_gateway::auth::signed_url_string("GET", host, path, &query);
+        format!(
+            "{base}{path}?{query}&signature={}",
+            enc(&b64(&self.sign(msg.as_bytes())))
+        )
+    }
+}

@@ -1,0 +1,362 @@
+//! Signed requests (SPEC §6) against a gateway that requires them: who may do what, every bad
+//! credential with its status and code, signed URLs, and the CLI signing with a key file.
+
+use std::time::{Duration, SystemTime};
+
+use mobula::sign::Signer;
+use reqwest::Method;
+use ssh_key::{Algorithm, EcdsaCurve, LineEnding, PrivateKey};
+
+use crate::{assert_err, T};
+
+struct Who {
+    signer: Signer,
+    private: String,
+}
+
+async fn account(t: &T, name: &str, alg: Algorithm) -> Who {
+    let key = PrivateKey::random(&mut rand::rngs::OsRng, alg).unwrap();
+    let public = key.public_key().to_openssh().unwrap();
+    let (md5, sha256) = mobula_gateway::signature::fingerprints(&public).unwrap();
+    t.c.gw.meta.create_account(name).await.unwrap();
+    t.c.gw
+        .meta
+        .add_key(&mobula_metadata::types::AccountKey {
+            account: name.into(),
+            md5,
+            sha256,
+            public_key: public,
+            created: 0,
+        })
+        .await
+        .unwrap();
+    let private = key.to_openssh(LineEnding::LF).unwrap().to_string();
+    Who {
+        signer: Signer::from_openssh(&private, name).unwrap(),
+        private,
+    }
+}
+
+fn signed(t: &T, who: &Signer, m: Method, path: &str) -> reqwest::RequestBuilder {
+    let date = httpdate::fmt_http_date(SystemTime::now());
+    t.req(m, path)
+        .header("date", &date)
+        .header("authorization", who.authorization(&date))
+}
+
+async fn start() -> (T, Who, Who) {
+    let t = T::start_with(3, |c| c.gateway.require_signatures = true).await;
+    let alice = account(&t, "alice", Algorithm::Ed25519).await;
+    let bob = account(
+        &t,
+        "bob",
+        Algorithm::Ecdsa {
+            curve: EcdsaCurve::NistP256,
+        },
+    )
+    .await;
+    (t, alice, bob)
+}
+
+#[tokio::test]
+async fn owners_anonymous_readers_and_other_accounts() {
+    let (t, alice, bob) = start().await;
+    let a = &alice.signer;
+    assert_eq!(
+        signed(&t, a, Method::PUT, "/alice/stor/secret")
+            .body("s")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        204
+    );
+    assert_eq!(
+        signed(&t, a, Method::PUT, "/alice/public/open")
+            .body("o")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        204
+    );
+    assert_eq!(
+        signed(&t, a, Method::GET, "/alice/stor/secret")
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap(),
+        "s"
+    );
+    // Anonymous: public reads only.
+    assert_eq!(t.get("/alice/public/open").await.text().await.unwrap(), "o");
+    assert_err(
+        t.get("/alice/stor/secret").await,
+        401,
+        "AuthorizationRequired",
+    )
+    .await;
+    assert_err(
+        t.put("/alice/public/open", "x").await,
+        401,
+        "AuthorizationRequired",
+    )
+    .await;
+    // Bob, properly signed as bob, can do nothing to alice's private data.
+    let b = &bob.signer;
+    assert_eq!(
+        signed(&t, b, Method::PUT, "/bob/stor/mine")
+            .body("b")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        204
+    );
+    for (m, path) in [
+        (Method::GET, "/alice/stor"),
+        (Method::GET, "/alice/stor/secret"),
+        (Method::HEAD, "/alice/stor/secret"),
+        (Method::PUT, "/alice/stor/secret"),
+        (Method::DELETE, "/alice/stor/secret"),
+        (Method::PUT, "/alice/public/open"),
+    ] {
+        let r = signed(&t, b, m.clone(), path)
+            .body("evil")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 403, "{m} {path}");
+    }
+    assert_err(
+        signed(&t, b, Method::GET, "/alice/stor/secret")
+            .send()
+            .await
+            .unwrap(),
+        403,
+        "AuthorizationFailed",
+    )
+    .await;
+    // Linking from alice's stor into bob's area, as bob.
+    let r = signed(&t, b, Method::PUT, "/bob/stor/stolen")
+        .header("content-type", "application/json; type=link")
+        .header("location", "/alice/stor/secret")
+        .send()
+        .await
+        .unwrap();
+    assert_err(r, 403, "AuthorizationFailed").await;
+    assert_eq!(
+        signed(&t, a, Method::GET, "/alice/stor/secret")
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap(),
+        "s"
+    );
+}
+
+#[tokio::test]
+async fn bad_credentials_each_get_their_code() {
+    let (t, alice, bob) = start().await;
+    let a = &alice.signer;
+    let date = httpdate::fmt_http_date(SystemTime::now());
+    let good = a.authorization(&date);
+    let send = |auth: String, date: String| {
+        t.req(Method::GET, "/alice/stor")
+            .header("authorization", auth)
+            .header("date", date)
+            .send()
+    };
+    assert_err(
+        send("Basic Zm9vOmJhcg==".into(), date.clone())
+            .await
+            .unwrap(),
+        403,
+        "InvalidSignature",
+    )
+    .await;
+    assert_err(
+        send(good[..good.len() / 2].into(), date.clone())
+            .await
+            .unwrap(),
+        403,
+        "InvalidSignature",
+    )
+    .await;
+    assert_err(
+        send(
+            good.replace("signature=\"", "signature=\"AAAA"),
+            date.clone(),
+        )
+        .await
+        .unwrap(),
+        403,
+        "InvalidSignature",
+    )
+    .await;
+    // Signed over another date than the one sent.
+    let other = httpdate::fmt_http_date(SystemTime::now() - Duration::from_secs(10));
+    assert_err(
+        send(a.authorization(&other), date.clone()).await.unwrap(),
+        403,
+        "InvalidSignature",
+    )
+    .await;
+    // Old, future and missing dates.
+    for off in [-400i64, 400] {
+        let when = if off < 0 {
+            SystemTime::now() - Duration::from_secs(400)
+        } else {
+            SystemTime::now() + Duration::from_secs(400)
+        };
+        let d = httpdate::fmt_http_date(when);
+        assert_err(
+            send(a.authorization(&d), d).await.unwrap(),
+            403,
+            "RequestExpired",
+        )
+        .await;
+    }
+    let r = t
+        .req(Method::GET, "/alice/stor")
+        .header("authorization", good.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_err(r, 403, "InvalidSignature").await;
+    // Unknown key, another account's key, traversal in the keyId, unknown account.
+    let unknown = good.replace(
+        a.key_id.as_str(),
+        "/alice/keys/00:11:22:33:44:55:66:77:88:99:aa:bb:cc:dd:ee:ff",
+    );
+    assert_err(
+        send(unknown, date.clone()).await.unwrap(),
+        403,
+        "KeyDoesNotExist",
+    )
+    .await;
+    let bob_as_alice = bob
+        .signer
+        .authorization(&date)
+        .replace("/bob/keys/", "/alice/keys/");
+    assert_err(
+        send(bob_as_alice, date.clone()).await.unwrap(),
+        403,
+        "KeyDoesNotExist",
+    )
+    .await;
+    let traversal = good.replace(a.key_id.as_str(), "/alice/keys/../../etc/passwd");
+    assert_err(
+        send(traversal, date.clone()).await.unwrap(),
+        403,
+        "InvalidKeyId",
+    )
+    .await;
+    let ghost = good.replace("/alice/keys/", "/ghost/keys/");
+    assert_err(
+        send(ghost, date.clone()).await.unwrap(),
+        403,
+        "AccountDoesNotExist",
+    )
+    .await;
+    let huge = format!("{good},x=\"{}\"", "y".repeat(9000));
+    assert_err(
+        send(huge, date.clone()).await.unwrap(),
+        403,
+        "InvalidSignature",
+    )
+    .await;
+    // None of this created anything.
+    assert_eq!(
+        send(good, date).await.unwrap().headers()["result-set-size"],
+        "0"
+    );
+}
+
+#[tokio::test]
+async fn signed_urls_and_the_cli() {
+    let (t, alice, _bob) = start().await;
+    let a = &alice.signer;
+    assert_eq!(
+        signed(&t, a, Method::PUT, "/alice/stor/doc")
+            .body("shared")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        204
+    );
+    let expires = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 60;
+    let url = a.sign_url(t.c.url(), "/alice/stor/doc", expires);
+    assert_eq!(
+        reqwest::get(&url).await.unwrap().text().await.unwrap(),
+        "shared"
+    );
+    let tampered = url.replace("/alice/stor/doc", "/alice/stor/other");
+    assert_err(
+        reqwest::get(&tampered).await.unwrap(),
+        403,
+        "InvalidSignature",
+    )
+    .await;
+    let old = a.sign_url(t.c.url(), "/alice/stor/doc", expires - 120);
+    assert_err(reqwest::get(&old).await.unwrap(), 403, "RequestExpired").await;
+    let put = reqwest::Client::new()
+        .put(&url)
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    assert_err(put, 403, "InvalidSignature").await;
+
+    // The CLI signs with a key file.
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("id");
+    std::fs::write(&key, &alice.private).unwrap();
+    let run = |args: &[&str]| {
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_mobula"))
+            .args(args)
+            .env("MOBULA_URL", t.c.url())
+            .env("MOBULA_ACCOUNT", "alice")
+            .env("MOBULA_KEY", &key)
+            .output()
+    };
+    let src = dir.path().join("f");
+    std::fs::write(&src, "from the cli").unwrap();
+    assert!(run(&["put", src.to_str().unwrap(), "~~/stor/cli"])
+        .await
+        .unwrap()
+        .status
+        .success());
+    let o = run(&["get", "~~/stor/cli"]).await.unwrap();
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "from the cli");
+    let o = run(&["sign", "~~/stor/cli", "--expires", "60"])
+        .await
+        .unwrap();
+    let url = String::from_utf8(o.stdout).unwrap();
+    assert_eq!(
+        reqwest::get(url.trim())
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap(),
+        "from the cli"
+    );
+    let o = tokio::process::Command::new(env!("CARGO_BIN_EXE_mobula"))
+        .args(["get", "/alice/stor/cli"])
+        .env("MOBULA_URL", t.c.url())
+        .output()
+        .await
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("AuthorizationRequired"));
+}
