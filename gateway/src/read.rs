@@ -134,59 +134,41 @@ async fn object(
         && compressible(&entry.content_type)
         && !entry.headers.contains_key("content-encoding")
         && mobula_storage_node::server::accepts_zstd(&parts.headers);
-    let mut resp = if parts.method == Method::HEAD || count == 0 {
-        mobula_http::status(StatusCode::OK)
-    } else if zstd {
-        let first = open(
-            gw,
-            &data.id,
-            data.size,
-            gw.nodes.read_order(&data.nodes),
-            start,
-            end,
-        )
-        .await?;
-        let plain = failover_stream(
-            gw.clone(),
-            data.id.clone(),
-            data.size,
-            first,
-            start,
-            end + 1,
-        )
-        .map(|r| r.map_err(std::io::Error::other));
+    if parts.method == Method::HEAD || count == 0 {
+        let mut resp = mobula_http::status(StatusCode::OK);
+        headers::object(resp.headers_mut(), entry);
+        resp.headers_mut()
+            .insert(header::CONTENT_LENGTH, count.into());
+        return Ok(resp);
+    }
+    let order = gw.nodes.read_order(&data.nodes);
+    let first = open(gw, &data.id, data.size, order, start, end).await?;
+    let body = failover_stream(
+        gw.clone(),
+        data.id.clone(),
+        data.size,
+        first,
+        start,
+        end + 1,
+    );
+    if zstd {
+        let plain = body.map(|r| r.map_err(std::io::Error::other));
         let mut r = Response::new(mobula_http::stream(
             mobula_storage_node::server::zstd_stream(plain),
         ));
         headers::object(r.headers_mut(), entry);
-        r.headers_mut().insert(
+        let h = r.headers_mut();
+        h.insert(
             header::CONTENT_ENCODING,
             http::HeaderValue::from_static("zstd"),
         );
-        r.headers_mut().insert(
+        h.insert(
             header::VARY,
             http::HeaderValue::from_static("accept-encoding"),
         );
         return Ok(r);
-    } else {
-        let first = open(
-            gw,
-            &data.id,
-            data.size,
-            gw.nodes.read_order(&data.nodes),
-            start,
-            end,
-        )
-        .await?;
-        Response::new(mobula_http::stream(failover_stream(
-            gw.clone(),
-            data.id.clone(),
-            data.size,
-            first,
-            start,
-            end + 1,
-        )))
-    };
+    }
+    let mut resp = Response::new(mobula_http::stream(body));
     headers::object(resp.headers_mut(), entry);
     let h = resp.headers_mut();
     h.insert(header::CONTENT_LENGTH, count.into());
