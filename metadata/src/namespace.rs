@@ -21,20 +21,25 @@ const SELECT: &str =
     d.id, d.size, d.md5, d.blake3, d.durability, d.nodes
     FROM entries e LEFT JOIN data d ON d.id = e.data_id";
 
+/// The `Data` in columns `at..at + 6` (id, size, md5, blake3, durability, nodes) of a row.
+pub(crate) fn data_at(r: &Row<'_>, at: usize) -> rusqlite::Result<Data> {
+    Ok(Data {
+        id: r.get(at)?,
+        size: r.get::<_, i64>(at + 1)? as u64,
+        md5: r.get(at + 2)?,
+        blake3: r.get(at + 3)?,
+        durability: r.get::<_, i64>(at + 4)? as u8,
+        nodes: serde_json::from_str(&r.get::<_, String>(at + 5)?).unwrap_or_default(),
+    })
+}
+
 fn row_to_entry(r: &Row<'_>) -> rusqlite::Result<Entry> {
     let parent: String = r.get(0)?;
     let name: String = r.get(1)?;
     let kind: i64 = r.get(2)?;
     let headers: String = r.get(6)?;
     let data = match r.get::<_, Option<String>>(7)? {
-        Some(id) => Some(Data {
-            id,
-            size: r.get::<_, i64>(8)? as u64,
-            md5: r.get(9)?,
-            blake3: r.get(10)?,
-            durability: r.get::<_, i64>(11)? as u8,
-            nodes: serde_json::from_str(&r.get::<_, String>(12)?).unwrap_or_default(),
-        }),
+        Some(_) => Some(data_at(r, 7)?),
         None => None,
     };
     Ok(Entry {

@@ -4,7 +4,8 @@ use mobula_http::ApiError;
 use rusqlite::{params, Connection};
 
 use crate::db::sql;
-use crate::types::{now_ms, Copy, Data, Garbage, Heartbeat, NodeInfo, Repair};
+use crate::namespace::data_at;
+use crate::types::{now_ms, Copy, Garbage, Heartbeat, NodeInfo, Repair};
 
 /// Record a heartbeat: insert or refresh the node.
 pub fn heartbeat(tx: &Connection, hb: &Heartbeat) -> Result<(), ApiError> {
@@ -148,14 +149,7 @@ pub fn repairs(conn: &Connection, limit: u32) -> Result<Vec<Repair>, ApiError> {
             Ok(Repair {
                 bad_node: r.get(0)?,
                 queued: r.get(1)?,
-                data: Data {
-                    id: r.get(2)?,
-                    size: r.get::<_, i64>(3)? as u64,
-                    md5: r.get(4)?,
-                    blake3: r.get(5)?,
-                    durability: r.get::<_, i64>(6)? as u8,
-                    nodes: serde_json::from_str(&r.get::<_, String>(7)?).unwrap_or_default(),
-                },
+                data: data_at(r, 2)?,
             })
         })
         .map_err(sql)?;

@@ -8,7 +8,7 @@ use mobula_http::{ApiError, Code};
 use rusqlite::{params, Connection, OptionalExtension};
 
 use crate::db::sql;
-use crate::namespace::{check_parent, insert_data, put_object, unref_data};
+use crate::namespace::{check_parent, data_at, insert_data, put_object, unref_data};
 use crate::types::*;
 
 /// Register a new upload (its `parts` are ignored). The target's parent must exist.
@@ -73,14 +73,7 @@ pub fn get(conn: &Connection, id: &str) -> Result<Option<Upload>, ApiError> {
         .query_map([id], |r| {
             Ok(Part {
                 n: r.get(0)?,
-                data: Data {
-                    id: r.get(1)?,
-                    size: r.get::<_, i64>(2)? as u64,
-                    md5: r.get(3)?,
-                    blake3: r.get(4)?,
-                    durability: r.get::<_, i64>(5)? as u8,
-                    nodes: serde_json::from_str(&r.get::<_, String>(6)?).unwrap_or_default(),
-                },
+                data: data_at(r, 1)?,
             })
         })
         .map_err(sql)?;

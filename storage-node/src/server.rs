@@ -213,18 +213,23 @@ async fn route(node: &NodeState, req: Request) -> Result<Response<Body>, ApiErro
     }
 }
 
-async fn put(store: &Store, id: &str, req: Request) -> Result<Response<Body>, ApiError> {
-    let expected_md5 = req
-        .headers()
-        .get("x-expected-md5")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
+/// Stream `body` into a new writer for `id` on a blocking thread (which writes and hashes; the
+/// runtime only moves buffers). The first body error is returned as is; dropping the returned
+/// writer without committing discards the unnamed file.
+async fn write_stream<S>(
+    store: &Store,
+    id: &str,
+    md5: bool,
+    mut body: S,
+) -> Result<Writer, ApiError>
+where
+    S: futures::Stream<Item = Result<bytes::Bytes, ApiError>> + Unpin,
+{
+    use futures::StreamExt;
     let mut w = {
         let (s, id) = (store.clone(), id.to_string());
-        let md5 = expected_md5.is_some();
         blocking(move || s.writer(&id, md5)).await?
     };
-    // Bytes go to a blocking thread that writes and hashes; the runtime only moves buffers.
     let (tx, mut rx) = mpsc::channel::<bytes::Bytes>(4);
     let writer = tokio::task::spawn_blocking(move || -> std::io::Result<Writer> {
         while let Some(b) = rx.blocking_recv() {
@@ -232,28 +237,58 @@ async fn put(store: &Store, id: &str, req: Request) -> Result<Response<Body>, Ap
         }
         Ok(w)
     });
-    let mut body = req.into_body();
     let mut failed = None;
-    while let Some(frame) = body.frame().await {
-        match frame {
-            Ok(f) => {
-                if let Ok(data) = f.into_data() {
-                    if tx.send(data).await.is_err() {
-                        break; // the writer failed: its error is below
-                    }
+    while let Some(chunk) = body.next().await {
+        match chunk {
+            Ok(b) => {
+                if tx.send(b).await.is_err() {
+                    break; // the writer failed: its error is below
                 }
             }
             Err(e) => {
-                failed = Some(ApiError::new(Code::InvalidArgument, format!("body: {e}")));
+                failed = Some(e);
                 break;
             }
         }
     }
     drop(tx);
     let w = writer.await.map_err(ApiError::internal)?.map_err(io_err)?;
-    if let Some(e) = failed {
-        return Err(e); // dropping `w` discards the unnamed file
+    match failed {
+        Some(e) => Err(e),
+        None => Ok(w),
     }
+}
+
+/// Commit `w` as `id` and answer what is now durable.
+async fn commit(w: Writer, id: &str) -> Result<Response<Body>, ApiError> {
+    let id = id.to_string();
+    let c = blocking(move || w.commit(&id)).await?;
+    Ok(written(c))
+}
+
+fn written(c: crate::store::Committed) -> Response<Body> {
+    mobula_http::json(
+        StatusCode::CREATED,
+        &Written {
+            size: c.size,
+            md5: c.md5.unwrap_or_default(),
+            blake3: c.blake3,
+        },
+    )
+}
+
+async fn put(store: &Store, id: &str, req: Request) -> Result<Response<Body>, ApiError> {
+    use futures::TryStreamExt;
+    let expected_md5 = req
+        .headers()
+        .get("x-expected-md5")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let body = req
+        .into_body()
+        .into_data_stream()
+        .map_err(|e| ApiError::new(Code::InvalidArgument, format!("body: {e}")));
+    let w = write_stream(store, id, expected_md5.is_some(), body).await?;
     if let (Some(want), Some(got)) = (expected_md5, w.md5()) {
         if want != got {
             return Err(ApiError::new(
@@ -262,17 +297,9 @@ async fn put(store: &Store, id: &str, req: Request) -> Result<Response<Body>, Ap
             ));
         }
     }
-    let id = id.to_string();
-    let c = blocking(move || w.commit(&id)).await?;
+    let resp = commit(w, id).await?;
     fail::fail_point!("put-before-ack", |_| Err(ApiError::internal("failpoint")));
-    Ok(mobula_http::json(
-        StatusCode::CREATED,
-        &Written {
-            size: c.size,
-            md5: c.md5.unwrap_or_default(),
-            blake3: c.blake3,
-        },
-    ))
+    Ok(resp)
 }
 
 /// Parse `bytes=a-b` (the only form the gateway sends) into `start..end` (exclusive).
@@ -378,28 +405,20 @@ async fn concat(store: &Store, id: &str, c: Concat) -> Result<Response<Body>, Ap
         w.commit(&id)
     })
     .await?;
-    Ok(mobula_http::json(
-        StatusCode::CREATED,
-        &Written {
-            size: committed.size,
-            md5: committed.md5.unwrap_or_default(),
-            blake3: committed.blake3,
-        },
-    ))
+    Ok(written(committed))
 }
 
 /// Copy `id` from a peer: stream it in, check its blake3, commit. The peer verifies every block
 /// before sending, and this node re-hashes what it received.
 async fn fetch(store: &Store, id: &str, f: Fetch) -> Result<Response<Body>, ApiError> {
-    use futures::{StreamExt, TryStreamExt};
+    use futures::TryStreamExt;
     let resp = crate::NodeClient::new().get_zstd(&f.from, id).await?;
     let compressed = resp
         .headers()
         .get(header::CONTENT_ENCODING)
         .is_some_and(|v| v == "zstd");
     let raw = resp.bytes_stream().map_err(std::io::Error::other);
-    let mut body: futures::stream::BoxStream<'static, std::io::Result<bytes::Bytes>> = if compressed
-    {
+    let body: futures::stream::BoxStream<'static, std::io::Result<bytes::Bytes>> = if compressed {
         let dec = async_compression::tokio::bufread::ZstdDecoder::new(tokio::io::BufReader::new(
             tokio_util::io::StreamReader::new(raw),
         ));
@@ -407,39 +426,14 @@ async fn fetch(store: &Store, id: &str, f: Fetch) -> Result<Response<Body>, ApiE
     } else {
         Box::pin(raw)
     };
-    let mut w = {
-        let (s, id) = (store.clone(), id.to_string());
-        blocking(move || s.writer(&id, true)).await?
-    };
-    let (tx, mut rx) = mpsc::channel::<bytes::Bytes>(4);
-    let writer = tokio::task::spawn_blocking(move || -> std::io::Result<Writer> {
-        while let Some(b) = rx.blocking_recv() {
-            w.write(&b)?;
-        }
-        Ok(w)
+    let from = f.from.clone();
+    let body = body.map_err(move |e| {
+        ApiError::new(
+            Code::ServiceUnavailable,
+            format!("fetching from {from}: {e}"),
+        )
     });
-    let mut failed = None;
-    while let Some(chunk) = body.next().await {
-        match chunk {
-            Ok(b) => {
-                if tx.send(b).await.is_err() {
-                    break;
-                }
-            }
-            Err(e) => {
-                failed = Some(ApiError::new(
-                    Code::ServiceUnavailable,
-                    format!("fetching from {}: {e}", f.from),
-                ));
-                break;
-            }
-        }
-    }
-    drop(tx);
-    let w = writer.await.map_err(ApiError::internal)?.map_err(io_err)?;
-    if let Some(e) = failed {
-        return Err(e);
-    }
+    let w = write_stream(store, id, true, body).await?;
     fail::fail_point!("repair-before-commit", |_| Err(ApiError::internal(
         "failpoint"
     )));
@@ -447,16 +441,7 @@ async fn fetch(store: &Store, id: &str, f: Fetch) -> Result<Response<Body>, ApiE
     if w.blake3() != f.blake3 {
         return Err(ApiError::internal("fetched copy does not match its blake3"));
     }
-    let id = id.to_string();
-    let c = blocking(move || w.commit(&id)).await?;
-    Ok(mobula_http::json(
-        StatusCode::CREATED,
-        &Written {
-            size: c.size,
-            md5: c.md5.unwrap_or_default(),
-            blake3: c.blake3,
-        },
-    ))
+    commit(w, id).await
 }
 
 /// Whether the request accepts a zstd-encoded body.
