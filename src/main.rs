@@ -199,6 +199,16 @@ enum Cmd {
         expires: u64,
     },
     /// Accounts and their SSH keys (talks to the metadata service).
+    /// Run a command in exactly the sandbox a task gets.
+    Sandbox {
+        #[command(subcommand)]
+        op: mobula::compute::SandboxOp,
+    },
+    /// A storage node's task images.
+    Image {
+        #[command(subcommand)]
+        op: mobula::compute::ImageOp,
+    },
     Account {
         #[command(subcommand)]
         op: AccountOp,
@@ -470,8 +480,24 @@ fn arm_crash_points() {
     }
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
+    // The sandbox helper must start before any runtime thread exists: it forks.
+    let mut args = std::env::args_os().skip(1);
+    if args.next().is_some_and(|a| a == mobula_jobs::sandbox::HELPER_ARG) {
+        let json = args.next().unwrap_or_default();
+        let code = mobula_jobs::sandbox::helper::main(&json.to_string_lossy());
+        return ExitCode::from(code as u8);
+    }
+    match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt.block_on(async_main()),
+        Err(e) => {
+            eprintln!("mobula: cannot start the runtime: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn async_main() -> ExitCode {
     #[cfg(feature = "failpoints")]
     arm_crash_points();
     let cli = Cli::parse();
@@ -486,6 +512,23 @@ async fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Cmd::Sandbox { op } => match mobula::compute::sandbox(op).await {
+            Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
+            Err(e) => {
+                eprintln!("mobula: {e:#}");
+                ExitCode::from(125)
+            }
+        },
+        Cmd::Image { op } => {
+            let c = Client::new(&cli.url, &cli.account);
+            match mobula::compute::image(op, &c).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("mobula: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Cmd::Account { op } => match account(&cli.metadata_url, op).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

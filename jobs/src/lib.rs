@@ -1,0 +1,6 @@
+//! Mobula's compute side. [`sandbox`]: the ephemeral container every task runs in (namespaces,
+//! cgroups, copy-on-write root, seccomp) and its helper process. [`image`]: the node's image
+//! store (the host userland and imported Docker/OCI/rootfs images).
+
+pub mod image;
+pub mod sandbox;

@@ -1,0 +1,284 @@
+//! Per-task cgroups: one leaf per task under `mobula-tasks/`, limits written before the task's
+//! first process joins, statistics read after it ends, the leaf killed and removed at teardown.
+//!
+//! Two layouts: cgroup v2 (unified, `memory.max`, `pids.max`, `cpu.max`, `cgroup.kill`) when
+//! `/sys/fs/cgroup` is cgroup2, else v1 (one directory per controller: memory, pids, cpu). Hybrid
+//! hosts (v1 controllers plus an empty unified tree) count as v1. Under v1 the leaves go below the
+//! caller's own cgroup in each hierarchy, so the node's own limits still bound its tasks.
+//!
+//! Leaf names are `h<helper pid>-<task>`: [`sweep`] removes leaves whose helper is gone (after a
+//! crash), killing anything still inside.
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use super::spec::Limits;
+
+const TOP: &str = "mobula-tasks";
+const V1_CONTROLLERS: [&str; 3] = ["memory", "pids", "cpu"];
+
+/// The cgroup directories of one task.
+#[derive(Debug)]
+pub struct Cgroups {
+    v2: bool,
+    /// v2: one directory; v1: memory, pids, cpu (in that order; missing controllers skipped).
+    dirs: Vec<(String, PathBuf)>,
+}
+
+/// Peak usage and limit events read at the end.
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub memory_peak: u64,
+    pub oom_killed: bool,
+    pub pids_limit_hit: bool,
+}
+
+fn is_cgroup2(path: &Path) -> bool {
+    nix::sys::statfs::statfs(path)
+        .map(|s| s.filesystem_type() == nix::sys::statfs::CGROUP2_SUPER_MAGIC)
+        .unwrap_or(false)
+}
+
+/// The parent directories leaves go under: (controller, dir).
+fn parents() -> io::Result<(bool, Vec<(String, PathBuf)>)> {
+    let root = Path::new("/sys/fs/cgroup");
+    let own = fs::read_to_string("/proc/self/cgroup")?;
+    if is_cgroup2(root) {
+        let path = own
+            .lines()
+            .find_map(|l| l.strip_prefix("0::"))
+            .unwrap_or("/");
+        let mine = root.join(path.trim_start_matches('/'));
+        // A cgroup holding processes cannot delegate controllers (except the root): try below
+        // our own cgroup, fall back to the root.
+        let base = if enable_v2(&mine).is_ok() {
+            mine
+        } else {
+            enable_v2(root)?;
+            root.to_path_buf()
+        };
+        return Ok((true, vec![("unified".into(), base.join(TOP))]));
+    }
+    let mounts = fs::read_to_string("/proc/self/mountinfo")?;
+    let mut out = Vec::new();
+    for c in V1_CONTROLLERS {
+        let mount = mounts.lines().find_map(|l| {
+            let (pre, post) = l.split_once(" - ")?;
+            let mut post = post.split(' ');
+            if post.next()? != "cgroup" {
+                return None;
+            }
+            let opts = post.nth(1)?;
+            opts.split(',')
+                .any(|o| o == c)
+                .then(|| pre.split(' ').nth(4).map(PathBuf::from))?
+        });
+        let Some(mount) = mount else { continue };
+        let path = own
+            .lines()
+            .find_map(|l| {
+                let mut p = l.splitn(3, ':');
+                let (_, ctrls, path) = (p.next()?, p.next()?, p.next()?);
+                ctrls.split(',').any(|x| x == c).then_some(path)
+            })
+            .unwrap_or("/");
+        out.push((
+            c.to_string(),
+            mount.join(path.trim_start_matches('/')).join(TOP),
+        ));
+    }
+    if out.is_empty() {
+        return Err(io::Error::other("no cgroup controllers found"));
+    }
+    Ok((false, out))
+}
+
+fn enable_v2(dir: &Path) -> io::Result<()> {
+    fs::write(dir.join("cgroup.subtree_control"), "+memory +pids +cpu")
+}
+
+impl Cgroups {
+    /// Create the leaves for task `name` and write its limits.
+    pub fn create(name: &str, limits: &Limits) -> io::Result<Cgroups> {
+        let (v2, parents) = parents()?;
+        let mut dirs = Vec::new();
+        for (c, parent) in parents {
+            match fs::create_dir(&parent) {
+                Ok(()) => {
+                    if v2 {
+                        enable_v2(&parent)?;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(e),
+            }
+            let dir = parent.join(name);
+            fs::create_dir(&dir)?;
+            dirs.push((c, dir));
+        }
+        let cg = Cgroups { v2, dirs };
+        cg.write_limits(limits)?;
+        Ok(cg)
+    }
+
+    fn write_limits(&self, l: &Limits) -> io::Result<()> {
+        let mem = (l.memory_mib << 20).to_string();
+        let quota = (l.cpu > 0.0).then(|| ((l.cpu * 100_000.0) as u64).max(1000));
+        for (c, dir) in &self.dirs {
+            let w = |file: &str, v: &str| {
+                fs::write(dir.join(file), v)
+                    .map_err(|e| io::Error::new(e.kind(), format!("{c}/{file}: {e}")))
+            };
+            if self.v2 {
+                w("memory.max", &mem)?;
+                let _ = w("memory.swap.max", "0");
+                w("memory.oom.group", "1")?;
+                w("pids.max", &l.pids.to_string())?;
+                if let Some(q) = quota {
+                    w("cpu.max", &format!("{q} 100000"))?;
+                }
+                continue;
+            }
+            match c.as_str() {
+                "memory" => {
+                    w("memory.limit_in_bytes", &mem)?;
+                    if dir.join("memory.memsw.limit_in_bytes").exists() {
+                        w("memory.memsw.limit_in_bytes", &mem)?;
+                    }
+                    let _ = w("memory.swappiness", "0");
+                }
+                "pids" => w("pids.max", &l.pids.to_string())?,
+                "cpu" => {
+                    if let Some(q) = quota {
+                        w("cpu.cfs_period_us", "100000")?;
+                        w("cpu.cfs_quota_us", &q.to_string())?;
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Put process `pid` (and so everything it will start) into every leaf.
+    pub fn add(&self, pid: i32) -> io::Result<()> {
+        for (_, dir) in &self.dirs {
+            fs::write(dir.join("cgroup.procs"), pid.to_string())?;
+        }
+        Ok(())
+    }
+
+    pub fn stats(&self) -> Stats {
+        let mut s = Stats::default();
+        for (c, dir) in &self.dirs {
+            let read = |f: &str| fs::read_to_string(dir.join(f)).unwrap_or_default();
+            let field = |text: &str, key: &str| {
+                text.lines()
+                    .find_map(|l| l.strip_prefix(key)?.trim().parse::<u64>().ok())
+                    .unwrap_or(0)
+            };
+            if self.v2 {
+                s.memory_peak = read("memory.peak").trim().parse().unwrap_or(0);
+                s.oom_killed = field(&read("memory.events"), "oom_kill ") > 0;
+                s.pids_limit_hit = field(&read("pids.events"), "max ") > 0;
+            } else if c == "memory" {
+                s.memory_peak = read("memory.max_usage_in_bytes").trim().parse().unwrap_or(0);
+                s.oom_killed = field(&read("memory.oom_control"), "oom_kill ") > 0;
+            } else if c == "pids" {
+                s.pids_limit_hit = field(&read("pids.events"), "max ") > 0;
+            }
+        }
+        s
+    }
+
+    /// SIGKILL everything inside, wait (≤ 5 s) until the leaves are empty, remove them.
+    pub fn destroy(&self) -> io::Result<()> {
+        for (_, dir) in &self.dirs {
+            kill_and_remove(dir, self.v2)?;
+        }
+        Ok(())
+    }
+}
+
+fn procs(dir: &Path) -> Vec<i32> {
+    fs::read_to_string(dir.join("cgroup.procs"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect()
+}
+
+fn kill_and_remove(dir: &Path, v2: bool) -> io::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        if v2 {
+            let _ = fs::write(dir.join("cgroup.kill"), "1");
+        }
+        for pid in procs(dir) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        match fs::remove_dir(dir) {
+            Ok(()) => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) if Instant::now() > deadline => {
+                return Err(io::Error::new(e.kind(), format!("{}: {e}", dir.display())))
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(2)),
+        }
+    }
+}
+
+/// True when `pid` is a live sandbox helper.
+fn helper_alive(pid: i32) -> bool {
+    fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|c| {
+            c.split(|b| *b == 0)
+                .any(|a| a == super::HELPER_ARG.as_bytes())
+        })
+        .unwrap_or(false)
+}
+
+/// Remove leaves whose helper process is gone, killing whatever is left in them. Safe to run
+/// while other helpers work: live helpers' leaves are left alone. Returns how many were removed.
+pub fn sweep() -> io::Result<usize> {
+    let (v2, parents) = parents()?;
+    let mut n = 0;
+    for (_, parent) in parents {
+        let Ok(rd) = fs::read_dir(&parent) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let Some(pid) = name
+                .strip_prefix('h')
+                .and_then(|r| r.split('-').next())
+                .and_then(|p| p.parse().ok())
+            else {
+                continue;
+            };
+            if e.path().is_dir() && !helper_alive(pid) {
+                kill_and_remove(&e.path(), v2)?;
+                n += 1;
+            }
+        }
+    }
+    Ok(n)
+}
+
+/// Leaves that exist now (for leak checks).
+pub fn leaves() -> Vec<PathBuf> {
+    let Ok((_, parents)) = parents() else {
+        return Vec::new();
+    };
+    parents
+        .into_iter()
+        .flat_map(|(_, p)| fs::read_dir(p).into_iter().flatten().flatten())
+        .map(|e| e.path())
+        .filter(|p| p.is_dir())
+        .collect()
+}

@@ -1,0 +1,349 @@
+//! Inside the container: the task's pid 1 ([`pid1`]) and the task process it forks.
+//!
+//! pid 1 waits until the helper has written its uid/gid maps and cgroup membership, becomes the
+//! namespace's root (mapped to the dedicated host range), re-arms `PDEATHSIG` (a credential
+//! change clears it), enters a cgroup namespace rooted at its leaf, names the host `task`, mounts
+//! `/proc` and pivots into the root ([`mounts::enter_root`]). It then forks the task and reaps
+//! every process until the task itself exits; whatever the task left running is SIGKILLed
+//! (`kill(-1)` from pid 1 reaches the whole namespace) and reaped. One status line goes back to
+//! the helper: `ok <wait status> <user µs> <sys µs>` or `err <message>`.
+//!
+//! The task process: own session, fds above 2 closed, rlimits (no core files, open files),
+//! securebits locked so that uid 0 gains nothing on `execve`, every capability dropped from the
+//! bounding, ambient, effective, permitted and inheritable sets, no_new_privs, then the seccomp
+//! filters — last, because they forbid what the steps before them use — and `execve`.
+
+#![allow(unsafe_code)]
+
+use std::ffi::CString;
+use std::os::fd::RawFd;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+use nix::sched::{unshare, CloneFlags};
+use nix::sys::signal::Signal;
+use nix::unistd::{fork, ForkResult, Gid, Uid};
+
+use super::mounts::enter_root;
+use super::spec::{Report, TaskSpec, DEFAULT_PATH};
+
+fn write_all(fd: RawFd, msg: &[u8]) {
+    // SAFETY: fd is a descriptor this process owns for its whole life.
+    unsafe {
+        libc::write(fd, msg.as_ptr().cast(), msg.len());
+    }
+}
+
+/// Body of the cloned child. Returns its exit code.
+pub fn pid1(
+    spec: &TaskSpec,
+    root: &Path,
+    sync_fd: RawFd,
+    status_fd: RawFd,
+    progs: &[seccompiler::BpfProgram; 2],
+) -> isize {
+    match setup_and_run(spec, root, sync_fd, progs) {
+        Ok((status, utime, stime)) => {
+            write_all(status_fd, format!("ok {status} {utime} {stime}\n").as_bytes());
+            0
+        }
+        Err(e) => {
+            write_all(status_fd, format!("err {e}\n").as_bytes());
+            1
+        }
+    }
+}
+
+fn setup_and_run(
+    spec: &TaskSpec,
+    root: &Path,
+    sync_fd: RawFd,
+    progs: &[seccompiler::BpfProgram; 2],
+) -> Result<(i32, u64, u64), String> {
+    let mut go = [0u8; 1];
+    // SAFETY: reading one byte into a local buffer from an fd we own.
+    if unsafe { libc::read(sync_fd, go.as_mut_ptr().cast(), 1) } != 1 {
+        return Err("helper went away".into());
+    }
+    let (zu, zg) = (Uid::from_raw(0), Gid::from_raw(0));
+    nix::unistd::setresgid(zg, zg, zg).map_err(|e| format!("setresgid: {e}"))?;
+    nix::unistd::setresuid(zu, zu, zu).map_err(|e| format!("setresuid: {e}"))?;
+    nix::unistd::setgroups(&[]).map_err(|e| format!("setgroups: {e}"))?;
+    nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(|e| format!("pdeathsig: {e}"))?;
+    unshare(CloneFlags::CLONE_NEWCGROUP).map_err(|e| format!("cgroup ns: {e}"))?;
+    nix::unistd::sethostname("task").map_err(|e| format!("hostname: {e}"))?;
+    enter_root(root).map_err(|e| e.to_string())?;
+
+    let prepared = Prepared::new(spec)?;
+    // SAFETY: this process is single-threaded (a clone of the single-threaded helper).
+    let task = match unsafe { fork() }.map_err(|e| format!("fork: {e}"))? {
+        ForkResult::Child => task(&prepared, progs),
+        ForkResult::Parent { child } => child,
+    };
+    // pid 1 keeps no pipe open: stdout/stderr end when the task's tree closes them.
+    if let Ok(null) = std::fs::OpenOptions::new().read(true).write(true).open("/dev/null") {
+        for fd in 0..3 {
+            let _ = nix::unistd::dup2(std::os::fd::AsRawFd::as_raw_fd(&null), fd);
+        }
+    }
+    reap_all(task.as_raw())
+}
+
+/// Reap until no child is left; kill the rest of the namespace once the task has exited.
+fn reap_all(task: i32) -> Result<(i32, u64, u64), String> {
+    let (mut utime, mut stime, mut status_of_task) = (0u64, 0u64, None);
+    loop {
+        let mut status = 0;
+        // SAFETY: rusage is plain data, fully written by the kernel on success.
+        let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+        // SAFETY: valid pointers to locals.
+        let pid = unsafe { libc::wait4(-1, &mut status, 0, &mut ru) };
+        if pid < 0 {
+            match std::io::Error::last_os_error().raw_os_error() {
+                Some(libc::EINTR) => continue,
+                _ => break,
+            }
+        }
+        utime += ru.ru_utime.tv_sec as u64 * 1_000_000 + ru.ru_utime.tv_usec as u64;
+        stime += ru.ru_stime.tv_sec as u64 * 1_000_000 + ru.ru_stime.tv_usec as u64;
+        if pid == task {
+            status_of_task = Some(status);
+            // SAFETY: signals every process in this pid namespace except pid 1.
+            unsafe { libc::kill(-1, libc::SIGKILL) };
+        }
+    }
+    status_of_task
+        .map(|s| (s, utime, stime))
+        .ok_or_else(|| "task was never reaped".into())
+}
+
+/// Everything the task process needs, allocated before `fork`.
+struct Prepared {
+    path: CString,
+    argv: Vec<CString>,
+    env: Vec<CString>,
+    cwd: CString,
+    nofile: u64,
+}
+
+fn cstr(s: &str) -> Result<CString, String> {
+    CString::new(s).map_err(|_| format!("{s:?} contains a NUL byte"))
+}
+
+impl Prepared {
+    fn new(spec: &TaskSpec) -> Result<Prepared, String> {
+        let mut env: Vec<(String, String)> = vec![
+            ("PATH".into(), DEFAULT_PATH.into()),
+            ("HOME".into(), "/tmp".into()),
+            ("TMPDIR".into(), "/tmp".into()),
+            ("LANG".into(), "C.UTF-8".into()),
+        ];
+        for (k, v) in &spec.env {
+            env.retain(|(ek, _)| ek != k);
+            env.push((k.clone(), v.clone()));
+        }
+        let search = env
+            .iter()
+            .find(|(k, _)| k == "PATH")
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default();
+        let argv0 = spec.argv.first().ok_or("empty command")?;
+        let path = if argv0.contains('/') {
+            argv0.clone()
+        } else {
+            search
+                .split(':')
+                .map(|d| Path::new(d).join(argv0))
+                .find(|p| is_executable(p))
+                .map(|p| p.to_string_lossy().into_owned())
+                .unwrap_or_else(|| argv0.clone())
+        };
+        Ok(Prepared {
+            path: cstr(&path)?,
+            argv: spec
+                .argv
+                .iter()
+                .map(|a| cstr(a))
+                .collect::<Result<_, _>>()?,
+            env: env
+                .iter()
+                .map(|(k, v)| cstr(&format!("{k}={v}")))
+                .collect::<Result<_, _>>()?,
+            cwd: cstr(&spec.cwd)?,
+            nofile: spec.limits.nofile,
+        })
+    }
+}
+
+fn is_executable(p: &Path) -> bool {
+    CString::new(p.as_os_str().as_bytes())
+        // SAFETY: valid NUL-terminated path.
+        .map(|c| unsafe { libc::access(c.as_ptr(), libc::X_OK) } == 0)
+        .unwrap_or(false)
+}
+
+/// The task process: lock down, then exec. Never returns.
+fn task(p: &Prepared, progs: &[seccompiler::BpfProgram; 2]) -> ! {
+    let fail = |what: &str, e: String| -> ! {
+        write_all(2, format!("mobula sandbox: {what}: {e}\n").as_bytes());
+        // SAFETY: immediate exit without running destructors (we are a forked child).
+        unsafe { libc::_exit(127) }
+    };
+    let _ = nix::unistd::setsid();
+    // SAFETY: closes every descriptor above stderr; nothing here uses them.
+    unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) };
+    // SAFETY: chdir to a NUL-terminated path.
+    if unsafe { libc::chdir(p.cwd.as_ptr()) } != 0 {
+        fail("chdir", std::io::Error::last_os_error().to_string());
+    }
+    use nix::sys::resource::{setrlimit, Resource};
+    if let Err(e) = setrlimit(Resource::RLIMIT_CORE, 0, 0)
+        .and_then(|()| setrlimit(Resource::RLIMIT_NOFILE, p.nofile, p.nofile))
+    {
+        fail("rlimit", e.to_string());
+    }
+    if let Err(e) = drop_capabilities() {
+        fail("capabilities", e);
+    }
+    if let Err(e) = nix::sys::prctl::set_no_new_privs() {
+        fail("no_new_privs", e.to_string());
+    }
+    if let Err(e) = super::seccomp::install(progs) {
+        fail("seccomp", e);
+    }
+    let argv: Vec<*const libc::c_char> = p
+        .argv
+        .iter()
+        .map(|a| a.as_ptr())
+        .chain(std::iter::once(std::ptr::null()))
+        .collect();
+    let env: Vec<*const libc::c_char> = p
+        .env
+        .iter()
+        .map(|a| a.as_ptr())
+        .chain(std::iter::once(std::ptr::null()))
+        .collect();
+    // SAFETY: NUL-terminated arrays of pointers to live CStrings.
+    unsafe { libc::execve(p.path.as_ptr(), argv.as_ptr(), env.as_ptr()) };
+    let e = std::io::Error::last_os_error();
+    write_all(
+        2,
+        format!("mobula sandbox: exec {}: {e}\n", p.path.to_string_lossy()).as_bytes(),
+    );
+    // SAFETY: as above.
+    unsafe { libc::_exit(if e.kind() == std::io::ErrorKind::NotFound { 127 } else { 126 }) }
+}
+
+const SECBIT_NOROOT: u64 = 1 << 0;
+const SECBIT_NOROOT_LOCKED: u64 = 1 << 1;
+const SECBIT_NO_SETUID_FIXUP: u64 = 1 << 2;
+const SECBIT_NO_SETUID_FIXUP_LOCKED: u64 = 1 << 3;
+const SECBIT_NO_CAP_AMBIENT_RAISE: u64 = 1 << 6;
+const SECBIT_NO_CAP_AMBIENT_RAISE_LOCKED: u64 = 1 << 7;
+
+fn drop_capabilities() -> Result<(), String> {
+    let bits = SECBIT_NOROOT
+        | SECBIT_NOROOT_LOCKED
+        | SECBIT_NO_SETUID_FIXUP
+        | SECBIT_NO_SETUID_FIXUP_LOCKED
+        | SECBIT_NO_CAP_AMBIENT_RAISE
+        | SECBIT_NO_CAP_AMBIENT_RAISE_LOCKED;
+    // SAFETY: prctl with integer arguments only.
+    unsafe {
+        if libc::prctl(libc::PR_SET_SECUREBITS, bits, 0, 0, 0) != 0 {
+            return Err(format!("securebits: {}", std::io::Error::last_os_error()));
+        }
+        for cap in 0..64u64 {
+            if libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0) != 0
+                && std::io::Error::last_os_error().raw_os_error() != Some(libc::EINVAL)
+            {
+                return Err(format!("drop bounding cap {cap}"));
+            }
+        }
+        libc::prctl(
+            libc::PR_CAP_AMBIENT,
+            libc::PR_CAP_AMBIENT_CLEAR_ALL as u64,
+            0,
+            0,
+            0,
+        );
+    }
+    #[repr(C)]
+    struct Header {
+        version: u32,
+        pid: i32,
+    }
+    #[repr(C)]
+    #[derive(Clone, Copy)]
+    struct Data {
+        effective: u32,
+        permitted: u32,
+        inheritable: u32,
+    }
+    let header = Header {
+        version: 0x2008_0522, // _LINUX_CAPABILITY_VERSION_3
+        pid: 0,
+    };
+    let data = [Data {
+        effective: 0,
+        permitted: 0,
+        inheritable: 0,
+    }; 2];
+    // SAFETY: header and data have the kernel's layout for version 3 (two data elements).
+    if unsafe { libc::syscall(libc::SYS_capset, &header, data.as_ptr()) } != 0 {
+        return Err(format!("capset: {}", std::io::Error::last_os_error()));
+    }
+    Ok(())
+}
+
+/// Turn pid 1's status line into the report's fields.
+pub fn parse_status(line: &str, r: &mut Report) -> Result<(), String> {
+    let line = line.trim();
+    if let Some(msg) = line.strip_prefix("err ") {
+        return Err(format!("container setup: {msg}"));
+    }
+    let mut it = line.strip_prefix("ok ").unwrap_or_default().split(' ');
+    let mut num = || it.next().and_then(|v| v.parse::<i64>().ok());
+    let (Some(status), Some(utime), Some(stime)) = (num(), num(), num()) else {
+        // pid 1 was killed (timeout, cancel, node shutdown) before it could say anything.
+        if r.timed_out || r.cancelled {
+            r.signal = Some(libc::SIGKILL);
+            return Ok(());
+        }
+        return Err("container ended without a status".into());
+    };
+    let status = status as i32;
+    if libc::WIFEXITED(status) {
+        r.exit_code = Some(libc::WEXITSTATUS(status));
+    } else if libc::WIFSIGNALED(status) {
+        r.signal = Some(libc::WTERMSIG(status));
+        r.core_dumped = libc::WCOREDUMP(status);
+    }
+    r.cpu_user_ms = utime as u64 / 1000;
+    r.cpu_sys_ms = stime as u64 / 1000;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_lines() {
+        let mut r = Report::default();
+        parse_status("ok 256 1500 2500\n", &mut r).unwrap();
+        assert_eq!(r.exit_code, Some(1));
+        assert_eq!((r.cpu_user_ms, r.cpu_sys_ms), (1, 2));
+        let mut r = Report::default();
+        parse_status("ok 9 0 0", &mut r).unwrap();
+        assert_eq!(r.signal, Some(9));
+        assert!(parse_status("err mount: EPERM", &mut Report::default()).is_err());
+        assert!(parse_status("", &mut Report::default()).is_err());
+        let mut r = Report {
+            timed_out: true,
+            ..Default::default()
+        };
+        parse_status("", &mut r).unwrap();
+        assert_eq!(r.status_code(), 137);
+    }
+}

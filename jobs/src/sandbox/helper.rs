@@ -1,0 +1,260 @@
+//! The sandbox helper: a fresh, single-threaded process (`mobula __sandbox-helper JSON`) that
+//! the node's multi-threaded runtime starts with an ordinary `exec`, so no Rust code of the
+//! runtime's process ever runs after a `fork`. The helper owns one task from start to end:
+//!
+//! 1. dies with its parent (`PR_SET_PDEATHSIG`), blocks SIGTERM/SIGINT/SIGHUP into a signalfd;
+//! 2. creates the task's cgroups and writes the limits;
+//! 3. unshares a private mount namespace (real root) and builds the root ([`mounts::build_root`]);
+//! 4. `clone`s pid 1 of the task into new user, mount, pid, ipc, uts and net namespaces, writes
+//!    its uid/gid maps (task root = the dedicated host range), puts it in the cgroups, then lets
+//!    it go ([`super::child`]);
+//! 5. waits on a pidfd, the signalfd and the wall clock; on timeout or signal kills pid 1 (the
+//!    kernel then kills everything in the pid namespace) and the cgroups;
+//! 6. reads the cgroup statistics, removes the cgroups, writes the [`Report`] file, exits. Its
+//!    mounts vanish with its mount namespace; no host directory was created for the task.
+
+#![allow(unsafe_code)]
+
+use std::fs;
+use std::io::Read;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use nix::sched::{clone, unshare, CloneFlags};
+use nix::sys::signal::{kill, SigSet, Signal};
+use nix::sys::signalfd::SignalFd;
+use nix::unistd::{getppid, Pid};
+use serde::{Deserialize, Serialize};
+
+use super::cgroup::Cgroups;
+use super::mounts::{build_root, RootPlan};
+use super::spec::{Report, TaskSpec};
+use super::{child, seccomp};
+
+/// Everything the helper needs, passed as one JSON argument.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct HelperArgs {
+    pub spec: TaskSpec,
+    /// Unique task name (cgroup leaf suffix).
+    pub name: String,
+    pub image_root: PathBuf,
+    pub host_dirs: Vec<String>,
+    pub read_only_root: bool,
+    /// Mount point for the scratch tmpfs (shared by all helpers, each in its own namespace).
+    pub mount_dir: PathBuf,
+    /// Where the report is written (atomically) before the helper exits.
+    pub report: PathBuf,
+    /// First host uid/gid of the range the task's ids map to (65,536 ids).
+    pub id_base: u32,
+    pub parent_pid: i32,
+}
+
+/// Entry point: never returns to the caller's `main` logic.
+pub fn main(json: &str) -> i32 {
+    let args: HelperArgs = match serde_json::from_str(json) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("mobula sandbox helper: bad arguments: {e}");
+            return 2;
+        }
+    };
+    let t0 = Instant::now();
+    let mut report = Report::default();
+    if let Err(e) = run(&args, &mut report, t0) {
+        report.error = Some(e);
+    }
+    let tmp = args.report.with_extension("tmp");
+    let body = serde_json::to_vec(&report).unwrap_or_default();
+    if fs::write(&tmp, body)
+        .and_then(|()| fs::rename(&tmp, &args.report))
+        .is_err()
+    {
+        return 3;
+    }
+    0
+}
+
+fn set_pdeathsig() -> Result<(), String> {
+    nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(|e| format!("pdeathsig: {e}"))
+}
+
+fn pipe() -> Result<(OwnedFd, OwnedFd), String> {
+    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))
+}
+
+fn run(a: &HelperArgs, report: &mut Report, t0: Instant) -> Result<(), String> {
+    set_pdeathsig()?;
+    if getppid().as_raw() != a.parent_pid {
+        return Err("parent exited before the helper started".into());
+    }
+    let mut mask = SigSet::empty();
+    for s in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
+        mask.add(s);
+    }
+    mask.thread_block().map_err(|e| format!("sigmask: {e}"))?;
+    let sigfd = SignalFd::new(&mask).map_err(|e| format!("signalfd: {e}"))?;
+    let progs = seccomp::programs()?;
+
+    let name = format!("h{}-{}", std::process::id(), a.name);
+    let cg = Cgroups::create(&name, &a.spec.limits).map_err(|e| format!("cgroups: {e}"))?;
+    let result = run_in_cgroup(a, report, t0, &cg, &sigfd, &progs);
+    let t_down = Instant::now();
+    let stats = cg.stats();
+    report.memory_peak = stats.memory_peak;
+    report.oom_killed = stats.oom_killed;
+    report.pids_limit_hit = stats.pids_limit_hit;
+    let destroyed = cg.destroy().map_err(|e| format!("cgroup teardown: {e}"));
+    report.teardown_us += t_down.elapsed().as_micros() as u64;
+    result.and(destroyed)
+}
+
+fn run_in_cgroup(
+    a: &HelperArgs,
+    report: &mut Report,
+    t0: Instant,
+    cg: &Cgroups,
+    sigfd: &SignalFd,
+    progs: &[seccompiler::BpfProgram; 2],
+) -> Result<(), String> {
+    unshare(CloneFlags::CLONE_NEWNS).map_err(|e| format!("unshare mount ns: {e}"))?;
+    nix::mount::mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        nix::mount::MsFlags::MS_REC | nix::mount::MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )
+    .map_err(|e| format!("make mounts private: {e}"))?;
+    let plan = RootPlan {
+        image: &a.image_root,
+        host_dirs: &a.host_dirs,
+        read_only_root: a.read_only_root,
+        owner: a.id_base,
+        disk_mib: a.spec.limits.disk_mib,
+        binds: &a.spec.binds,
+    };
+    let layout = build_root(&a.mount_dir, &plan).map_err(|e| format!("root: {e}"))?;
+
+    let (sync_r, sync_w) = pipe()?;
+    let (status_r, status_w) = pipe()?;
+    let mut stack = vec![0u8; 1 << 20];
+    let flags = CloneFlags::CLONE_NEWUSER
+        | CloneFlags::CLONE_NEWNS
+        | CloneFlags::CLONE_NEWPID
+        | CloneFlags::CLONE_NEWIPC
+        | CloneFlags::CLONE_NEWUTS
+        | CloneFlags::CLONE_NEWNET;
+    let (sync_fd, status_fd) = (sync_r.as_raw_fd(), status_w.as_raw_fd());
+    let root = layout.root.clone();
+    let cb = Box::new(move || child::pid1(&a.spec, &root, sync_fd, status_fd, progs));
+    // SAFETY: the helper is single-threaded, so the child (a copy of this process, no shared
+    // memory) cannot inherit a lock held by another thread; it runs `child::pid1` only.
+    let pid1 = unsafe { clone(cb, &mut stack, flags, Some(libc::SIGCHLD)) }
+        .map_err(|e| format!("clone: {e}"))?;
+    drop(sync_r);
+    drop(status_w);
+    let started = (|| {
+        let map = format!("0 {} 65536\n", a.id_base);
+        fs::write(format!("/proc/{pid1}/uid_map"), &map).map_err(|e| format!("uid_map: {e}"))?;
+        fs::write(format!("/proc/{pid1}/gid_map"), &map).map_err(|e| format!("gid_map: {e}"))?;
+        cg.add(pid1.as_raw())
+            .map_err(|e| format!("join cgroups: {e}"))?;
+        nix::unistd::write(&sync_w, b"g").map_err(|e| format!("release task: {e}"))
+    })();
+    drop(sync_w);
+    report.setup_us = t0.elapsed().as_micros() as u64;
+    let t_run = Instant::now();
+    if let Err(e) = started {
+        let _ = kill(pid1, Signal::SIGKILL);
+        reap(pid1);
+        return Err(e);
+    }
+    let ended = wait(pid1, sigfd, a.spec.limits.timeout_ms, report)?;
+    report.run_us = t_run.elapsed().as_micros() as u64;
+    let t_down = Instant::now();
+    if !ended {
+        let _ = kill(pid1, Signal::SIGKILL);
+    }
+    reap(pid1);
+    let mut status = String::new();
+    let mut f = fs::File::from(status_r);
+    let _ = f.read_to_string(&mut status);
+    child::parse_status(&status, report)?;
+    if let Ok(s) = nix::sys::statvfs::statvfs(&layout.scratch) {
+        report.disk_full = s.blocks_available() == 0;
+    }
+    report.teardown_us = t_down.elapsed().as_micros() as u64;
+    Ok(())
+}
+
+fn reap(pid: Pid) {
+    loop {
+        match nix::sys::wait::waitpid(pid, None) {
+            Err(nix::errno::Errno::EINTR) => continue,
+            _ => return,
+        }
+    }
+}
+
+fn pidfd_open(pid: Pid) -> Result<OwnedFd, String> {
+    // SAFETY: plain system call; the returned descriptor is owned by the OwnedFd.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid.as_raw(), 0) };
+    if fd < 0 {
+        return Err(format!("pidfd_open: {}", std::io::Error::last_os_error()));
+    }
+    // SAFETY: fd is a fresh descriptor we own.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// Wait until pid 1 exits (true), or the clock or a signal says stop (false; flags set).
+fn wait(pid1: Pid, sigfd: &SignalFd, timeout_ms: u64, report: &mut Report) -> Result<bool, String> {
+    let pidfd = pidfd_open(pid1)?;
+    let deadline = (timeout_ms > 0).then(|| Instant::now() + std::time::Duration::from_millis(timeout_ms));
+    loop {
+        let wait_ms = match deadline {
+            Some(d) => {
+                let left = d.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    report.timed_out = true;
+                    return Ok(false);
+                }
+                (left.as_millis().min(i32::MAX as u128) as i32).max(1)
+            }
+            None => -1,
+        };
+        let mut fds = [
+            libc::pollfd {
+                fd: pidfd.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: sigfd.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+        ];
+        // SAFETY: fds is a valid array of two pollfd for the duration of the call.
+        let n = unsafe { libc::poll(fds.as_mut_ptr(), 2, wait_ms) };
+        if n < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(format!("poll: {e}"));
+        }
+        if fds[0].revents != 0 {
+            return Ok(true);
+        }
+        if fds[1].revents != 0 {
+            report.cancelled = true;
+            return Ok(false);
+        }
+    }
+}
+
+/// Where a helper's report goes for task `name`.
+pub fn report_path(dir: &Path, name: &str) -> PathBuf {
+    dir.join(format!("{name}.json"))
+}

@@ -1,0 +1,246 @@
+//! The task's file system, built in two stages.
+//!
+//! Stage 1 ([`build_root`], in the helper: real root, in a private mount namespace of its own,
+//! so nothing here is ever visible on the host and everything vanishes with the namespace):
+//! a size-capped tmpfs at the run directory holds the overlay's upper and work dirs, `/tmp` and
+//! `/dev/shm`; an overlay (image read-only below, the tmpfs above) becomes the new root; the host
+//! image's directories (`/usr`, …), the inputs and the assets are bound read-only; a minimal
+//! `/dev` (null, zero, full, random, urandom, tty) is a small tmpfs. Mount points are created
+//! without following symbolic links, so an image cannot point a bind at a host path.
+//!
+//! Stage 2 ([`enter_root`], in the task's pid 1, inside the new user and mount namespaces): a
+//! fresh `/proc` for the task's pid namespace (mounted while the old root is still attached, as
+//! the kernel requires), sensitive `/proc` files masked, `/proc/sys` & co. read-only, then
+//! `pivot_root` and a lazy detach of the old root — after which no host path is reachable.
+
+use std::fs;
+use std::io;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
+
+use super::spec::{check_inside, Bind};
+
+/// Where stage 1 puts things (all below the run directory, inside the helper's namespace).
+#[derive(Debug)]
+pub struct Layout {
+    pub scratch: PathBuf,
+    pub root: PathBuf,
+}
+
+/// How the helper was asked to build the root.
+#[derive(Debug)]
+pub struct RootPlan<'a> {
+    /// The image's read-only tree (overlay lower layer).
+    pub image: &'a Path,
+    /// Host directories bound read-only at the same path (the host image: `/usr`, …).
+    pub host_dirs: &'a [String],
+    /// Keep `/` read-only (the host image) instead of a writable copy-on-write root.
+    pub read_only_root: bool,
+    /// Host uid/gid that the task's root maps to (owner of the writable parts).
+    pub owner: u32,
+    pub disk_mib: u64,
+    pub binds: &'a [Bind],
+}
+
+fn err(what: impl std::fmt::Display, e: impl std::fmt::Display) -> io::Error {
+    io::Error::other(format!("{what}: {e}"))
+}
+
+fn mnt(
+    src: Option<&Path>,
+    dst: &Path,
+    fstype: Option<&str>,
+    flags: MsFlags,
+    data: Option<&str>,
+) -> io::Result<()> {
+    mount(src, dst, fstype, flags, data).map_err(|e| err(format!("mount {}", dst.display()), e))
+}
+
+fn bind_ro(src: &Path, dst: &Path, writable: bool) -> io::Result<()> {
+    mnt(Some(src), dst, None, MsFlags::MS_BIND | MsFlags::MS_REC, None)?;
+    let mut f = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
+    if !writable {
+        f |= MsFlags::MS_RDONLY;
+    }
+    mnt(None, dst, None, f, None)
+}
+
+/// Create every missing directory of `rel` below `root`, refusing symbolic links on the way.
+fn mkdirs_nofollow(root: &Path, rel: &str) -> io::Result<PathBuf> {
+    let mut p = root.to_path_buf();
+    for c in rel.split('/').filter(|c| !c.is_empty()) {
+        p.push(c);
+        match fs::symlink_metadata(&p) {
+            Ok(m) if m.file_type().is_symlink() => {
+                return Err(err(p.display(), "is a symbolic link in the image"))
+            }
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => return Err(err(p.display(), "is not a directory")),
+            Err(_) => fs::DirBuilder::new().mode(0o755).create(&p)?,
+        }
+    }
+    Ok(p)
+}
+
+/// Stage 1. Requires a private mount namespace (the helper unshared one).
+pub fn build_root(run_dir: &Path, plan: &RootPlan) -> io::Result<Layout> {
+    let scratch = run_dir.to_path_buf();
+    let opts = format!("size={}m,mode=0755", plan.disk_mib.max(1));
+    mnt(
+        Some(Path::new("mobula-scratch")),
+        &scratch,
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        Some(&opts),
+    )?;
+    let (upper, work, root, tmp, shm) = (
+        scratch.join("upper"),
+        scratch.join("work"),
+        scratch.join("root"),
+        scratch.join("tmp"),
+        scratch.join("shm"),
+    );
+    for d in [&upper, &work, &root, &tmp, &shm] {
+        fs::create_dir(d)?;
+    }
+    for d in [&tmp, &shm] {
+        fs::set_permissions(d, fs::Permissions::from_mode(0o1777))?;
+    }
+    if !plan.read_only_root {
+        // The root directory of the overlay takes the upper dir's owner: the task's root.
+        nix::unistd::chown(&upper, Some(plan.owner.into()), Some(plan.owner.into()))?;
+    }
+    let ovl = format!(
+        "lowerdir={},upperdir={},workdir={}",
+        plan.image.display(),
+        upper.display(),
+        work.display()
+    );
+    mnt(
+        Some(Path::new("overlay")),
+        &root,
+        Some("overlay"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        Some(&ovl),
+    )?;
+    for d in plan.host_dirs {
+        let target = mkdirs_nofollow(&root, d)?;
+        bind_ro(Path::new(d), &target, false)?;
+    }
+    for d in ["proc", "dev", "tmp", "manta", "assets"] {
+        mkdirs_nofollow(&root, d)?;
+    }
+    bind_ro(&tmp, &root.join("tmp"), true)?;
+    build_dev(&root.join("dev"), &shm)?;
+    for b in plan.binds {
+        check_inside(&b.inside).map_err(io::Error::other)?;
+        let (parent, name) = b.inside.rsplit_once('/').unwrap_or(("", &b.inside));
+        let dir = mkdirs_nofollow(&root, parent)?;
+        let target = dir.join(name);
+        let src = Path::new(&b.host);
+        let meta = fs::metadata(src).map_err(|e| err(&b.host, e))?;
+        match fs::symlink_metadata(&target) {
+            Ok(m) if m.file_type().is_symlink() => {
+                return Err(err(&b.inside, "is a symbolic link in the image"))
+            }
+            Ok(_) => {}
+            Err(_) if meta.is_dir() => fs::create_dir(&target)?,
+            Err(_) => drop(fs::File::create(&target)?),
+        }
+        bind_ro(src, &target, b.writable)?;
+    }
+    if plan.read_only_root {
+        mnt(
+            None,
+            &root,
+            None,
+            MsFlags::MS_BIND
+                | MsFlags::MS_REMOUNT
+                | MsFlags::MS_RDONLY
+                | MsFlags::MS_NOSUID
+                | MsFlags::MS_NODEV,
+            None,
+        )?;
+    }
+    Ok(Layout { scratch, root })
+}
+
+const DEVICES: [&str; 6] = ["null", "zero", "full", "random", "urandom", "tty"];
+
+fn build_dev(dev: &Path, shm: &Path) -> io::Result<()> {
+    mnt(
+        Some(Path::new("mobula-dev")),
+        dev,
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+        Some("size=64k,mode=0755"),
+    )?;
+    for d in DEVICES {
+        let t = dev.join(d);
+        fs::File::create(&t)?;
+        mnt(
+            Some(&Path::new("/dev").join(d)),
+            &t,
+            None,
+            MsFlags::MS_BIND,
+            None,
+        )?;
+    }
+    for (name, target) in [
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+    ] {
+        std::os::unix::fs::symlink(target, dev.join(name))?;
+    }
+    fs::create_dir(dev.join("shm"))?;
+    bind_ro(shm, &dev.join("shm"), true)
+}
+
+/// `/proc` files that reveal or change host state; masked with `/dev/null`.
+const PROC_MASKED: [&str; 8] = [
+    "kcore",
+    "keys",
+    "key-users",
+    "timer_list",
+    "sched_debug",
+    "kallsyms",
+    "latency_stats",
+    "sysrq-trigger",
+];
+const PROC_READ_ONLY: [&str; 5] = ["sys", "irq", "bus", "fs", "acpi"];
+
+/// Stage 2: run in the task's pid 1 (new user + mount namespace), then chdir("/").
+pub fn enter_root(root: &Path) -> io::Result<()> {
+    // Mounts copied into a less privileged namespace are locked and `pivot_root` refuses a
+    // locked new root: a recursive bind made here is not locked at its top.
+    mnt(Some(root), root, None, MsFlags::MS_BIND | MsFlags::MS_REC, None)?;
+    let proc_ = root.join("proc");
+    mnt(
+        Some(Path::new("proc")),
+        &proc_,
+        Some("proc"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        None,
+    )?;
+    let null = root.join("dev/null");
+    for f in PROC_MASKED {
+        let t = proc_.join(f);
+        if t.exists() {
+            mnt(Some(&null), &t, None, MsFlags::MS_BIND, None)?;
+        }
+    }
+    for d in PROC_READ_ONLY {
+        let t = proc_.join(d);
+        if t.exists() {
+            bind_ro(&t, &t, false)?;
+        }
+    }
+    std::env::set_current_dir(root)?;
+    nix::unistd::pivot_root(".", ".").map_err(|e| err("pivot_root", e))?;
+    umount2(".", MntFlags::MNT_DETACH).map_err(|e| err("detach old root", e))?;
+    std::env::set_current_dir("/")
+}
