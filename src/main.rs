@@ -483,7 +483,10 @@ fn arm_crash_points() {
 fn main() -> ExitCode {
     // The sandbox helper must start before any runtime thread exists: it forks.
     let mut args = std::env::args_os().skip(1);
-    if args.next().is_some_and(|a| a == mobula_jobs::sandbox::HELPER_ARG) {
+    if args
+        .next()
+        .is_some_and(|a| a == mobula_jobs::sandbox::HELPER_ARG)
+    {
         let json = args.next().unwrap_or_default();
         let code = mobula_jobs::sandbox::helper::main(&json.to_string_lossy());
         return ExitCode::from(code as u8);

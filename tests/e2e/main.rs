@@ -7,11 +7,13 @@ mod cli;
 mod concurrency;
 mod crash;
 mod failures;
+mod images;
 mod integrity;
 mod listing;
 mod multipart;
 mod objects;
 mod processes;
+mod sandbox;
 mod volumes;
 
 use std::time::Duration;

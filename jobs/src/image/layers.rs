@@ -46,7 +46,11 @@ fn index(file: &Path) -> io::Result<Vec<(String, Member)>> {
     let mut out = Vec::new();
     for e in ar.entries()? {
         let e = e?;
-        let name = e.path()?.to_string_lossy().trim_start_matches("./").to_string();
+        let name = e
+            .path()?
+            .to_string_lossy()
+            .trim_start_matches("./")
+            .to_string();
         out.push((
             name,
             Member {
@@ -78,7 +82,9 @@ pub fn import(tarball: &Path, rootfs: &Path, id_base: u32) -> io::Result<Importe
     let mut head = [0u8; 4];
     let n = File::open(tarball)?.read(&mut head)?;
     let plain_tmp;
-    let plain = if head[..n].starts_with(&[0x1f, 0x8b]) || head[..n].starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+    let plain = if head[..n].starts_with(&[0x1f, 0x8b])
+        || head[..n].starts_with(&[0x28, 0xb5, 0x2f, 0xfd])
+    {
         let mut tmp = tempfile::NamedTempFile::new_in(rootfs.parent().unwrap_or(rootfs))?;
         io::copy(&mut decoder(File::open(tarball)?)?, &mut tmp)?;
         plain_tmp = tmp;
@@ -104,7 +110,8 @@ pub fn import(tarball: &Path, rootfs: &Path, id_base: u32) -> io::Result<Importe
     } else if let (Some(ix), Some(_)) = (find("index.json"), find("oci-layout")) {
         let blob = |digest: &str| {
             let hex = digest.strip_prefix("sha256:").unwrap_or(digest);
-            find(&format!("blobs/sha256/{hex}")).ok_or_else(|| bad(format!("missing blob {digest}")))
+            find(&format!("blobs/sha256/{hex}"))
+                .ok_or_else(|| bad(format!("missing blob {digest}")))
         };
         let mut v = read_json(&plain, ix)?;
         // Follow nested indexes to the first image manifest.
@@ -195,12 +202,23 @@ fn apply_layer(r: impl Read, root: &Path, id_base: u32) -> io::Result<()> {
             continue;
         };
         if !parents_are_dirs(root, &rel) {
-            return Err(bad(format!("{}: a parent is not a directory", rel.display())));
+            return Err(bad(format!(
+                "{}: a parent is not a directory",
+                rel.display()
+            )));
         }
-        let name = rel.file_name().unwrap_or_default().to_string_lossy().into_owned();
+        let name = rel
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned();
         let parent = rel.parent().unwrap_or(Path::new("")).to_path_buf();
         if name == ".wh..wh..opq" {
-            for c in fs::read_dir(root.join(&parent)).into_iter().flatten().flatten() {
+            for c in fs::read_dir(root.join(&parent))
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
                 let child = parent.join(c.file_name());
                 if !written.contains(&child) {
                     remove_any(&c.path())?;
@@ -222,7 +240,7 @@ fn apply_layer(r: impl Read, root: &Path, id_base: u32) -> io::Result<()> {
                 remove_any(&target)?;
             }
         }
-        let (uid, gid) = (e.header().uid()?, e.header().gid()?);
+        let (uid, gid) = (e.header().uid().unwrap_or(0), e.header().gid().unwrap_or(0));
         if !e.unpack_in(root)? {
             continue;
         }

@@ -160,7 +160,10 @@ impl ImageStore {
 
     pub fn remove(&self, name: &str) -> io::Result<()> {
         if !valid_name(name) || name == HOST {
-            return Err(io::Error::new(io::ErrorKind::InvalidInput, "bad image name"));
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "bad image name",
+            ));
         }
         remove_tree(&self.dir.join(name))
     }
@@ -212,7 +215,17 @@ fn build_host_skeleton(root: &Path) -> io::Result<Vec<String>> {
     let tmp = root.with_file_name(format!("rootfs.new-{}", std::process::id()));
     let _ = fs::remove_dir_all(&tmp);
     fs::create_dir_all(&tmp)?;
-    for d in ["usr", "etc/alternatives", "root", "home", "run", "var", "opt", "srv", "mnt"] {
+    for d in [
+        "usr",
+        "etc/alternatives",
+        "root",
+        "home",
+        "run",
+        "var",
+        "opt",
+        "srv",
+        "mnt",
+    ] {
         fs::create_dir_all(tmp.join(d))?;
     }
     std::os::unix::fs::symlink("/tmp", tmp.join("var/tmp"))?;
@@ -232,9 +245,15 @@ fn build_host_skeleton(root: &Path) -> io::Result<Vec<String>> {
         "root:x:0:0:root:/tmp:/bin/bash\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n",
     )?;
     fs::write(etc.join("group"), "root:x:0:\nnogroup:x:65534:\n")?;
-    fs::write(etc.join("hosts"), "127.0.0.1 localhost task\n::1 localhost\n")?;
+    fs::write(
+        etc.join("hosts"),
+        "127.0.0.1 localhost task\n::1 localhost\n",
+    )?;
     fs::write(etc.join("hostname"), "task\n")?;
-    fs::write(etc.join("nsswitch.conf"), "passwd: files\ngroup: files\nhosts: files\n")?;
+    fs::write(
+        etc.join("nsswitch.conf"),
+        "passwd: files\ngroup: files\nhosts: files\n",
+    )?;
     for f in ["ld.so.cache", "ld.so.conf"] {
         let _ = fs::copy(Path::new("/etc").join(f), etc.join(f));
     }

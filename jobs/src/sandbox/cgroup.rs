@@ -184,7 +184,10 @@ impl Cgroups {
                 s.oom_killed = field(&read("memory.events"), "oom_kill ") > 0;
                 s.pids_limit_hit = field(&read("pids.events"), "max ") > 0;
             } else if c == "memory" {
-                s.memory_peak = read("memory.max_usage_in_bytes").trim().parse().unwrap_or(0);
+                s.memory_peak = read("memory.max_usage_in_bytes")
+                    .trim()
+                    .parse()
+                    .unwrap_or(0);
                 s.oom_killed = field(&read("memory.oom_control"), "oom_kill ") > 0;
             } else if c == "pids" {
                 s.pids_limit_hit = field(&read("pids.events"), "max ") > 0;

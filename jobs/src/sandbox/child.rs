@@ -44,7 +44,10 @@ pub fn pid1(
 ) -> isize {
     match setup_and_run(spec, root, sync_fd, progs) {
         Ok((status, utime, stime)) => {
-            write_all(status_fd, format!("ok {status} {utime} {stime}\n").as_bytes());
+            write_all(
+                status_fd,
+                format!("ok {status} {utime} {stime}\n").as_bytes(),
+            );
             0
         }
         Err(e) => {
@@ -72,6 +75,7 @@ fn setup_and_run(
     nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(|e| format!("pdeathsig: {e}"))?;
     unshare(CloneFlags::CLONE_NEWCGROUP).map_err(|e| format!("cgroup ns: {e}"))?;
     nix::unistd::sethostname("task").map_err(|e| format!("hostname: {e}"))?;
+    loopback_up()?;
     enter_root(root).map_err(|e| e.to_string())?;
 
     let prepared = Prepared::new(spec)?;
@@ -81,12 +85,43 @@ fn setup_and_run(
         ForkResult::Parent { child } => child,
     };
     // pid 1 keeps no pipe open: stdout/stderr end when the task's tree closes them.
-    if let Ok(null) = std::fs::OpenOptions::new().read(true).write(true).open("/dev/null") {
+    if let Ok(null) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+    {
         for fd in 0..3 {
             let _ = nix::unistd::dup2(std::os::fd::AsRawFd::as_raw_fd(&null), fd);
         }
     }
     reap_all(task.as_raw())
+}
+
+/// Bring up `lo` in the task's (otherwise empty) network namespace: 127.0.0.1 works inside,
+/// and reaches nothing outside.
+fn loopback_up() -> Result<(), String> {
+    // SAFETY: a plain socket and SIOC[GS]IFFLAGS ioctls on a zeroed, NUL-terminated ifreq.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            return Err(format!("socket: {}", std::io::Error::last_os_error()));
+        }
+        let mut ifr: libc::ifreq = std::mem::zeroed();
+        for (i, b) in b"lo\0".iter().enumerate() {
+            ifr.ifr_name[i] = *b as libc::c_char;
+        }
+        let mut ok = libc::ioctl(fd, libc::SIOCGIFFLAGS, &mut ifr) == 0;
+        if ok {
+            ifr.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
+            ok = libc::ioctl(fd, libc::SIOCSIFFLAGS, &ifr) == 0;
+        }
+        let e = std::io::Error::last_os_error();
+        libc::close(fd);
+        if !ok {
+            return Err(format!("loopback up: {e}"));
+        }
+    }
+    Ok(())
 }
 
 /// Reap until no child is left; kill the rest of the namespace once the task has exited.
@@ -189,6 +224,18 @@ fn task(p: &Prepared, progs: &[seccompiler::BpfProgram; 2]) -> ! {
         // SAFETY: immediate exit without running destructors (we are a forked child).
         unsafe { libc::_exit(127) }
     };
+    // The helper blocks SIGTERM & co. and Rust ignores SIGPIPE; execve keeps both. Reset.
+    // SAFETY: plain signal-state system calls.
+    unsafe {
+        for sig in 1..32 {
+            if sig != libc::SIGKILL && sig != libc::SIGSTOP {
+                libc::signal(sig, libc::SIG_DFL);
+            }
+        }
+        let mut none: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut none);
+        libc::sigprocmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
+    }
     let _ = nix::unistd::setsid();
     // SAFETY: closes every descriptor above stderr; nothing here uses them.
     unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) };
@@ -231,7 +278,13 @@ fn task(p: &Prepared, progs: &[seccompiler::BpfProgram; 2]) -> ! {
         format!("mobula sandbox: exec {}: {e}\n", p.path.to_string_lossy()).as_bytes(),
     );
     // SAFETY: as above.
-    unsafe { libc::_exit(if e.kind() == std::io::ErrorKind::NotFound { 127 } else { 126 }) }
+    unsafe {
+        libc::_exit(if e.kind() == std::io::ErrorKind::NotFound {
+            127
+        } else {
+            126
+        })
+    }
 }
 
 const SECBIT_NOROOT: u64 = 1 << 0;

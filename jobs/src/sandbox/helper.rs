@@ -210,7 +210,8 @@ fn pidfd_open(pid: Pid) -> Result<OwnedFd, String> {
 /// Wait until pid 1 exits (true), or the clock or a signal says stop (false; flags set).
 fn wait(pid1: Pid, sigfd: &SignalFd, timeout_ms: u64, report: &mut Report) -> Result<bool, String> {
     let pidfd = pidfd_open(pid1)?;
-    let deadline = (timeout_ms > 0).then(|| Instant::now() + std::time::Duration::from_millis(timeout_ms));
+    let deadline =
+        (timeout_ms > 0).then(|| Instant::now() + std::time::Duration::from_millis(timeout_ms));
     loop {
         let wait_ms = match deadline {
             Some(d) => {

@@ -59,7 +59,13 @@ fn mnt(
 }
 
 fn bind_ro(src: &Path, dst: &Path, writable: bool) -> io::Result<()> {
-    mnt(Some(src), dst, None, MsFlags::MS_BIND | MsFlags::MS_REC, None)?;
+    mnt(
+        Some(src),
+        dst,
+        None,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None,
+    )?;
     let mut f = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
     if !writable {
         f |= MsFlags::MS_RDONLY;
@@ -217,7 +223,13 @@ const PROC_READ_ONLY: [&str; 5] = ["sys", "irq", "bus", "fs", "acpi"];
 pub fn enter_root(root: &Path) -> io::Result<()> {
     // Mounts copied into a less privileged namespace are locked and `pivot_root` refuses a
     // locked new root: a recursive bind made here is not locked at its top.
-    mnt(Some(root), root, None, MsFlags::MS_BIND | MsFlags::MS_REC, None)?;
+    mnt(
+        Some(root),
+        root,
+        None,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None,
+    )?;
     let proc_ = root.join("proc");
     mnt(
         Some(Path::new("proc")),

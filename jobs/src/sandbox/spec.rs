@@ -149,7 +149,9 @@ impl Report {
 /// Check an inside path: absolute, normal components only, not under `/proc` or `/dev`.
 pub fn check_inside(path: &str) -> Result<(), String> {
     if !path.starts_with('/') || path.len() < 2 {
-        return Err(format!("{path:?}: bind targets must be absolute paths below /"));
+        return Err(format!(
+            "{path:?}: bind targets must be absolute paths below /"
+        ));
     }
     for c in path[1..].split('/') {
         if c.is_empty() || c == "." || c == ".." || c.contains('\0') {
