@@ -4,10 +4,9 @@
 //! `mobula up`'s data directory); `image import --all` imports into every node under `--data`.
 
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 
 use clap::Subcommand;
-use mobula_jobs::sandbox::{Bind, Sandbox, SandboxConfig, TaskSpec};
+use mobula_jobs::sandbox::{Bind, Input, Sandbox, SandboxConfig, TaskSpec};
 
 const DEFAULT_NODE_DIR: &str = "./mobula-data/nodes/0";
 
@@ -116,7 +115,7 @@ pub async fn sandbox(op: SandboxOp) -> anyhow::Result<i32> {
             .ok_or_else(|| anyhow::anyhow!("--env {e}: want NAME=VALUE"))?;
         spec.env.push((k.into(), v.into()));
     }
-    let mut t = sb.spawn(&spec, Stdio::inherit())?;
+    let mut t = sb.spawn(&spec, Input::Inherit)?;
     let (mut out, mut err) = (t.stdout.take(), t.stderr.take());
     let copy_out = async {
         if let Some(o) = out.as_mut() {

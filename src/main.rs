@@ -481,15 +481,12 @@ fn arm_crash_points() {
 }
 
 fn main() -> ExitCode {
-    // The sandbox helper must start before any runtime thread exists: it forks.
-    let mut args = std::env::args_os().skip(1);
-    if args
-        .next()
-        .is_some_and(|a| a == mobula_jobs::sandbox::HELPER_ARG)
+    // The sandbox zygote must start before any runtime thread exists: it forks.
+    if std::env::args_os()
+        .nth(1)
+        .is_some_and(|a| a == mobula_jobs::sandbox::ZYGOTE_ARG)
     {
-        let json = args.next().unwrap_or_default();
-        let code = mobula_jobs::sandbox::helper::main(&json.to_string_lossy());
-        return ExitCode::from(code as u8);
+        return ExitCode::from(mobula_jobs::sandbox::zygote::main() as u8);
     }
     match tokio::runtime::Runtime::new() {
         Ok(rt) => rt.block_on(async_main()),

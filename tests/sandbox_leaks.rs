@@ -2,9 +2,7 @@
 //! or scratch directory. Its own test binary, so nothing else runs in this process meanwhile and
 //! the counts can be exact. Needs root (a failure under MOBULA_REQUIRE_PRIVILEGED=1).
 
-use std::process::Stdio;
-
-use mobula_jobs::sandbox::{cgroup, Sandbox, SandboxConfig, TaskSpec};
+use mobula_jobs::sandbox::{cgroup, Input, Sandbox, SandboxConfig, TaskSpec};
 
 fn count(dir: &str) -> usize {
     std::fs::read_dir(dir).map(|d| d.count()).unwrap_or(0)
@@ -44,6 +42,8 @@ async fn a_thousand_sequential_and_a_hundred_concurrent_spawns_leak_nothing() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let (leaves, fds) = (cgroup::leaves(), count("/proc/self/fd"));
     let mut cfg = SandboxConfig::under(dir.path()).unwrap();
     cfg.helper = env!("CARGO_BIN_EXE_mobula").into();
     let sb = Sandbox::new(cfg).unwrap();
@@ -51,15 +51,13 @@ async fn a_thousand_sequential_and_a_hundred_concurrent_spawns_leak_nothing() {
         let sb = &sb;
         async move {
             let c = sb
-                .run(&TaskSpec::shell(&cmd), Stdio::null(), 1024)
+                .run(&TaskSpec::shell(&cmd), Input::Null, 1024)
                 .await
                 .unwrap();
             assert!(c.report.success(), "{:?}", c.report);
             c.stdout
         }
     };
-    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-    let (leaves, fds) = (cgroup::leaves(), count("/proc/self/fd"));
     for _ in 0..1000 {
         run("true".into()).await;
     }
@@ -67,6 +65,8 @@ async fn a_thousand_sequential_and_a_hundred_concurrent_spawns_leak_nothing() {
     for (i, o) in outs.iter().enumerate() {
         assert_eq!(String::from_utf8_lossy(o), format!("{i}\n"));
     }
+    // The zygote (a child of this process, holding pooled network namespaces) goes with it.
+    drop(sb);
     assert_eq!(
         std::fs::read_to_string("/proc/self/mountinfo").unwrap(),
         mounts,

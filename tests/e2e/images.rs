@@ -3,9 +3,8 @@
 //! root.
 
 use std::io::Write;
-use std::process::Stdio;
 
-use mobula_jobs::sandbox::TaskSpec;
+use mobula_jobs::sandbox::{Input, TaskSpec};
 use sha2::Digest;
 
 use super::sandbox::{sandbox, BIN};
@@ -150,7 +149,7 @@ async fn docker_and_oci_images_run_with_their_own_userland() {
                     "cat /etc/os-release; ls /etc; ls /etc/dir; ls /usr/bin/python3 2>&1; \
                       echo changed > /etc/os-release; touch /new; ls /new; id -u",
                 ),
-                Stdio::null(),
+                Input::Null,
                 1 << 20,
             )
             .await
@@ -165,7 +164,7 @@ async fn docker_and_oci_images_run_with_their_own_userland() {
         let c = sb
             .run(
                 &run("cat /etc/os-release; ls /new 2>&1"),
-                Stdio::null(),
+                Input::Null,
                 1 << 20,
             )
             .await

@@ -2,10 +2,9 @@
 //! (real namespaces, cgroups, overlay, seccomp; the helper is the built `mobula` binary).
 //! Needs root: skipped with a reason elsewhere, a failure under MOBULA_REQUIRE_PRIVILEGED=1.
 
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use mobula_jobs::sandbox::{Bind, Captured, Sandbox, SandboxConfig, TaskSpec};
+use mobula_jobs::sandbox::{Bind, Captured, Input, Sandbox, SandboxConfig, TaskSpec};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_mobula");
 
@@ -29,7 +28,7 @@ pub fn sandbox() -> Option<(Sandbox, tempfile::TempDir)> {
 pub async fn sh(sb: &Sandbox, cmd: &str, f: impl FnOnce(&mut TaskSpec)) -> Captured {
     let mut spec = TaskSpec::shell(cmd);
     f(&mut spec);
-    let c = sb.run(&spec, Stdio::null(), 1 << 20).await.unwrap();
+    let c = sb.run(&spec, Input::Null, 1 << 20).await.unwrap();
     assert!(c.report.error.is_none(), "sandbox failed: {:?}", c.report);
     c
 }
@@ -254,7 +253,7 @@ async fn killing_the_supervisor_leaves_no_survivor() {
 
     // The helper itself SIGKILLed: same, and the next sweep removes its cgroups.
     let t = sb
-        .spawn(&TaskSpec::shell(&format!("sleep {tag}3")), Stdio::null())
+        .spawn(&TaskSpec::shell(&format!("sleep {tag}3")), Input::Null)
         .unwrap();
     let watch = format!("sleep {tag}3");
     wait_until(|| host_procs(&watch).len() == 1).await;

@@ -41,8 +41,24 @@ fn is_cgroup2(path: &Path) -> bool {
         .unwrap_or(false)
 }
 
-/// The parent directories leaves go under: (controller, dir).
-fn parents() -> io::Result<(bool, Vec<(String, PathBuf)>)> {
+type Parents = (bool, Vec<(String, PathBuf)>);
+
+/// The parent directories leaves go under: (v2?, [(controller, dir)]). Found once per process
+/// (the zygote finds them before forking helpers).
+fn parents() -> io::Result<Parents> {
+    static PARENTS: std::sync::OnceLock<Result<Parents, String>> = std::sync::OnceLock::new();
+    PARENTS
+        .get_or_init(|| find_parents().map_err(|e| e.to_string()))
+        .clone()
+        .map_err(io::Error::other)
+}
+
+/// Look the parents up now (before forking).
+pub fn warm() {
+    let _ = parents();
+}
+
+fn find_parents() -> io::Result<Parents> {
     let root = Path::new("/sys/fs/cgroup");
     let own = fs::read_to_string("/proc/self/cgroup")?;
     if is_cgroup2(root) {
@@ -236,12 +252,49 @@ fn kill_and_remove(dir: &Path, v2: bool) -> io::Result<()> {
     }
 }
 
-/// True when `pid` is a live sandbox helper.
+/// Turn on `favordynmods` on the cgroup2 mount (v2 hosts, or the unified tree of hybrid ones).
+/// Moving a process into a cgroup takes a global lock whose fast path is otherwise re-armed by
+/// an RCU grace period: 10–30 ms per `cgroup.procs` write on this machine kind when spawns are
+/// a few hundred ms apart. The flag keeps the fast path armed (fork and exit pay a little more),
+/// for every hierarchy, v1 included. Returns whether it changed anything.
+pub fn favor_dynmods() -> io::Result<bool> {
+    let mounts = fs::read_to_string("/proc/self/mountinfo")?;
+    for l in mounts.lines() {
+        let Some((pre, post)) = l.split_once(" - ") else {
+            continue;
+        };
+        if !post.starts_with("cgroup2 ") {
+            continue;
+        }
+        let Some(target) = pre.split(' ').nth(4) else {
+            continue;
+        };
+        if post
+            .split(' ')
+            .nth(2)
+            .is_some_and(|o| o.split(',').any(|x| x == "favordynmods"))
+        {
+            return Ok(false);
+        }
+        nix::mount::mount(
+            None::<&str>,
+            target,
+            None::<&str>,
+            nix::mount::MsFlags::MS_REMOUNT,
+            Some("favordynmods"),
+        )
+        .map_err(|e| io::Error::other(format!("remount {target} favordynmods: {e}")))?;
+        return Ok(true);
+    }
+    Ok(false)
+}
+
+/// True when `pid` is a live sandbox helper (a fork of a zygote, same command line).
 fn helper_alive(pid: i32) -> bool {
     fs::read(format!("/proc/{pid}/cmdline"))
         .map(|c| {
             c.split(|b| *b == 0)
-                .any(|a| a == super::HELPER_ARG.as_bytes())
+                .any(|a| a == super::zygote::ZYGOTE_ARG.as_bytes())
         })
         .unwrap_or(false)
 }

@@ -40,9 +40,9 @@ pub fn pid1(
     root: &Path,
     sync_fd: RawFd,
     status_fd: RawFd,
-    progs: &[seccompiler::BpfProgram; 2],
+    prog: &seccompiler::BpfProgram,
 ) -> isize {
-    match setup_and_run(spec, root, sync_fd, progs) {
+    match setup_and_run(spec, root, sync_fd, prog) {
         Ok((status, utime, stime)) => {
             write_all(
                 status_fd,
@@ -61,7 +61,7 @@ fn setup_and_run(
     spec: &TaskSpec,
     root: &Path,
     sync_fd: RawFd,
-    progs: &[seccompiler::BpfProgram; 2],
+    prog: &seccompiler::BpfProgram,
 ) -> Result<(i32, u64, u64), String> {
     let mut go = [0u8; 1];
     // SAFETY: reading one byte into a local buffer from an fd we own.
@@ -75,13 +75,12 @@ fn setup_and_run(
     nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(|e| format!("pdeathsig: {e}"))?;
     unshare(CloneFlags::CLONE_NEWCGROUP).map_err(|e| format!("cgroup ns: {e}"))?;
     nix::unistd::sethostname("task").map_err(|e| format!("hostname: {e}"))?;
-    loopback_up()?;
     enter_root(root).map_err(|e| e.to_string())?;
 
     let prepared = Prepared::new(spec)?;
     // SAFETY: this process is single-threaded (a clone of the single-threaded helper).
     let task = match unsafe { fork() }.map_err(|e| format!("fork: {e}"))? {
-        ForkResult::Child => task(&prepared, progs),
+        ForkResult::Child => task(&prepared, prog),
         ForkResult::Parent { child } => child,
     };
     // pid 1 keeps no pipe open: stdout/stderr end when the task's tree closes them.
@@ -97,9 +96,9 @@ fn setup_and_run(
     reap_all(task.as_raw())
 }
 
-/// Bring up `lo` in the task's (otherwise empty) network namespace: 127.0.0.1 works inside,
-/// and reaches nothing outside.
-fn loopback_up() -> Result<(), String> {
+/// Bring up `lo` in the current (new, otherwise empty) network namespace: 127.0.0.1 works
+/// inside, and reaches nothing outside. Run by the zygote when it creates a namespace.
+pub fn loopback_up() -> Result<(), String> {
     // SAFETY: a plain socket and SIOC[GS]IFFLAGS ioctls on a zeroed, NUL-terminated ifreq.
     unsafe {
         let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
@@ -218,7 +217,7 @@ fn is_executable(p: &Path) -> bool {
 }
 
 /// The task process: lock down, then exec. Never returns.
-fn task(p: &Prepared, progs: &[seccompiler::BpfProgram; 2]) -> ! {
+fn task(p: &Prepared, prog: &seccompiler::BpfProgram) -> ! {
     let fail = |what: &str, e: String| -> ! {
         write_all(2, format!("mobula sandbox: {what}: {e}\n").as_bytes());
         // SAFETY: immediate exit without running destructors (we are a forked child).
@@ -255,7 +254,7 @@ fn task(p: &Prepared, progs: &[seccompiler::BpfProgram; 2]) -> ! {
     if let Err(e) = nix::sys::prctl::set_no_new_privs() {
         fail("no_new_privs", e.to_string());
     }
-    if let Err(e) = super::seccomp::install(progs) {
+    if let Err(e) = super::seccomp::install(prog) {
         fail("seccomp", e);
     }
     let argv: Vec<*const libc::c_char> = p

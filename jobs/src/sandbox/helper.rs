@@ -1,11 +1,11 @@
-//! The sandbox helper: a fresh, single-threaded process (`mobula __sandbox-helper JSON`) that
-//! the node's multi-threaded runtime starts with an ordinary `exec`, so no Rust code of the
-//! runtime's process ever runs after a `fork`. The helper owns one task from start to end:
+//! The sandbox helper: a single-threaded process forked by the [`super::zygote`] for one task,
+//! never by the caller's multi-threaded runtime. It owns the task from start to end:
 //!
 //! 1. dies with its parent (`PR_SET_PDEATHSIG`), blocks SIGTERM/SIGINT/SIGHUP into a signalfd;
 //! 2. creates the task's cgroups and writes the limits;
 //! 3. unshares a private mount namespace (real root) and builds the root ([`mounts::build_root`]);
-//! 4. `clone`s pid 1 of the task into new user, mount, pid, ipc, uts and net namespaces, writes
+//! 4. enters the empty network namespace the zygote handed it, `clone`s pid 1 of the task into
+//!    new user, mount, pid, ipc and uts namespaces, writes
 //!    its uid/gid maps (task root = the dedicated host range), puts it in the cgroups, then lets
 //!    it go ([`super::child`]);
 //! 5. waits on a pidfd, the signalfd and the wall clock; on timeout or signal kills pid 1 (the
@@ -47,11 +47,12 @@ pub struct HelperArgs {
     pub report: PathBuf,
     /// First host uid/gid of the range the task's ids map to (65,536 ids).
     pub id_base: u32,
+    /// The caller's pid (names its reports).
     pub parent_pid: i32,
 }
 
-/// Entry point: never returns to the caller's `main` logic.
-pub fn main(json: &str) -> i32 {
+/// Entry point, in a fresh fork of the zygote (pid `zygote`). Returns the exit code.
+pub fn main(json: &str, zygote: i32, netns: OwnedFd) -> i32 {
     let args: HelperArgs = match serde_json::from_str(json) {
         Ok(a) => a,
         Err(e) => {
@@ -61,7 +62,7 @@ pub fn main(json: &str) -> i32 {
     };
     let t0 = Instant::now();
     let mut report = Report::default();
-    if let Err(e) = run(&args, &mut report, t0) {
+    if let Err(e) = run(&args, &mut report, t0, zygote, netns) {
         report.error = Some(e);
     }
     let tmp = args.report.with_extension("tmp");
@@ -83,22 +84,31 @@ fn pipe() -> Result<(OwnedFd, OwnedFd), String> {
     nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))
 }
 
-fn run(a: &HelperArgs, report: &mut Report, t0: Instant) -> Result<(), String> {
+fn run(
+    a: &HelperArgs,
+    report: &mut Report,
+    t0: Instant,
+    zygote: i32,
+    netns: OwnedFd,
+) -> Result<(), String> {
     set_pdeathsig()?;
-    if getppid().as_raw() != a.parent_pid {
-        return Err("parent exited before the helper started".into());
+    if getppid().as_raw() != zygote {
+        return Err("the zygote exited before the helper started".into());
     }
+    // The task's empty network namespace (pooled by the zygote; see there).
+    nix::sched::setns(&netns, CloneFlags::CLONE_NEWNET).map_err(|e| format!("setns net: {e}"))?;
+    drop(netns);
     let mut mask = SigSet::empty();
     for s in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
         mask.add(s);
     }
     mask.thread_block().map_err(|e| format!("sigmask: {e}"))?;
     let sigfd = SignalFd::new(&mask).map_err(|e| format!("signalfd: {e}"))?;
-    let progs = seccomp::programs()?;
+    let prog = seccomp::program()?;
 
     let name = format!("h{}-{}", std::process::id(), a.name);
     let cg = Cgroups::create(&name, &a.spec.limits).map_err(|e| format!("cgroups: {e}"))?;
-    let result = run_in_cgroup(a, report, t0, &cg, &sigfd, &progs);
+    let result = run_in_cgroup(a, report, t0, &cg, &sigfd, prog);
     let t_down = Instant::now();
     let stats = cg.stats();
     report.memory_peak = stats.memory_peak;
@@ -115,7 +125,7 @@ fn run_in_cgroup(
     t0: Instant,
     cg: &Cgroups,
     sigfd: &SignalFd,
-    progs: &[seccompiler::BpfProgram; 2],
+    prog: &seccompiler::BpfProgram,
 ) -> Result<(), String> {
     unshare(CloneFlags::CLONE_NEWNS).map_err(|e| format!("unshare mount ns: {e}"))?;
     nix::mount::mount(
@@ -143,11 +153,10 @@ fn run_in_cgroup(
         | CloneFlags::CLONE_NEWNS
         | CloneFlags::CLONE_NEWPID
         | CloneFlags::CLONE_NEWIPC
-        | CloneFlags::CLONE_NEWUTS
-        | CloneFlags::CLONE_NEWNET;
+        | CloneFlags::CLONE_NEWUTS;
     let (sync_fd, status_fd) = (sync_r.as_raw_fd(), status_w.as_raw_fd());
     let root = layout.root.clone();
-    let cb = Box::new(move || child::pid1(&a.spec, &root, sync_fd, status_fd, progs));
+    let cb = Box::new(move || child::pid1(&a.spec, &root, sync_fd, status_fd, prog));
     // SAFETY: the helper is single-threaded, so the child (a copy of this process, no shared
     // memory) cannot inherit a lock held by another thread; it runs `child::pid1` only.
     let pid1 = unsafe { clone(cb, &mut stack, flags, Some(libc::SIGCHLD)) }
@@ -197,7 +206,7 @@ fn reap(pid: Pid) {
     }
 }
 
-fn pidfd_open(pid: Pid) -> Result<OwnedFd, String> {
+pub fn pidfd_open(pid: Pid) -> Result<OwnedFd, String> {
     // SAFETY: plain system call; the returned descriptor is owned by the OwnedFd.
     let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid.as_raw(), 0) };
     if fd < 0 {
@@ -252,6 +261,20 @@ fn wait(pid1: Pid, sigfd: &SignalFd, timeout_ms: u64, report: &mut Report) -> Re
             report.cancelled = true;
             return Ok(false);
         }
+    }
+}
+
+/// Send `sig` to the process behind `pidfd` (never a recycled pid).
+pub fn pidfd_signal(pidfd: &OwnedFd, sig: i32) {
+    // SAFETY: plain system call on a descriptor we own.
+    unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd.as_raw_fd(),
+            sig,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        );
     }
 }
 

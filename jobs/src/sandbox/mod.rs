@@ -1,16 +1,18 @@
 //! The per-task sandbox: an ephemeral, locked-down container started in milliseconds.
 //!
-//! [`Sandbox::spawn`] is safe to call from a multi-threaded tokio runtime: it only `exec`s the
-//! helper (`mobula __sandbox-helper`, see [`helper`]); every `fork`, namespace and mount happens
-//! in that fresh single-threaded process and its children ([`child`]). The caller gets the task's
-//! stdout and stderr as streams and, at the end, a [`Report`] the helper wrote to a file.
+//! [`Sandbox::spawn`] is safe to call from a multi-threaded tokio runtime: it only sends a
+//! request to the sandbox's [`zygote`] (a small single-threaded process exec'd once), which
+//! forks a [`helper`] per task; every namespace, mount and further `fork` happens there and in
+//! the helper's children ([`child`]). The caller gets the task's stdout and stderr as async
+//! pipes, a pidfd to wait on, and at the end a [`Report`] the helper wrote to a file.
 //!
 //! Invariants: a task sees only its image (read-only, or copy-on-write for imported images), its
 //! binds (read-only), its own `/tmp`, `/proc`, minimal `/dev`, and no network. Whatever way a task
-//! ends — exit, timeout, cancel, the helper or the node killed — no process, mount or cgroup of
-//! it survives: mounts live only in the helper's mount namespace, processes die with pid 1 of
-//! their pid namespace (which dies with the helper), and cgroup leaves of dead helpers are
-//! removed by [`cgroup::sweep`], which [`Sandbox::new`] runs.
+//! ends — exit, timeout, cancel, the helper, the zygote or the caller killed — no process, mount
+//! or cgroup of it survives: mounts live only in the helper's mount namespace, processes die with
+//! pid 1 of their pid namespace (which dies with the helper, which dies with the zygote, which
+//! exits when the caller's socket closes), and cgroup leaves of dead helpers are removed by
+//! [`cgroup::sweep`], which [`Sandbox::new`] runs.
 
 pub mod cgroup;
 pub mod child;
@@ -18,33 +20,35 @@ pub mod helper;
 pub mod mounts;
 pub mod seccomp;
 pub mod spec;
+pub mod zygote;
 
+use std::fs::File;
 use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use tokio::io::{AsyncRead, AsyncReadExt};
-use tokio::process::{Child, ChildStderr, ChildStdout, Command};
+use tokio::net::unix::pipe;
 
 use crate::image::ImageStore;
 pub use spec::{Bind, Limits, Report, TaskSpec};
-
-/// The argument that turns the `mobula` binary into a sandbox helper.
-pub const HELPER_ARG: &str = "__sandbox-helper";
+pub use zygote::ZYGOTE_ARG;
 
 /// Host uid/gid range the tasks' ids map to by default (65,536 ids, unused by the host).
 pub const DEFAULT_ID_BASE: u32 = 1_300_000_000;
 
 #[derive(Debug, Clone)]
 pub struct SandboxConfig {
-    /// The `mobula` binary (re-executed as the helper).
+    /// The `mobula` binary (exec'd once as the zygote).
     pub helper: PathBuf,
     /// Working directory: mount point, reports.
     pub run_dir: PathBuf,
     /// Image store directory.
     pub images: PathBuf,
     pub id_base: u32,
+    /// Set `favordynmods` on the cgroup2 mount ([`cgroup::favor_dynmods`]).
+    pub tune_cgroups: bool,
 }
 
 impl SandboxConfig {
@@ -55,6 +59,7 @@ impl SandboxConfig {
             run_dir: dir.join("sandbox"),
             images: dir.join("images"),
             id_base: DEFAULT_ID_BASE,
+            tune_cgroups: true,
         })
     }
 }
@@ -64,14 +69,29 @@ pub struct Sandbox {
     cfg: SandboxConfig,
     images: ImageStore,
     seq: AtomicU64,
+    zygote: zygote::Zygote,
+}
+
+/// Where a task's stdin comes from.
+#[derive(Debug)]
+pub enum Input {
+    Null,
+    File(File),
+    /// The caller's own stdin.
+    Inherit,
+    /// A pipe; the write end is [`Running::stdin`].
+    Pipe,
 }
 
 /// A started task.
 #[derive(Debug)]
 pub struct Running {
-    pub stdout: Option<ChildStdout>,
-    pub stderr: Option<ChildStderr>,
-    child: Child,
+    pub stdin: Option<pipe::Sender>,
+    pub stdout: Option<pipe::Receiver>,
+    pub stderr: Option<pipe::Receiver>,
+    pidfd: OwnedFd,
+    /// EOF once the helper and everything it started have exited.
+    lifeline: pipe::Receiver,
     report: PathBuf,
     done: bool,
 }
@@ -87,8 +107,13 @@ pub struct Captured {
     pub stderr_truncated: bool,
 }
 
+fn pipe_pair() -> io::Result<(OwnedFd, OwnedFd)> {
+    Ok(nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?)
+}
+
 impl Sandbox {
-    /// Prepare directories and the host image, and clean up after any crashed helper.
+    /// Prepare directories and the host image, clean up after any crashed helper, start the
+    /// zygote.
     pub fn new(cfg: SandboxConfig) -> io::Result<Sandbox> {
         if !nix::unistd::geteuid().is_root() {
             return Err(io::Error::new(
@@ -98,13 +123,20 @@ impl Sandbox {
         }
         std::fs::create_dir_all(cfg.run_dir.join("mnt"))?;
         std::fs::create_dir_all(cfg.run_dir.join("reports"))?;
+        if cfg.tune_cgroups {
+            if let Err(e) = cgroup::favor_dynmods() {
+                tracing::warn!("sandbox: {e}; moving tasks into cgroups may be slow");
+            }
+        }
         cgroup::sweep()?;
         sweep_reports(&cfg.run_dir.join("reports"));
         let images = ImageStore::open(&cfg.images, cfg.id_base)?;
+        let zygote = zygote::Zygote::start(&cfg.helper)?;
         Ok(Sandbox {
             cfg,
             images,
             seq: AtomicU64::new(0),
+            zygote,
         })
     }
 
@@ -112,8 +144,8 @@ impl Sandbox {
         &self.images
     }
 
-    /// Start a task. `stdin` is a file, a pipe or null.
-    pub fn spawn(&self, spec: &TaskSpec, stdin: Stdio) -> io::Result<Running> {
+    /// Start a task.
+    pub fn spawn(&self, spec: &TaskSpec, stdin: Input) -> io::Result<Running> {
         for b in &spec.binds {
             spec::check_inside(&b.inside).map_err(io::Error::other)?;
         }
@@ -135,30 +167,39 @@ impl Sandbox {
             id_base: self.cfg.id_base,
             parent_pid: std::process::id() as i32,
         };
-        let json = serde_json::to_string(&args).map_err(io::Error::other)?;
-        let child = Command::new(&self.cfg.helper)
-            .arg(HELPER_ARG)
-            .arg(json)
-            .stdin(stdin)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .env_clear()
-            .spawn()?;
-        let mut r = Running {
-            stdout: None,
-            stderr: None,
-            child,
+        let json = serde_json::to_vec(&args).map_err(io::Error::other)?;
+        let mut stdin_tx = None;
+        let stdin_fd: OwnedFd = match stdin {
+            Input::Null => File::open("/dev/null")?.into(),
+            Input::File(f) => f.into(),
+            Input::Inherit => std::io::stdin().as_fd_owned()?,
+            Input::Pipe => {
+                let (r, w) = pipe_pair()?;
+                stdin_tx = Some(w);
+                r
+            }
+        };
+        let (out_r, out_w) = pipe_pair()?;
+        let (err_r, err_w) = pipe_pair()?;
+        let (life_r, life_w) = pipe_pair()?;
+        let pidfd = self
+            .zygote
+            .spawn(&json, [&stdin_fd, &out_w, &err_w, &life_w])?;
+        drop((stdin_fd, out_w, err_w, life_w));
+        Ok(Running {
+            stdin: stdin_tx.map(pipe::Sender::from_owned_fd).transpose()?,
+            stdout: Some(pipe::Receiver::from_owned_fd(out_r)?),
+            stderr: Some(pipe::Receiver::from_owned_fd(err_r)?),
+            pidfd,
+            lifeline: pipe::Receiver::from_owned_fd(life_r)?,
             report,
             done: false,
-        };
-        r.stdout = r.child.stdout.take();
-        r.stderr = r.child.stderr.take();
-        Ok(r)
+        })
     }
 
     /// Run a task to the end, keeping at most `cap` bytes of stdout (more stops the task) and of
     /// stderr (more is dropped).
-    pub async fn run(&self, spec: &TaskSpec, stdin: Stdio, cap: usize) -> io::Result<Captured> {
+    pub async fn run(&self, spec: &TaskSpec, stdin: Input, cap: usize) -> io::Result<Captured> {
         let mut t = self.spawn(spec, stdin)?;
         let (out, err) = (t.stdout.take(), t.stderr.take());
         let (o, e) = tokio::join!(
@@ -215,30 +256,41 @@ fn sweep_reports(dir: &Path) {
     }
 }
 
+trait AsFdOwned {
+    fn as_fd_owned(&self) -> io::Result<OwnedFd>;
+}
+
+impl AsFdOwned for std::io::Stdin {
+    fn as_fd_owned(&self) -> io::Result<OwnedFd> {
+        use std::os::fd::AsFd;
+        self.as_fd().try_clone_to_owned()
+    }
+}
+
 impl Running {
     /// Ask the helper to stop the task (it kills the tree, cleans up and still reports).
     pub fn cancel(&self) {
-        if let Some(pid) = self.child.id() {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid as i32),
-                nix::sys::signal::Signal::SIGTERM,
-            );
-        }
+        helper::pidfd_signal(&self.pidfd, libc::SIGTERM);
     }
 
     /// The helper's pid (for tests that kill it).
     pub fn helper_pid(&self) -> Option<u32> {
-        self.child.id()
+        let fd = self.pidfd.as_raw_fd();
+        std::fs::read_to_string(format!("/proc/self/fdinfo/{fd}"))
+            .ok()?
+            .lines()
+            .find_map(|l| l.strip_prefix("Pid:")?.trim().parse().ok())
     }
 
     /// Wait for the end and read the report.
     pub async fn wait(mut self) -> io::Result<Report> {
-        let status = self.child.wait().await?;
+        let mut buf = [0u8; 16];
+        while self.lifeline.read(&mut buf).await? > 0 {}
         self.done = true;
         let report = match std::fs::read(&self.report) {
             Ok(b) => serde_json::from_slice(&b).map_err(io::Error::other)?,
             Err(_) => Report {
-                error: Some(format!("sandbox helper ended without a report ({status})")),
+                error: Some("sandbox helper ended without a report".into()),
                 ..Default::default()
             },
         };

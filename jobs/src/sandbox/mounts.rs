@@ -217,7 +217,9 @@ const PROC_MASKED: [&str; 8] = [
     "latency_stats",
     "sysrq-trigger",
 ];
-const PROC_READ_ONLY: [&str; 5] = ["sys", "irq", "bus", "fs", "acpi"];
+/// Read-only below `/proc`. (`irq`, `bus`, `fs`, `acpi` need host root to write, which a task
+/// never is; `/proc/sys` also holds the namespaced sysctls, so it is made read-only outright.)
+const PROC_READ_ONLY: [&str; 1] = ["sys"];
 
 /// Stage 2: run in the task's pid 1 (new user + mount namespace), then chdir("/").
 pub fn enter_root(root: &Path) -> io::Result<()> {

@@ -1,13 +1,14 @@
-//! The task's seccomp filters, compiled with `seccompiler` and installed last, after
+//! The task's seccomp filter, compiled with `seccompiler` and installed last, after
 //! no_new_privs, in the task process just before `execve`.
 //!
-//! Filter 1 answers EPERM to system calls a task never needs and that widen the kernel's attack
+//! It answers EPERM to system calls a task never needs and that widen the kernel's attack
 //! surface or escape the container: namespace creation (`unshare`, `setns`, `clone` with any
 //! `CLONE_NEW*` flag), mounts, `pivot_root`/`chroot`, `ptrace`, `bpf`, `perf_event_open`,
 //! `userfaultfd`, `io_uring_*`, the key store, module and kexec loading, `reboot`, swap, quotas,
-//! `acct`, handle-based opens. Filter 2 answers ENOSYS to `clone3` (its flags live in memory a
-//! filter cannot read, so libc must fall back to `clone`, which filter 1 inspects) and to every
-//! x32 system call number (x86_64 frames with bit 30 set, which would otherwise bypass filter 1).
+//! `acct`, handle-based opens. A prefix answers ENOSYS to `clone3` (its flags live in memory a
+//! filter cannot read, so libc must fall back to `clone`, which is inspected) and to every x32
+//! system call number (x86_64 frames with bit 30 set, which would otherwise bypass the list).
+//! One program, so the kernel compiles one filter per task.
 
 use std::collections::BTreeMap;
 
@@ -86,8 +87,13 @@ fn arch() -> TargetArch {
     TargetArch::x86_64
 }
 
-/// Build both programs (done before `fork`, so the task only installs them).
-pub fn programs() -> Result<[BpfProgram; 2], String> {
+/// The program, built once per process (the zygote builds it before forking helpers).
+pub fn program() -> Result<&'static BpfProgram, String> {
+    static PROGRAM: std::sync::OnceLock<Result<BpfProgram, String>> = std::sync::OnceLock::new();
+    PROGRAM.get_or_init(build).as_ref().map_err(Clone::clone)
+}
+
+fn build() -> Result<BpfProgram, String> {
     let mut rules: BTreeMap<i64, Vec<SeccompRule>> =
         DENIED.iter().map(|&nr| (nr, Vec::new())).collect();
     let clone_rules = NS_FLAGS
@@ -108,66 +114,46 @@ pub fn programs() -> Result<[BpfProgram; 2], String> {
     .and_then(TryInto::try_into)
     .map_err(|e| e.to_string())?;
 
-    let nosys: BpfProgram = SeccompFilter::new(
-        [(libc::SYS_clone3, Vec::new())].into_iter().collect(),
-        SeccompAction::Allow,
-        SeccompAction::Errno(libc::ENOSYS as u32),
-        arch(),
-    )
-    .and_then(TryInto::try_into)
-    .map_err(|e| e.to_string())?;
-    Ok([deny, with_x32_guard(nosys)])
+    Ok(with_enosys_guard(deny))
 }
 
-/// Prefix a program with: `if nr >= X32_SYSCALL_BIT { return ERRNO(ENOSYS) }`. Jumps in BPF are
-/// relative, so the original program is unchanged after the prefix.
-fn with_x32_guard(prog: BpfProgram) -> BpfProgram {
+/// Prefix a program with `if nr >= X32_SYSCALL_BIT || nr == clone3 { return ERRNO(ENOSYS) }`.
+/// BPF jumps are relative, so the original program is unchanged after the prefix; it still
+/// checks the architecture first thing (this prefix only ever answers ENOSYS).
+fn with_enosys_guard(prog: BpfProgram) -> BpfProgram {
     use seccompiler::sock_filter;
-    if cfg!(not(target_arch = "x86_64")) {
-        return prog;
-    }
     const BPF_LD_W_ABS: u16 = 0x20;
     const BPF_JGE_K: u16 = 0x35;
+    const BPF_JEQ_K: u16 = 0x15;
     const BPF_RET_K: u16 = 0x06;
     const SECCOMP_RET_ERRNO: u32 = 0x0005_0000;
+    let ins = |code, jt, jf, k| sock_filter { code, jt, jf, k };
+    let x32 = if cfg!(target_arch = "x86_64") {
+        X32_SYSCALL_BIT
+    } else {
+        u32::MAX
+    };
     let mut out = vec![
-        sock_filter {
-            code: BPF_LD_W_ABS,
-            jt: 0,
-            jf: 0,
-            k: 0, // seccomp_data.nr
-        },
-        sock_filter {
-            code: BPF_JGE_K,
-            jt: 0,
-            jf: 1,
-            k: X32_SYSCALL_BIT,
-        },
-        sock_filter {
-            code: BPF_RET_K,
-            jt: 0,
-            jf: 0,
-            k: SECCOMP_RET_ERRNO | libc::ENOSYS as u32,
-        },
+        ins(BPF_LD_W_ABS, 0, 0, 0), // seccomp_data.nr
+        ins(BPF_JGE_K, 1, 0, x32),
+        ins(BPF_JEQ_K, 0, 1, libc::SYS_clone3 as u32),
+        ins(BPF_RET_K, 0, 0, SECCOMP_RET_ERRNO | libc::ENOSYS as u32),
     ];
     out.extend(prog);
     out
 }
 
-/// Install both programs in this thread (no_new_privs must already be set).
-pub fn install(progs: &[BpfProgram; 2]) -> Result<(), String> {
-    for p in progs {
-        seccompiler::apply_filter(p).map_err(|e| e.to_string())?;
-    }
-    Ok(())
+/// Install the program in this thread (no_new_privs must already be set).
+pub fn install(prog: &BpfProgram) -> Result<(), String> {
+    seccompiler::apply_filter(prog).map_err(|e| e.to_string())
 }
 
 #[cfg(test)]
 mod tests {
     #[test]
-    fn programs_compile() {
-        let [a, b] = super::programs().unwrap();
-        assert!(a.len() > super::DENIED.len());
-        assert_eq!(b[1].k, super::X32_SYSCALL_BIT);
+    fn program_compiles() {
+        let p = super::program().unwrap();
+        assert!(p.len() > super::DENIED.len());
+        assert_eq!(p[1].k, super::X32_SYSCALL_BIT);
     }
 }
