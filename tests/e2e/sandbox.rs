@@ -94,6 +94,7 @@ async fn process_and_host_views_are_private() {
         &format!(
             "ls /proc | grep -c '^[0-9]'; echo $$; hostname; \
              cat /etc/shadow 2>&1; ls {node_data} 2>&1; ls -A /root /home; \
+             ls /proc/1/fd /proc/1/root/ 2>&1 | grep -v 'Permission denied'; \
              grep -E '^(CapEff|CapBnd|CapPrm|NoNewPrivs|Seccomp):' /proc/self/status"
         ),
         |_| {},
@@ -272,7 +273,8 @@ async fn killing_the_supervisor_leaves_no_survivor() {
             .iter()
             .any(|p| p.file_name().unwrap().to_string_lossy().starts_with(&leaf))
     };
-    assert!(has_leaf(), "a crashed helper leaves its cgroup behind");
+    // A crashed helper leaves its cgroup behind until a sweep (this one, or that of any other
+    // sandbox starting meanwhile) removes it.
     mobula_jobs::sandbox::cgroup::sweep().unwrap();
     assert!(!has_leaf(), "the sweep removes it");
 }

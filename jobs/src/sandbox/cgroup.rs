@@ -11,6 +11,7 @@
 
 use std::fs;
 use std::io;
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -24,7 +25,11 @@ const V1_CONTROLLERS: [&str; 3] = ["memory", "pids", "cpu"];
 pub struct Cgroups {
     v2: bool,
     /// v2: one directory; v1: memory, pids, cpu (in that order; missing controllers skipped).
+    /// After [`Cgroups::pin`], `/proc/self/fd/N` paths into `pinned`.
     dirs: Vec<(String, PathBuf)>,
+    /// Open leaf and parent directories (leaf paths for files, parent + name for removal).
+    pinned: Vec<(fs::File, fs::File)>,
+    name: String,
 }
 
 /// Peak usage and limit events read at the end.
@@ -121,6 +126,10 @@ impl Cgroups {
         let (v2, parents) = parents()?;
         let mut dirs = Vec::new();
         for (c, parent) in parents {
+            // No CPU cap asked: the cpu controller adds nothing (CFS shares per process).
+            if c == "cpu" && limits.cpu <= 0.0 {
+                continue;
+            }
             match fs::create_dir(&parent) {
                 Ok(()) => {
                     if v2 {
@@ -134,7 +143,12 @@ impl Cgroups {
             fs::create_dir(&dir)?;
             dirs.push((c, dir));
         }
-        let cg = Cgroups { v2, dirs };
+        let cg = Cgroups {
+            v2,
+            dirs,
+            pinned: Vec::new(),
+            name: name.to_string(),
+        };
         cg.write_limits(limits)?;
         Ok(cg)
     }
@@ -163,7 +177,6 @@ impl Cgroups {
                     if dir.join("memory.memsw.limit_in_bytes").exists() {
                         w("memory.memsw.limit_in_bytes", &mem)?;
                     }
-                    let _ = w("memory.swappiness", "0");
                 }
                 "pids" => w("pids.max", &l.pids.to_string())?,
                 "cpu" => {
@@ -174,6 +187,18 @@ impl Cgroups {
                 }
                 _ => {}
             }
+        }
+        Ok(())
+    }
+
+    /// Keep working after the host's paths are gone (the helper pivots away from them): open
+    /// every leaf and its parent, and use `/proc/self/fd/N` paths from now on.
+    pub fn pin(&mut self) -> io::Result<()> {
+        for (_, dir) in &mut self.dirs {
+            let leaf = fs::File::open(&*dir)?;
+            let parent = fs::File::open(dir.parent().unwrap_or(Path::new("/")))?;
+            *dir = PathBuf::from(format!("/proc/self/fd/{}", leaf.as_raw_fd()));
+            self.pinned.push((leaf, parent));
         }
         Ok(())
     }
@@ -214,8 +239,14 @@ impl Cgroups {
 
     /// SIGKILL everything inside, wait (≤ 5 s) until the leaves are empty, remove them.
     pub fn destroy(&self) -> io::Result<()> {
-        for (_, dir) in &self.dirs {
-            kill_and_remove(dir, self.v2)?;
+        for (i, (_, dir)) in self.dirs.iter().enumerate() {
+            let removable = match self.pinned.get(i) {
+                Some((_, parent)) => {
+                    PathBuf::from(format!("/proc/self/fd/{}", parent.as_raw_fd())).join(&self.name)
+                }
+                None => dir.clone(),
+            };
+            kill_and_remove(dir, &removable, self.v2)?;
         }
         Ok(())
     }
@@ -229,7 +260,8 @@ fn procs(dir: &Path) -> Vec<i32> {
         .collect()
 }
 
-fn kill_and_remove(dir: &Path, v2: bool) -> io::Result<()> {
+/// Kill what is in the leaf at `dir` and remove it (`path`: the same leaf, as a removable path).
+fn kill_and_remove(dir: &Path, path: &Path, v2: bool) -> io::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         if v2 {
@@ -241,7 +273,7 @@ fn kill_and_remove(dir: &Path, v2: bool) -> io::Result<()> {
                 nix::sys::signal::Signal::SIGKILL,
             );
         }
-        match fs::remove_dir(dir) {
+        match fs::remove_dir(path) {
             Ok(()) => return Ok(()),
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
             Err(e) if Instant::now() > deadline => {
@@ -318,7 +350,7 @@ pub fn sweep() -> io::Result<usize> {
                 continue;
             };
             if e.path().is_dir() && !helper_alive(pid) {
-                kill_and_remove(&e.path(), v2)?;
+                kill_and_remove(&e.path(), &e.path(), v2)?;
                 n += 1;
             }
         }

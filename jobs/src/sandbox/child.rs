@@ -3,7 +3,8 @@
 //! pid 1 waits until the helper has written its uid/gid maps and cgroup membership, becomes the
 //! namespace's root (mapped to the dedicated host range), re-arms `PDEATHSIG` (a credential
 //! change clears it), enters a cgroup namespace rooted at its leaf, names the host `task`, mounts
-//! `/proc` and pivots into the root ([`mounts::enter_root`]). It then forks the task and reaps
+//! its own `/proc` ([`mounts::enter_root`]; it starts inside the root the helper pivoted into).
+//! It then forks the task and reaps
 //! every process until the task itself exits; whatever the task left running is SIGKILLed
 //! (`kill(-1)` from pid 1 reaches the whole namespace) and reaped. One status line goes back to
 //! the helper: `ok <wait status> <user µs> <sys µs>` or `err <message>`.
@@ -22,7 +23,7 @@ use std::path::Path;
 
 use nix::sched::{unshare, CloneFlags};
 use nix::sys::signal::Signal;
-use nix::unistd::{fork, ForkResult, Gid, Uid};
+use nix::unistd::{Gid, Uid};
 
 use super::mounts::enter_root;
 use super::spec::{Report, TaskSpec, DEFAULT_PATH};
@@ -37,12 +38,12 @@ fn write_all(fd: RawFd, msg: &[u8]) {
 /// Body of the cloned child. Returns its exit code.
 pub fn pid1(
     spec: &TaskSpec,
-    root: &Path,
     sync_fd: RawFd,
     status_fd: RawFd,
     prog: &seccompiler::BpfProgram,
 ) -> isize {
-    match setup_and_run(spec, root, sync_fd, prog) {
+    close_all_but(&[sync_fd, status_fd]);
+    match setup_and_run(spec, sync_fd, prog) {
         Ok((status, utime, stime)) => {
             write_all(
                 status_fd,
@@ -59,7 +60,6 @@ pub fn pid1(
 
 fn setup_and_run(
     spec: &TaskSpec,
-    root: &Path,
     sync_fd: RawFd,
     prog: &seccompiler::BpfProgram,
 ) -> Result<(i32, u64, u64), String> {
@@ -73,16 +73,24 @@ fn setup_and_run(
     nix::unistd::setresuid(zu, zu, zu).map_err(|e| format!("setresuid: {e}"))?;
     nix::unistd::setgroups(&[]).map_err(|e| format!("setgroups: {e}"))?;
     nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(|e| format!("pdeathsig: {e}"))?;
+    // Not dumpable: the task (same uid) can neither ptrace pid 1 nor open /proc/1/fd, environ…
+    nix::sys::prctl::set_dumpable(false).map_err(|e| format!("dumpable: {e}"))?;
     unshare(CloneFlags::CLONE_NEWCGROUP).map_err(|e| format!("cgroup ns: {e}"))?;
     nix::unistd::sethostname("task").map_err(|e| format!("hostname: {e}"))?;
-    enter_root(root).map_err(|e| e.to_string())?;
+    enter_root().map_err(|e| e.to_string())?;
 
     let prepared = Prepared::new(spec)?;
-    // SAFETY: this process is single-threaded (a clone of the single-threaded helper).
-    let task = match unsafe { fork() }.map_err(|e| format!("fork: {e}"))? {
-        ForkResult::Child => task(&prepared, prog),
-        ForkResult::Parent { child } => child,
-    };
+    // The task shares pid 1's memory until its execve (CLONE_VM | CLONE_VFORK, as posix_spawn
+    // does): no page tables to copy, no copied address space to tear down at exec. Its own fd
+    // table, cwd, signal handlers and credentials (no CLONE_FILES/FS/SIGHAND) take the changes
+    // below; pid 1 (single-threaded) stays suspended meanwhile, so even the allocations of the
+    // error path are safe.
+    let mut stack = vec![0u8; 256 << 10];
+    let flags = CloneFlags::CLONE_VM | CloneFlags::CLONE_VFORK;
+    let cb = Box::new(|| task(&prepared, prog));
+    // SAFETY: see above; `task` only makes system calls and then execs or exits.
+    let task = unsafe { nix::sched::clone(cb, &mut stack, flags, Some(libc::SIGCHLD)) }
+        .map_err(|e| format!("clone task: {e}"))?;
     // pid 1 keeps no pipe open: stdout/stderr end when the task's tree closes them.
     if let Ok(null) = std::fs::OpenOptions::new()
         .read(true)
@@ -94,6 +102,24 @@ fn setup_and_run(
         }
     }
     reap_all(task.as_raw())
+}
+
+/// Close every descriptor above stderr except `keep`: pid 1 holds nothing of the helper's
+/// (cgroup and report directories, the scratch, signalfd, lifeline).
+fn close_all_but(keep: &[RawFd]) {
+    let mut keep = keep.to_vec();
+    keep.sort_unstable();
+    let mut from = 3u32;
+    for &k in &keep {
+        let k = k as u32;
+        if k > from {
+            // SAFETY: closes descriptors this process does not use.
+            unsafe { libc::syscall(libc::SYS_close_range, from, k - 1, 0u32) };
+        }
+        from = from.max(k + 1);
+    }
+    // SAFETY: as above.
+    unsafe { libc::syscall(libc::SYS_close_range, from, u32::MAX, 0u32) };
 }
 
 /// Bring up `lo` in the current (new, otherwise empty) network namespace: 127.0.0.1 works

@@ -3,7 +3,9 @@
 //!
 //! 1. dies with its parent (`PR_SET_PDEATHSIG`), blocks SIGTERM/SIGINT/SIGHUP into a signalfd;
 //! 2. creates the task's cgroups and writes the limits;
-//! 3. unshares a private mount namespace (real root) and builds the root ([`mounts::build_root`]);
+//! 3. unshares a private mount namespace (real root), builds the root ([`mounts::build_root`])
+//!    and pivots into it, dropping every host mount ([`mounts::pivot_into`]); the host paths it
+//!    still needs (cgroup files, the report directory) are kept as open descriptors;
 //! 4. enters the empty network namespace the zygote handed it, `clone`s pid 1 of the task into
 //!    new user, mount, pid, ipc and uts namespaces, writes
 //!    its uid/gid maps (task root = the dedicated host range), puts it in the cgroups, then lets
@@ -28,7 +30,7 @@ use nix::unistd::{getppid, Pid};
 use serde::{Deserialize, Serialize};
 
 use super::cgroup::Cgroups;
-use super::mounts::{build_root, RootPlan};
+use super::mounts::{build_root, pivot_into, RootPlan};
 use super::spec::{Report, TaskSpec};
 use super::{child, seccomp};
 
@@ -61,14 +63,22 @@ pub fn main(json: &str, zygote: i32, netns: OwnedFd) -> i32 {
         }
     };
     let t0 = Instant::now();
+    // The report directory, reachable after the pivot through this descriptor.
+    let (Some(dir), Some(file)) = (args.report.parent(), args.report.file_name()) else {
+        return 2;
+    };
+    let Ok(dir) = fs::File::open(dir) else {
+        return 3;
+    };
+    let report_path = Path::new(&format!("/proc/self/fd/{}", dir.as_raw_fd())).join(file);
     let mut report = Report::default();
     if let Err(e) = run(&args, &mut report, t0, zygote, netns) {
         report.error = Some(e);
     }
-    let tmp = args.report.with_extension("tmp");
+    let tmp = report_path.with_extension("tmp");
     let body = serde_json::to_vec(&report).unwrap_or_default();
     if fs::write(&tmp, body)
-        .and_then(|()| fs::rename(&tmp, &args.report))
+        .and_then(|()| fs::rename(&tmp, &report_path))
         .is_err()
     {
         return 3;
@@ -107,8 +117,8 @@ fn run(
     let prog = seccomp::program()?;
 
     let name = format!("h{}-{}", std::process::id(), a.name);
-    let cg = Cgroups::create(&name, &a.spec.limits).map_err(|e| format!("cgroups: {e}"))?;
-    let result = run_in_cgroup(a, report, t0, &cg, &sigfd, prog);
+    let mut cg = Cgroups::create(&name, &a.spec.limits).map_err(|e| format!("cgroups: {e}"))?;
+    let result = run_in_cgroup(a, report, t0, &mut cg, &sigfd, prog);
     let t_down = Instant::now();
     let stats = cg.stats();
     report.memory_peak = stats.memory_peak;
@@ -123,7 +133,7 @@ fn run_in_cgroup(
     a: &HelperArgs,
     report: &mut Report,
     t0: Instant,
-    cg: &Cgroups,
+    cg: &mut Cgroups,
     sigfd: &SignalFd,
     prog: &seccompiler::BpfProgram,
 ) -> Result<(), String> {
@@ -145,6 +155,10 @@ fn run_in_cgroup(
         binds: &a.spec.binds,
     };
     let layout = build_root(&a.mount_dir, &plan).map_err(|e| format!("root: {e}"))?;
+    // Host paths the helper still needs are reached through descriptors once it has pivoted.
+    let scratch = fs::File::open(&layout.scratch).map_err(|e| format!("scratch: {e}"))?;
+    cg.pin().map_err(|e| format!("cgroups: {e}"))?;
+    pivot_into(&layout.root).map_err(|e| format!("pivot: {e}"))?;
 
     let (sync_r, sync_w) = pipe()?;
     let (status_r, status_w) = pipe()?;
@@ -155,8 +169,7 @@ fn run_in_cgroup(
         | CloneFlags::CLONE_NEWIPC
         | CloneFlags::CLONE_NEWUTS;
     let (sync_fd, status_fd) = (sync_r.as_raw_fd(), status_w.as_raw_fd());
-    let root = layout.root.clone();
-    let cb = Box::new(move || child::pid1(&a.spec, &root, sync_fd, status_fd, prog));
+    let cb = Box::new(move || child::pid1(&a.spec, sync_fd, status_fd, prog));
     // SAFETY: the helper is single-threaded, so the child (a copy of this process, no shared
     // memory) cannot inherit a lock held by another thread; it runs `child::pid1` only.
     let pid1 = unsafe { clone(cb, &mut stack, flags, Some(libc::SIGCHLD)) }
@@ -190,7 +203,7 @@ fn run_in_cgroup(
     let mut f = fs::File::from(status_r);
     let _ = f.read_to_string(&mut status);
     child::parse_status(&status, report)?;
-    if let Ok(s) = nix::sys::statvfs::statvfs(&layout.scratch) {
+    if let Ok(s) = nix::sys::statvfs::fstatvfs(&scratch) {
         report.disk_full = s.blocks_available() == 0;
     }
     report.teardown_us = t_down.elapsed().as_micros() as u64;

@@ -3,15 +3,16 @@
 //! Stage 1 ([`build_root`], in the helper: real root, in a private mount namespace of its own,
 //! so nothing here is ever visible on the host and everything vanishes with the namespace):
 //! a size-capped tmpfs at the run directory holds the overlay's upper and work dirs, `/tmp` and
-//! `/dev/shm`; an overlay (image read-only below, the tmpfs above) becomes the new root; the host
-//! image's directories (`/usr`, …), the inputs and the assets are bound read-only; a minimal
-//! `/dev` (null, zero, full, random, urandom, tty) is a small tmpfs. Mount points are created
+//! `/dev` (null, zero, full, random, urandom, tty, `shm/`); an overlay (image read-only below,
+//! the tmpfs above) becomes the new root; the host image's directories (`/usr`, …), the inputs
+//! and the assets are bound read-only. Mount points are created
 //! without following symbolic links, so an image cannot point a bind at a host path.
 //!
+//! Then the helper pivots into the new root and detaches every host mount ([`pivot_into`]).
+//!
 //! Stage 2 ([`enter_root`], in the task's pid 1, inside the new user and mount namespaces): a
-//! fresh `/proc` for the task's pid namespace (mounted while the old root is still attached, as
-//! the kernel requires), sensitive `/proc` files masked, `/proc/sys` & co. read-only, then
-//! `pivot_root` and a lazy detach of the old root — after which no host path is reachable.
+//! fresh `/proc` for the task's pid namespace, sensitive `/proc` files masked, `/proc/sys`
+//! read-only. No host path is reachable from the task's mount namespace.
 
 use std::fs;
 use std::io;
@@ -98,22 +99,21 @@ pub fn build_root(run_dir: &Path, plan: &RootPlan) -> io::Result<Layout> {
         Some(Path::new("mobula-scratch")),
         &scratch,
         Some("tmpfs"),
-        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        // Not nodev: `dev/` below holds the task's device nodes; every other part is mounted
+        // nodev where it is used (the root overlay, /tmp).
+        MsFlags::MS_NOSUID,
         Some(&opts),
     )?;
-    let (upper, work, root, tmp, shm) = (
+    let (upper, work, root, tmp) = (
         scratch.join("upper"),
         scratch.join("work"),
         scratch.join("root"),
         scratch.join("tmp"),
-        scratch.join("shm"),
     );
-    for d in [&upper, &work, &root, &tmp, &shm] {
+    for d in [&upper, &work, &root, &tmp] {
         fs::create_dir(d)?;
     }
-    for d in [&tmp, &shm] {
-        fs::set_permissions(d, fs::Permissions::from_mode(0o1777))?;
-    }
+    fs::set_permissions(&tmp, fs::Permissions::from_mode(0o1777))?;
     if !plan.read_only_root {
         // The root directory of the overlay takes the upper dir's owner: the task's root.
         nix::unistd::chown(&upper, Some(plan.owner.into()), Some(plan.owner.into()))?;
@@ -139,7 +139,7 @@ pub fn build_root(run_dir: &Path, plan: &RootPlan) -> io::Result<Layout> {
         mkdirs_nofollow(&root, d)?;
     }
     bind_ro(&tmp, &root.join("tmp"), true)?;
-    build_dev(&root.join("dev"), &shm)?;
+    build_dev(&scratch, &root.join("dev"))?;
     for b in plan.binds {
         check_inside(&b.inside).map_err(io::Error::other)?;
         let (parent, name) = b.inside.rsplit_once('/').unwrap_or(("", &b.inside));
@@ -173,26 +173,33 @@ pub fn build_root(run_dir: &Path, plan: &RootPlan) -> io::Result<Layout> {
     Ok(Layout { scratch, root })
 }
 
-const DEVICES: [&str; 6] = ["null", "zero", "full", "random", "urandom", "tty"];
+/// Character devices of the task's `/dev`: name, major, minor.
+const DEVICES: [(&str, u64, u64); 6] = [
+    ("null", 1, 3),
+    ("zero", 1, 5),
+    ("full", 1, 7),
+    ("random", 1, 8),
+    ("urandom", 1, 9),
+    ("tty", 5, 0),
+];
 
-fn build_dev(dev: &Path, shm: &Path) -> io::Result<()> {
-    mnt(
-        Some(Path::new("mobula-dev")),
-        dev,
-        Some("tmpfs"),
-        MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
-        Some("size=64k,mode=0755"),
-    )?;
-    for d in DEVICES {
-        let t = dev.join(d);
-        fs::File::create(&t)?;
-        mnt(
-            Some(&Path::new("/dev").join(d)),
-            &t,
-            None,
-            MsFlags::MS_BIND,
-            None,
-        )?;
+/// A minimal `/dev`, made on the scratch tmpfs (device nodes created here by the helper, which
+/// may; the task may not) and bound at `dev` in one mount; `shm` is a sticky world-writable
+/// directory on the same scratch space.
+fn build_dev(scratch: &Path, dev: &Path) -> io::Result<()> {
+    use nix::sys::stat::{makedev, mknod, Mode, SFlag};
+    let src = scratch.join("dev");
+    fs::create_dir(&src)?;
+    for (name, major, minor) in DEVICES {
+        mknod(
+            &src.join(name),
+            SFlag::S_IFCHR,
+            Mode::from_bits_truncate(0o666),
+            makedev(major, minor),
+        )
+        .map_err(|e| err(format!("mknod {name}"), e))?;
+        // mknod honours the umask; the nodes must be 0666.
+        fs::set_permissions(src.join(name), fs::Permissions::from_mode(0o666))?;
     }
     for (name, target) in [
         ("fd", "/proc/self/fd"),
@@ -200,10 +207,18 @@ fn build_dev(dev: &Path, shm: &Path) -> io::Result<()> {
         ("stdout", "/proc/self/fd/1"),
         ("stderr", "/proc/self/fd/2"),
     ] {
-        std::os::unix::fs::symlink(target, dev.join(name))?;
+        std::os::unix::fs::symlink(target, src.join(name))?;
     }
-    fs::create_dir(dev.join("shm"))?;
-    bind_ro(shm, &dev.join("shm"), true)
+    fs::create_dir(src.join("shm"))?;
+    fs::set_permissions(src.join("shm"), fs::Permissions::from_mode(0o1777))?;
+    mnt(Some(&src), dev, None, MsFlags::MS_BIND, None)?;
+    mnt(
+        None,
+        dev,
+        None,
+        MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+        None,
+    )
 }
 
 /// `/proc` files that reveal or change host state; masked with `/dev/null`.
@@ -221,30 +236,43 @@ const PROC_MASKED: [&str; 8] = [
 /// never is; `/proc/sys` also holds the namespaced sysctls, so it is made read-only outright.)
 const PROC_READ_ONLY: [&str; 1] = ["sys"];
 
-/// Stage 2: run in the task's pid 1 (new user + mount namespace), then chdir("/").
-pub fn enter_root(root: &Path) -> io::Result<()> {
-    // Mounts copied into a less privileged namespace are locked and `pivot_root` refuses a
-    // locked new root: a recursive bind made here is not locked at its top.
-    mnt(
-        Some(root),
-        root,
-        None,
-        MsFlags::MS_BIND | MsFlags::MS_REC,
-        None,
-    )?;
-    let proc_ = root.join("proc");
+/// End of stage 1, in the helper: make the new root the root of the helper's mount namespace
+/// and drop every host mount from it. The task's mount namespace is then a copy of only the
+/// task's own mounts (fewer to copy and to tear down), all of them locked, and the task starts
+/// inside its root — no `pivot_root` of its own, no host path left behind. A proc instance of
+/// the helper's pid namespace stays mounted at `/proc` for now: the kernel lets a user namespace
+/// mount a new proc only where a fully visible one exists; the task's own proc covers it.
+pub fn pivot_into(root: &Path) -> io::Result<()> {
     mnt(
         Some(Path::new("proc")),
-        &proc_,
+        &root.join("proc"),
         Some("proc"),
         MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
         None,
     )?;
-    let null = root.join("dev/null");
+    std::env::set_current_dir(root)?;
+    nix::unistd::pivot_root(".", ".").map_err(|e| err("pivot_root", e))?;
+    umount2(".", MntFlags::MNT_DETACH).map_err(|e| err("detach old root", e))?;
+    std::env::set_current_dir("/")
+}
+
+/// Stage 2, in the task's pid 1 (new user, mount and pid namespaces, already inside the root):
+/// a fresh `/proc` for the task's pid namespace over the helper's, sensitive files masked,
+/// `/proc/sys` read-only.
+pub fn enter_root() -> io::Result<()> {
+    let proc_ = Path::new("/proc");
+    mnt(
+        Some(Path::new("proc")),
+        proc_,
+        Some("proc"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        None,
+    )?;
+    let null = Path::new("/dev/null");
     for f in PROC_MASKED {
         let t = proc_.join(f);
         if t.exists() {
-            mnt(Some(&null), &t, None, MsFlags::MS_BIND, None)?;
+            mnt(Some(null), &t, None, MsFlags::MS_BIND, None)?;
         }
     }
     for d in PROC_READ_ONLY {
@@ -253,8 +281,5 @@ pub fn enter_root(root: &Path) -> io::Result<()> {
             bind_ro(&t, &t, false)?;
         }
     }
-    std::env::set_current_dir(root)?;
-    nix::unistd::pivot_root(".", ".").map_err(|e| err("pivot_root", e))?;
-    umount2(".", MntFlags::MNT_DETACH).map_err(|e| err("detach old root", e))?;
-    std::env::set_current_dir("/")
+    Ok(())
 }
