@@ -17,6 +17,7 @@
 pub mod cgroup;
 pub mod child;
 pub mod helper;
+pub mod lockdown;
 pub mod mounts;
 pub mod seccomp;
 pub mod spec;

@@ -182,7 +182,7 @@ impl NetPool {
         }
         let home = std::fs::File::open("/proc/self/ns/net")?;
         nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)?;
-        let made = super::child::loopback_up()
+        let made = super::lockdown::loopback_up()
             .map_err(io::Error::other)
             .and_then(|()| std::fs::File::open("/proc/self/ns/net"));
         nix::sched::setns(&home, nix::sched::CloneFlags::CLONE_NEWNET)?;

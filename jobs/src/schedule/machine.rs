@@ -1,0 +1,468 @@
+//! [`Machine`]: the job's state and the rules of the module docs, event by event.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use super::{
+    Command, ErrRecord, Event, Failure, Located, NodeId, Output, PhaseKind, PhaseShape, Stats,
+    TaskId, TaskInput, MAX_RETRIES,
+};
+
+#[derive(Debug)]
+struct Node {
+    slots: u32,
+    running: u32,
+    up: bool,
+}
+
+#[derive(Debug, PartialEq)]
+enum State {
+    Waiting,
+    Running(NodeId),
+    Finished,
+}
+
+#[derive(Debug)]
+struct Task {
+    phase: usize,
+    input: TaskInput,
+    p0input: Option<String>,
+    tried: Vec<NodeId>,
+    retries: u32,
+    state: State,
+    /// Reducers: everything fed so far (re-fed after a retry) and whether the feed has ended.
+    fed: Vec<String>,
+    fed_ended: bool,
+}
+
+/// One job's scheduling state.
+#[derive(Debug)]
+pub struct Machine {
+    phases: Vec<PhaseShape>,
+    nodes: BTreeMap<NodeId, Node>,
+    tasks: BTreeMap<TaskId, Task>,
+    /// Tasks waiting for a slot, oldest first.
+    queue: VecDeque<TaskId>,
+    /// Reducer task ids of each phase (empty for map phases).
+    reducers: Vec<Vec<TaskId>>,
+    next: TaskId,
+    input_ended: bool,
+    cancelled: bool,
+    done: bool,
+    stats: Stats,
+}
+
+fn hash(s: &str) -> u64 {
+    // FNV-1a: stable across runs and platforms (reducer routing must replay identically).
+    s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
+    })
+}
+
+impl Machine {
+    /// A machine for a job of these phases; reducers are created (waiting) at once.
+    pub fn new(phases: Vec<PhaseShape>) -> (Machine, Vec<Command>) {
+        let mut m = Machine {
+            reducers: vec![Vec::new(); phases.len()],
+            phases,
+            nodes: BTreeMap::new(),
+            tasks: BTreeMap::new(),
+            queue: VecDeque::new(),
+            next: 0,
+            input_ended: false,
+            cancelled: false,
+            done: false,
+            stats: Stats::default(),
+        };
+        for p in 0..m.phases.len() {
+            if m.phases[p].kind == PhaseKind::Reduce {
+                for r in 0..m.phases[p].count.max(1) {
+                    let id = m.add_task(p, TaskInput::Reducer(r), None);
+                    m.reducers[p].push(id);
+                }
+            }
+        }
+        let mut out = Vec::new();
+        m.settle(&mut out);
+        (m, out)
+    }
+
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    pub fn is_done(&self) -> bool {
+        self.done
+    }
+
+    pub fn is_cancelled(&self) -> bool {
+        self.cancelled
+    }
+
+    pub fn input_ended(&self) -> bool {
+        self.input_ended
+    }
+
+    /// Where a task runs now, if it does.
+    pub fn node_of(&self, task: TaskId) -> Option<&NodeId> {
+        match &self.tasks.get(&task)?.state {
+            State::Running(n) => Some(n),
+            _ => None,
+        }
+    }
+
+    /// Apply one event; returns the commands it calls for, in order.
+    pub fn apply(&mut self, ev: Event) -> Vec<Command> {
+        let mut out = Vec::new();
+        if self.done {
+            return out;
+        }
+        match ev {
+            Event::NodeUp { node, slots } => {
+                let n = self.nodes.entry(node).or_insert(Node {
+                    slots,
+                    running: 0,
+                    up: true,
+                });
+                n.slots = slots;
+                n.up = true;
+            }
+            Event::NodeLost { node } => {
+                if let Some(n) = self.nodes.get_mut(&node) {
+                    n.up = false;
+                }
+                let lost: Vec<TaskId> = self
+                    .tasks
+                    .iter()
+                    .filter(|(_, t)| t.state == State::Running(node.clone()))
+                    .map(|(id, _)| *id)
+                    .collect();
+                for id in lost {
+                    let f = Failure {
+                        internal: true,
+                        code: "InternalError".into(),
+                        message: format!("node {node} was lost"),
+                        stderr: None,
+                    };
+                    self.failed(id, f, &mut out);
+                }
+            }
+            Event::Input { path, at } => {
+                if !self.input_ended && !self.cancelled {
+                    self.input(path, at, &mut out);
+                }
+            }
+            Event::EndInput => self.input_ended = true,
+            Event::Cancel => self.cancel(&mut out),
+            Event::Done { task, outputs } => self.finished(task, outputs, &mut out),
+            Event::Failed { task, failure } => self.failed(task, failure, &mut out),
+        }
+        self.settle(&mut out);
+        out
+    }
+
+    fn add_task(&mut self, phase: usize, input: TaskInput, p0input: Option<String>) -> TaskId {
+        let id = self.next;
+        self.next += 1;
+        self.tasks.insert(
+            id,
+            Task {
+                phase,
+                input,
+                p0input,
+                tried: Vec::new(),
+                retries: 0,
+                state: State::Waiting,
+                fed: Vec::new(),
+                fed_ended: false,
+            },
+        );
+        self.queue.push_back(id);
+        self.stats.tasks += 1;
+        id
+    }
+
+    fn error(&mut self, rec: ErrRecord, out: &mut Vec<Command>) {
+        self.stats.errors += 1;
+        out.push(Command::Error(rec));
+    }
+
+    /// An object entering phase `phase` (a job input, or an earlier phase's output).
+    fn route(&mut self, phase: usize, o: Output, p0: Option<String>, out: &mut Vec<Command>) {
+        if phase == self.phases.len() {
+            self.stats.outputs += 1;
+            out.push(Command::Out(o.path));
+            return;
+        }
+        match self.phases[phase].kind {
+            PhaseKind::Map => {
+                let p0 = p0.or_else(|| (phase == 0).then(|| o.path.clone()));
+                let input = TaskInput::Object {
+                    path: o.path,
+                    nodes: o.nodes,
+                };
+                self.add_task(phase, input, p0);
+            }
+            PhaseKind::Reduce => {
+                let count = self.reducers[phase].len() as u64;
+                let r = o
+                    .reducer
+                    .map(u64::from)
+                    .unwrap_or_else(|| hash(&o.path) % count);
+                let Some(&id) = self.reducers[phase].get(r as usize) else {
+                    let rec = ErrRecord {
+                        phase: phase.saturating_sub(1),
+                        code: "UserTaskError".into(),
+                        message: format!("reducer {r} does not exist (phase {phase} has {count})"),
+                        stderr: None,
+                        input: Some(o.path),
+                        p0input: p0,
+                    };
+                    return self.error(rec, out);
+                };
+                let t = self.tasks.get_mut(&id).expect("reducer exists");
+                if t.state == State::Finished {
+                    return; // cancelled or failed reducer: its input goes nowhere
+                }
+                t.fed.push(o.path.clone());
+                if matches!(t.state, State::Running(_)) {
+                    out.push(Command::Feed {
+                        task: id,
+                        path: o.path,
+                    });
+                }
+            }
+        }
+    }
+
+    fn input(&mut self, path: String, at: Located, out: &mut Vec<Command>) {
+        match at {
+            Located::Missing => {
+                let rec = ErrRecord {
+                    phase: 0,
+                    code: "ResourceNotFoundError".into(),
+                    message: format!("{path} does not exist"),
+                    stderr: None,
+                    input: Some(path.clone()),
+                    p0input: Some(path),
+                };
+                self.error(rec, out);
+            }
+            Located::Object { size, nodes } => {
+                let nodes = if size == 0 { Vec::new() } else { nodes };
+                let o = Output {
+                    path,
+                    nodes,
+                    reducer: None,
+                };
+                self.route(0, o, None, out);
+            }
+        }
+    }
+
+    fn release(&mut self, id: TaskId) -> Option<NodeId> {
+        let t = self.tasks.get_mut(&id)?;
+        let State::Running(node) = std::mem::replace(&mut t.state, State::Finished) else {
+            return None;
+        };
+        if matches!(t.input, TaskInput::Reducer(_)) {
+            return Some(node);
+        }
+        if let Some(n) = self.nodes.get_mut(&node) {
+            n.running = n.running.saturating_sub(1);
+        }
+        Some(node)
+    }
+
+    fn finished(&mut self, id: TaskId, outputs: Vec<Output>, out: &mut Vec<Command>) {
+        if self.release(id).is_none() {
+            return; // not running (a late report after a retry or a cancel)
+        }
+        self.stats.tasks_done += 1;
+        let (phase, p0) = {
+            let t = &self.tasks[&id];
+            (t.phase, t.p0input.clone())
+        };
+        for o in outputs {
+            self.route(phase + 1, o, p0.clone(), out);
+        }
+    }
+
+    fn failed(&mut self, id: TaskId, f: Failure, out: &mut Vec<Command>) {
+        let Some(node) = self.release(id) else {
+            return;
+        };
+        let t = self.tasks.get_mut(&id).expect("task exists");
+        t.tried.push(node);
+        if f.internal && t.retries < MAX_RETRIES && !self.cancelled {
+            t.retries += 1;
+            t.state = State::Waiting;
+            self.stats.retries += 1;
+            self.queue.push_back(id);
+            return;
+        }
+        self.stats.tasks_done += 1;
+        let input = match &t.input {
+            TaskInput::Object { path, .. } => Some(path.clone()),
+            TaskInput::Reducer(_) => None,
+        };
+        let rec = ErrRecord {
+            phase: t.phase,
+            code: f.code,
+            message: f.message,
+            stderr: f.stderr,
+            input,
+            p0input: t.p0input.clone(),
+        };
+        self.error(rec, out);
+    }
+
+    fn cancel(&mut self, out: &mut Vec<Command>) {
+        if self.cancelled {
+            return;
+        }
+        self.cancelled = true;
+        self.input_ended = true;
+        let ids: Vec<TaskId> = self.tasks.keys().copied().collect();
+        for id in ids {
+            let t = &self.tasks[&id];
+            if t.state == State::Finished {
+                continue;
+            }
+            if matches!(t.state, State::Running(_)) {
+                out.push(Command::Kill { task: id });
+                self.release(id);
+            }
+            let t = self.tasks.get_mut(&id).expect("task exists");
+            t.state = State::Finished;
+            let rec = ErrRecord {
+                phase: t.phase,
+                code: "JobCancelledError".into(),
+                message: "job was cancelled".into(),
+                stderr: None,
+                input: match &t.input {
+                    TaskInput::Object { path, .. } => Some(path.clone()),
+                    TaskInput::Reducer(_) => None,
+                },
+                p0input: t.p0input.clone(),
+            };
+            self.stats.tasks_done += 1;
+            self.error(rec, out);
+        }
+        self.queue.clear();
+    }
+
+    /// Will phase `p` get no more input (the job's input ended, or phase `p - 1` is done)?
+    fn input_complete(&self, p: usize) -> bool {
+        if p == 0 {
+            self.input_ended
+        } else {
+            self.phase_done(p - 1)
+        }
+    }
+
+    /// Is phase `p` complete (no more input will come, every task of it finished)?
+    fn phase_done(&self, p: usize) -> bool {
+        self.input_complete(p)
+            && self
+                .tasks
+                .values()
+                .all(|t| t.phase != p || t.state == State::Finished)
+    }
+
+    /// Pick the node for a task: live, a free slot, holding its input if it has copies, not
+    /// tried before when possible; least loaded first, then by name.
+    fn place(&self, t: &Task) -> Option<NodeId> {
+        let (holders, reducer): (&[NodeId], bool) = match &t.input {
+            TaskInput::Object { nodes, .. } => (nodes, false),
+            TaskInput::Reducer(_) => (&[], true),
+        };
+        // Reducers take no slot: they mostly wait on their input, and a reducer holding the
+        // last slot while the tasks feeding it queue would never finish.
+        let ok = |(id, n): &(&NodeId, &Node)| {
+            n.up && (reducer || n.running < n.slots) && (holders.is_empty() || holders.contains(id))
+        };
+        let free: Vec<(&NodeId, &Node)> = self.nodes.iter().filter(ok).collect();
+        let fresh = free.iter().filter(|(id, _)| !t.tried.contains(id));
+        let pick = |it: &mut dyn Iterator<Item = &(&NodeId, &Node)>| {
+            it.min_by_key(|(id, n)| (n.running * 1000 / n.slots.max(1), (*id).clone()))
+                .map(|(id, _)| (*id).clone())
+        };
+        pick(&mut fresh.into_iter()).or_else(|| pick(&mut free.iter()))
+    }
+
+    /// Dispatch what can run, end reducers' input, and finish the job when everything is.
+    fn settle(&mut self, out: &mut Vec<Command>) {
+        let mut waiting = VecDeque::new();
+        while let Some(id) = self.queue.pop_front() {
+            let t = &self.tasks[&id];
+            if t.state != State::Waiting {
+                continue;
+            }
+            // A task whose copies all sit on lost nodes can never run: fail it internally.
+            if let TaskInput::Object { nodes, .. } = &t.input {
+                let reachable = nodes.is_empty()
+                    || nodes.iter().any(|n| self.nodes.get(n).is_none_or(|n| n.up));
+                if !reachable {
+                    let t = self.tasks.get_mut(&id).expect("task exists");
+                    t.state = State::Finished;
+                    let rec = ErrRecord {
+                        phase: t.phase,
+                        code: "InternalError".into(),
+                        message: "no live node holds a copy of the input".into(),
+                        stderr: None,
+                        input: match &t.input {
+                            TaskInput::Object { path, .. } => Some(path.clone()),
+                            TaskInput::Reducer(_) => None,
+                        },
+                        p0input: t.p0input.clone(),
+                    };
+                    self.stats.tasks_done += 1;
+                    self.error(rec, out);
+                    continue;
+                }
+            }
+            let Some(node) = self.place(t) else {
+                waiting.push_back(id);
+                continue;
+            };
+            if !matches!(t.input, TaskInput::Reducer(_)) {
+                self.nodes
+                    .get_mut(&node)
+                    .expect("placed on a known node")
+                    .running += 1;
+            }
+            let t = self.tasks.get_mut(&id).expect("task exists");
+            t.state = State::Running(node.clone());
+            out.push(Command::Run {
+                task: id,
+                phase: t.phase,
+                node,
+                input: t.input.clone(),
+            });
+            for path in &t.fed {
+                out.push(Command::Feed {
+                    task: id,
+                    path: path.clone(),
+                });
+            }
+            t.fed_ended = false;
+        }
+        self.queue = waiting;
+        for p in 0..self.phases.len() {
+            if self.phases[p].kind != PhaseKind::Reduce || !self.input_complete(p) {
+                continue;
+            }
+            for &id in &self.reducers[p] {
+                let t = self.tasks.get_mut(&id).expect("reducer exists");
+                if matches!(t.state, State::Running(_)) && !t.fed_ended {
+                    t.fed_ended = true;
+                    out.push(Command::EndFeed { task: id });
+                }
+            }
+        }
+        if !self.done && (self.cancelled || self.phase_done(self.phases.len().saturating_sub(1))) {
+            self.done = true;
+            out.push(Command::JobDone);
+        }
+    }
+}
