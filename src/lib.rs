@@ -1,6 +1,7 @@
 //! The `mobula` binary's library half: starting roles and clusters ([`cluster`]) and the
 //! command-line client ([`client`]). `main.rs` only parses arguments and calls into these.
 
+pub mod agent;
 pub mod client;
 pub mod cluster;
 pub mod compute;

@@ -27,7 +27,8 @@ struct Cli {
     /// Account that `~~` stands for (and that `up` creates).
     #[arg(long, global = true, env = "MOBULA_ACCOUNT", default_value = "admin")]
     account: String,
-    /// OpenSSH private key to sign requests with.
+    /// OpenSSH private key to sign requests with. Without it, a key held by ssh-agent
+    /// (`SSH_AUTH_SOCK`) whose fingerprint is in MOBULA_KEY_ID (or MANTA_KEY_ID) is used.
     #[arg(long, global = true, env = "MOBULA_KEY")]
     key: Option<PathBuf>,
     /// Metadata service URL (for `account` commands).
@@ -538,14 +539,23 @@ async fn async_main() -> ExitCode {
         },
         cmd => {
             let mut c = Client::new(&cli.url, &cli.account);
-            if let Some(k) = &cli.key {
-                match mobula::sign::Signer::from_file(k, &cli.account) {
-                    Ok(s) => c = c.with_signer(s),
-                    Err(e) => {
-                        eprintln!("mobula: {e:#}");
-                        return ExitCode::FAILURE;
-                    }
+            let key_id = std::env::var("MOBULA_KEY_ID")
+                .or_else(|_| std::env::var("MANTA_KEY_ID"))
+                .ok();
+            let signer = match (&cli.key, key_id, mobula::agent::Agent::from_env()) {
+                (Some(k), _, _) => Some(mobula::sign::Signer::from_file(k, &cli.account)),
+                (None, Some(fp), Some(agent)) => {
+                    Some(mobula::sign::Signer::from_agent(agent, &fp, &cli.account))
                 }
+                _ => None,
+            };
+            match signer {
+                Some(Ok(s)) => c = c.with_signer(s),
+                Some(Err(e)) => {
+                    eprintln!("mobula: {e:#}");
+                    return ExitCode::FAILURE;
+                }
+                None => {}
             }
             match client(c, cmd).await {
                 Ok(()) => ExitCode::SUCCESS,

@@ -1,6 +1,7 @@
 //! Client-side request signing (SPEC §6): the `Authorization: Signature` header over the `Date`
-//! header, and signed URLs. Keys are OpenSSH private key files (unencrypted): Ed25519, RSA,
-//! ECDSA P-256/P-384. The keyId names the key by its MD5 fingerprint, as Manta clients do.
+//! header, and signed URLs. Keys are OpenSSH private key files (unencrypted), or keys held by
+//! ssh-agent ([`crate::agent`]): Ed25519, RSA, ECDSA P-256/P-384. The keyId names the key by its
+//! MD5 fingerprint, as Manta clients do.
 
 use std::path::Path;
 
@@ -13,6 +14,8 @@ enum Key {
     Rsa(Box<rsa::RsaPrivateKey>),
     P256(p256::ecdsa::SigningKey),
     P384(p384::ecdsa::SigningKey),
+    /// A key in ssh-agent: its public blob.
+    Agent(crate::agent::Agent, Vec<u8>),
 }
 
 /// Signs requests as one key of one account.
@@ -89,9 +92,49 @@ impl Signer {
         })
     }
 
+    /// A signer for `account` with the agent's key whose MD5 (`aa:bb:…`) or SHA256
+    /// (`SHA256:…`) fingerprint is `fingerprint`.
+    pub fn from_agent(
+        agent: crate::agent::Agent,
+        fingerprint: &str,
+        account: &str,
+    ) -> anyhow::Result<Signer> {
+        for (blob, _comment) in agent
+            .identities()
+            .context("asking ssh-agent for its keys")?
+        {
+            let alg = crate::agent::blob_algorithm(&blob)?;
+            let text = format!("{alg} {}", b64(&blob));
+            let Ok((md5, sha256)) = mobula_gateway::signature::fingerprints(&text) else {
+                continue;
+            };
+            if fingerprint != md5 && fingerprint != sha256 {
+                continue;
+            }
+            let algorithm = match alg.as_str() {
+                "ssh-ed25519" => "ed25519",
+                "ssh-rsa" => "rsa-sha256",
+                "ecdsa-sha2-nistp256" => "ecdsa-sha256",
+                "ecdsa-sha2-nistp384" => "ecdsa-sha384",
+                other => anyhow::bail!("ssh-agent key {fingerprint}: unsupported type {other}"),
+            };
+            return Ok(Signer {
+                key_id: format!("/{account}/keys/{md5}"),
+                algorithm,
+                key: Key::Agent(agent, blob),
+            });
+        }
+        anyhow::bail!("ssh-agent holds no key with fingerprint {fingerprint}")
+    }
+
     /// Sign `msg`.
     pub fn sign(&self, msg: &[u8]) -> Vec<u8> {
         match &self.key {
+            Key::Agent(agent, blob) => self.sign_with_agent(agent, blob, msg).unwrap_or_else(|e| {
+                // An unsigned request gets the server's 401/403 with its code.
+                eprintln!("mobula: ssh-agent: {e:#}");
+                Vec::new()
+            }),
             Key::Ed25519(k) => ed25519_dalek::Signer::sign(k, msg).to_bytes().to_vec(),
             Key::Rsa(k) => {
                 use rsa::signature::{SignatureEncoding, Signer};
@@ -108,6 +151,37 @@ impl Signer {
                 s.to_der().as_bytes().to_vec()
             }
         }
+    }
+
+    fn sign_with_agent(
+        &self,
+        agent: &crate::agent::Agent,
+        blob: &[u8],
+        msg: &[u8],
+    ) -> anyhow::Result<Vec<u8>> {
+        let flags = if self.algorithm == "rsa-sha256" {
+            crate::agent::RSA_SHA2_256
+        } else {
+            0
+        };
+        let (alg, sig) = agent.sign(blob, msg, flags)?;
+        Ok(match self.algorithm {
+            "ecdsa-sha256" => {
+                let raw = crate::agent::ecdsa_raw(&sig, 32)?;
+                let s = p256::ecdsa::Signature::from_slice(&raw)?;
+                s.to_der().as_bytes().to_vec()
+            }
+            "ecdsa-sha384" => {
+                let raw = crate::agent::ecdsa_raw(&sig, 48)?;
+                let s = p384::ecdsa::Signature::from_slice(&raw)?;
+                s.to_der().as_bytes().to_vec()
+            }
+            "rsa-sha256" => {
+                anyhow::ensure!(alg == "rsa-sha2-256", "the agent signed with {alg}");
+                sig
+            }
+            _ => sig,
+        })
     }
 
     /// The `Authorization` header for a request carrying `Date: <date>`.

@@ -360,3 +360,110 @@ async fn signed_urls_and_the_cli() {
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("AuthorizationRequired"));
 }
+
+// Multi-threaded: generating the RSA key must not stall the in-process nodes' heartbeats.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_signs_with_keys_held_by_ssh_agent() {
+    let (t, alice, bob) = start().await;
+    let carol = account(&t, "carol", Algorithm::Rsa { hash: None }).await;
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("agent.sock");
+    let out = tokio::process::Command::new("ssh-agent")
+        .arg("-a")
+        .arg(&sock)
+        .output()
+        .await
+        .expect("ssh-agent (openssh-client) is installed");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let pid: i32 = text
+        .split("SSH_AGENT_PID=")
+        .nth(1)
+        .and_then(|r| r.split(';').next())
+        .and_then(|p| p.parse().ok())
+        .expect("agent pid");
+    struct Kill(i32);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(self.0),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+        }
+    }
+    let _agent = Kill(pid);
+    let mut fingerprints = Vec::new();
+    for (i, who) in [&alice, &bob, &carol].into_iter().enumerate() {
+        let key = dir.path().join(format!("id{i}"));
+        std::fs::write(&key, &who.private).unwrap();
+        std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .unwrap();
+        let add = tokio::process::Command::new("ssh-add")
+            .arg(&key)
+            .env("SSH_AUTH_SOCK", &sock)
+            .output()
+            .await
+            .unwrap();
+        assert!(
+            add.status.success(),
+            "{}",
+            String::from_utf8_lossy(&add.stderr)
+        );
+        let public = PrivateKey::from_openssh(&who.private)
+            .unwrap()
+            .public_key()
+            .to_openssh()
+            .unwrap();
+        fingerprints.push(mobula_gateway::signature::fingerprints(&public).unwrap());
+    }
+    let src = dir.path().join("f");
+    std::fs::write(&src, "signed by the agent").unwrap();
+    // alice by MD5, bob (ECDSA P-256) by SHA256, carol (RSA) via MANTA_KEY_ID.
+    for (account, var, fp) in [
+        ("alice", "MOBULA_KEY_ID", fingerprints[0].0.clone()),
+        ("bob", "MOBULA_KEY_ID", fingerprints[1].1.clone()),
+        ("carol", "MANTA_KEY_ID", fingerprints[2].0.clone()),
+    ] {
+        let run = |args: Vec<String>| {
+            tokio::process::Command::new(env!("CARGO_BIN_EXE_mobula"))
+                .args(args)
+                .env("MOBULA_URL", t.c.url())
+                .env("MOBULA_ACCOUNT", account)
+                .env("SSH_AUTH_SOCK", &sock)
+                .env(var, &fp)
+                .env_remove("MOBULA_KEY")
+                .output()
+        };
+        let put = run(vec![
+            "put".into(),
+            src.display().to_string(),
+            "~~/stor/a".into(),
+        ])
+        .await
+        .unwrap();
+        assert!(
+            put.status.success(),
+            "{account}: {}",
+            String::from_utf8_lossy(&put.stderr)
+        );
+        let get = run(vec!["get".into(), "~~/stor/a".into()]).await.unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&get.stdout),
+            "signed by the agent",
+            "{account}"
+        );
+    }
+    let o = tokio::process::Command::new(env!("CARGO_BIN_EXE_mobula"))
+        .args(["get", "/alice/stor/a"])
+        .env("MOBULA_URL", t.c.url())
+        .env("MOBULA_ACCOUNT", "alice")
+        .env("SSH_AUTH_SOCK", &sock)
+        .env(
+            "MOBULA_KEY_ID",
+            "00:11:22:33:44:55:66:77:88:99:aa:bb:cc:dd:ee:ff",
+        )
+        .output()
+        .await
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("holds no key"));
+}
