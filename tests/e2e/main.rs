@@ -11,6 +11,7 @@ mod images;
 mod integrity;
 mod listing;
 mod multipart;
+mod node_manta;
 mod objects;
 mod processes;
 mod sandbox;
