@@ -6,3 +6,4 @@ pub mod client;
 pub mod cluster;
 pub mod compute;
 pub mod sign;
+pub mod upkey;

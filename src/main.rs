@@ -102,6 +102,10 @@ enum Cmd {
         /// Size of a new btrfs image (e.g. 20G).
         #[arg(long, default_value = "10G")]
         btrfs_size: String,
+        /// Trust the account named in the path instead of requiring signed requests (local
+        /// experiments only).
+        #[arg(long)]
+        no_auth: bool,
     },
     /// Run the metadata service alone.
     Metadata {
@@ -272,6 +276,7 @@ async fn serve(cmd: Cmd, up_account: String) -> anyhow::Result<()> {
             nodes,
             btrfs_image,
             btrfs_size,
+            no_auth,
         } => {
             let nodes_dir = data.join("nodes");
             if let Some(image) = &btrfs_image {
@@ -286,16 +291,22 @@ async fn serve(cmd: Cmd, up_account: String) -> anyhow::Result<()> {
             let mut cfg = ClusterConfig::new(&data, listen);
             cfg.nodes = nodes;
             cfg.account = up_account.clone();
+            cfg.gateway.require_signatures = !no_auth;
+            let key = mobula::upkey::find_or_make(&data)?;
             let c = Cluster::start(cfg).await?;
+            mobula::upkey::register(&c.gw.meta, &up_account, &key).await?;
             println!("mobula up: gateway listening on {}", c.url());
             println!(
-                "  data: {}  nodes: {nodes}  account: {up_account}",
-                data.display()
+                "  data: {}  nodes: {nodes}  account: {up_account}  key: {}{}",
+                data.display(),
+                key.private.display(),
+                if no_auth {
+                    "  (--no-auth: requests are not verified)"
+                } else {
+                    ""
+                }
             );
-            println!(
-                "  export MOBULA_URL={} MOBULA_ACCOUNT={up_account}",
-                c.url()
-            );
+            println!("{}", mobula::upkey::environment(c.url(), &up_account, &key));
             terminate().await;
             println!("mobula up: stopping");
             c.shutdown().await;

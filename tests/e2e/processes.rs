@@ -134,6 +134,7 @@ async fn up_keeps_state_across_restarts_and_stops_on_ctrl_c() {
         "127.0.0.1:0",
         "--nodes",
         "3",
+        "--no-auth",
     ])
     .await;
     wait_ok(&http, || {
@@ -156,8 +157,134 @@ async fn up_keeps_state_across_restarts_and_stops_on_ctrl_c() {
         "127.0.0.1:0",
         "--nodes",
         "3",
+        "--no-auth",
     ])
     .await;
     let r = wait_ok(&http, || http.get(format!("{url}/admin/stor/kept"))).await;
     assert_eq!(r.text().await.unwrap(), "still here");
+}
+
+/// Start `up` with `HOME=home`; returns the child and the printed `export` lines' variables.
+async fn up_with_home(data: &str, home: &std::path::Path) -> (Child, Vec<(String, String)>) {
+    let mut child = Command::new(BIN)
+        .args([
+            "up",
+            "--data",
+            data,
+            "--listen",
+            "127.0.0.1:0",
+            "--nodes",
+            "2",
+        ])
+        .env("RUST_LOG", "warn")
+        .env("HOME", home)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut vars = Vec::new();
+    tokio::time::timeout(Duration::from_secs(30), async {
+        while let Some(l) = lines.next_line().await.unwrap() {
+            if let Some(rest) = l.trim().strip_prefix("export ") {
+                for kv in rest.split_whitespace() {
+                    let (k, v) = kv.split_once('=').unwrap();
+                    vars.push((k.to_string(), v.to_string()));
+                }
+                if l.contains("MANTA_") {
+                    return;
+                }
+            }
+        }
+        panic!("up exited before printing its environment");
+    })
+    .await
+    .expect("up started");
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    (child, vars)
+}
+
+#[tokio::test]
+async fn up_requires_signatures_and_prints_a_working_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    std::fs::create_dir(&home).unwrap();
+    let data = dir.path().join("data").to_string_lossy().to_string();
+    let (mut up, vars) = up_with_home(&data, &home).await;
+    let get = |k: &str| {
+        vars.iter()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| v.clone())
+            .unwrap()
+    };
+    let url = get("MOBULA_URL");
+    assert_eq!(get("MANTA_URL"), url);
+    assert_eq!(
+        (get("MOBULA_ACCOUNT"), get("MANTA_USER")),
+        ("admin".into(), "admin".into())
+    );
+    let key = get("MOBULA_KEY");
+    assert!(
+        key.starts_with(&data),
+        "no ~/.ssh key: one generated in the data dir ({key})"
+    );
+    let public = std::fs::read_to_string(format!("{key}.pub")).unwrap();
+    let (md5, _) = mobula_gateway::signature::fingerprints(&public).unwrap();
+    assert_eq!(get("MANTA_KEY_ID"), md5);
+    let r = reqwest::get(format!("{url}/admin/stor")).await.unwrap();
+    assert_eq!(r.status(), 401, "unsigned requests are refused");
+    let cli = |args: &[&str]| {
+        let mut c = Command::new(BIN);
+        c.args(args);
+        for (k, v) in &vars {
+            c.env(k, v);
+        }
+        c.output()
+    };
+    let f = dir.path().join("f");
+    std::fs::write(&f, "signed").unwrap();
+    let o = cli(&["put", f.to_str().unwrap(), "~~/stor/f"])
+        .await
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // Restarted, it keeps the same key and still answers the same client.
+    let pid = nix::unistd::Pid::from_raw(up.id().unwrap() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
+    up.wait().await.unwrap();
+    let (_up, vars2) = up_with_home(&data, &home).await;
+    assert!(vars2.iter().any(|(k, v)| k == "MOBULA_KEY" && *v == key));
+    let mut c = Command::new(BIN);
+    c.args(["get", "~~/stor/f"]);
+    for (k, v) in &vars2 {
+        c.env(k, v);
+    }
+    let o = c.output().await.unwrap();
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "signed");
+
+    // A user with a key in ~/.ssh gets that key registered and printed instead.
+    let ssh = home.join(".ssh");
+    std::fs::create_dir(&ssh).unwrap();
+    let mine =
+        ssh_key::PrivateKey::random(&mut rand::rngs::OsRng, ssh_key::Algorithm::Ed25519).unwrap();
+    std::fs::write(
+        ssh.join("id_ed25519"),
+        mine.to_openssh(ssh_key::LineEnding::LF).unwrap(),
+    )
+    .unwrap();
+    std::fs::write(
+        ssh.join("id_ed25519.pub"),
+        mine.public_key().to_openssh().unwrap(),
+    )
+    .unwrap();
+    drop(_up);
+    let data2 = dir.path().join("data2").to_string_lossy().to_string();
+    let (_up, vars3) = up_with_home(&data2, &home).await;
+    let key3 = vars3
+        .iter()
+        .find(|(k, _)| k == "MOBULA_KEY")
+        .unwrap()
+        .1
+        .clone();
+    assert_eq!(key3, ssh.join("id_ed25519").display().to_string());
 }

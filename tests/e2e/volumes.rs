@@ -177,7 +177,7 @@ async fn up_with_a_btrfs_image() {
     let data = dir.path().join("data");
     let image = dir.path().join("nodes.img");
     let mut child = tokio::process::Command::new(BIN)
-        .args(["up", "--listen", "127.0.0.1:0", "--data"])
+        .args(["up", "--no-auth", "--listen", "127.0.0.1:0", "--data"])
         .arg(&data)
         .arg("--btrfs-image")
         .arg(&image)
