@@ -156,7 +156,11 @@ impl Cluster {
             let n = c.spawn_node(i).await?;
             c.nodes.push(Some(n));
         }
-        let (gl, gurl) = bind(c.cfg.listen).await?;
+        let (gl, mut gurl) = bind(c.cfg.listen).await?;
+        if let Some((cert, key)) = &c.cfg.gateway.tls {
+            mobula_http::tls_acceptor(cert, key)?; // fail now, not in the background
+            gurl = gurl.replacen("http://", "https://", 1);
+        }
         c.gateway = Some(start_gateway(gl, gurl, gw));
         c.wait_for_nodes(c.cfg.nodes).await?;
         Ok(c)

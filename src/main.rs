@@ -106,6 +106,12 @@ enum Cmd {
         /// experiments only).
         #[arg(long)]
         no_auth: bool,
+        /// Serve HTTPS: PEM certificate chain (with --tls-key).
+        #[arg(long, requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        /// PEM private key of --tls-cert.
+        #[arg(long, requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
     },
     /// Run the metadata service alone.
     Metadata {
@@ -153,6 +159,12 @@ enum Cmd {
         /// read `/:account/public`.
         #[arg(long)]
         require_signatures: bool,
+        /// Serve HTTPS: PEM certificate chain (with --tls-key).
+        #[arg(long, requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        /// PEM private key of --tls-cert.
+        #[arg(long, requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
     },
     /// Upload a file (`-` for stdin).
     Put {
@@ -277,6 +289,8 @@ async fn serve(cmd: Cmd, up_account: String) -> anyhow::Result<()> {
             btrfs_image,
             btrfs_size,
             no_auth,
+            tls_cert,
+            tls_key,
         } => {
             let nodes_dir = data.join("nodes");
             if let Some(image) = &btrfs_image {
@@ -292,6 +306,7 @@ async fn serve(cmd: Cmd, up_account: String) -> anyhow::Result<()> {
             cfg.nodes = nodes;
             cfg.account = up_account.clone();
             cfg.gateway.require_signatures = !no_auth;
+            cfg.gateway.tls = tls_cert.zip(tls_key);
             let key = mobula::upkey::find_or_make(&data)?;
             let c = Cluster::start(cfg).await?;
             mobula::upkey::register(&c.gw.meta, &up_account, &key).await?;
@@ -358,11 +373,18 @@ async fn serve(cmd: Cmd, up_account: String) -> anyhow::Result<()> {
             metadata,
             upload_timeout,
             require_signatures,
+            tls_cert,
+            tls_key,
         } => {
-            let (l, url) = cluster::bind(listen).await?;
+            let (l, mut url) = cluster::bind(listen).await?;
             let mut cfg = GatewayConfig::new(&metadata);
             cfg.upload_timeout = Duration::from_secs(upload_timeout);
             cfg.require_signatures = require_signatures;
+            if let (Some(cert), Some(key)) = (&tls_cert, &tls_key) {
+                mobula_http::tls_acceptor(cert, key)?;
+                url = url.replacen("http://", "https://", 1);
+            }
+            cfg.tls = tls_cert.zip(tls_key);
             let g = cluster::start_gateway(l, url.clone(), Gateway::new(cfg));
             println!("mobula gateway listening on {url}");
             terminate().await;

@@ -51,6 +51,8 @@ pub struct GatewayConfig {
     /// Require signed requests (`true`), or act as the account in the path (`false`: until every
     /// client signs, the default).
     pub require_signatures: bool,
+    /// Serve HTTPS with this PEM certificate chain and private key.
+    pub tls: Option<(std::path::PathBuf, std::path::PathBuf)>,
 }
 
 impl GatewayConfig {
@@ -63,6 +65,7 @@ impl GatewayConfig {
             nodes_refresh: Duration::from_millis(500),
             reclaim_every: Duration::from_secs(1),
             require_signatures: false,
+            tls: None,
         }
     }
 }
@@ -143,8 +146,19 @@ pub async fn run(
     let reclaim = async move { reclaim::run(&g2).await };
     let repair = async move { repair::run(&g3).await };
     let g = gw.clone();
-    let server = mobula_http::serve(
+    let tls = match &gw.cfg.tls {
+        Some((cert, key)) => match mobula_http::tls_acceptor(cert, key) {
+            Ok(a) => Some(a),
+            Err(e) => {
+                tracing::error!("gateway TLS: {e}");
+                return;
+            }
+        },
+        None => None,
+    };
+    let server = mobula_http::serve_tls(
         listener,
+        tls,
         move |req| handle(g.clone(), req),
         shutdown,
         Duration::from_secs(10),

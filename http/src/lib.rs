@@ -90,10 +90,24 @@ pub fn status(status: StatusCode) -> Response<Body> {
     resp
 }
 
-/// Serve HTTP/1.1 on `listener` until `shutdown` resolves, then let in-flight requests finish
-/// (for at most `grace`) and return. Dropping the returned future drops every connection.
+/// Serve HTTP/1.1 on `listener` until `shutdown` resolves, then give open connections `grace`
+/// to finish. Connections live in a `JoinSet`, so dropping this future drops them all.
 pub async fn serve<H, F>(
     listener: TcpListener,
+    handler: H,
+    shutdown: impl Future<Output = ()>,
+    grace: Duration,
+) where
+    H: Fn(Request) -> F + Send + Sync + 'static,
+    F: Future<Output = Response<Body>> + Send + 'static,
+{
+    serve_tls(listener, None, handler, shutdown, grace).await
+}
+
+/// [`serve`], over TLS when `tls` is given (a failed handshake drops only that connection).
+pub async fn serve_tls<H, F>(
+    listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     handler: H,
     shutdown: impl Future<Output = ()>,
     grace: Duration,
@@ -120,23 +134,15 @@ pub async fn serve<H, F>(
                 };
                 let _ = stream.set_nodelay(true);
                 let handler = handler.clone();
-                let mut stop = stop_rx.clone();
+                let stop = stop_rx.clone();
+                let tls = tls.clone();
                 conns.spawn(async move {
-                    let svc = hyper::service::service_fn(move |req| {
-                        let fut = handler(req);
-                        async move { Ok::<_, Infallible>(fut.await) }
-                    });
-                    let conn = hyper::server::conn::http1::Builder::new()
-                        .keep_alive(true)
-                        .serve_connection(TokioIo::new(stream), svc);
-                    tokio::pin!(conn);
-                    let stopping = tokio::select! {
-                        _ = conn.as_mut() => false,
-                        _ = stop.changed() => true,
-                    };
-                    if stopping {
-                        conn.as_mut().graceful_shutdown();
-                        let _ = conn.await;
+                    match tls {
+                        None => connection(stream, handler, stop).await,
+                        Some(acceptor) => match acceptor.accept(stream).await {
+                            Ok(s) => connection(s, handler, stop).await,
+                            Err(e) => tracing::debug!("TLS handshake failed: {e}"),
+                        },
                     }
                 });
             }
@@ -145,4 +151,60 @@ pub async fn serve<H, F>(
     drop(listener);
     let _ = stop_tx.send(true);
     let _ = tokio::time::timeout(grace, async { while conns.join_next().await.is_some() {} }).await;
+}
+
+async fn connection<S, H, F>(
+    stream: S,
+    handler: Arc<H>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    H: Fn(Request) -> F + Send + Sync + 'static,
+    F: Future<Output = Response<Body>> + Send + 'static,
+{
+    let svc = hyper::service::service_fn(move |req| {
+        let fut = handler(req);
+        async move { Ok::<_, Infallible>(fut.await) }
+    });
+    let conn = hyper::server::conn::http1::Builder::new()
+        .keep_alive(true)
+        .serve_connection(TokioIo::new(stream), svc);
+    tokio::pin!(conn);
+    let stopping = tokio::select! {
+        _ = conn.as_mut() => false,
+        _ = stop.changed() => true,
+    };
+    if stopping {
+        conn.as_mut().graceful_shutdown();
+        let _ = conn.await;
+    }
+}
+
+/// A TLS acceptor from PEM files: a certificate chain and its private key (PKCS#8, PKCS#1 or
+/// SEC1).
+pub fn tls_acceptor(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> std::io::Result<tokio_rustls::TlsAcceptor> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let bad = |what: &std::path::Path, e: &dyn std::fmt::Display| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("{}: {e}", what.display()),
+        )
+    };
+    let certs = CertificateDer::pem_file_iter(cert)
+        .map_err(|e| bad(cert, &e))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| bad(cert, &e))?;
+    let key_der = PrivateKeyDer::from_pem_file(key).map_err(|e| bad(key, &e))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let cfg = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| bad(cert, &e))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key_der)
+        .map_err(|e| bad(cert, &e))?;
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(cfg)))
 }

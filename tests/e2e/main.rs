@@ -15,6 +15,7 @@ mod node_manta;
 mod objects;
 mod processes;
 mod sandbox;
+mod tls;
 mod volumes;
 
 use std::time::Duration;
