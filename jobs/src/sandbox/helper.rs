@@ -19,7 +19,7 @@
 
 use std::fs;
 use std::io::Read;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -246,35 +246,33 @@ fn wait(pid1: Pid, sigfd: &SignalFd, timeout_ms: u64, report: &mut Report) -> Re
             }
             None => -1,
         };
-        let mut fds = [
-            libc::pollfd {
-                fd: pidfd.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            },
-            libc::pollfd {
-                fd: sigfd.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            },
-        ];
-        // SAFETY: fds is a valid array of two pollfd for the duration of the call.
-        let n = unsafe { libc::poll(fds.as_mut_ptr(), 2, wait_ms) };
-        if n < 0 {
-            let e = std::io::Error::last_os_error();
-            if e.kind() == std::io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(format!("poll: {e}"));
-        }
-        if fds[0].revents != 0 {
+        let ready = match poll2([pidfd.as_raw_fd(), sigfd.as_raw_fd()], wait_ms) {
+            Ok(r) => r,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(format!("poll: {e}")),
+        };
+        if ready[0] {
             return Ok(true);
         }
-        if fds[1].revents != 0 {
+        if ready[1] {
             report.cancelled = true;
             return Ok(false);
         }
     }
+}
+
+/// Wait until either descriptor is readable (or hung up), at most `timeout_ms` (-1: forever).
+pub fn poll2(fds: [RawFd; 2], timeout_ms: i32) -> std::io::Result<[bool; 2]> {
+    let mut p = fds.map(|fd| libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    });
+    // SAFETY: `p` is a valid array of two pollfd for the duration of the call.
+    if unsafe { libc::poll(p.as_mut_ptr(), 2, timeout_ms) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok([p[0].revents != 0, p[1].revents != 0])
 }
 
 /// Send `sig` to the process behind `pidfd` (never a recycled pid).

@@ -142,27 +142,14 @@ pub fn main() -> i32 {
     super::cgroup::warm();
     let _ = super::seccomp::program();
     loop {
-        let mut fds = [
-            libc::pollfd {
-                fd: 0,
-                events: libc::POLLIN,
-                revents: 0,
-            },
-            libc::pollfd {
-                fd: sigfd.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            },
-        ];
-        // SAFETY: valid array of two pollfd.
-        if unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) } < 0 {
+        let Ok(ready) = super::helper::poll2([0, sigfd.as_raw_fd()], -1) else {
             continue;
-        }
-        if fds[1].revents != 0 {
+        };
+        if ready[1] {
             while sigfd.read_signal().ok().flatten().is_some() {}
             pool.reap();
         }
-        if fds[0].revents != 0 && !serve_one(&sock, &mut pool) {
+        if ready[0] && !serve_one(&sock, &mut pool) {
             return 0;
         }
     }

@@ -186,6 +186,25 @@ impl Machine {
         out.push(Command::Error(rec));
     }
 
+    /// Finish task `id` for good with an error record (cancelled, unrunnable, failed).
+    fn give_up(&mut self, id: TaskId, f: Failure, out: &mut Vec<Command>) {
+        let t = self.tasks.get_mut(&id).expect("task exists");
+        t.state = State::Finished;
+        let rec = ErrRecord {
+            phase: t.phase,
+            code: f.code,
+            message: f.message,
+            stderr: f.stderr,
+            input: match &t.input {
+                TaskInput::Object { path, .. } => Some(path.clone()),
+                TaskInput::Reducer(_) => None,
+            },
+            p0input: t.p0input.clone(),
+        };
+        self.stats.tasks_done += 1;
+        self.error(rec, out);
+    }
+
     /// An object entering phase `phase` (a job input, or an earlier phase's output).
     fn route(&mut self, phase: usize, o: Output, p0: Option<String>, out: &mut Vec<Command>) {
         if phase == self.phases.len() {
@@ -300,20 +319,7 @@ impl Machine {
             self.queue.push_back(id);
             return;
         }
-        self.stats.tasks_done += 1;
-        let input = match &t.input {
-            TaskInput::Object { path, .. } => Some(path.clone()),
-            TaskInput::Reducer(_) => None,
-        };
-        let rec = ErrRecord {
-            phase: t.phase,
-            code: f.code,
-            message: f.message,
-            stderr: f.stderr,
-            input,
-            p0input: t.p0input.clone(),
-        };
-        self.error(rec, out);
+        self.give_up(id, f, out);
     }
 
     fn cancel(&mut self, out: &mut Vec<Command>) {
@@ -332,21 +338,13 @@ impl Machine {
                 out.push(Command::Kill { task: id });
                 self.release(id);
             }
-            let t = self.tasks.get_mut(&id).expect("task exists");
-            t.state = State::Finished;
-            let rec = ErrRecord {
-                phase: t.phase,
+            let f = Failure {
+                internal: false,
                 code: "JobCancelledError".into(),
                 message: "job was cancelled".into(),
                 stderr: None,
-                input: match &t.input {
-                    TaskInput::Object { path, .. } => Some(path.clone()),
-                    TaskInput::Reducer(_) => None,
-                },
-                p0input: t.p0input.clone(),
             };
-            self.stats.tasks_done += 1;
-            self.error(rec, out);
+            self.give_up(id, f, out);
         }
         self.queue.clear();
     }
@@ -403,21 +401,13 @@ impl Machine {
                 let reachable = nodes.is_empty()
                     || nodes.iter().any(|n| self.nodes.get(n).is_none_or(|n| n.up));
                 if !reachable {
-                    let t = self.tasks.get_mut(&id).expect("task exists");
-                    t.state = State::Finished;
-                    let rec = ErrRecord {
-                        phase: t.phase,
+                    let f = Failure {
+                        internal: true,
                         code: "InternalError".into(),
                         message: "no live node holds a copy of the input".into(),
                         stderr: None,
-                        input: match &t.input {
-                            TaskInput::Object { path, .. } => Some(path.clone()),
-                            TaskInput::Reducer(_) => None,
-                        },
-                        p0input: t.p0input.clone(),
                     };
-                    self.stats.tasks_done += 1;
-                    self.error(rec, out);
+                    self.give_up(id, f, out);
                     continue;
                 }
             }
