@@ -176,3 +176,68 @@ async fn docker_and_oci_images_run_with_their_own_userland() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_image_is_imported_from_an_object_into_every_node() {
+    let Some((sb, dir)) = sandbox() else { return };
+    let Some(bb) = busybox() else { return };
+    let t = crate::T::start(3).await;
+    assert_eq!(
+        t.put("/admin/stor/img.tar", docker_save(&bb))
+            .await
+            .status(),
+        204
+    );
+    // Two node directories under an `up`-style data dir: --all imports into both.
+    let data = dir.path().join("data");
+    for i in 0..2 {
+        std::fs::create_dir_all(data.join("nodes").join(i.to_string())).unwrap();
+    }
+    let out = tokio::process::Command::new(BIN)
+        .args(["image", "import", "fromobj", "/admin/stor/img.tar", "--all"])
+        .arg(&data)
+        .env("MOBULA_URL", t.c.url())
+        .env("MOBULA_ACCOUNT", "admin")
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        said.matches("imported fromobj (docker image, 2 layer(s))")
+            .count(),
+        2,
+        "{said}"
+    );
+    for i in 0..2 {
+        let rootfs = data
+            .join("nodes")
+            .join(i.to_string())
+            .join("images/fromobj/rootfs");
+        assert_eq!(
+            std::fs::read_to_string(rootfs.join("etc/os-release")).unwrap(),
+            "NAME=layer-two\n"
+        );
+    }
+    // A missing object is a clear error and imports nothing.
+    let out = tokio::process::Command::new(BIN)
+        .args([
+            "image",
+            "import",
+            "nope",
+            "/admin/stor/missing.tar",
+            "--node-dir",
+        ])
+        .arg(dir.path())
+        .env("MOBULA_URL", t.c.url())
+        .output()
+        .await
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("ResourceNotFound"));
+    assert!(!sb.images().list().contains(&"nope".to_string()));
+}

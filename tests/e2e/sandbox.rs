@@ -286,3 +286,39 @@ pub async fn wait_until(mut f: impl FnMut() -> bool) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+#[tokio::test]
+async fn a_task_cannot_see_another_running_tasks_scratch_or_processes() {
+    let Some((sb, _dir)) = sandbox() else { return };
+    let tag = format!("s3cret-{}", std::process::id());
+    let a = sb
+        .spawn(
+            &TaskSpec::shell(&format!(
+                "echo {tag} > /tmp/{tag}; echo {tag} > /dev/shm/{tag}; echo ready; sleep 30.{}",
+                std::process::id() % 1000 + 1
+            )),
+            Input::Null,
+        )
+        .unwrap();
+    // Wait until task A has written its files.
+    let sleeping = format!("sleep 30.{}", std::process::id() % 1000 + 1);
+    wait_until(|| host_procs(&sleeping).len() == 1).await;
+    let c = sh(
+        &sb,
+        &format!(
+            "find / -xdev -name '{tag}*' 2>/dev/null; ls /dev/shm /tmp; \
+             grep -rl {tag} /tmp /dev/shm 2>/dev/null; ps -e 2>/dev/null | grep -c sleep"
+        ),
+        |_| {},
+    )
+    .await;
+    assert_eq!(
+        text(&c.stdout),
+        "/dev/shm:\n\n/tmp:\n0\n",
+        "{}",
+        text(&c.stderr)
+    );
+    a.cancel();
+    let r = a.wait().await.unwrap();
+    assert!(r.cancelled);
+}
