@@ -554,7 +554,13 @@ async fn async_main() -> ExitCode {
             }
         },
         Cmd::Image { op } => {
-            let c = Client::new(&cli.url, &cli.account);
+            let c = match signed_client(&cli.url, &cli.account, cli.key.as_deref()) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("mobula: {e:#}");
+                    return ExitCode::FAILURE;
+                }
+            };
             match mobula::compute::image(op, &c).await {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
@@ -571,25 +577,13 @@ async fn async_main() -> ExitCode {
             }
         },
         cmd => {
-            let mut c = Client::new(&cli.url, &cli.account);
-            let key_id = std::env::var("MOBULA_KEY_ID")
-                .or_else(|_| std::env::var("MANTA_KEY_ID"))
-                .ok();
-            let signer = match (&cli.key, key_id, mobula::agent::Agent::from_env()) {
-                (Some(k), _, _) => Some(mobula::sign::Signer::from_file(k, &cli.account)),
-                (None, Some(fp), Some(agent)) => {
-                    Some(mobula::sign::Signer::from_agent(agent, &fp, &cli.account))
-                }
-                _ => None,
-            };
-            match signer {
-                Some(Ok(s)) => c = c.with_signer(s),
-                Some(Err(e)) => {
+            let c = match signed_client(&cli.url, &cli.account, cli.key.as_deref()) {
+                Ok(c) => c,
+                Err(e) => {
                     eprintln!("mobula: {e:#}");
                     return ExitCode::FAILURE;
                 }
-                None => {}
-            }
+            };
             match client(c, cmd).await {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
@@ -599,6 +593,26 @@ async fn async_main() -> ExitCode {
             }
         }
     }
+}
+
+/// A client for `url` acting as `account`, signing with the key file, or with the ssh-agent key
+/// named by MOBULA_KEY_ID / MANTA_KEY_ID, or unsigned when neither is configured.
+fn signed_client(
+    url: &str,
+    account: &str,
+    key: Option<&std::path::Path>,
+) -> anyhow::Result<Client> {
+    let c = Client::new(url, account);
+    let key_id = std::env::var("MOBULA_KEY_ID")
+        .or_else(|_| std::env::var("MANTA_KEY_ID"))
+        .ok();
+    Ok(match (key, key_id, mobula::agent::Agent::from_env()) {
+        (Some(k), _, _) => c.with_signer(mobula::sign::Signer::from_file(k, account)?),
+        (None, Some(fp), Some(agent)) => {
+            c.with_signer(mobula::sign::Signer::from_agent(agent, &fp, account)?)
+        }
+        _ => c,
+    })
 }
 
 async fn account(metadata: &str, op: AccountOp) -> anyhow::Result<()> {
