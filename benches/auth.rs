@@ -47,6 +47,17 @@ async fn up(dir: &std::path::Path, extra: &[&str]) -> (Child, String, String) {
     (child, url, key)
 }
 
+/// `rq` with `Date` and `Authorization` when there is a signer.
+fn signed(
+    rq: reqwest::RequestBuilder,
+    signer: Option<&Arc<mobula::sign::Signer>>,
+) -> reqwest::RequestBuilder {
+    let Some(s) = signer else { return rq };
+    let date = httpdate::fmt_http_date(SystemTime::now());
+    rq.header("authorization", s.authorization(&date))
+        .header("date", date)
+}
+
 async fn load(
     http: &reqwest::Client,
     url: &str,
@@ -65,18 +76,12 @@ async fn load(
                 } else {
                     format!("{url}/admin/stor/b/g")
                 };
-                let mut rq = if put {
+                let rq = if put {
                     http.put(path).body(body)
                 } else {
                     http.get(path)
                 };
-                if let Some(s) = signer {
-                    let date = httpdate::fmt_http_date(SystemTime::now());
-                    rq = rq
-                        .header("authorization", s.authorization(&date))
-                        .header("date", date);
-                }
-                let r = rq.send().await.unwrap();
+                let r = signed(rq, signer).send().await.unwrap();
                 assert!(r.status().is_success(), "{}", r.status());
                 let _ = r.bytes().await;
             }
@@ -102,27 +107,15 @@ async fn main() {
     let signer = Arc::new(mobula::sign::Signer::from_file(key.as_ref(), "admin").unwrap());
     let http = reqwest::Client::new();
     for (url, s) in [(&surl, Some(&signer)), (&ourl, None)] {
-        let mut rq = http
+        let rq = http
             .put(format!("{url}/admin/stor/b"))
             .header("content-type", "application/json; type=directory");
-        if let Some(s) = s {
-            let date = httpdate::fmt_http_date(SystemTime::now());
-            rq = rq
-                .header("authorization", s.authorization(&date))
-                .header("date", date);
-        }
-        assert!(rq.send().await.unwrap().status().is_success());
+        assert!(signed(rq, s).send().await.unwrap().status().is_success());
         load(&http, url, s, true, 300).await; // warm up; creates the objects
-        let mut rq = http
+        let rq = http
             .put(format!("{url}/admin/stor/b/g"))
             .body(vec![1u8; 4096]);
-        if let Some(s) = s {
-            let date = httpdate::fmt_http_date(SystemTime::now());
-            rq = rq
-                .header("authorization", s.authorization(&date))
-                .header("date", date);
-        }
-        assert!(rq.send().await.unwrap().status().is_success());
+        assert!(signed(rq, s).send().await.unwrap().status().is_success());
     }
     let mut sums = [0f64; 4];
     for _ in 0..rounds {

@@ -6,6 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use clap::Subcommand;
+use mobula_jobs::image::ImageStore;
 use mobula_jobs::sandbox::{Bind, Input, Sandbox, SandboxConfig, TaskSpec};
 
 const DEFAULT_NODE_DIR: &str = "./mobula-data/nodes/0";
@@ -75,6 +76,12 @@ pub enum ImageOp {
 fn sandbox_for(node_dir: &Path) -> anyhow::Result<Sandbox> {
     std::fs::create_dir_all(node_dir)?;
     Ok(Sandbox::new(SandboxConfig::under(node_dir)?)?)
+}
+
+/// A node's image store alone (no zygote, sweep or cgroup tuning: nothing runs).
+fn images_of(node_dir: &Path) -> anyhow::Result<ImageStore> {
+    let cfg = SandboxConfig::under(node_dir)?;
+    Ok(ImageStore::open(&cfg.images, cfg.id_base)?)
 }
 
 pub async fn sandbox(op: SandboxOp) -> anyhow::Result<i32> {
@@ -180,8 +187,7 @@ pub async fn image(op: ImageOp, client: &crate::client::Client) -> anyhow::Resul
                 None => vec![node_dir],
             };
             for d in dirs {
-                let sb = sandbox_for(&d)?;
-                let info = sb.images().import(&name, &file)?;
+                let info = images_of(&d)?.import(&name, &file)?;
                 println!(
                     "{}: imported {name} ({} image, {} layer(s))",
                     d.display(),
@@ -192,11 +198,11 @@ pub async fn image(op: ImageOp, client: &crate::client::Client) -> anyhow::Resul
             drop(fetched);
         }
         ImageOp::List { node_dir } => {
-            for n in sandbox_for(&node_dir)?.images().list() {
+            for n in images_of(&node_dir)?.list() {
                 println!("{n}");
             }
         }
-        ImageOp::Rm { name, node_dir } => sandbox_for(&node_dir)?.images().remove(&name)?,
+        ImageOp::Rm { name, node_dir } => images_of(&node_dir)?.remove(&name)?,
     }
     Ok(())
 }

@@ -25,6 +25,16 @@ use md5::Digest;
 use mobula::cluster::{Cluster, ClusterConfig};
 use reqwest::{Method, StatusCode};
 
+/// A test's prerequisite (root, btrfs, a tool) is missing: say why and skip — or fail when
+/// MOBULA_REQUIRE_PRIVILEGED=1 (CI), where every prerequisite must be there.
+pub fn skip(why: &str) {
+    assert!(
+        std::env::var("MOBULA_REQUIRE_PRIVILEGED").as_deref() != Ok("1"),
+        "{why}"
+    );
+    eprintln!("skipped: {why}");
+}
+
 /// A running test cluster and a client for it.
 pub struct T {
     pub c: Cluster,

@@ -167,17 +167,6 @@ impl ImageStore {
         }
         remove_tree(&self.dir.join(name))
     }
-
-    /// The shell to run `-c` commands with in this image (`bash`, else `sh`).
-    pub fn shell(&self, name: &str) -> &'static str {
-        match self.resolve(name) {
-            Ok(r) if r.read_only_root => "bash",
-            Ok(r) if !r.root.join("bin/bash").exists() && !r.root.join("usr/bin/bash").exists() => {
-                "sh"
-            }
-            _ => "bash",
-        }
-    }
 }
 
 /// Delete a tree, subvolume or not.

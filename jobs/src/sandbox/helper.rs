@@ -49,8 +49,6 @@ pub struct HelperArgs {
     pub report: PathBuf,
     /// First host uid/gid of the range the task's ids map to (65,536 ids).
     pub id_base: u32,
-    /// The caller's pid (names its reports).
-    pub parent_pid: i32,
 }
 
 /// Entry point, in a fresh fork of the zygote (pid `zygote`). Returns the exit code.

@@ -25,7 +25,7 @@ pub mod zygote;
 
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -166,14 +166,13 @@ impl Sandbox {
             mount_dir: self.cfg.run_dir.join("mnt"),
             report: report.clone(),
             id_base: self.cfg.id_base,
-            parent_pid: std::process::id() as i32,
         };
         let json = serde_json::to_vec(&args).map_err(io::Error::other)?;
         let mut stdin_tx = None;
         let stdin_fd: OwnedFd = match stdin {
             Input::Null => File::open("/dev/null")?.into(),
             Input::File(f) => f.into(),
-            Input::Inherit => std::io::stdin().as_fd_owned()?,
+            Input::Inherit => std::io::stdin().as_fd().try_clone_to_owned()?,
             Input::Pipe => {
                 let (r, w) = pipe_pair()?;
                 stdin_tx = Some(w);
@@ -254,17 +253,6 @@ fn sweep_reports(dir: &Path) {
         if pid.is_some_and(|p| !Path::new(&format!("/proc/{p}")).exists()) {
             let _ = std::fs::remove_file(e.path());
         }
-    }
-}
-
-trait AsFdOwned {
-    fn as_fd_owned(&self) -> io::Result<OwnedFd>;
-}
-
-impl AsFdOwned for std::io::Stdin {
-    fn as_fd_owned(&self) -> io::Result<OwnedFd> {
-        use std::os::fd::AsFd;
-        self.as_fd().try_clone_to_owned()
     }
 }
 

@@ -40,7 +40,7 @@ const MAX_REQUEST: usize = 1 << 20;
 #[derive(Debug)]
 pub struct Zygote {
     sock: Mutex<UnixStream>,
-    child: Mutex<std::process::Child>,
+    child: std::process::Child,
 }
 
 fn send_with_fds(sock: &UnixStream, data: &[u8], fds: &[RawFd]) -> io::Result<()> {
@@ -86,7 +86,7 @@ impl Zygote {
             .spawn()?;
         Ok(Zygote {
             sock: Mutex::new(ours),
-            child: Mutex::new(child),
+            child,
         })
     }
 
@@ -115,9 +115,7 @@ impl Drop for Zygote {
         if let Ok(s) = self.sock.get_mut() {
             let _ = s.shutdown(std::net::Shutdown::Both);
         }
-        if let Ok(c) = self.child.get_mut() {
-            let _ = c.wait();
-        }
+        let _ = self.child.wait();
     }
 }
 
