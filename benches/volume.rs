@@ -94,6 +94,7 @@ async fn serve(store: Store) -> String {
         id: "bench".into(),
         bad,
         meta: None,
+        extension: None,
     };
     tokio::spawn(server::run(l, state, std::future::pending()));
     url

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use mobula_gateway::{Gateway, GatewayConfig};
+use mobula_jobs::agent::{Agent, AgentConfig};
 use mobula_metadata::{Db, MetadataClient};
 use mobula_storage_node::NodeConfig;
 use tokio::net::TcpListener;
@@ -105,6 +106,37 @@ pub struct ClusterConfig {
     pub nodes: usize,
     pub account: String,
     pub gateway: GatewayConfig,
+    /// Run a job agent on every node (needs root), with this `mobula` binary.
+    pub agent: Option<AgentOptions>,
+}
+
+/// How storage nodes run their job agent.
+#[derive(Debug, Clone)]
+pub struct AgentOptions {
+    /// The `mobula` binary (sandbox helper and in-task tools).
+    pub exe: PathBuf,
+    /// Tasks per node at once (default: by cores and memory).
+    pub slots: Option<u32>,
+}
+
+/// The job agent for the node in `dir`, reached at `url`, as the node's `/tasks/` handler.
+pub fn agent_for(
+    dir: &Path,
+    url: &str,
+    metadata_url: &str,
+    a: &AgentOptions,
+) -> anyhow::Result<mobula_storage_node::Extension> {
+    let store = mobula_storage_node::Store::open(dir)?;
+    let cfg = AgentConfig {
+        node_dir: dir.to_path_buf(),
+        node_id: store.node_id()?,
+        url: url.to_string(),
+        metadata_url: metadata_url.to_string(),
+        exe: a.exe.clone(),
+        slots: a.slots.unwrap_or_else(AgentConfig::default_slots),
+    };
+    let agent = Agent::new(cfg).with_context(|| format!("job agent in {}", dir.display()))?;
+    Ok(agent.extension())
 }
 
 impl ClusterConfig {
@@ -116,6 +148,7 @@ impl ClusterConfig {
             nodes: 3,
             account: "admin".into(),
             gateway: GatewayConfig::new(""),
+            agent: None,
         }
     }
 }
@@ -185,6 +218,9 @@ impl Cluster {
         let (l, url) = bind("127.0.0.1:0".parse()?).await?;
         let mut ncfg = NodeConfig::new(self.node_dir(i), self.metadata_url());
         ncfg.heartbeat = Duration::from_millis(500);
+        if let Some(a) = &self.cfg.agent {
+            ncfg.extension = Some(agent_for(&self.node_dir(i), &url, self.metadata_url(), a)?);
+        }
         Ok(start_node(l, url, ncfg))
     }
 
@@ -224,6 +260,25 @@ impl Cluster {
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
         anyhow::bail!("storage nodes did not register in time")
+    }
+
+    /// Kill the gateway (every connection dropped, its coordinator gone) and start a new one
+    /// on the same address.
+    pub async fn restart_gateway(&mut self) -> anyhow::Result<()> {
+        let old = self.gateway.take().expect("gateway running");
+        let url = old.url.clone();
+        let addr: SocketAddr = url
+            .rsplit_once("://")
+            .map(|(_, a)| a)
+            .unwrap_or(&url)
+            .parse()?;
+        old.kill().await;
+        let mut gcfg = self.gw.cfg.clone();
+        gcfg.metadata_url = self.metadata_url().to_string();
+        self.gw = Gateway::new(gcfg);
+        let (gl, _) = bind(addr).await?;
+        self.gateway = Some(start_gateway(gl, url, self.gw.clone()));
+        Ok(())
     }
 
     /// Stop everything gracefully.

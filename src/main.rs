@@ -112,6 +112,12 @@ enum Cmd {
         /// PEM private key of --tls-cert.
         #[arg(long, requires = "tls_cert")]
         tls_key: Option<PathBuf>,
+        /// Run no job agents (jobs need root for their sandboxes).
+        #[arg(long)]
+        no_jobs: bool,
+        /// Tasks each storage node runs at once (default: by cores and memory).
+        #[arg(long)]
+        slots: Option<u32>,
     },
     /// Run the metadata service alone.
     Metadata {
@@ -145,6 +151,12 @@ enum Cmd {
         /// Background scrub read rate, MiB/s.
         #[arg(long, default_value_t = 64)]
         scrub_rate: u64,
+        /// Run no job agent on this node.
+        #[arg(long)]
+        no_jobs: bool,
+        /// Tasks this node runs at once (default: by cores and memory).
+        #[arg(long)]
+        slots: Option<u32>,
     },
     /// Run a gateway alone.
     Gateway {
@@ -291,6 +303,8 @@ async fn serve(cmd: Cmd, up_account: String) -> anyhow::Result<()> {
             no_auth,
             tls_cert,
             tls_key,
+            no_jobs,
+            slots,
         } => {
             let nodes_dir = data.join("nodes");
             if let Some(image) = &btrfs_image {
@@ -307,6 +321,7 @@ async fn serve(cmd: Cmd, up_account: String) -> anyhow::Result<()> {
             cfg.account = up_account.clone();
             cfg.gateway.require_signatures = !no_auth;
             cfg.gateway.tls = tls_cert.zip(tls_key);
+            cfg.agent = agent_options(no_jobs, slots)?;
             let key = mobula::upkey::find_or_make(&data)?;
             let c = Cluster::start(cfg).await?;
             mobula::upkey::register(&c.gw.meta, &up_account, &key).await?;
@@ -355,14 +370,20 @@ async fn serve(cmd: Cmd, up_account: String) -> anyhow::Result<()> {
             advertise,
             scrub_every,
             scrub_rate,
+            no_jobs,
+            slots,
         } => {
             let data = data.ok_or_else(|| anyhow::anyhow!("--data is required"))?;
             let metadata = metadata.ok_or_else(|| anyhow::anyhow!("--metadata is required"))?;
             let (l, url) = cluster::bind(listen).await?;
             let mut cfg = NodeConfig::new(data, &metadata);
-            cfg.advertise_url = advertise;
+            cfg.advertise_url = advertise.clone();
             cfg.scrub_every = (scrub_every > 0).then(|| Duration::from_secs(scrub_every));
             cfg.scrub_rate = scrub_rate << 20;
+            if let Some(a) = agent_options(no_jobs, slots)? {
+                let me = advertise.clone().unwrap_or_else(|| url.clone());
+                cfg.extension = Some(cluster::agent_for(&cfg.dir, &me, &metadata, &a)?);
+            }
             println!("mobula storage-node listening on {url}");
             let n = cluster::start_node(l, url, cfg);
             terminate().await;
@@ -514,7 +535,32 @@ fn arm_crash_points() {
     }
 }
 
+/// Job agents for the nodes this process runs, unless `--no-jobs` (or not root: said once).
+fn agent_options(
+    no_jobs: bool,
+    slots: Option<u32>,
+) -> anyhow::Result<Option<cluster::AgentOptions>> {
+    if no_jobs {
+        return Ok(None);
+    }
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("mobula: not root, so no job agents (task sandboxes need root); jobs will queue");
+        return Ok(None);
+    }
+    Ok(Some(cluster::AgentOptions {
+        exe: std::env::current_exe()?,
+        slots,
+    }))
+}
+
 fn main() -> ExitCode {
+    // Inside a task, this binary is also the in-task tools (mpipe, mcat, mtee, msplit).
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(tool) = args.first().and_then(|a| a.rsplit('/').next()) {
+        if mobula_jobs::tools::TOOLS.contains(&tool) {
+            return ExitCode::from(mobula_jobs::tools::main(tool, &args[1..]) as u8);
+        }
+    }
     // The sandbox zygote must start before any runtime thread exists: it forks.
     if std::env::args_os()
         .nth(1)

@@ -10,6 +10,7 @@
 pub mod auth;
 pub mod dirs;
 pub mod headers;
+pub mod jobs;
 pub mod nodes;
 pub mod objects;
 pub mod path;
@@ -53,6 +54,8 @@ pub struct GatewayConfig {
     pub require_signatures: bool,
     /// Serve HTTPS with this PEM certificate chain and private key.
     pub tls: Option<(std::path::PathBuf, std::path::PathBuf)>,
+    /// Run the jobs coordinator in this gateway (one of several takes the lease).
+    pub coordinate: bool,
 }
 
 impl GatewayConfig {
@@ -66,6 +69,7 @@ impl GatewayConfig {
             reclaim_every: Duration::from_secs(1),
             require_signatures: false,
             tls: None,
+            coordinate: true,
         }
     }
 }
@@ -78,6 +82,8 @@ pub struct Gateway {
     pub nodes: Nodes,
     pub node_client: NodeClient,
     pub auth: Box<dyn Authenticator>,
+    /// The jobs coordinator (runs inside [`run`] unless `cfg.coordinate` is off).
+    pub jobs: Arc<mobula_jobs::coordinator::Coordinator>,
     accounts: Mutex<HashMap<String, Instant>>,
 }
 
@@ -103,6 +109,7 @@ impl Gateway {
             nodes: Nodes::new(meta.clone()),
             meta,
             node_client: NodeClient::new(),
+            jobs: mobula_jobs::coordinator::Coordinator::new(&cfg.metadata_url),
             auth,
             cfg,
             accounts: Mutex::new(HashMap::new()),
@@ -145,6 +152,19 @@ pub async fn run(
     let g3 = gw.clone();
     let reclaim = async move { reclaim::run(&g2).await };
     let repair = async move { repair::run(&g3).await };
+    let owner = match listener.local_addr() {
+        Ok(a) => format!("gateway {a}"),
+        Err(_) => uuid::Uuid::new_v4().to_string(),
+    };
+    let coordinate = gw.cfg.coordinate;
+    let coordinator = gw.jobs.clone().run(owner);
+    let coordinator = async move {
+        if coordinate {
+            coordinator.await
+        } else {
+            std::future::pending().await
+        }
+    };
     let g = gw.clone();
     let tls = match &gw.cfg.tls {
         Some((cert, key)) => match mobula_http::tls_acceptor(cert, key) {
@@ -168,6 +188,7 @@ pub async fn run(
         _ = refresh => {}
         _ = reclaim => {}
         _ = repair => {}
+        _ = coordinator => {}
     }
 }
 
@@ -253,6 +274,9 @@ async fn dispatch(
                 path.full()
             ),
         ));
+    }
+    if jobs::is_api(&m, &path) {
+        return jobs::route(gw, parts, body, &path).await;
     }
     if area == "uploads" && (path.depth() > 2 || m == Method::POST) {
         return uploads::route(gw, parts, body, &path).await;

@@ -3,6 +3,12 @@
 //! store (the host userland and imported Docker/OCI/rootfs images). [`schedule`]: the pure state
 //! machine that decides where and when a job's tasks run.
 
+pub mod agent;
+pub mod coordinator;
 pub mod image;
 pub mod sandbox;
 pub mod schedule;
+pub mod spec;
+pub mod status;
+pub mod tools;
+pub mod wire;

@@ -218,4 +218,35 @@ impl MetadataClient {
     pub async fn abort_upload(&self, id: &str) -> Result<(), ApiError> {
         self.call("upload.abort", &Name { name: id.into() }).await
     }
+
+    pub async fn mkdirs(&self, path: &str) -> Result<(), ApiError> {
+        self.call("entry.mkdirs", &Name { name: path.into() }).await
+    }
+    pub async fn job_create(&self, j: &NewJob) -> Result<(), ApiError> {
+        self.call("job.create", j).await
+    }
+    pub async fn job(&self, id: &str) -> Result<Option<JobRow>, ApiError> {
+        self.call("job.get", &Name { name: id.into() }).await
+    }
+    pub async fn jobs_active(&self) -> Result<Vec<String>, ApiError> {
+        self.call("job.active", &()).await
+    }
+    pub async fn job_add_inputs(&self, a: &AddInputs) -> Result<(), ApiError> {
+        self.call("job.add_inputs", a).await
+    }
+    pub async fn job_end(&self, id: &str) -> Result<(), ApiError> {
+        self.call("job.end", &Name { name: id.into() }).await
+    }
+    pub async fn job_cancel(&self, id: &str) -> Result<(), ApiError> {
+        self.call("job.cancel", &Name { name: id.into() }).await
+    }
+    pub async fn job_records(&self, q: &JobRecords) -> Result<Vec<String>, ApiError> {
+        self.call("job.records", q).await
+    }
+    pub async fn job_log(&self, a: &JobAppend) -> Result<(), ApiError> {
+        self.call("job.log", a).await
+    }
+    pub async fn lease(&self, l: &Lease) -> Result<bool, ApiError> {
+        self.call("lease.take", l).await
+    }
 }

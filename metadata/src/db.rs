@@ -101,6 +101,46 @@ CREATE TABLE keys (
 ) WITHOUT ROWID;
 CREATE INDEX keys_by_sha256 ON keys (account, sha256);
 "#,
+    r#"
+-- How many tasks a node's job agent runs at once (0: no agent).
+ALTER TABLE nodes ADD COLUMN slots INTEGER NOT NULL DEFAULT 0;
+
+-- Jobs (SPEC §4). `state` is queued | running | done; the flags are what the user asked for,
+-- `consumed` how many inputs the coordinator has taken in, `events` how many it has logged.
+CREATE TABLE jobs (
+    id TEXT PRIMARY KEY,
+    account TEXT NOT NULL,
+    name TEXT NOT NULL,
+    spec TEXT NOT NULL,
+    state TEXT NOT NULL,
+    end_requested INTEGER NOT NULL DEFAULT 0,
+    cancel_requested INTEGER NOT NULL DEFAULT 0,
+    created INTEGER NOT NULL,
+    done INTEGER,
+    stats TEXT NOT NULL DEFAULT '{}',
+    inputs INTEGER NOT NULL DEFAULT 0,
+    consumed INTEGER NOT NULL DEFAULT 0,
+    events INTEGER NOT NULL DEFAULT 0
+) WITHOUT ROWID;
+CREATE INDEX jobs_by_state ON jobs (state, created);
+
+-- A job's append-only lists: kind 'in' (inputs as added), 'ev' (the scheduler's event log,
+-- replayed after a restart), 'out', 'err', 'fail'.
+CREATE TABLE job_records (
+    job TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    value TEXT NOT NULL,
+    PRIMARY KEY (job, kind, seq)
+) WITHOUT ROWID;
+
+-- Leases (one coordinator of jobs at a time among several gateways).
+CREATE TABLE leases (
+    name TEXT PRIMARY KEY,
+    owner TEXT NOT NULL,
+    until INTEGER NOT NULL
+) WITHOUT ROWID;
+"#,
 ];
 
 const READERS: usize = 4;

@@ -7,6 +7,7 @@
 
 pub mod client;
 pub mod db;
+pub mod jobs;
 pub mod keys;
 pub mod namespace;
 pub mod registry;

@@ -10,15 +10,18 @@ use crate::types::{now_ms, Copy, Garbage, Heartbeat, NodeInfo, Repair};
 /// Record a heartbeat: insert or refresh the node.
 pub fn heartbeat(tx: &Connection, hb: &Heartbeat) -> Result<(), ApiError> {
     tx.execute(
-        "INSERT INTO nodes (id, url, free_bytes, total_bytes, last_seen) VALUES (?1, ?2, ?3, ?4, ?5)
+        "INSERT INTO nodes (id, url, free_bytes, total_bytes, last_seen, slots)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)
          ON CONFLICT (id) DO UPDATE SET url = excluded.url, free_bytes = excluded.free_bytes,
-            total_bytes = excluded.total_bytes, last_seen = excluded.last_seen",
+            total_bytes = excluded.total_bytes, last_seen = excluded.last_seen,
+            slots = excluded.slots",
         params![
             hb.id,
             hb.url,
             hb.free_bytes as i64,
             hb.total_bytes as i64,
-            now_ms()
+            now_ms(),
+            hb.slots
         ],
     )
     .map_err(sql)?;
@@ -29,7 +32,9 @@ pub fn heartbeat(tx: &Connection, hb: &Heartbeat) -> Result<(), ApiError> {
 pub fn nodes(conn: &Connection) -> Result<Vec<NodeInfo>, ApiError> {
     let now = now_ms();
     let mut s = conn
-        .prepare_cached("SELECT id, url, free_bytes, total_bytes, last_seen FROM nodes ORDER BY id")
+        .prepare_cached(
+            "SELECT id, url, free_bytes, total_bytes, last_seen, slots FROM nodes ORDER BY id",
+        )
         .map_err(sql)?;
     let rows = s
         .query_map([], |r| {
@@ -39,6 +44,7 @@ pub fn nodes(conn: &Connection) -> Result<Vec<NodeInfo>, ApiError> {
                 free_bytes: r.get::<_, i64>(2)? as u64,
                 total_bytes: r.get::<_, i64>(3)? as u64,
                 last_seen_ago_ms: now - r.get::<_, i64>(4)?,
+                slots: r.get(5)?,
             })
         })
         .map_err(sql)?;

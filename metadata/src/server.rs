@@ -15,7 +15,7 @@ use tokio::net::TcpListener;
 
 use crate::db::Db;
 use crate::types::*;
-use crate::{keys, namespace, registry, uploads};
+use crate::{jobs, keys, namespace, registry, uploads};
 
 const MAX_BODY: usize = 16 << 20;
 
@@ -160,6 +160,16 @@ async fn route(db: Arc<Db>, req: Request) -> Result<http::Response<Body>, ApiErr
         "upload.put_part" => write!(PutPart, |tx, a| uploads::put_part(tx, &a)),
         "upload.commit" => write!(CommitUpload, |tx, a| uploads::commit(tx, &a)),
         "upload.abort" => write!(Name, |tx, a| uploads::abort(tx, &a.name)),
+        "entry.mkdirs" => write!(Name, |tx, a| jobs::mkdirs(tx, &a.name)),
+        "job.create" => write!(NewJob, |tx, a| jobs::create(tx, &a)),
+        "job.get" => read!(Name, |c, a| jobs::get(c, &a.name)),
+        "job.active" => read!((), |c, _a| jobs::active(c)),
+        "job.add_inputs" => write!(AddInputs, |tx, a| jobs::add_inputs(tx, &a)),
+        "job.end" => write!(Name, |tx, a| jobs::end(tx, &a.name)),
+        "job.cancel" => write!(Name, |tx, a| jobs::cancel(tx, &a.name)),
+        "job.records" => read!(JobRecords, |c, a| jobs::records(c, &a)),
+        "job.log" => write!(JobAppend, |tx, a| jobs::log(tx, &a)),
+        "lease.take" => write!(Lease, |tx, a| jobs::lease(tx, &a)),
         other => Err(ApiError::new(
             Code::ResourceNotFound,
             format!("no method {other}"),

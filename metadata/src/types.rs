@@ -133,6 +133,9 @@ pub struct Heartbeat {
     pub url: String,
     pub free_bytes: u64,
     pub total_bytes: u64,
+    /// Tasks its job agent runs at once (0: no agent).
+    #[serde(default)]
+    pub slots: u32,
 }
 
 /// A registered storage node as the registry sees it.
@@ -144,6 +147,9 @@ pub struct NodeInfo {
     pub total_bytes: u64,
     /// Milliseconds since its last heartbeat.
     pub last_seen_ago_ms: i64,
+    /// Tasks its job agent runs at once (0: no agent).
+    #[serde(default)]
+    pub slots: u32,
 }
 
 /// Data no longer referenced, to be deleted from the nodes that hold it.
@@ -269,4 +275,79 @@ mod tests {
         assert_eq!(split_path("/a"), ("/", "a"));
         assert_eq!(split_path("/a/b/c"), ("/a/b", "c"));
     }
+}
+
+/// A new job (`job.create`); its directories `/:account/jobs/:id/stor` are made with it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NewJob {
+    pub id: String,
+    pub account: String,
+    pub name: String,
+    /// The job's phases as the user gave them (JSON, validated by the gateway).
+    pub spec: String,
+}
+
+/// A job as stored.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct JobRow {
+    pub id: String,
+    pub account: String,
+    pub name: String,
+    pub spec: String,
+    /// `queued`, `running` or `done`.
+    pub state: String,
+    pub end_requested: bool,
+    pub cancel_requested: bool,
+    /// ms since the epoch.
+    pub created: i64,
+    pub done: Option<i64>,
+    /// Counters (JSON) as of the last logged event.
+    pub stats: String,
+    /// Inputs added so far.
+    pub inputs: u64,
+    /// Inputs the coordinator has taken in.
+    pub consumed: u64,
+    /// Events logged.
+    pub events: u64,
+}
+
+/// Add inputs to a job (and maybe end its input).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AddInputs {
+    pub id: String,
+    pub paths: Vec<String>,
+    pub end: bool,
+}
+
+/// Read part of one of a job's lists (`in`, `ev`, `out`, `err`, `fail`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JobRecords {
+    pub id: String,
+    pub kind: String,
+    pub from: u64,
+    pub limit: u32,
+}
+
+/// What the coordinator logs in one transaction: events (only if `expect_events` are logged
+/// so far — a second coordinator loses), records, and the job's new summary.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct JobAppend {
+    pub id: String,
+    pub expect_events: u64,
+    pub events: Vec<String>,
+    pub out: Vec<String>,
+    pub err: Vec<String>,
+    pub fail: Vec<String>,
+    pub consumed: u64,
+    pub stats: String,
+    pub state: String,
+    pub done: Option<i64>,
+}
+
+/// Take or renew lease `name` for `ttl_ms`; granted when free, expired, or already `owner`'s.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Lease {
+    pub name: String,
+    pub owner: String,
+    pub ttl_ms: i64,
 }

@@ -39,6 +39,30 @@ pub struct NodeConfig {
     pub scrub_every: Option<Duration>,
     /// Scrub read rate limit, bytes per second.
     pub scrub_rate: u64,
+    /// Requests under `/tasks/` go to this handler (the job agent; `None`: no agent).
+    pub extension: Option<Extension>,
+}
+
+/// Handler of a request the node itself does not serve.
+pub type ExtensionFn = dyn Fn(
+        mobula_http::Request,
+    ) -> futures::future::BoxFuture<'static, http::Response<mobula_http::Body>>
+    + Send
+    + Sync;
+
+/// Another part served from the node's port under `/tasks/` — the job agent, which lives in
+/// the `jobs` crate (that crate depends on this one, so the node takes it as a handler).
+#[derive(Clone)]
+pub struct Extension {
+    /// Tasks the agent runs at once (heartbeated to the registry for the scheduler).
+    pub slots: u32,
+    pub handler: std::sync::Arc<ExtensionFn>,
+}
+
+impl std::fmt::Debug for Extension {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Extension {{ slots: {} }}", self.slots)
+    }
 }
 
 impl NodeConfig {
@@ -51,6 +75,7 @@ impl NodeConfig {
             orphan_age: Duration::from_secs(3600),
             scrub_every: Some(Duration::from_secs(24 * 3600)),
             scrub_rate: 64 << 20,
+            extension: None,
         }
     }
 }
@@ -70,10 +95,10 @@ pub async fn run(
         .unwrap_or_else(|| format!("http://{addr}"));
     let meta = MetadataClient::new(&cfg.metadata_url);
     let (bad_tx, bad_rx) = tokio::sync::mpsc::unbounded_channel();
+    let slots = cfg.extension.as_ref().map_or(0, |e| e.slots);
     let beat = heartbeat_loop(
         store.clone(),
-        id.clone(),
-        url.clone(),
+        (id.clone(), url.clone(), slots),
         meta.clone(),
         cfg.heartbeat,
     );
@@ -97,6 +122,7 @@ pub async fn run(
         id,
         bad: bad_tx,
         meta: Some(meta),
+        extension: cfg.extension.clone(),
     };
     tokio::select! {
         _ = server::run(listener, state, shutdown) => {}
@@ -165,8 +191,7 @@ async fn scrub_loop(
 
 async fn heartbeat_loop(
     store: Store,
-    id: String,
-    url: String,
+    (id, url, slots): (String, String, u32),
     meta: MetadataClient,
     every: Duration,
 ) {
@@ -177,6 +202,7 @@ async fn heartbeat_loop(
             url: url.clone(),
             free_bytes,
             total_bytes,
+            slots,
         };
         if let Err(e) = meta.heartbeat(&hb).await {
             tracing::warn!("heartbeat to {} failed: {e}", meta.url());

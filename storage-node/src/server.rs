@@ -8,6 +8,7 @@
 //! - `GET|POST /snapshots`, `DELETE /snapshots/:name` — volume snapshots.
 //! - `POST /scrub` — verify every data file now; `GET /quarantine` — copies found bad.
 //! - `GET /status`, `GET /ping`.
+//! - `/tasks/...` — the job agent, when the node runs one ([`crate::Extension`]).
 //!
 //! A read that finds a bad block aborts its response (the gateway continues from another copy)
 //! and reports the id on the node's `bad` channel, which quarantines the copy and tells metadata.
@@ -75,6 +76,8 @@ pub struct NodeState {
     pub bad: mpsc::UnboundedSender<String>,
     /// The metadata service (scrub asks it which copies this node should hold).
     pub meta: Option<mobula_metadata::MetadataClient>,
+    /// Where `/tasks/...` goes (the job agent).
+    pub extension: Option<crate::Extension>,
 }
 
 /// Serve the node API on `listener` until `shutdown` resolves.
@@ -139,6 +142,13 @@ async fn route(node: &NodeState, req: Request) -> Result<Response<Body>, ApiErro
     let path = req.uri().path().to_string();
     let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     match (req.method().clone(), parts.as_slice()) {
+        (_, ["tasks", ..]) => match &node.extension {
+            Some(ext) => Ok((ext.handler)(req).await),
+            None => Err(ApiError::new(
+                Code::ResourceNotFound,
+                "this node runs no job agent",
+            )),
+        },
         (Method::GET, ["ping"]) => Ok(mobula_http::status(StatusCode::OK)),
         (Method::GET, ["status"]) => {
             let (free_bytes, total_bytes) = store.space();

@@ -1,0 +1,229 @@
+//! Storing what tasks emit: bytes go into a local [`Writer`] as they stream; committing makes
+//! them durable here (fsync), has a peer fetch a copy (until the default durability, or as
+//! many healthy nodes as there are), then creates the object in the namespace. Nothing is
+//! acknowledged before every copy is durable; a failed commit queues the copies for
+//! reclamation. Also finds a local file for an object a task reads (the node's own copy, or a
+//! fetched one when this node has none).
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use mobula_http::{ApiError, Code};
+use mobula_metadata::types::{Data, Garbage, Headers, NodeInfo, PutObject};
+use mobula_metadata::MetadataClient;
+use mobula_storage_node::store::{new_id, Writer};
+use mobula_storage_node::{NodeClient, Store};
+use rand::seq::SliceRandom;
+use tokio::io::AsyncWriteExt;
+
+use super::AgentConfig;
+
+/// Copies of an output (as many as there are healthy nodes, up to this).
+pub const DURABILITY: usize = 2;
+const STALE: Duration = Duration::from_secs(5);
+
+pub(crate) struct Objects {
+    node_id: String,
+    url: String,
+    dir: PathBuf,
+    store: Store,
+    pub meta: MetadataClient,
+    nodes: NodeClient,
+    peers: tokio::sync::Mutex<(Option<Instant>, Vec<NodeInfo>)>,
+    dirs: Mutex<HashSet<String>>,
+}
+
+/// A local file holding an object's bytes for a task, removed after it when fetched.
+pub(crate) struct LocalFile {
+    pub path: PathBuf,
+    pub local: bool,
+}
+
+impl Drop for LocalFile {
+    fn drop(&mut self) {
+        if !self.local {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+impl Objects {
+    pub fn new(cfg: &AgentConfig, store: Store) -> Objects {
+        Objects {
+            node_id: cfg.node_id.clone(),
+            url: cfg.url.clone(),
+            dir: cfg.node_dir.join("agent"),
+            store,
+            meta: MetadataClient::new(&cfg.metadata_url),
+            nodes: NodeClient::new(),
+            peers: tokio::sync::Mutex::new((None, Vec::new())),
+            dirs: Mutex::new(HashSet::new()),
+        }
+    }
+
+    /// A new local writer (with its data id).
+    pub fn writer(&self) -> std::io::Result<(String, Writer)> {
+        let id = new_id();
+        let w = self.store.writer(&id, true)?;
+        Ok((id, w))
+    }
+
+    /// Healthy registered nodes (cached for a second).
+    pub async fn healthy(&self) -> Vec<NodeInfo> {
+        let mut p = self.peers.lock().await;
+        if p.0.is_none_or(|t| t.elapsed() > Duration::from_secs(1)) {
+            if let Ok(n) = self.meta.nodes().await {
+                *p = (Some(Instant::now()), n);
+            }
+        }
+        p.1.iter()
+            .filter(|n| (n.last_seen_ago_ms.max(0) as u128) < STALE.as_millis())
+            .cloned()
+            .collect()
+    }
+
+    /// Make `w` durable here and on peers, then create object `path` on it.
+    pub async fn commit(
+        &self,
+        id: String,
+        w: Writer,
+        path: &str,
+        parents: bool,
+        headers: Headers,
+    ) -> Result<Data, ApiError> {
+        let i = id.clone();
+        let c = tokio::task::spawn_blocking(move || w.commit(&i))
+            .await
+            .map_err(ApiError::internal)?
+            .map_err(|e| ApiError::internal(format!("storing task output: {e}")))?;
+        let mut nodes = vec![self.node_id.clone()];
+        let mut peers: Vec<NodeInfo> = self.healthy().await;
+        peers.retain(|n| n.id != self.node_id);
+        peers.shuffle(&mut rand::thread_rng());
+        for p in peers {
+            if nodes.len() >= DURABILITY {
+                break;
+            }
+            match self.nodes.fetch(&p.url, &id, &self.url, &c.blake3).await {
+                Ok(w) if w.size == c.size => nodes.push(p.id),
+                Ok(_) => tracing::warn!("node {} copied {id} short", p.id),
+                Err(e) => tracing::warn!("node {} could not copy {id}: {e}", p.id),
+            }
+        }
+        let data = Data {
+            id,
+            size: c.size,
+            md5: c.md5.unwrap_or_default(),
+            blake3: c.blake3,
+            durability: nodes.len() as u8,
+            nodes,
+        };
+        let r = async {
+            if parents {
+                let (parent, _) = mobula_metadata::types::split_path(path);
+                self.mkdirs(parent).await?;
+            }
+            let content_type = headers
+                .get("content-type")
+                .cloned()
+                .unwrap_or_else(|| "application/octet-stream".into());
+            let mut headers = headers;
+            headers.remove("content-type");
+            self.meta
+                .put_object(&PutObject {
+                    path: path.to_string(),
+                    data: data.clone(),
+                    content_type,
+                    headers,
+                    preconditions: Default::default(),
+                })
+                .await
+        }
+        .await;
+        match r {
+            Ok(_) => Ok(data),
+            Err(e) => {
+                let g = Garbage {
+                    data_id: data.id.clone(),
+                    nodes: data.nodes.clone(),
+                };
+                let _ = self.meta.queue_garbage(&g).await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn mkdirs(&self, dir: &str) -> Result<(), ApiError> {
+        if self
+            .dirs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(dir)
+        {
+            return Ok(());
+        }
+        self.meta.mkdirs(dir).await?;
+        let mut d = self.dirs.lock().unwrap_or_else(|p| p.into_inner());
+        if d.len() > 10_000 {
+            d.clear();
+        }
+        d.insert(dir.to_string());
+        Ok(())
+    }
+
+    /// A file holding `data`'s bytes: this node's copy, or one fetched from a holder.
+    pub async fn local_file(&self, data: &Data) -> Result<LocalFile, ApiError> {
+        let p = self.store.path(&data.id);
+        if data.size == 0 {
+            return Ok(LocalFile {
+                path: self.dir.join("empty"),
+                local: true,
+            });
+        }
+        if p.exists() {
+            return Ok(LocalFile {
+                path: p,
+                local: true,
+            });
+        }
+        let peers = self.healthy().await;
+        let tmp = LocalFile {
+            path: self.dir.join("cache").join(new_id()),
+            local: false,
+        };
+        let mut last = ApiError::new(Code::ServiceUnavailable, "no healthy node holds a copy");
+        for n in peers.iter().filter(|n| data.nodes.contains(&n.id)) {
+            match self.fetch_into(&n.url, data, &tmp.path).await {
+                Ok(()) => return Ok(tmp),
+                Err(e) => last = e,
+            }
+        }
+        Err(last)
+    }
+
+    async fn fetch_into(&self, url: &str, data: &Data, to: &PathBuf) -> Result<(), ApiError> {
+        let mut resp = self.nodes.get(url, &data.id, None).await?;
+        let mut f = tokio::fs::File::create(to)
+            .await
+            .map_err(ApiError::internal)?;
+        let mut h = blake3::Hasher::new();
+        while let Some(chunk) = resp
+            .chunk()
+            .await
+            .map_err(|e| ApiError::new(Code::ServiceUnavailable, e.to_string()))?
+        {
+            h.update(&chunk);
+            f.write_all(&chunk).await.map_err(ApiError::internal)?;
+        }
+        f.flush().await.map_err(ApiError::internal)?;
+        if h.finalize().to_hex().as_str() != data.blake3 {
+            return Err(ApiError::internal(format!(
+                "copy of {} from {url} differs",
+                data.id
+            )));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,407 @@
+//! One task from request to result. The map input's data file — this node's own copy — is
+//! bound read-only at `/manta/<path>` and opened as stdin; a reducer's stdin is a pipe the
+//! feeder fills with its inputs in order. Assets are bound at `/assets/<path>`, the tools'
+//! socket directory and the tools themselves under `/run/mobula` and `/opt/mobula`. Stdout
+//! and stderr stream into local data files as the task writes them; stdout becomes an output
+//! object when the task succeeds (unless it was empty and the task emitted through the tools),
+//! stderr becomes an object when it fails. Failures are classified for the scheduler:
+//! internal (retried elsewhere) or the user's (`UserTaskError`, `TaskKilledError`,
+//! `TaskInitError`, never retried).
+
+use std::io::Write as _;
+use std::os::unix::fs::PermissionsExt;
+use std::sync::Arc;
+
+use futures::FutureExt;
+use mobula_metadata::types::Data;
+use mobula_storage_node::store::Writer;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::unix::pipe;
+use tokio::sync::mpsc;
+
+use super::objects::LocalFile;
+use super::socket::{Scope, ToolServer};
+use super::{Entry, FeedMsg, Shared};
+use crate::sandbox::{spec::DEFAULT_PATH, Bind, Input, Report, TaskSpec};
+use crate::schedule::{Failure, Output, TaskInput};
+use crate::tools::SOCKET_DIR;
+use crate::wire::{TaskLog, TaskRequest, TaskResult};
+
+/// Where the `mobula` binary is inside a task (the tools are symlinks to it).
+pub(crate) const TOOLS_EXE: &str = "/opt/mobula/exe/mobula";
+const TOOLS_BIN: &str = "/opt/mobula/bin";
+/// Exit status of the wrapper when the phase's `init` failed.
+const INIT_FAILED: i32 = 198;
+
+fn failed(
+    node: &str,
+    internal: bool,
+    code: &str,
+    message: String,
+    stderr: Option<String>,
+) -> TaskResult {
+    TaskResult {
+        node: node.to_string(),
+        outputs: Vec::new(),
+        failure: Some(Failure {
+            internal,
+            code: code.into(),
+            message,
+            stderr,
+        }),
+    }
+}
+
+pub(crate) fn internal(node: &str, message: String) -> TaskResult {
+    failed(node, true, "InternalError", message, None)
+}
+
+/// `MANTA_OUTPUT_BASE`: outputs are named this plus a uuid.
+pub(crate) fn output_base(r: &TaskRequest) -> String {
+    let root = format!("/{}/jobs/{}/stor", r.account, r.job);
+    match &r.input {
+        TaskInput::Object { path, .. } => format!("{root}{path}.{}.", r.phase),
+        TaskInput::Reducer(n) => format!("{root}/reduce.{}.{n}.", r.phase),
+    }
+}
+
+async fn object(sh: &Shared, path: &str) -> Result<Option<Data>, TaskResult> {
+    match sh.objects.meta.get(path).await {
+        Ok(e) => Ok(e.and_then(|e| e.data)),
+        Err(e) => Err(internal(&sh.cfg.node_id, format!("metadata: {e}"))),
+    }
+}
+
+async fn copy(r: Option<pipe::Receiver>, mut w: Writer) -> std::io::Result<(Writer, u64)> {
+    let mut n = 0u64;
+    if let Some(mut r) = r {
+        let mut buf = vec![0u8; 256 << 10];
+        loop {
+            let k = r.read(&mut buf).await?;
+            if k == 0 {
+                break;
+            }
+            w.write(&buf[..k])?;
+            n += k as u64;
+        }
+    }
+    Ok((w, n))
+}
+
+/// Write each fed object to the reducer's stdin, in order; close it at the end.
+async fn feed(sh: &Shared, rx: Option<mpsc::UnboundedReceiver<FeedMsg>>, tx: Option<pipe::Sender>) {
+    let (Some(mut rx), Some(mut tx)) = (rx, tx) else {
+        return;
+    };
+    while let Some(FeedMsg::Path(p)) = rx.recv().await {
+        let data = match object(sh, &p).await {
+            Ok(Some(d)) => d,
+            _ => {
+                tracing::warn!("reducer input {p} is gone; skipped");
+                continue;
+            }
+        };
+        let f = match sh.objects.local_file(&data).await {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::warn!("reducer input {p}: {e}; skipped");
+                continue;
+            }
+        };
+        let Ok(mut file) = tokio::fs::File::open(&f.path).await else {
+            continue;
+        };
+        if tokio::io::copy(&mut file, &mut tx).await.is_err() {
+            return; // the reducer closed its stdin or exited
+        }
+    }
+    let _ = tx.shutdown().await;
+}
+
+fn log(sh: &Shared, l: &TaskLog) {
+    if let Ok(mut b) = serde_json::to_vec(l) {
+        b.push(b'\n');
+        let mut f = sh.log.lock().unwrap_or_else(|p| p.into_inner());
+        let _ = f.write_all(&b);
+    }
+}
+
+/// Run `req` to its end.
+pub(crate) async fn run(sh: &Arc<Shared>, e: &Arc<Entry>, req: TaskRequest) -> TaskResult {
+    let node = sh.cfg.node_id.clone();
+    let mut record = TaskLog {
+        key: req.key.clone(),
+        node: node.clone(),
+        input: None,
+        data_id: None,
+        local: true,
+        failed: true,
+    };
+    let r = prepare_and_run(sh, e, &req, &mut record).await;
+    record.failed = r.failure.is_some();
+    log(sh, &record);
+    r
+}
+
+async fn prepare_and_run(
+    sh: &Arc<Shared>,
+    e: &Arc<Entry>,
+    req: &TaskRequest,
+    record: &mut TaskLog,
+) -> TaskResult {
+    let node = sh.cfg.node_id.as_str();
+    let base = output_base(req);
+    let p = &req.spec;
+    let argv = match &p.init {
+        None => vec!["bash".into(), "-c".into(), p.exec.clone()],
+        Some(_) => vec![
+            "bash".into(),
+            "-c".into(),
+            format!(
+                "bash -c \"$MOBULA_INIT\" </dev/null >&2 || exit {INIT_FAILED}; exec bash -c \"$MOBULA_EXEC\""
+            ),
+        ],
+    };
+    let mut spec = TaskSpec::new(argv);
+    spec.image = p.image().to_string();
+    spec.limits.memory_mib = p.memory_mib();
+    spec.limits.disk_mib = p.disk_mib();
+    spec.env = vec![
+        ("PATH".into(), format!("{TOOLS_BIN}:{DEFAULT_PATH}")),
+        ("MANTA_USER".into(), req.account.clone()),
+        ("MANTA_JOB_ID".into(), req.job.clone()),
+        ("MANTA_OUTPUT_BASE".into(), base.clone()),
+        ("MOBULA_TOOLS_SOCKET".into(), format!("{SOCKET_DIR}/sock")),
+    ];
+    if let Some(i) = &p.init {
+        spec.env.push(("MOBULA_INIT".into(), i.clone()));
+        spec.env.push(("MOBULA_EXEC".into(), p.exec.clone()));
+    }
+    let mut held: Vec<LocalFile> = Vec::new();
+    let stdin = match &req.input {
+        TaskInput::Object { path, .. } => {
+            let data = match object(sh, path).await {
+                Ok(Some(d)) => d,
+                Ok(None) => {
+                    let m = format!("{path} does not exist");
+                    return failed(node, false, "ResourceNotFoundError", m, None);
+                }
+                Err(r) => return r,
+            };
+            let f = match sh.objects.local_file(&data).await {
+                Ok(f) => f,
+                Err(e) => return internal(node, format!("reading {path}: {e}")),
+            };
+            record.input = Some(path.clone());
+            record.data_id = Some(data.id.clone());
+            record.local = f.local;
+            let inside = format!("/manta{path}");
+            spec.env.push(("MANTA_INPUT_OBJECT".into(), path.clone()));
+            spec.env.push(("MANTA_INPUT_FILE".into(), inside.clone()));
+            spec.binds.push(Bind {
+                host: f.path.to_string_lossy().into_owned(),
+                inside,
+                writable: false,
+            });
+            let file = match std::fs::File::open(&f.path) {
+                Ok(file) => file,
+                Err(e) => return internal(node, format!("opening {path}: {e}")),
+            };
+            held.push(f);
+            Input::File(file)
+        }
+        TaskInput::Reducer(n) => {
+            spec.env.push(("MANTA_REDUCER".into(), n.to_string()));
+            Input::Pipe
+        }
+    };
+    for a in &p.assets {
+        let data = match object(sh, a).await {
+            Ok(Some(d)) => d,
+            Ok(None) => {
+                let m = format!("asset {a} does not exist");
+                return failed(node, false, "TaskInitError", m, None);
+            }
+            Err(r) => return r,
+        };
+        match sh.objects.local_file(&data).await {
+            Ok(f) => {
+                spec.binds.push(Bind {
+                    host: f.path.to_string_lossy().into_owned(),
+                    inside: format!("/assets{a}"),
+                    writable: false,
+                });
+                held.push(f);
+            }
+            Err(e) => return internal(node, format!("asset {a}: {e}")),
+        }
+    }
+    let agent_dir = sh.cfg.node_dir.join("agent");
+    let tdir = agent_dir.join("t").join(&req.key);
+    let listener = match make_socket(&tdir) {
+        Ok(l) => l,
+        Err(e) => return internal(node, format!("tools socket: {e}")),
+    };
+    let _cleanup = RemoveDir(tdir.clone());
+    for (host, inside) in [
+        (tdir.clone(), SOCKET_DIR),
+        (agent_dir.join("bin"), TOOLS_BIN),
+        (sh.cfg.exe.clone(), TOOLS_EXE),
+    ] {
+        spec.binds.push(Bind {
+            host: host.to_string_lossy().into_owned(),
+            inside: inside.into(),
+            writable: false,
+        });
+    }
+    let (Ok((out_id, out_w)), Ok((err_id, err_w))) = (sh.objects.writer(), sh.objects.writer())
+    else {
+        return internal(node, "cannot create output files".into());
+    };
+    if e.is_killed() {
+        return failed(
+            node,
+            false,
+            "JobCancelledError",
+            "job was cancelled".into(),
+            None,
+        );
+    }
+    let tools = ToolServer::start(
+        sh.clone(),
+        listener,
+        Scope {
+            account: req.account.clone(),
+            base: base.clone(),
+        },
+    );
+    let mut running = match sh.sandbox.spawn(&spec, stdin) {
+        Ok(r) => r,
+        Err(err) => {
+            tools.stop().await;
+            let m = format!("could not start the task: {err}");
+            return failed(node, false, "TaskInitError", m, None);
+        }
+    };
+    let feeder = feed(sh, e.take_feed(), running.stdin.take()).fuse();
+    let (stdout, stderr) = (running.stdout.take(), running.stderr.take());
+    let copies = async { tokio::join!(copy(stdout, out_w), copy(stderr, err_w)) };
+    tokio::pin!(feeder);
+    tokio::pin!(copies);
+    let mut cancelled = false;
+    let (out, err) = loop {
+        tokio::select! {
+            r = &mut copies => break r,
+            _ = e.killed(), if !cancelled => {
+                cancelled = true;
+                running.cancel();
+            }
+            _ = &mut feeder => {}
+        }
+    };
+    let report = running.wait().await;
+    let (mut outputs, used_tools) = tools.stop().await;
+    drop(held);
+    let report = match report {
+        Ok(r) => r,
+        Err(err) => return internal(node, format!("sandbox: {err}")),
+    };
+    let (Ok((out_w, out_len)), Ok((err_w, err_len))) = (out, err) else {
+        return internal(node, "reading the task's output failed".into());
+    };
+    if e.is_killed() {
+        return failed(
+            node,
+            false,
+            "JobCancelledError",
+            "job was cancelled".into(),
+            None,
+        );
+    }
+    if let Some(m) = &report.error {
+        return internal(node, format!("sandbox: {m}"));
+    }
+    let problem = classify(&report, p.init.is_some(), p.memory_mib());
+    if let Some((code, message)) = problem {
+        let stderr = if err_len > 0 {
+            let path = format!("{base}stderr.{}", uuid::Uuid::new_v4());
+            match sh
+                .objects
+                .commit(err_id, err_w, &path, true, Default::default())
+                .await
+            {
+                Ok(_) => Some(path),
+                Err(e) => return internal(node, format!("saving stderr: {e}")),
+            }
+        } else {
+            None
+        };
+        return failed(node, false, code, message, stderr);
+    }
+    drop(err_w);
+    if out_len > 0 || !used_tools {
+        let path = format!("{base}{}", uuid::Uuid::new_v4());
+        match sh
+            .objects
+            .commit(out_id, out_w, &path, true, Default::default())
+            .await
+        {
+            Ok(d) => outputs.push(Output {
+                path,
+                nodes: d.nodes,
+                reducer: None,
+            }),
+            Err(e) => return internal(node, format!("saving stdout: {e}")),
+        }
+    }
+    TaskResult {
+        node: node.to_string(),
+        outputs,
+        failure: None,
+    }
+}
+
+/// The user-facing failure of a finished task, if it failed.
+fn classify(r: &Report, has_init: bool, memory: u64) -> Option<(&'static str, String)> {
+    if r.oom_killed {
+        return Some((
+            "TaskKilledError",
+            format!("task ran out of memory ({memory} MiB)"),
+        ));
+    }
+    if r.timed_out {
+        return Some(("TaskKilledError", "task ran out of time".into()));
+    }
+    if r.success() {
+        return None;
+    }
+    if has_init && r.exit_code == Some(INIT_FAILED) {
+        return Some(("TaskInitError", "the phase's init command failed".into()));
+    }
+    let m = match (r.exit_code, r.signal) {
+        (_, Some(s)) if r.core_dumped => format!("user command dumped core (signal {s})"),
+        (_, Some(s)) => format!("user command was killed by signal {s}"),
+        (Some(c), _) => format!("user command exited with status {c}"),
+        _ => "user command failed".into(),
+    };
+    Some(("UserTaskError", m))
+}
+
+fn make_socket(dir: &std::path::Path) -> std::io::Result<tokio::net::UnixListener> {
+    let _ = std::fs::remove_dir_all(dir);
+    std::fs::create_dir_all(dir)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755))?;
+    let sock = dir.join("sock");
+    let l = tokio::net::UnixListener::bind(&sock)?;
+    // The task's ids are unmapped on the host: it connects as "other".
+    std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o666))?;
+    Ok(l)
+}
+
+struct RemoveDir(std::path::PathBuf);
+
+impl Drop for RemoveDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}

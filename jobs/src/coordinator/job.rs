@@ -1,0 +1,507 @@
+//! One job's actor: rebuilds the job from its event log, then loops — gather events (task
+//! results, new inputs, end, cancel, node changes), apply them to the [`Machine`], log them
+//! with the records they produced in one metadata transaction, and only then act on the
+//! commands (run, feed, end, kill on the nodes' agents). When the machine says the job is
+//! done, archive its record and mark it done.
+//!
+//! Replay performs no command; afterwards every task the machine still has running is asked
+//! for again under the same key (the agent attaches to it or returns its result) with all of
+//! its feed, which the agent deduplicates by number.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use futures::StreamExt;
+use mobula_http::{ApiError, Code};
+use mobula_metadata::types::{JobAppend, JobRecords, JobRow};
+use mobula_metadata::MetadataClient;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+
+use super::NodeView;
+use crate::schedule::{Command, Event, Failure, Located, Machine, TaskId, TaskInput};
+use crate::spec::{readable_by, JobSpec};
+use crate::wire::{Feed, Key, TaskRequest, TaskResult};
+
+/// A task run the actor started (or found running in the log).
+struct Run {
+    key: String,
+    node: String,
+    phase: usize,
+    input: TaskInput,
+    feeds: Vec<String>,
+    ended: bool,
+    /// Feed commands to the agent, in order (set once the run is started).
+    feeder: Option<mpsc::UnboundedSender<(Vec<String>, bool)>>,
+}
+
+struct Actor {
+    row: JobRow,
+    spec: JobSpec,
+    meta: MetadataClient,
+    http: reqwest::Client,
+    nodes: watch::Receiver<Vec<NodeView>>,
+    machine: Machine,
+    logged: u64,
+    consumed: u64,
+    known: BTreeMap<String, (bool, u32)>,
+    attempts: HashMap<TaskId, u32>,
+    runs: HashMap<TaskId, Run>,
+    results: mpsc::UnboundedSender<(TaskId, String, TaskResult)>,
+    tasks: JoinSet<()>,
+    /// Kill requests in flight (finished before the job is archived).
+    kills: JoinSet<()>,
+    /// Commands to perform once what produced them is logged.
+    todo: Vec<Command>,
+    out: Vec<String>,
+    err: Vec<String>,
+    fail: Vec<String>,
+    started: bool,
+}
+
+pub(super) async fn run(
+    id: &str,
+    meta: MetadataClient,
+    nodes: watch::Receiver<Vec<NodeView>>,
+    mut pokes: mpsc::UnboundedReceiver<()>,
+) -> Result<(), ApiError> {
+    let row = meta
+        .job(id)
+        .await?
+        .ok_or_else(|| ApiError::new(Code::JobNotFound, format!("no job {id}")))?;
+    let spec: JobSpec = serde_json::from_str(&row.spec)
+        .map_err(|e| ApiError::internal(format!("stored spec of {id}: {e}")))?;
+    let (machine, cmds) = Machine::new(spec.shapes());
+    let (results, mut results_rx) = mpsc::unbounded_channel();
+    let http = reqwest::Client::builder()
+        .tcp_nodelay(true)
+        .tcp_keepalive(Duration::from_secs(5))
+        .connect_timeout(Duration::from_secs(2))
+        .build()
+        .map_err(ApiError::internal)?;
+    let mut a = Actor {
+        consumed: row.consumed,
+        started: row.state != "queued",
+        row,
+        spec,
+        meta,
+        http,
+        nodes,
+        machine,
+        logged: 0,
+        known: BTreeMap::new(),
+        attempts: HashMap::new(),
+        runs: HashMap::new(),
+        results,
+        tasks: JoinSet::new(),
+        kills: JoinSet::new(),
+        todo: Vec::new(),
+        out: Vec::new(),
+        err: Vec::new(),
+        fail: Vec::new(),
+    };
+    a.absorb(cmds, true);
+    a.replay().await?;
+    loop {
+        if a.machine.is_done() {
+            return a.finish().await;
+        }
+        let mut events = Vec::new();
+        while let Ok((task, key, r)) = results_rx.try_recv() {
+            a.result(task, key, r, &mut events);
+        }
+        a.gather(&mut events).await?;
+        if !events.is_empty() {
+            a.step(events).await?;
+            continue;
+        }
+        tokio::select! {
+            Some((task, key, r)) = results_rx.recv() => {
+                let mut events = Vec::new();
+                a.result(task, key, r, &mut events);
+                if !events.is_empty() {
+                    a.step(events).await?;
+                }
+            }
+            p = pokes.recv() => if p.is_none() { return Ok(()) },
+            _ = a.nodes.changed() => {}
+        }
+    }
+}
+
+impl Actor {
+    async fn replay(&mut self) -> Result<(), ApiError> {
+        loop {
+            let page = self
+                .meta
+                .job_records(&JobRecords {
+                    id: self.row.id.clone(),
+                    kind: "ev".into(),
+                    from: self.logged,
+                    limit: 5000,
+                })
+                .await?;
+            if page.is_empty() {
+                break;
+            }
+            for e in page {
+                let ev: Event = serde_json::from_str(&e)
+                    .map_err(|e| ApiError::internal(format!("event log: {e}")))?;
+                self.note(&ev);
+                let cmds = self.machine.apply(ev);
+                self.absorb(cmds, true);
+                self.logged += 1;
+            }
+        }
+        // Ask again for what runs; the agents attach or answer from their results.
+        let running: Vec<TaskId> = self.runs.keys().copied().collect();
+        for t in running {
+            if self.machine.node_of(t).is_some() {
+                self.start(t);
+            } else {
+                self.runs.remove(&t);
+            }
+        }
+        Ok(())
+    }
+
+    /// Bookkeeping every event needs, in replay and live alike.
+    fn note(&mut self, ev: &Event) {
+        match ev {
+            Event::NodeUp { node, slots } => {
+                self.known.insert(node.clone(), (true, *slots));
+            }
+            Event::NodeLost { node } => {
+                if let Some(k) = self.known.get_mut(node) {
+                    k.0 = false;
+                }
+            }
+            Event::Done { task, .. } | Event::Failed { task, .. } => {
+                self.runs.remove(task);
+            }
+            _ => {}
+        }
+    }
+
+    /// Take in the machine's commands: bookkeeping now, I/O later (never in replay).
+    fn absorb(&mut self, cmds: Vec<Command>, replay: bool) {
+        for c in cmds {
+            match &c {
+                Command::Run {
+                    task,
+                    phase,
+                    node,
+                    input,
+                } => {
+                    let n = self.attempts.entry(*task).or_insert(0);
+                    *n += 1;
+                    self.started = true;
+                    let key = format!("{}.{task}.{n}", self.row.id);
+                    self.runs.insert(
+                        *task,
+                        Run {
+                            key,
+                            node: node.clone(),
+                            phase: *phase,
+                            input: input.clone(),
+                            feeds: Vec::new(),
+                            ended: false,
+                            feeder: None,
+                        },
+                    );
+                }
+                Command::Feed { task, path } => {
+                    if let Some(r) = self.runs.get_mut(task) {
+                        r.feeds.push(path.clone());
+                    }
+                }
+                Command::EndFeed { task } => {
+                    if let Some(r) = self.runs.get_mut(task) {
+                        r.ended = true;
+                    }
+                }
+                Command::Kill { .. } | Command::JobDone => {}
+                Command::Error(rec) if !replay => {
+                    self.err.push(crate::status::err_record(rec).to_string());
+                    if let Some(i) = &rec.input {
+                        self.fail.push(i.clone());
+                    }
+                }
+                Command::Out(p) if !replay => self.out.push(p.clone()),
+                Command::Error(_) | Command::Out(_) => {}
+            }
+            if !replay {
+                self.todo.push(c);
+            }
+        }
+    }
+
+    /// A task's result, if it is for the run the actor is waiting on.
+    fn result(&mut self, task: TaskId, key: String, r: TaskResult, events: &mut Vec<Event>) {
+        if self.runs.get(&task).is_none_or(|run| run.key != key) {
+            return;
+        }
+        events.push(match r.failure {
+            None => Event::Done {
+                task,
+                outputs: r.outputs,
+            },
+            Some(failure) => Event::Failed { task, failure },
+        });
+    }
+
+    /// Events from the world: node changes, new inputs, end, cancel.
+    async fn gather(&mut self, events: &mut Vec<Event>) -> Result<(), ApiError> {
+        let view = self.nodes.borrow_and_update().clone();
+        for n in &view {
+            let want = (n.up && n.slots > 0, n.slots);
+            let have = self.known.get(&n.id).copied();
+            if want.0 && have != Some(want) {
+                events.push(Event::NodeUp {
+                    node: n.id.clone(),
+                    slots: n.slots,
+                });
+            } else if !want.0 && have.is_some_and(|h| h.0) {
+                events.push(Event::NodeLost { node: n.id.clone() });
+            }
+        }
+        let row = self
+            .meta
+            .job(&self.row.id)
+            .await?
+            .ok_or_else(|| ApiError::new(Code::JobNotFound, "job vanished"))?;
+        self.row.end_requested = row.end_requested;
+        self.row.cancel_requested = row.cancel_requested;
+        self.row.inputs = row.inputs;
+        if row.cancel_requested && !self.machine.is_cancelled() {
+            events.push(Event::Cancel);
+            return Ok(());
+        }
+        if row.inputs > self.consumed {
+            let paths = self
+                .meta
+                .job_records(&JobRecords {
+                    id: self.row.id.clone(),
+                    kind: "in".into(),
+                    from: self.consumed,
+                    limit: 1000,
+                })
+                .await?;
+            let account = self.row.account.clone();
+            let meta = self.meta.clone();
+            let located: Vec<Result<Event, ApiError>> = futures::stream::iter(paths)
+                .map(|p| {
+                    let (meta, account) = (meta.clone(), account.clone());
+                    async move {
+                        let at = if readable_by(&p, &account) {
+                            match meta.get(&p).await?.and_then(|e| e.data) {
+                                Some(d) => Located::Object {
+                                    size: d.size,
+                                    nodes: d.nodes,
+                                },
+                                None => Located::Missing,
+                            }
+                        } else {
+                            Located::Missing
+                        };
+                        Ok(Event::Input { path: p, at })
+                    }
+                })
+                .buffered(32)
+                .collect()
+                .await;
+            for e in located {
+                events.push(e?);
+                self.consumed += 1;
+            }
+        }
+        if self.row.end_requested && self.consumed == self.row.inputs && !self.machine.input_ended()
+        {
+            events.push(Event::EndInput);
+        }
+        Ok(())
+    }
+
+    /// Apply, log, act.
+    async fn step(&mut self, events: Vec<Event>) -> Result<(), ApiError> {
+        let mut logged = Vec::with_capacity(events.len());
+        for ev in events {
+            logged.push(serde_json::to_string(&ev).map_err(ApiError::internal)?);
+            self.note(&ev);
+            let cmds = self.machine.apply(ev);
+            self.absorb(cmds, false);
+        }
+        let append = JobAppend {
+            id: self.row.id.clone(),
+            expect_events: self.logged,
+            events: logged,
+            out: std::mem::take(&mut self.out),
+            err: std::mem::take(&mut self.err),
+            fail: std::mem::take(&mut self.fail),
+            consumed: self.consumed,
+            stats: serde_json::to_string(self.machine.stats()).map_err(ApiError::internal)?,
+            state: if self.started { "running" } else { "queued" }.into(),
+            done: None,
+        };
+        let n = append.events.len() as u64;
+        self.meta.job_log(&append).await?;
+        self.logged += n;
+        for c in std::mem::take(&mut self.todo) {
+            self.perform(c);
+        }
+        Ok(())
+    }
+
+    fn url(&self, node: &str) -> Option<String> {
+        self.nodes
+            .borrow()
+            .iter()
+            .find(|n| n.id == node)
+            .map(|n| n.url.clone())
+    }
+
+    fn perform(&mut self, c: Command) {
+        match c {
+            Command::Run { task, .. } => self.start(task),
+            Command::Feed { task, path } => {
+                if let Some(f) = self.runs.get(&task).and_then(|r| r.feeder.as_ref()) {
+                    let _ = f.send((vec![path], false));
+                }
+            }
+            Command::EndFeed { task } => {
+                if let Some(f) = self.runs.get(&task).and_then(|r| r.feeder.as_ref()) {
+                    let _ = f.send((Vec::new(), true));
+                }
+            }
+            Command::Kill { task } => {
+                // The machine has let the task go; tell its agent (best effort).
+                let key = format!(
+                    "{}.{task}.{}",
+                    self.row.id,
+                    self.attempts.get(&task).unwrap_or(&0)
+                );
+                let node = self.runs.remove(&task).map(|r| r.node);
+                if let Some(url) = node.and_then(|n| self.url(&n)) {
+                    let http = self.http.clone();
+                    self.kills.spawn(async move {
+                        let _ = http
+                            .post(format!("{url}/tasks/kill"))
+                            .json(&Key { key })
+                            .send()
+                            .await;
+                    });
+                }
+            }
+            Command::Error(_) | Command::Out(_) | Command::JobDone => {}
+        }
+    }
+
+    /// Start (or re-attach to) run `task` on its node, with everything fed so far.
+    fn start(&mut self, task: TaskId) {
+        let Some(run) = self.runs.get(&task) else {
+            return;
+        };
+        let req = TaskRequest {
+            key: run.key.clone(),
+            job: self.row.id.clone(),
+            account: self.row.account.clone(),
+            phase: run.phase,
+            spec: self.spec.phases[run.phase].clone(),
+            input: run.input.clone(),
+        };
+        let results = self.results.clone();
+        let key = run.key.clone();
+        let node = run.node.clone();
+        let Some(url) = self.url(&node) else {
+            let f = Failure {
+                internal: true,
+                code: "InternalError".into(),
+                message: format!("node {node} is not registered"),
+                stderr: None,
+            };
+            let r = TaskResult {
+                node,
+                outputs: Vec::new(),
+                failure: Some(f),
+            };
+            let _ = results.send((task, key, r));
+            return;
+        };
+        let http = self.http.clone();
+        let u = url.clone();
+        let on = node.clone();
+        self.tasks.spawn(async move {
+            let r = match http.post(format!("{u}/tasks/run")).json(&req).send().await {
+                Ok(resp) if resp.status().is_success() => {
+                    resp.json::<TaskResult>().await.map_err(|e| e.to_string())
+                }
+                Ok(resp) => Err(format!("agent answered {}", resp.status())),
+                Err(e) => Err(e.to_string()),
+            };
+            let r = r.unwrap_or_else(|m| TaskResult {
+                node: on,
+                outputs: Vec::new(),
+                failure: Some(Failure {
+                    internal: true,
+                    code: "InternalError".into(),
+                    message: format!("agent on {u}: {m}"),
+                    stderr: None,
+                }),
+            });
+            let _ = results.send((task, key, r));
+        });
+        // The feed: everything so far (numbered from 0; the agent drops what it has), then
+        // what comes, in order.
+        let (tx, mut rx) = mpsc::unbounded_channel::<(Vec<String>, bool)>();
+        let _ = tx.send((run.feeds.clone(), run.ended));
+        let key = run.key.clone();
+        let http = self.http.clone();
+        self.tasks.spawn(async move {
+            let mut sent = 0u64;
+            while let Some((mut paths, mut end)) = rx.recv().await {
+                while let Ok((p, e)) = rx.try_recv() {
+                    paths.extend(p);
+                    end |= e;
+                }
+                if paths.is_empty() && !end {
+                    continue;
+                }
+                let f = Feed {
+                    key: key.clone(),
+                    from: sent,
+                    paths,
+                    end,
+                };
+                sent += f.paths.len() as u64;
+                for _ in 0..20 {
+                    match http.post(format!("{url}/tasks/feed")).json(&f).send().await {
+                        Ok(r) if r.status().is_success() => break,
+                        _ => tokio::time::sleep(Duration::from_millis(250)).await,
+                    }
+                }
+            }
+        });
+        if let Some(r) = self.runs.get_mut(&task) {
+            r.feeder = Some(tx);
+        }
+    }
+
+    /// The machine is done: archive the record, then mark the job done.
+    async fn finish(mut self) -> Result<(), ApiError> {
+        let kills = async { while self.kills.join_next().await.is_some() {} };
+        let _ = tokio::time::timeout(Duration::from_secs(5), kills).await;
+        self.tasks.abort_all();
+        let nodes = self.nodes.borrow().clone();
+        super::archive::write(&self.meta, &nodes, &self.row.id).await?;
+        let append = JobAppend {
+            id: self.row.id.clone(),
+            expect_events: self.logged,
+            consumed: self.consumed,
+            stats: serde_json::to_string(self.machine.stats()).map_err(ApiError::internal)?,
+            state: "done".into(),
+            done: Some(mobula_metadata::types::now_ms()),
+            ..Default::default()
+        };
+        self.meta.job_log(&append).await
+    }
+}

@@ -1,0 +1,125 @@
+//! The jobs coordinator: drives every unfinished job through its [`Machine`](crate::schedule)
+//! against the cluster. Runs inside a gateway; when several gateways run, the one holding the
+//! `jobs` lease in metadata coordinates (the others only serve the API from metadata), and a
+//! second writer of a job's event log is refused anyway (`expect_events`).
+//!
+//! Owns: the lease, a view of the storage nodes (which are up, their agents' slots), and one
+//! actor per unfinished job ([`job`]) — all inside the future returned by [`Coordinator::run`],
+//! so dropping it (a gateway killed) stops everything it started. Nothing here is the record:
+//! an actor rebuilds its job from the metadata event log at start, re-attaches to the tasks
+//! that were running (agents run a task once per key), and goes on.
+
+mod archive;
+mod job;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use mobula_metadata::types::Lease;
+use mobula_metadata::MetadataClient;
+use tokio::sync::{mpsc, watch, Notify};
+use tokio::task::JoinSet;
+
+/// A node as the coordinator sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeView {
+    pub id: String,
+    pub url: String,
+    pub up: bool,
+    pub slots: u32,
+}
+
+/// A node that has not heartbeated for this long is lost.
+pub const STALE: Duration = Duration::from_secs(5);
+const LEASE_TTL: Duration = Duration::from_secs(10);
+const TICK: Duration = Duration::from_millis(500);
+
+#[derive(Debug)]
+pub struct Coordinator {
+    meta: MetadataClient,
+    wake: Notify,
+}
+
+impl Coordinator {
+    pub fn new(metadata_url: &str) -> Arc<Coordinator> {
+        Arc::new(Coordinator {
+            meta: MetadataClient::new(metadata_url),
+            wake: Notify::new(),
+        })
+    }
+
+    /// Something changed (a job created, input added, cancel): look now, not at the next tick.
+    pub fn poke(&self) {
+        self.wake.notify_one();
+    }
+
+    /// Coordinate until dropped, as `owner` for the lease (stable across restarts of the
+    /// same gateway, so it takes the lease straight back).
+    pub async fn run(self: Arc<Self>, owner: String) {
+        let (nodes_tx, nodes_rx) = watch::channel(Vec::<NodeView>::new());
+        let mut actors: HashMap<String, mpsc::UnboundedSender<()>> = HashMap::new();
+        let mut set: JoinSet<String> = JoinSet::new();
+        loop {
+            let held = self
+                .meta
+                .lease(&Lease {
+                    name: "jobs".into(),
+                    owner: owner.clone(),
+                    ttl_ms: LEASE_TTL.as_millis() as i64,
+                })
+                .await
+                .unwrap_or(false);
+            while let Some(r) = set.try_join_next() {
+                if let Ok(id) = r {
+                    actors.remove(&id);
+                }
+            }
+            if !held {
+                set.abort_all();
+                actors.clear();
+            } else {
+                if let Ok(nodes) = self.meta.nodes().await {
+                    let view: Vec<NodeView> = nodes
+                        .into_iter()
+                        .map(|n| NodeView {
+                            up: (n.last_seen_ago_ms.max(0) as u128) < STALE.as_millis(),
+                            id: n.id,
+                            url: n.url,
+                            slots: n.slots,
+                        })
+                        .collect();
+                    nodes_tx.send_if_modified(|v| {
+                        let changed = *v != view;
+                        *v = view;
+                        changed
+                    });
+                }
+                if let Ok(active) = self.meta.jobs_active().await {
+                    for id in active {
+                        if actors.contains_key(&id) {
+                            continue;
+                        }
+                        let (tx, rx) = mpsc::unbounded_channel();
+                        actors.insert(id.clone(), tx);
+                        let (meta, nodes) = (self.meta.clone(), nodes_rx.clone());
+                        set.spawn(async move {
+                            if let Err(e) = job::run(&id, meta, nodes, rx).await {
+                                tracing::warn!("job {id}: {e}; picking it up again");
+                                tokio::time::sleep(Duration::from_millis(200)).await;
+                            }
+                            id
+                        });
+                    }
+                }
+                for tx in actors.values() {
+                    let _ = tx.send(());
+                }
+            }
+            tokio::select! {
+                _ = self.wake.notified() => {}
+                _ = tokio::time::sleep(TICK) => {}
+            }
+        }
+    }
+}

@@ -1,0 +1,58 @@
+//! What the coordinator and a node's agent say to each other (`/tasks/...` on the node).
+//!
+//! - `POST /tasks/run` [`TaskRequest`] → [`TaskResult`] once the task has finished (the request
+//!   stays open while it runs). The same `key` again — a coordinator that restarted — attaches
+//!   to the running task, or gets the result of a finished one: a task runs once per key.
+//! - `POST /tasks/feed` [`Feed`] → 204: a reducer's next inputs, numbered from `from` (a
+//!   number seen before is ignored, so resending after a restart is harmless); `end` after them.
+//! - `POST /tasks/kill` [`Key`] → 204.
+
+use serde::{Deserialize, Serialize};
+
+use crate::schedule::{Failure, Output, TaskInput};
+use crate::spec::Phase;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TaskRequest {
+    /// `<job>.<task>.<attempt>`: one run of one task.
+    pub key: String,
+    pub job: String,
+    pub account: String,
+    pub phase: usize,
+    pub spec: Phase,
+    pub input: TaskInput,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TaskResult {
+    /// The node that ran it.
+    pub node: String,
+    pub outputs: Vec<Output>,
+    /// Set when the task failed.
+    pub failure: Option<Failure>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Feed {
+    pub key: String,
+    pub from: u64,
+    pub paths: Vec<String>,
+    pub end: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Key {
+    pub key: String,
+}
+
+/// One line of a node's task log (`<node>/agent/tasks.log`): where each task ran and whether
+/// its input was read from the node's own volume.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TaskLog {
+    pub key: String,
+    pub node: String,
+    pub input: Option<String>,
+    pub data_id: Option<String>,
+    pub local: bool,
+    pub failed: bool,
+}

@@ -1,0 +1,221 @@
+//! Jobs as the metadata service keeps them: the job row (spec, what the user asked — end,
+//! cancel — and the coordinator's summary), and a job's append-only lists: inputs as added,
+//! the scheduler's event log, outputs, error records and failed inputs.
+//!
+//! Invariants: inputs can only be added before the input ended or the job was cancelled
+//! (`InvalidJobState`), atomically with that check; the event log only grows by a coordinator
+//! that has seen all of it (`expect_events`, else `ConcurrentRequest`), in the same
+//! transaction as the records and summary those events produced — so a replay of the log
+//! rebuilds exactly the state the records describe.
+
+use mobula_http::{ApiError, Code};
+use rusqlite::{params, Connection, OptionalExtension};
+
+use crate::db::sql;
+use crate::namespace;
+use crate::types::{now_ms, AddInputs, JobAppend, JobRecords, JobRow, Lease, NewJob};
+
+const SELECT: &str = "SELECT id, account, name, spec, state, end_requested, cancel_requested,
+    created, done, stats, inputs, consumed, events FROM jobs";
+
+fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<JobRow> {
+    Ok(JobRow {
+        id: r.get(0)?,
+        account: r.get(1)?,
+        name: r.get(2)?,
+        spec: r.get(3)?,
+        state: r.get(4)?,
+        end_requested: r.get(5)?,
+        cancel_requested: r.get(6)?,
+        created: r.get(7)?,
+        done: r.get(8)?,
+        stats: r.get(9)?,
+        inputs: r.get::<_, i64>(10)? as u64,
+        consumed: r.get::<_, i64>(11)? as u64,
+        events: r.get::<_, i64>(12)? as u64,
+    })
+}
+
+/// Create a job and its directories.
+pub fn create(tx: &Connection, j: &NewJob) -> Result<(), ApiError> {
+    if !namespace::account_exists(tx, &j.account)? {
+        return Err(ApiError::new(
+            Code::AccountDoesNotExist,
+            format!("account {} does not exist", j.account),
+        ));
+    }
+    let dir = format!("/{}/jobs/{}", j.account, j.id);
+    namespace::mkdir(tx, &dir)?;
+    namespace::mkdir(tx, &format!("{dir}/stor"))?;
+    tx.execute(
+        "INSERT INTO jobs (id, account, name, spec, state, created) VALUES (?1, ?2, ?3, ?4, 'queued', ?5)",
+        params![j.id, j.account, j.name, j.spec, now_ms()],
+    )
+    .map_err(sql)?;
+    Ok(())
+}
+
+/// A job, if it exists.
+pub fn get(conn: &Connection, id: &str) -> Result<Option<JobRow>, ApiError> {
+    conn.prepare_cached(&format!("{SELECT} WHERE id = ?1"))
+        .and_then(|mut s| s.query_row([id], row).optional())
+        .map_err(sql)
+}
+
+fn must(conn: &Connection, id: &str) -> Result<JobRow, ApiError> {
+    get(conn, id)?.ok_or_else(|| ApiError::new(Code::JobNotFound, format!("no job {id}")))
+}
+
+/// Ids of the jobs not done yet, oldest first.
+pub fn active(conn: &Connection) -> Result<Vec<String>, ApiError> {
+    let mut s = conn
+        .prepare_cached("SELECT id FROM jobs WHERE state != 'done' ORDER BY created, id")
+        .map_err(sql)?;
+    let rows = s.query_map([], |r| r.get(0)).map_err(sql)?;
+    rows.collect::<rusqlite::Result<_>>().map_err(sql)
+}
+
+fn append(
+    tx: &Connection,
+    id: &str,
+    kind: &str,
+    from: u64,
+    values: &[String],
+) -> Result<(), ApiError> {
+    let mut s = tx
+        .prepare_cached("INSERT INTO job_records (job, kind, seq, value) VALUES (?1, ?2, ?3, ?4)")
+        .map_err(sql)?;
+    for (i, v) in values.iter().enumerate() {
+        s.execute(params![id, kind, (from + i as u64) as i64, v])
+            .map_err(sql)?;
+    }
+    Ok(())
+}
+
+fn count(tx: &Connection, id: &str, kind: &str) -> Result<u64, ApiError> {
+    tx.query_row(
+        "SELECT COUNT(*) FROM job_records WHERE job = ?1 AND kind = ?2",
+        params![id, kind],
+        |r| r.get::<_, i64>(0),
+    )
+    .map(|n| n as u64)
+    .map_err(sql)
+}
+
+/// Add inputs (and end the input when asked).
+pub fn add_inputs(tx: &Connection, a: &AddInputs) -> Result<(), ApiError> {
+    let j = must(tx, &a.id)?;
+    if j.end_requested || j.cancel_requested {
+        return Err(ApiError::new(
+            Code::InvalidJobState,
+            format!("job {} no longer takes input", a.id),
+        ));
+    }
+    append(tx, &a.id, "in", j.inputs, &a.paths)?;
+    tx.execute(
+        "UPDATE jobs SET inputs = inputs + ?2, end_requested = ?3 WHERE id = ?1",
+        params![a.id, a.paths.len() as i64, a.end],
+    )
+    .map_err(sql)?;
+    Ok(())
+}
+
+/// End a job's input (idempotent).
+pub fn end(tx: &Connection, id: &str) -> Result<(), ApiError> {
+    must(tx, id)?;
+    tx.execute("UPDATE jobs SET end_requested = 1 WHERE id = ?1", [id])
+        .map_err(sql)?;
+    Ok(())
+}
+
+/// Cancel a job (idempotent until it is done).
+pub fn cancel(tx: &Connection, id: &str) -> Result<(), ApiError> {
+    let j = must(tx, id)?;
+    if j.state == "done" && !j.cancel_requested {
+        return Err(ApiError::new(
+            Code::InvalidJobState,
+            format!("job {id} is already done"),
+        ));
+    }
+    tx.execute("UPDATE jobs SET cancel_requested = 1 WHERE id = ?1", [id])
+        .map_err(sql)?;
+    Ok(())
+}
+
+/// Up to `limit` values of one of a job's lists, from position `from`.
+pub fn records(conn: &Connection, q: &JobRecords) -> Result<Vec<String>, ApiError> {
+    must(conn, &q.id)?;
+    let mut s = conn
+        .prepare_cached(
+            "SELECT value FROM job_records WHERE job = ?1 AND kind = ?2 AND seq >= ?3
+             ORDER BY seq LIMIT ?4",
+        )
+        .map_err(sql)?;
+    let rows = s
+        .query_map(params![q.id, q.kind, q.from as i64, q.limit], |r| r.get(0))
+        .map_err(sql)?;
+    rows.collect::<rusqlite::Result<_>>().map_err(sql)
+}
+
+/// Log what a coordinator did (see the module docs).
+pub fn log(tx: &Connection, a: &JobAppend) -> Result<(), ApiError> {
+    let j = must(tx, &a.id)?;
+    if j.events != a.expect_events {
+        return Err(ApiError::new(
+            Code::ConcurrentRequest,
+            format!(
+                "job {} has {} events logged, the writer expected {}",
+                a.id, j.events, a.expect_events
+            ),
+        ));
+    }
+    append(tx, &a.id, "ev", j.events, &a.events)?;
+    for (kind, values) in [("out", &a.out), ("err", &a.err), ("fail", &a.fail)] {
+        if !values.is_empty() {
+            let from = count(tx, &a.id, kind)?;
+            append(tx, &a.id, kind, from, values)?;
+        }
+    }
+    tx.execute(
+        "UPDATE jobs SET events = events + ?2, consumed = ?3, stats = ?4, state = ?5,
+            done = COALESCE(?6, done) WHERE id = ?1",
+        params![
+            a.id,
+            a.events.len() as i64,
+            a.consumed as i64,
+            a.stats,
+            a.state,
+            a.done
+        ],
+    )
+    .map_err(sql)?;
+    Ok(())
+}
+
+/// Take or renew a lease.
+pub fn lease(tx: &Connection, l: &Lease) -> Result<bool, ApiError> {
+    let now = now_ms();
+    let n = tx
+        .execute(
+            "INSERT INTO leases (name, owner, until) VALUES (?1, ?2, ?3)
+             ON CONFLICT (name) DO UPDATE SET owner = excluded.owner, until = excluded.until
+             WHERE leases.owner = excluded.owner OR leases.until < ?4",
+            params![l.name, l.owner, now + l.ttl_ms, now],
+        )
+        .map_err(sql)?;
+    Ok(n > 0)
+}
+
+/// Make directory `path` and any missing parents below the account's root (`mkdir -p`).
+pub fn mkdirs(tx: &Connection, path: &str) -> Result<(), ApiError> {
+    let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty()).collect();
+    let mut at = String::new();
+    for (i, p) in parts.iter().enumerate() {
+        at.push('/');
+        at.push_str(p);
+        if i >= 2 {
+            namespace::mkdir(tx, &at)?;
+        }
+    }
+    Ok(())
+}
