@@ -156,6 +156,31 @@ impl Client {
         }
     }
 
+    /// Send a request (query appended as is, optional body); the response if it succeeded.
+    pub async fn send(
+        &self,
+        m: Method,
+        path: &str,
+        query: &str,
+        body: Option<(&str, Vec<u8>)>,
+    ) -> Result<reqwest::Response, ClientError> {
+        let mut url = self.url(path);
+        if !query.is_empty() {
+            url = format!("{url}?{query}");
+        }
+        let mut r = self.http.request(m, url);
+        if let Some(s) = &self.signer {
+            let date = httpdate::fmt_http_date(std::time::SystemTime::now());
+            r = r
+                .header("authorization", s.authorization(&date))
+                .header("date", date);
+        }
+        if let Some((ct, b)) = body {
+            r = r.header("content-type", ct).body(b);
+        }
+        check(r.send().await.map_err(ClientError::local)?).await
+    }
+
     /// A signed URL for GET of `path`, valid for `secs` seconds.
     pub fn sign_url(&self, path: &str, secs: u64) -> Result<String, ClientError> {
         let s = self

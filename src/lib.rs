@@ -5,5 +5,6 @@ pub mod agent;
 pub mod client;
 pub mod cluster;
 pub mod compute;
+pub mod jobcli;
 pub mod sign;
 pub mod upkey;

@@ -242,6 +242,11 @@ enum Cmd {
         #[command(subcommand)]
         op: AccountOp,
     },
+    /// Map/reduce jobs over objects, run beside the data.
+    Job {
+        #[command(subcommand)]
+        op: mobula::jobcli::JobOp,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -599,6 +604,22 @@ async fn async_main() -> ExitCode {
                 ExitCode::from(125)
             }
         },
+        Cmd::Job { op } => {
+            let c = match signed_client(&cli.url, &cli.account, cli.key.as_deref()) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("mobula: {e:#}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match mobula::jobcli::job(&c, op).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("mobula: {}: {}", e.code, e.message);
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Cmd::Image { op } => {
             let c = match signed_client(&cli.url, &cli.account, cli.key.as_deref()) {
                 Ok(c) => c,

@@ -33,6 +33,7 @@ pub fn status(row: &JobRow) -> Value {
             "tasks": stats.tasks,
             "tasksDone": stats.tasks_done,
         },
+        "phaseStats": stats.phases.iter().map(|p| json!({"tasks": p.tasks, "tasksDone": p.done})).collect::<Vec<_>>(),
     })
 }
 

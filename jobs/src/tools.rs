@@ -120,11 +120,7 @@ type Parsed = (Vec<(char, String)>, Vec<String>);
 
 /// Options as (flag, value) pairs and the remaining operands; `with_value` lists flags that
 /// take one.
-fn parse(
-    args: &[String],
-    with_value: &str,
-    u: &str,
-) -> io::Result<Parsed> {
+fn parse(args: &[String], with_value: &str, u: &str) -> io::Result<Parsed> {
     let (mut opts, mut rest) = (Vec::new(), Vec::new());
     let mut it = args.iter();
     while let Some(a) = it.next() {

@@ -61,6 +61,10 @@ fn hash(s: &str) -> u64 {
 impl Machine {
     /// A machine for a job of these phases; reducers are created (waiting) at once.
     pub fn new(phases: Vec<PhaseShape>) -> (Machine, Vec<Command>) {
+        let stats = Stats {
+            phases: vec![Default::default(); phases.len()],
+            ..Default::default()
+        };
         let mut m = Machine {
             reducers: vec![Vec::new(); phases.len()],
             phases,
@@ -71,7 +75,7 @@ impl Machine {
             input_ended: false,
             cancelled: false,
             done: false,
-            stats: Stats::default(),
+            stats,
         };
         for p in 0..m.phases.len() {
             if m.phases[p].kind == PhaseKind::Reduce {
@@ -178,6 +182,7 @@ impl Machine {
         );
         self.queue.push_back(id);
         self.stats.tasks += 1;
+        self.stats.phases[phase].tasks += 1;
         id
     }
 
@@ -190,6 +195,7 @@ impl Machine {
     fn give_up(&mut self, id: TaskId, f: Failure, out: &mut Vec<Command>) {
         let t = self.tasks.get_mut(&id).expect("task exists");
         t.state = State::Finished;
+        self.stats.phases[t.phase].done += 1;
         let rec = ErrRecord {
             phase: t.phase,
             code: f.code,
@@ -301,6 +307,7 @@ impl Machine {
             let t = &self.tasks[&id];
             (t.phase, t.p0input.clone())
         };
+        self.stats.phases[phase].done += 1;
         for o in outputs {
             self.route(phase + 1, o, p0.clone(), out);
         }

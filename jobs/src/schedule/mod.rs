@@ -154,4 +154,13 @@ pub struct Stats {
     pub errors: u64,
     pub outputs: u64,
     pub retries: u64,
+    /// Per phase: tasks, and those finished (`mobula job watch`).
+    #[serde(default)]
+    pub phases: Vec<PhaseStats>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PhaseStats {
+    pub tasks: u64,
+    pub done: u64,
 }

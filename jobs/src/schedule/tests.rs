@@ -462,6 +462,15 @@ fn random_interleavings_keep_every_invariant_and_always_finish() {
         assert_eq!(s.done, 1, "seed {seed}: the job finishes exactly once");
         let st = s.m.stats().clone();
         assert_eq!(st.tasks, st.tasks_done, "seed {seed}: every task finished");
+        let per_phase: (u64, u64) = st
+            .phases
+            .iter()
+            .fold((0, 0), |a, p| (a.0 + p.tasks, a.1 + p.done));
+        assert_eq!(
+            per_phase,
+            (st.tasks, st.tasks_done),
+            "seed {seed}: phase counts add up"
+        );
         assert!(s.running.is_empty(), "seed {seed}");
         assert!(st.retries <= st.tasks * MAX_RETRIES as u64);
     }
