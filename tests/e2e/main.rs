@@ -9,6 +9,7 @@ mod crash;
 mod failures;
 mod images;
 mod integrity;
+mod jobs;
 mod listing;
 mod multipart;
 mod node_manta;

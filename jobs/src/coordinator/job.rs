@@ -9,7 +9,7 @@
 //! its feed, which the agent deduplicates by number.
 
 use std::collections::{BTreeMap, HashMap};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use mobula_http::{ApiError, Code};
@@ -31,9 +31,18 @@ struct Run {
     input: TaskInput,
     feeds: Vec<String>,
     ended: bool,
+    /// How much of `feeds` (and the end) has been handed to the feeder.
+    handed: usize,
+    end_handed: bool,
     /// Feed commands to the agent, in order (set once the run is started).
     feeder: Option<mpsc::UnboundedSender<(Vec<String>, bool)>>,
 }
+
+/// A run's outcome as its long poll saw it: (task, key, result, agent unreachable).
+type Reply = (TaskId, String, TaskResult, bool);
+
+/// How long a node whose agent was unreachable is kept out.
+const SUSPECT: Duration = Duration::from_secs(6);
 
 struct Actor {
     row: JobRow,
@@ -47,7 +56,10 @@ struct Actor {
     known: BTreeMap<String, (bool, u32)>,
     attempts: HashMap<TaskId, u32>,
     runs: HashMap<TaskId, Run>,
-    results: mpsc::UnboundedSender<(TaskId, String, TaskResult)>,
+    results: mpsc::UnboundedSender<Reply>,
+    /// Nodes whose agent could not be reached, and since when: lost for this job until
+    /// [`SUSPECT`] has passed (a dead node's heartbeat is stale by then).
+    suspect: HashMap<String, Instant>,
     tasks: JoinSet<()>,
     /// Kill requests in flight (finished before the job is archived).
     kills: JoinSet<()>,
@@ -93,6 +105,7 @@ pub(super) async fn run(
         attempts: HashMap::new(),
         runs: HashMap::new(),
         results,
+        suspect: HashMap::new(),
         tasks: JoinSet::new(),
         kills: JoinSet::new(),
         todo: Vec::new(),
@@ -107,8 +120,8 @@ pub(super) async fn run(
             return a.finish().await;
         }
         let mut events = Vec::new();
-        while let Ok((task, key, r)) = results_rx.try_recv() {
-            a.result(task, key, r, &mut events);
+        while let Ok(reply) = results_rx.try_recv() {
+            a.result(reply, &mut events);
         }
         a.gather(&mut events).await?;
         if !events.is_empty() {
@@ -116,9 +129,9 @@ pub(super) async fn run(
             continue;
         }
         tokio::select! {
-            Some((task, key, r)) = results_rx.recv() => {
+            Some(reply) = results_rx.recv() => {
                 let mut events = Vec::new();
-                a.result(task, key, r, &mut events);
+                a.result(reply, &mut events);
                 if !events.is_empty() {
                     a.step(events).await?;
                 }
@@ -206,6 +219,8 @@ impl Actor {
                             input: input.clone(),
                             feeds: Vec::new(),
                             ended: false,
+                            handed: 0,
+                            end_handed: false,
                             feeder: None,
                         },
                     );
@@ -237,9 +252,19 @@ impl Actor {
     }
 
     /// A task's result, if it is for the run the actor is waiting on.
-    fn result(&mut self, task: TaskId, key: String, r: TaskResult, events: &mut Vec<Event>) {
-        if self.runs.get(&task).is_none_or(|run| run.key != key) {
+    fn result(&mut self, (task, key, r, unreachable): Reply, events: &mut Vec<Event>) {
+        let Some(run) = self.runs.get(&task).filter(|run| run.key == key) else {
             return;
+        };
+        if unreachable {
+            // Its node is gone (or cut off): lose it now rather than retry there until its
+            // heartbeat goes stale.
+            let node = run.node.clone();
+            self.suspect.insert(node.clone(), Instant::now());
+            if self.known.get(&node).is_some_and(|k| k.0) {
+                events.push(Event::NodeLost { node });
+                return; // fails every task that ran there, this one included
+            }
         }
         events.push(match r.failure {
             None => Event::Done {
@@ -253,8 +278,10 @@ impl Actor {
     /// Events from the world: node changes, new inputs, end, cancel.
     async fn gather(&mut self, events: &mut Vec<Event>) -> Result<(), ApiError> {
         let view = self.nodes.borrow_and_update().clone();
+        self.suspect.retain(|_, t| t.elapsed() < SUSPECT);
         for n in &view {
-            let want = (n.up && n.slots > 0, n.slots);
+            let up = n.up && n.slots > 0 && !self.suspect.contains_key(&n.id);
+            let want = (up, n.slots);
             let have = self.known.get(&n.id).copied();
             if want.0 && have != Some(want) {
                 events.push(Event::NodeUp {
@@ -363,16 +390,7 @@ impl Actor {
     fn perform(&mut self, c: Command) {
         match c {
             Command::Run { task, .. } => self.start(task),
-            Command::Feed { task, path } => {
-                if let Some(f) = self.runs.get(&task).and_then(|r| r.feeder.as_ref()) {
-                    let _ = f.send((vec![path], false));
-                }
-            }
-            Command::EndFeed { task } => {
-                if let Some(f) = self.runs.get(&task).and_then(|r| r.feeder.as_ref()) {
-                    let _ = f.send((Vec::new(), true));
-                }
-            }
+            Command::Feed { task, .. } | Command::EndFeed { task } => self.hand_feed(task),
             Command::Kill { task } => {
                 // The machine has let the task go; tell its agent (best effort).
                 let key = format!(
@@ -393,6 +411,22 @@ impl Actor {
                 }
             }
             Command::Error(_) | Command::Out(_) | Command::JobDone => {}
+        }
+    }
+
+    /// Hand the feeder of run `task` what it has not had yet.
+    fn hand_feed(&mut self, task: TaskId) {
+        let Some(r) = self.runs.get_mut(&task) else {
+            return;
+        };
+        let Some(f) = &r.feeder else {
+            return;
+        };
+        let end = r.ended && !r.end_handed;
+        if r.handed < r.feeds.len() || end {
+            let _ = f.send((r.feeds[r.handed..].to_vec(), end));
+            r.handed = r.feeds.len();
+            r.end_handed |= end;
         }
     }
 
@@ -424,7 +458,7 @@ impl Actor {
                 outputs: Vec::new(),
                 failure: Some(f),
             };
-            let _ = results.send((task, key, r));
+            let _ = results.send((task, key, r, true));
             return;
         };
         let http = self.http.clone();
@@ -438,6 +472,7 @@ impl Actor {
                 Ok(resp) => Err(format!("agent answered {}", resp.status())),
                 Err(e) => Err(e.to_string()),
             };
+            let unreachable = r.is_err();
             let r = r.unwrap_or_else(|m| TaskResult {
                 node: on,
                 outputs: Vec::new(),
@@ -448,12 +483,11 @@ impl Actor {
                     stderr: None,
                 }),
             });
-            let _ = results.send((task, key, r));
+            let _ = results.send((task, key, r, unreachable));
         });
         // The feed: everything so far (numbered from 0; the agent drops what it has), then
         // what comes, in order.
         let (tx, mut rx) = mpsc::unbounded_channel::<(Vec<String>, bool)>();
-        let _ = tx.send((run.feeds.clone(), run.ended));
         let key = run.key.clone();
         let http = self.http.clone();
         self.tasks.spawn(async move {
@@ -483,7 +517,10 @@ impl Actor {
         });
         if let Some(r) = self.runs.get_mut(&task) {
             r.feeder = Some(tx);
+            r.handed = 0;
+            r.end_handed = false;
         }
+        self.hand_feed(task);
     }
 
     /// The machine is done: archive the record, then mark the job done.

@@ -286,9 +286,13 @@ impl Machine {
 
     fn release(&mut self, id: TaskId) -> Option<NodeId> {
         let t = self.tasks.get_mut(&id)?;
-        let State::Running(node) = std::mem::replace(&mut t.state, State::Finished) else {
+        // Only a running task is released: a late report for a task waiting to be retried
+        // (or long finished) changes nothing.
+        let State::Running(node) = &t.state else {
             return None;
         };
+        let node = node.clone();
+        t.state = State::Finished;
         if matches!(t.input, TaskInput::Reducer(_)) {
             return Some(node);
         }

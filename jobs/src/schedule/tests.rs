@@ -475,3 +475,64 @@ fn random_interleavings_keep_every_invariant_and_always_finish() {
         assert!(st.retries <= st.tasks * MAX_RETRIES as u64);
     }
 }
+
+#[test]
+fn a_late_report_for_a_task_waiting_to_retry_changes_nothing() {
+    let (mut m, _) = Machine::new(vec![map()]);
+    m.apply(Event::NodeUp {
+        node: "a".into(),
+        slots: 1,
+    });
+    m.apply(Event::NodeUp {
+        node: "b".into(),
+        slots: 1,
+    });
+    let at = Located::Object {
+        size: 1,
+        nodes: vec!["a".into(), "b".into()],
+    };
+    m.apply(Event::Input {
+        path: "/x/stor/1".into(),
+        at: at.clone(),
+    });
+    m.apply(Event::Input {
+        path: "/x/stor/2".into(),
+        at,
+    });
+    m.apply(Event::EndInput);
+    // Both run; a is lost: its task waits for b's slot.
+    let lost = (0..2)
+        .find(|t| m.node_of(*t).map(String::as_str) == Some("a"))
+        .unwrap();
+    m.apply(Event::NodeLost { node: "a".into() });
+    assert!(m.node_of(lost).is_none());
+    // The lost run's own report arrives late: it must not finish the waiting task.
+    let f = Failure {
+        internal: true,
+        code: "InternalError".into(),
+        message: "x".into(),
+        stderr: None,
+    };
+    m.apply(Event::Failed {
+        task: lost,
+        failure: f,
+    });
+    assert!(!m.is_done());
+    let other = 1 - lost;
+    let cmds = m.apply(Event::Done {
+        task: other,
+        outputs: vec![],
+    });
+    assert!(
+        cmds.iter()
+            .any(|c| matches!(c, Command::Run { task, node, .. } if *task == lost && node == "b")),
+        "{cmds:?}"
+    );
+    assert!(!m.is_done());
+    let cmds = m.apply(Event::Done {
+        task: lost,
+        outputs: vec![],
+    });
+    assert!(cmds.contains(&Command::JobDone));
+    assert_eq!(m.stats().tasks_done, 2);
+}

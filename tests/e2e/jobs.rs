@@ -1,0 +1,536 @@
+//! Jobs end to end (SPEC §4): real cluster, real agents, real sandboxes. Each test drives the
+//! jobs API over HTTP and checks the job's outputs against what it computes itself.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use mobula::cluster::AgentOptions;
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+
+use crate::{assert_err, skip, T};
+
+/// A cluster whose nodes run job agents; `None` (skipped) without root.
+pub async fn cluster(nodes: usize) -> Option<T> {
+    if !nix::unistd::geteuid().is_root() {
+        skip("jobs need root (task sandboxes)");
+        return None;
+    }
+    Some(
+        T::start_with(nodes, |c| {
+            c.agent = Some(AgentOptions {
+                exe: PathBuf::from(env!("CARGO_BIN_EXE_mobula")),
+                slots: Some(2),
+            })
+        })
+        .await,
+    )
+}
+
+/// Create a job; its path.
+pub async fn create(t: &T, spec: Value) -> String {
+    let r = t
+        .req(Method::POST, "/admin/jobs")
+        .json(&spec)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    r.headers()["location"].to_str().unwrap().to_string()
+}
+
+pub async fn add(t: &T, job: &str, paths: &[String], end: bool) {
+    let q = if end { "?end=true" } else { "" };
+    let r = t
+        .req(Method::POST, &format!("{job}/live/in{q}"))
+        .body(paths.join("\n"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+}
+
+pub async fn status(t: &T, job: &str) -> Value {
+    t.get(&format!("{job}/live/status"))
+        .await
+        .json()
+        .await
+        .unwrap()
+}
+
+/// Wait for the job to be done (at most `secs`).
+pub async fn wait(t: &T, job: &str, secs: u64) -> Value {
+    let end = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let s = status(t, job).await;
+        if s["state"] == "done" {
+            return s;
+        }
+        assert!(Instant::now() < end, "job not done in {secs} s: {s}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+pub async fn lines(t: &T, path: &str) -> Vec<String> {
+    let b = t.get_bytes(path).await;
+    String::from_utf8(b)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+pub async fn errors(t: &T, job: &str) -> Vec<Value> {
+    lines(t, &format!("{job}/live/err"))
+        .await
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// The contents of every output, in output order.
+pub async fn outputs(t: &T, job: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for o in lines(t, &format!("{job}/live/out")).await {
+        out.push(String::from_utf8(t.get_bytes(&o).await).unwrap());
+    }
+    out
+}
+
+/// Store `n` text objects under `/admin/stor/<dir>/`; their paths and contents.
+pub async fn texts(t: &T, dir: &str, n: usize, words: usize) -> Vec<(String, String)> {
+    t.mkdir(&format!("/admin/stor/{dir}")).await;
+    let vocab = ["alpha", "beta", "gamma", "delta", "needle", "omega", "pi"];
+    let mut out = Vec::new();
+    for i in 0..n {
+        let body: String = (0..words)
+            .map(|w| vocab[(i * 7 + w * 3 + w * w) % vocab.len()])
+            .collect::<Vec<_>>()
+            .chunks(5)
+            .map(|l| l.join(" ") + "\n")
+            .collect();
+        let p = format!("/admin/stor/{dir}/f{i:04}.txt");
+        assert_eq!(
+            t.put(&p, body.clone()).await.status(),
+            StatusCode::NO_CONTENT
+        );
+        out.push((p, body));
+    }
+    out
+}
+
+fn paths(objs: &[(String, String)]) -> Vec<String> {
+    objs.iter().map(|(p, _)| p.clone()).collect()
+}
+
+/// Every line of every node's task log.
+fn task_log(t: &T) -> Vec<Value> {
+    (0..t.c.cfg.nodes)
+        .flat_map(|i| {
+            std::fs::read_to_string(t.c.node_dir(i).join("agent").join("tasks.log"))
+                .unwrap_or_default()
+                .lines()
+                .map(|l| serde_json::from_str::<Value>(l).unwrap())
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn word_count_runs_beside_the_data_and_is_archived() {
+    let Some(t) = cluster(3).await else { return };
+    let objs = texts(&t, "wc", 12, 40).await;
+    let expected: usize = objs.iter().map(|(_, b)| b.split_whitespace().count()).sum();
+    let job = create(
+        &t,
+        json!({"name": "wc", "phases": [
+            {"type": "map", "exec": "wc -w"},
+            {"type": "reduce", "exec": "awk '{s+=$1} END {print s}'"}
+        ]}),
+    )
+    .await;
+    add(&t, &job, &paths(&objs), true).await;
+    let s = wait(&t, &job, 60).await;
+    assert_eq!(outputs(&t, &job).await, vec![format!("{expected}\n")]);
+    assert_eq!(s["stats"]["tasks"], 13);
+    assert_eq!(s["stats"]["errors"], 0);
+    assert_eq!(s["inputDone"], true);
+    assert_eq!(s["cancelled"], false);
+    assert_eq!(lines(&t, &format!("{job}/live/in")).await, paths(&objs));
+    // Map tasks ran on a node holding their input, reading its own copy.
+    let log = task_log(&t);
+    let maps: Vec<&Value> = log.iter().filter(|l| l["input"].is_string()).collect();
+    assert_eq!(maps.len(), 12);
+    for m in maps {
+        assert_eq!(m["local"], true, "{m}");
+        let d = t.data_of(m["input"].as_str().unwrap()).await;
+        assert!(
+            d.nodes.iter().any(|n| n == m["node"].as_str().unwrap()),
+            "{m}"
+        );
+    }
+    // The output has two durable copies.
+    let out = lines(&t, &format!("{job}/live/out")).await;
+    assert_eq!(t.data_of(&out[0]).await.nodes.len(), 2);
+    // The archived record.
+    let j: Value = serde_json::from_slice(&t.get_bytes(&format!("{job}/job.json")).await).unwrap();
+    assert_eq!(j["state"], "done");
+    assert_eq!(lines(&t, &format!("{job}/out.txt")).await, out);
+    assert_eq!(lines(&t, &format!("{job}/in.txt")).await, paths(&objs));
+    assert!(lines(&t, &format!("{job}/err.txt")).await.is_empty());
+    // The account's job list shows it.
+    let list = String::from_utf8(t.get_bytes("/admin/jobs").await).unwrap();
+    assert!(list.contains(job.rsplit('/').next().unwrap()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grep_and_map_map_reduce() {
+    let Some(t) = cluster(3).await else { return };
+    let objs = texts(&t, "g", 6, 23).await;
+    let grep = create(&t, json!({"phases": [{"exec": "grep needle || true"}]})).await;
+    add(&t, &grep, &paths(&objs), true).await;
+    let chain = create(
+        &t,
+        json!({"phases": [
+            {"exec": "tr a-z A-Z"},
+            {"exec": "grep -o NEEDLE | wc -l"},
+            {"type": "reduce", "exec": "awk '{s+=$1} END {print s}'"}
+        ]}),
+    )
+    .await;
+    add(&t, &chain, &paths(&objs), true).await;
+    wait(&t, &grep, 60).await;
+    let mut got: Vec<String> = outputs(&t, &grep)
+        .await
+        .iter()
+        .flat_map(|o| o.lines().map(str::to_string).collect::<Vec<_>>())
+        .collect();
+    let mut want: Vec<String> = objs
+        .iter()
+        .flat_map(|(_, b)| {
+            b.lines()
+                .filter(|l| l.contains("needle"))
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    got.sort();
+    want.sort();
+    assert!(!want.is_empty());
+    assert_eq!(got, want);
+    let s = wait(&t, &chain, 60).await;
+    let needles: usize = objs.iter().map(|(_, b)| b.matches("needle").count()).sum();
+    assert_eq!(outputs(&t, &chain).await, vec![format!("{needles}\n")]);
+    assert_eq!(s["stats"]["tasks"], 6 + 6 + 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn msplit_feeds_two_reducers_and_mcat_mpipe_emit() {
+    let Some(t) = cluster(3).await else { return };
+    let objs = texts(&t, "s", 5, 30).await;
+    let job = create(
+        &t,
+        json!({"phases": [
+            {"exec": "tr ' ' '\\n' | grep . | msplit -n 2"},
+            {"type": "reduce", "count": 2, "exec": "sort | uniq -c | awk '{print $2, $1}'"}
+        ]}),
+    )
+    .await;
+    add(&t, &job, &paths(&objs), true).await;
+    let s = wait(&t, &job, 60).await;
+    assert_eq!(s["stats"]["errors"], 0, "{:?}", errors(&t, &job).await);
+    let outs = outputs(&t, &job).await;
+    assert_eq!(outs.len(), 2, "one output per reducer");
+    let mut want: BTreeMap<String, usize> = BTreeMap::new();
+    for (_, b) in &objs {
+        for w in b.split_whitespace() {
+            *want.entry(w.to_string()).or_default() += 1;
+        }
+    }
+    let mut got: BTreeMap<String, usize> = BTreeMap::new();
+    for o in &outs {
+        for l in o.lines() {
+            let (w, n) = l.split_once(' ').unwrap();
+            assert!(
+                got.insert(w.to_string(), n.parse().unwrap()).is_none(),
+                "{w} went to both reducers"
+            );
+        }
+    }
+    assert_eq!(got, want);
+    // mcat: outputs by reference (the same objects, no bytes copied); mpipe: named outputs.
+    let before = t.data_files();
+    let job = create(
+        &t,
+        json!({"phases": [{"exec": "mcat $MANTA_INPUT_OBJECT && wc -c | mpipe -p ~~/stor/named/$(basename $MANTA_INPUT_OBJECT).n"}]}),
+    )
+    .await;
+    add(&t, &job, &paths(&objs[..2]), true).await;
+    wait(&t, &job, 60).await;
+    let mut out = lines(&t, &format!("{job}/live/out")).await;
+    out.sort();
+    let mut want = paths(&objs[..2]);
+    want.extend([
+        "/admin/stor/named/f0000.txt.n".to_string(),
+        "/admin/stor/named/f0001.txt.n".to_string(),
+    ]);
+    want.sort();
+    assert_eq!(out, want);
+    // New data: the two named outputs and the five archived records, two copies each; the
+    // mcat outputs are the inputs themselves.
+    assert_eq!(t.data_files(), before + 2 * 2 + 5 * 2);
+    assert_eq!(
+        String::from_utf8(t.get_bytes("/admin/stor/named/f0000.txt.n").await).unwrap(),
+        format!("{}\n", objs[0].1.len())
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failures_are_error_records() {
+    let Some(t) = cluster(2).await else { return };
+    let objs = texts(&t, "f", 2, 5).await;
+    let job = create(
+        &t,
+        json!({"phases": [{"exec": "echo boom-$(basename $MANTA_INPUT_OBJECT) >&2; exit 7"}]}),
+    )
+    .await;
+    let mut inputs = paths(&objs);
+    inputs.push("/admin/stor/f/missing".into());
+    inputs.push("/other/stor/secret".into());
+    add(&t, &job, &inputs, true).await;
+    let s = wait(&t, &job, 60).await;
+    assert_eq!(s["stats"]["errors"], 4);
+    assert_eq!(s["stats"]["retries"], 0, "user failures are not retried");
+    let errs = errors(&t, &job).await;
+    for (p, _) in &objs {
+        let e = errs.iter().find(|e| e["input"] == p.as_str()).unwrap();
+        assert_eq!(e["code"], "UserTaskError");
+        assert!(e["message"].as_str().unwrap().contains('7'));
+        let stderr = String::from_utf8(t.get_bytes(e["stderr"].as_str().unwrap()).await).unwrap();
+        assert_eq!(stderr, format!("boom-{}\n", p.rsplit('/').next().unwrap()));
+    }
+    for p in ["/admin/stor/f/missing", "/other/stor/secret"] {
+        let e = errs.iter().find(|e| e["input"] == p).unwrap();
+        assert_eq!(e["code"], "ResourceNotFoundError");
+    }
+    let mut fail = lines(&t, &format!("{job}/live/fail")).await;
+    fail.sort();
+    inputs.sort();
+    assert_eq!(fail, inputs);
+    // A task killed by a limit, a bad init, a missing image.
+    let job = create(
+        &t,
+        json!({"phases": [{"exec": "python3 -c 'x = bytearray(300 << 20)'", "memory": 64}]}),
+    )
+    .await;
+    add(&t, &job, &paths(&objs[..1]), true).await;
+    wait(&t, &job, 60).await;
+    assert_eq!(errors(&t, &job).await[0]["code"], "TaskKilledError");
+    let job = create(&t, json!({"phases": [{"exec": "cat", "init": "false"}]})).await;
+    add(&t, &job, &paths(&objs[..1]), true).await;
+    wait(&t, &job, 60).await;
+    assert_eq!(errors(&t, &job).await[0]["code"], "TaskInitError");
+    let job = create(&t, json!({"phases": [{"exec": "cat", "image": "nope"}]})).await;
+    add(&t, &job, &paths(&objs[..1]), true).await;
+    wait(&t, &job, 60).await;
+    assert_eq!(errors(&t, &job).await[0]["code"], "TaskInitError");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_requests_get_clear_errors() {
+    let Some(t) = cluster(1).await else { return };
+    for bad in [
+        json!({"phases": []}),
+        json!({"phases": [{"exec": ""}]}),
+        json!({"phases": [{"type": "reduce", "exec": "x", "count": 500}]}),
+    ] {
+        let r = t
+            .req(Method::POST, "/admin/jobs")
+            .json(&bad)
+            .send()
+            .await
+            .unwrap();
+        assert_err(r, 400, "InvalidJob").await;
+    }
+    let r = t
+        .req(Method::POST, "/admin/jobs")
+        .body("{")
+        .send()
+        .await
+        .unwrap();
+    assert_err(r, 400, "InvalidJob").await;
+    assert_err(
+        t.get("/admin/jobs/nope/live/status").await,
+        404,
+        "JobNotFound",
+    )
+    .await;
+    let job = create(&t, json!({"phases": [{"exec": "cat"}]})).await;
+    add(&t, &job, &[], true).await;
+    let r = t
+        .req(Method::POST, &format!("{job}/live/in"))
+        .body("/admin/stor/x")
+        .send()
+        .await
+        .unwrap();
+    assert_err(r, 409, "InvalidJobState").await;
+    let s = wait(&t, &job, 30).await;
+    assert_eq!(s["stats"]["tasks"], 0);
+    let r = t
+        .req(Method::POST, &format!("{job}/live/cancel"))
+        .send()
+        .await
+        .unwrap();
+    assert_err(r, 409, "InvalidJobState").await;
+}
+
+/// Processes whose command line contains `needle`.
+fn processes_with(needle: &str) -> usize {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            std::fs::read(e.path().join("cmdline")).is_ok_and(|c| {
+                String::from_utf8_lossy(&c)
+                    .replace('\0', " ")
+                    .contains(needle)
+            })
+        })
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_stops_tasks_and_leaves_nothing() {
+    let Some(t) = cluster(2).await else { return };
+    let objs = texts(&t, "c", 3, 5).await;
+    let job = create(&t, json!({"phases": [{"exec": "sleep 61.25"}]})).await;
+    add(&t, &job, &paths(&objs), false).await;
+    let end = Instant::now() + Duration::from_secs(30);
+    while processes_with("sleep 61.25") < 3 {
+        assert!(Instant::now() < end, "tasks did not start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let r = t
+        .req(Method::POST, &format!("{job}/live/cancel"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    let s = wait(&t, &job, 20).await;
+    assert_eq!(s["cancelled"], true);
+    let errs = errors(&t, &job).await;
+    assert_eq!(errs.len(), 3);
+    assert!(errs.iter().all(|e| e["code"] == "JobCancelledError"));
+    let end = Instant::now() + Duration::from_secs(10);
+    while processes_with("sleep 61.25") > 0 {
+        assert!(Instant::now() < end, "cancelled tasks still run");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for i in 0..2 {
+        let dir = t.c.node_dir(i).join("agent").join("t");
+        let end = Instant::now() + Duration::from_secs(5);
+        while std::fs::read_dir(&dir).unwrap().count() > 0 {
+            assert!(
+                Instant::now() < end,
+                "task directories left in {}",
+                dir.display()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    let r = t
+        .req(Method::POST, &format!("{job}/live/in"))
+        .body(objs[0].0.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_err(r, 409, "InvalidJobState").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_lost_mid_job_reruns_its_tasks_elsewhere() {
+    let Some(mut t) = cluster(3).await else {
+        return;
+    };
+    let objs = texts(&t, "n", 9, 8).await;
+    let expected: usize = objs.iter().map(|(_, b)| b.len()).sum();
+    let job = create(
+        &t,
+        json!({"phases": [
+            {"exec": "sleep 1.5; wc -c"},
+            {"type": "reduce", "exec": "awk '{s+=$1} END {print s}'"}
+        ]}),
+    )
+    .await;
+    add(&t, &job, &paths(&objs), true).await;
+    // Kill a node while it runs map tasks.
+    let end = Instant::now() + Duration::from_secs(30);
+    let victim = loop {
+        let busy = (0..3).find(|i| {
+            std::fs::read_dir(t.c.node_dir(*i).join("agent").join("t")).is_ok_and(|d| d.count() > 0)
+        });
+        if let Some(i) = busy {
+            break i;
+        }
+        assert!(Instant::now() < end, "no task started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    t.c.kill_node(victim).await;
+    let s = wait(&t, &job, 90).await;
+    assert_eq!(outputs(&t, &job).await, vec![format!("{expected}\n")]);
+    assert_eq!(s["stats"]["errors"], 0, "{:?}", errors(&t, &job).await);
+    assert!(s["stats"]["retries"].as_u64().unwrap() >= 1, "{s}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_restart_mid_job_loses_nothing() {
+    let Some(mut t) = cluster(2).await else {
+        return;
+    };
+    let objs = texts(&t, "r", 6, 10).await;
+    let job = create(&t, json!({"phases": [{"exec": "sleep 1; tr a-z A-Z"}]})).await;
+    add(&t, &job, &paths(&objs[..3]), false).await;
+    let end = Instant::now() + Duration::from_secs(30);
+    while status(&t, &job).await["state"] != "running" {
+        assert!(Instant::now() < end);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    t.c.restart_gateway().await.unwrap();
+    t.http = reqwest::Client::new(); // its pooled connections went with the old gateway
+    add(&t, &job, &paths(&objs[3..]), true).await;
+    let s = wait(&t, &job, 60).await;
+    assert_eq!(s["stats"]["errors"], 0);
+    let mut got = outputs(&t, &job).await;
+    let mut want: Vec<String> = objs.iter().map(|(_, b)| b.to_uppercase()).collect();
+    got.sort();
+    want.sort();
+    assert_eq!(got, want, "every input's output exactly once");
+    // Each task ran once: the restarted coordinator re-attached to the running ones.
+    assert_eq!(task_log(&t).len(), 6);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_inputs_in_one_job() {
+    let Some(t) = cluster(3).await else { return };
+    t.mkdir("/admin/stor/k").await;
+    let mut inputs = Vec::new();
+    let mut total = 0;
+    for i in 0..1000 {
+        let body = "x".repeat(i % 17 + 1);
+        total += body.len();
+        let p = format!("/admin/stor/k/{i}");
+        t.put(&p, body).await;
+        inputs.push(p);
+    }
+    let job = create(
+        &t,
+        json!({"phases": [{"exec": "wc -c"}, {"type": "reduce", "exec": "awk '{s+=$1} END {print s}'"}]}),
+    )
+    .await;
+    add(&t, &job, &inputs, true).await;
+    let s = wait(&t, &job, 600).await;
+    assert_eq!(s["stats"]["tasks"], 1001);
+    assert_eq!(s["stats"]["errors"], 0);
+    assert_eq!(outputs(&t, &job).await, vec![format!("{total}\n")]);
+}
