@@ -17,6 +17,8 @@ use serde_json::Value;
 
 use crate::client::{Client, ClientError};
 
+// Parsed once per process: the size difference between variants costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug)]
 pub enum JobOp {
     /// Create a job, add its inputs and end them; prints the job id.
