@@ -1,0 +1,200 @@
+//! Jobs against the physical limit and a peer: word count over TOTAL_MIB of text in FILES
+//! objects by a Mobula job (map `wc -w`, reduce a sum) on `mobula up` (release binary, three
+//! nodes on this machine), beside the same count by a local `xargs -P2 wc -w | awk` pipeline over
+//! the same files (nothing to schedule, no copies, no sandbox: the physical limit here), and by
+//! PySpark `local[2]` when `PYSPARK_PYTHON_BIN` names a Python with pyspark. Then the
+//! end-to-end latency of a no-op job (1 input, `cat`: create, add input and end, poll status
+//! until done). Every count is checked against the others. Needs root (task sandboxes).
+//!
+//! `cargo bench --bench jobs`. Env: FILES (1000), TOTAL_MIB (1024), NOOP (30 runs).
+
+use std::io::Write;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+const BIN: &str = env!("CARGO_BIN_EXE_mobula");
+
+fn env(name: &str, default: usize) -> usize {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+async fn up(dir: &std::path::Path) -> (Child, String) {
+    let mut child = Command::new(BIN)
+        .args(["up", "--no-auth", "--listen", "127.0.0.1:0", "--data"])
+        .arg(dir)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut url = String::new();
+    while let Some(l) = lines.next_line().await.unwrap() {
+        if let Some(u) = l.strip_prefix("mobula up: gateway listening on ") {
+            url = u.trim().to_string();
+            break;
+        }
+    }
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    (child, url)
+}
+
+/// Deterministic text of `size` bytes (words of a small vocabulary, 12 to a line).
+fn text(seed: usize, size: usize) -> Vec<u8> {
+    const V: [&str; 16] = [
+        "the", "object", "store", "runs", "compute", "beside", "its", "data", "and", "never",
+        "moves", "terabytes", "across", "network", "mobula", "map",
+    ];
+    let mut out = Vec::with_capacity(size + 16);
+    let mut x = seed as u64 * 2654435761 + 1;
+    let mut n = 0;
+    while out.len() < size {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(V[(x % 16) as usize].as_bytes());
+        n += 1;
+        out.push(if n % 12 == 0 { b'\n' } else { b' ' });
+    }
+    out
+}
+
+async fn job(http: &reqwest::Client, url: &str, phases: serde_json::Value, inputs: &str) -> String {
+    let r = http
+        .post(format!("{url}/admin/jobs"))
+        .json(&serde_json::json!({ "phases": phases }))
+        .send()
+        .await
+        .unwrap();
+    let loc = r.headers()["location"].to_str().unwrap().to_string();
+    let r = http
+        .post(format!("{url}{loc}/live/in?end=true"))
+        .body(inputs.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success());
+    loop {
+        let s: serde_json::Value = http
+            .get(format!("{url}{loc}/live/status"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if s["state"] == "done" {
+            assert_eq!(s["stats"]["errors"], 0, "{s}");
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let out = http
+        .get(format!("{url}{loc}/live/out"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let first = out.lines().next().unwrap_or_default().to_string();
+    http.get(format!("{url}{first}")).send().await.unwrap().text().await.unwrap()
+}
+
+fn shell(cmd: &str, dir: &std::path::Path) -> (f64, String) {
+    let t = Instant::now();
+    let o = std::process::Command::new("bash")
+        .args(["-c", cmd])
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{cmd}: {}", String::from_utf8_lossy(&o.stderr));
+    (t.elapsed().as_secs_f64(), String::from_utf8_lossy(&o.stdout).trim().to_string())
+}
+
+#[tokio::main]
+async fn main() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("jobs bench: needs root (task sandboxes); skipped");
+        return;
+    }
+    let (files, total) = (env("FILES", 1000), env("TOTAL_MIB", 1024) << 20);
+    let dir = tempfile::tempdir_in("/var/tmp").unwrap();
+    let local = dir.path().join("local");
+    std::fs::create_dir_all(&local).unwrap();
+    let (_child, url) = up(&dir.path().join("up")).await;
+    let http = reqwest::Client::new();
+    http.put(format!("{url}/admin/stor/wc"))
+        .header("content-type", "application/json; type=directory")
+        .send()
+        .await
+        .unwrap();
+    eprintln!("writing {files} objects, {} MiB in all", total >> 20);
+    let mut inputs = String::new();
+    for i in 0..files {
+        let body = text(i, total / files);
+        std::fs::File::create(local.join(format!("f{i:05}")))
+            .unwrap()
+            .write_all(&body)
+            .unwrap();
+        let p = format!("/admin/stor/wc/f{i:05}");
+        let r = http.put(format!("{url}{p}")).body(body).send().await.unwrap();
+        assert!(r.status().is_success());
+        inputs.push_str(&p);
+        inputs.push('\n');
+    }
+    // Warm the page cache for both sides alike.
+    shell("cat f* > /dev/null", &local);
+    let wc = serde_json::json!([
+        {"type": "map", "exec": "wc -w"},
+        {"type": "reduce", "exec": "awk '{s+=$1} END {print s}'"}
+    ]);
+    let t = Instant::now();
+    let mobula = job(&http, &url, wc, &inputs).await.trim().to_string();
+    let mobula_s = t.elapsed().as_secs_f64();
+    let (pipe_s, pipe) = shell(
+        "ls | xargs -P2 -n1 wc -w | awk '{s+=$1} END {print s}'",
+        &local,
+    );
+    assert_eq!(mobula, pipe, "word counts differ");
+    println!("word count, {files} objects, {} MiB: {mobula} words", total >> 20);
+    println!("  mobula job              {mobula_s:8.2} s");
+    println!("  xargs -P2 wc | awk      {pipe_s:8.2} s   mobula/pipeline = {:.2}x", mobula_s / pipe_s);
+    if let Ok(py) = std::env::var("PYSPARK_PYTHON_BIN") {
+        let script = "import sys\nfrom pyspark.sql import SparkSession\n\
+            s = SparkSession.builder.master('local[2]').getOrCreate()\n\
+            s.sparkContext.setLogLevel('ERROR')\n\
+            import time; t = time.time()\n\
+            n = s.sparkContext.textFile(sys.argv[1] + '/f*').map(lambda l: len(l.split())).sum()\n\
+            print(n, time.time() - t)\n";
+        std::fs::write(dir.path().join("wc.py"), script).unwrap();
+        let (_, out) = shell(
+            &format!("{py} {}/wc.py {} 2>/dev/null | tail -1", dir.path().display(), local.display()),
+            dir.path(),
+        );
+        let (n, secs) = out.split_once(' ').unwrap();
+        assert_eq!(n, mobula, "pyspark count differs");
+        let secs: f64 = secs.parse().unwrap();
+        println!("  pyspark local[2]        {secs:8.2} s   mobula/pyspark = {:.2}x  (job only, JVM start excluded)", mobula_s / secs);
+    }
+    // No-op job latency.
+    http.put(format!("{url}/admin/stor/noop")).body("x\n").send().await.unwrap();
+    let mut lat = Vec::new();
+    for _ in 0..env("NOOP", 30) {
+        let t = Instant::now();
+        let out = job(&http, &url, serde_json::json!([{"exec": "cat"}]), "/admin/stor/noop").await;
+        lat.push(t.elapsed().as_secs_f64() * 1000.0);
+        assert_eq!(out, "x\n");
+    }
+    lat.sort_by(f64::total_cmp);
+    println!(
+        "no-op job (1 input, cat), {} runs: p50 {:.1} ms, p90 {:.1} ms, min {:.1} ms",
+        lat.len(),
+        lat[lat.len() / 2],
+        lat[lat.len() * 9 / 10],
+        lat[0]
+    );
+}
