@@ -18,7 +18,10 @@ use tokio::process::{Child, Command};
 const BIN: &str = env!("CARGO_BIN_EXE_mobula");
 
 fn env(name: &str, default: usize) -> usize {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 async fn up(dir: &std::path::Path) -> (Child, String) {
@@ -45,8 +48,22 @@ async fn up(dir: &std::path::Path) -> (Child, String) {
 /// Deterministic text of `size` bytes (words of a small vocabulary, 12 to a line).
 fn text(seed: usize, size: usize) -> Vec<u8> {
     const V: [&str; 16] = [
-        "the", "object", "store", "runs", "compute", "beside", "its", "data", "and", "never",
-        "moves", "terabytes", "across", "network", "mobula", "map",
+        "the",
+        "object",
+        "store",
+        "runs",
+        "compute",
+        "beside",
+        "its",
+        "data",
+        "and",
+        "never",
+        "moves",
+        "terabytes",
+        "across",
+        "network",
+        "mobula",
+        "map",
     ];
     let mut out = Vec::with_capacity(size + 16);
     let mut x = seed as u64 * 2654435761 + 1;
@@ -101,7 +118,13 @@ async fn job(http: &reqwest::Client, url: &str, phases: serde_json::Value, input
         .await
         .unwrap();
     let first = out.lines().next().unwrap_or_default().to_string();
-    http.get(format!("{url}{first}")).send().await.unwrap().text().await.unwrap()
+    http.get(format!("{url}{first}"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
 }
 
 fn shell(cmd: &str, dir: &std::path::Path) -> (f64, String) {
@@ -111,8 +134,15 @@ fn shell(cmd: &str, dir: &std::path::Path) -> (f64, String) {
         .current_dir(dir)
         .output()
         .unwrap();
-    assert!(o.status.success(), "{cmd}: {}", String::from_utf8_lossy(&o.stderr));
-    (t.elapsed().as_secs_f64(), String::from_utf8_lossy(&o.stdout).trim().to_string())
+    assert!(
+        o.status.success(),
+        "{cmd}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    (
+        t.elapsed().as_secs_f64(),
+        String::from_utf8_lossy(&o.stdout).trim().to_string(),
+    )
 }
 
 #[tokio::main]
@@ -141,7 +171,12 @@ async fn main() {
             .write_all(&body)
             .unwrap();
         let p = format!("/admin/stor/wc/f{i:05}");
-        let r = http.put(format!("{url}{p}")).body(body).send().await.unwrap();
+        let r = http
+            .put(format!("{url}{p}"))
+            .body(body)
+            .send()
+            .await
+            .unwrap();
         assert!(r.status().is_success());
         inputs.push_str(&p);
         inputs.push('\n');
@@ -160,9 +195,15 @@ async fn main() {
         &local,
     );
     assert_eq!(mobula, pipe, "word counts differ");
-    println!("word count, {files} objects, {} MiB: {mobula} words", total >> 20);
+    println!(
+        "word count, {files} objects, {} MiB: {mobula} words",
+        total >> 20
+    );
     println!("  mobula job              {mobula_s:8.2} s");
-    println!("  xargs -P2 wc | awk      {pipe_s:8.2} s   mobula/pipeline = {:.2}x", mobula_s / pipe_s);
+    println!(
+        "  xargs -P2 wc | awk      {pipe_s:8.2} s   mobula/pipeline = {:.2}x",
+        mobula_s / pipe_s
+    );
     if let Ok(py) = std::env::var("PYSPARK_PYTHON_BIN") {
         let script = "import sys\nfrom pyspark.sql import SparkSession\n\
             s = SparkSession.builder.master('local[2]').getOrCreate()\n\
@@ -172,7 +213,11 @@ async fn main() {
             print(n, time.time() - t)\n";
         std::fs::write(dir.path().join("wc.py"), script).unwrap();
         let (_, out) = shell(
-            &format!("{py} {}/wc.py {} 2>/dev/null | tail -1", dir.path().display(), local.display()),
+            &format!(
+                "{py} {}/wc.py {} 2>/dev/null | tail -1",
+                dir.path().display(),
+                local.display()
+            ),
             dir.path(),
         );
         let (n, secs) = out.split_once(' ').unwrap();
@@ -181,11 +226,21 @@ async fn main() {
         println!("  pyspark local[2]        {secs:8.2} s   mobula/pyspark = {:.2}x  (job only, JVM start excluded)", mobula_s / secs);
     }
     // No-op job latency.
-    http.put(format!("{url}/admin/stor/noop")).body("x\n").send().await.unwrap();
+    http.put(format!("{url}/admin/stor/noop"))
+        .body("x\n")
+        .send()
+        .await
+        .unwrap();
     let mut lat = Vec::new();
     for _ in 0..env("NOOP", 30) {
         let t = Instant::now();
-        let out = job(&http, &url, serde_json::json!([{"exec": "cat"}]), "/admin/stor/noop").await;
+        let out = job(
+            &http,
+            &url,
+            serde_json::json!([{"exec": "cat"}]),
+            "/admin/stor/noop",
+        )
+        .await;
         lat.push(t.elapsed().as_secs_f64() * 1000.0);
         assert_eq!(out, "x\n");
     }

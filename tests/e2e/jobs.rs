@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use mobula::cluster::AgentOptions;
+use mobula::cluster::{AgentOptions, ClusterConfig};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
@@ -13,6 +13,10 @@ use crate::{assert_err, skip, T};
 
 /// A cluster whose nodes run job agents; `None` (skipped) without root.
 pub async fn cluster(nodes: usize) -> Option<T> {
+    cluster_with(nodes, |_| {}).await
+}
+
+pub async fn cluster_with(nodes: usize, f: impl FnOnce(&mut ClusterConfig)) -> Option<T> {
     if !nix::unistd::geteuid().is_root() {
         skip("jobs need root (task sandboxes)");
         return None;
@@ -22,7 +26,8 @@ pub async fn cluster(nodes: usize) -> Option<T> {
             c.agent = Some(AgentOptions {
                 exe: PathBuf::from(env!("CARGO_BIN_EXE_mobula")),
                 slots: Some(2),
-            })
+            });
+            f(c)
         })
         .await,
     )
@@ -533,4 +538,89 @@ async fn a_thousand_inputs_in_one_job() {
     assert_eq!(s["stats"]["tasks"], 1001);
     assert_eq!(s["stats"]["errors"], 0);
     assert_eq!(outputs(&t, &job).await, vec![format!("{total}\n")]);
+}
+
+/// `mobula job …` (the real binary) against the cluster: paths on stdin, watch, get, outputs,
+/// errors, list, cancel.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_job_cli() {
+    let Some(t) = cluster(2).await else { return };
+    let objs = texts(&t, "cli", 3, 10).await;
+    let run = |args: &[&str], stdin: &str| {
+        let mut c = tokio::process::Command::new(env!("CARGO_BIN_EXE_mobula"));
+        c.arg("job")
+            .args(args)
+            .env("MOBULA_URL", t.c.url())
+            .env("MOBULA_ACCOUNT", "admin")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        let stdin = stdin.to_string();
+        async move {
+            use tokio::io::AsyncWriteExt;
+            let mut child = c.spawn().unwrap();
+            let mut i = child.stdin.take().unwrap();
+            i.write_all(stdin.as_bytes()).await.unwrap();
+            drop(i);
+            let o = child.wait_with_output().await.unwrap();
+            let err = String::from_utf8_lossy(&o.stderr).into_owned();
+            (
+                o.status.success(),
+                String::from_utf8(o.stdout).unwrap(),
+                err,
+            )
+        }
+    };
+    let words: usize = objs.iter().map(|(_, b)| b.split_whitespace().count()).sum();
+    let stdin = paths(&objs).join("\n");
+    let reduce = "awk '{s+=$1} END {print s}'";
+    let (ok, out, err) = run(
+        &[
+            "create", "-m", "wc -w", "-r", reduce, "--memory", "256", "-w",
+        ],
+        &stdin,
+    )
+    .await;
+    assert!(ok, "{err}");
+    let mut lines = out.lines();
+    let id = lines.next().unwrap().to_string();
+    let output = lines.next().unwrap().to_string();
+    assert!(
+        output.starts_with(&format!("/admin/jobs/{id}/stor/reduce.1.0.")),
+        "{out}"
+    );
+    assert!(err.contains("done"), "watch says how it ended: {err}");
+    let (ok, got, _) = run(&["get", &id], "").await;
+    assert!(ok);
+    assert_eq!(got, format!("{words}\n"));
+    let (_, outputs, _) = run(&["outputs", &id], "").await;
+    assert_eq!(outputs, format!("{output}\n"));
+    let (_, status, _) = run(&["status", &id], "").await;
+    let status: Value = serde_json::from_str(&status).unwrap();
+    assert_eq!(status["phases"][0]["memory"], 256);
+    let (_, list, _) = run(&["list"], "").await;
+    assert!(
+        list.lines()
+            .any(|l| l.starts_with(&id) && l.contains("done")),
+        "{list}"
+    );
+    // Paths as arguments, an error record, cancel of an open job.
+    let (ok, out, _) = run(&["create", "-m", "exit 4", "~~/stor/cli/f0000.txt"], "").await;
+    assert!(ok);
+    let id = out.trim().to_string();
+    wait(&t, &format!("/admin/jobs/{id}"), 60).await;
+    let (_, errs, _) = run(&["errors", &id], "").await;
+    assert!(errs.contains("UserTaskError"), "{errs}");
+    let (_, fails, _) = run(&["failures", &id], "").await;
+    assert_eq!(fails, "/admin/stor/cli/f0000.txt\n");
+    let (ok, out, _) = run(&["create", "-m", "cat", "--open"], "").await;
+    assert!(ok);
+    let id = out.trim().to_string();
+    let (ok, _, err) = run(&["cancel", &id], "").await;
+    assert!(ok, "{err}");
+    let s = wait(&t, &format!("/admin/jobs/{id}"), 30).await;
+    assert_eq!(s["cancelled"], true);
+    let (ok, _, err) = run(&["create", "-m", "cat", "--image", "../x"], "").await;
+    assert!(!ok);
+    assert!(err.contains("InvalidJob"), "{err}");
 }

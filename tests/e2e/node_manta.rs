@@ -1,7 +1,7 @@
 //! The real Node.js `manta` CLI (npm `manta` 5.4.2) against a cluster that requires signatures:
 //! it signs with an RSA key from `$HOME/.ssh`, as Manta users have it. `.ci/run` installs it and
 //! sets MOBULA_NODE_MANTA to its `bin` directory; elsewhere the test skips with a reason (a
-//! failure under MOBULA_REQUIRE_PRIVILEGED=1, which CI sets). `mjob` waits for the jobs API.
+//! failure under MOBULA_REQUIRE_PRIVILEGED=1, which CI sets). `mjob` runs jobs as her (needs root for the sandboxes).
 
 use std::path::{Path, PathBuf};
 
@@ -18,67 +18,101 @@ fn bin_dir() -> Option<PathBuf> {
     }
 }
 
+/// Account `alice` with an RSA key in a fresh `$HOME/.ssh`, and a runner of node-manta commands
+/// as her.
+struct Manta {
+    bin: PathBuf,
+    home: tempfile::TempDir,
+    md5: String,
+    url: String,
+}
+
+impl Manta {
+    async fn new(bin: PathBuf, t: &T) -> Manta {
+        let home = tempfile::tempdir().unwrap();
+        let ssh = home.path().join(".ssh");
+        std::fs::create_dir(&ssh).unwrap();
+        let key = ssh.join("id_rsa");
+        let gen = tokio::process::Command::new("ssh-keygen")
+            .args(["-q", "-t", "rsa", "-b", "2048", "-m", "PEM", "-N", "", "-f"])
+            .arg(&key)
+            .status()
+            .await
+            .unwrap();
+        assert!(gen.success());
+        let public = std::fs::read_to_string(ssh.join("id_rsa.pub")).unwrap();
+        let (md5, sha256) = mobula_gateway::signature::fingerprints(&public).unwrap();
+        t.c.gw.meta.create_account("alice").await.unwrap();
+        t.c.gw
+            .meta
+            .add_key(&mobula_metadata::types::AccountKey {
+                account: "alice".into(),
+                md5: md5.clone(),
+                sha256,
+                public_key: public.trim().into(),
+                created: 0,
+            })
+            .await
+            .unwrap();
+        Manta {
+            bin,
+            home,
+            md5,
+            url: t.c.url().to_string(),
+        }
+    }
+
+    /// Run `cmd args` (with `stdin`); its stdout, asserting it succeeded.
+    async fn run(&self, cmd: &str, args: &[&str], stdin: Option<&str>) -> String {
+        use tokio::io::AsyncWriteExt;
+        let mut c = tokio::process::Command::new(self.bin.join(cmd));
+        c.args(args)
+            .env("HOME", self.home.path())
+            .env("MANTA_URL", &self.url)
+            .env("MANTA_USER", "alice")
+            .env("MANTA_KEY_ID", &self.md5)
+            .env_remove("SSH_AUTH_SOCK")
+            .env_remove("MANTA_SUBUSER")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        let mut child = c.spawn().unwrap();
+        let mut input = child.stdin.take().unwrap();
+        input
+            .write_all(stdin.unwrap_or("").as_bytes())
+            .await
+            .unwrap();
+        drop(input);
+        let o = child.wait_with_output().await.unwrap();
+        let out = String::from_utf8_lossy(&o.stdout).into_owned();
+        assert!(
+            o.status.success(),
+            "{cmd} {args:?}: {}{out}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        out
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_node_manta_cli_works_unchanged() {
     let Some(bin) = bin_dir() else { return };
     let t = T::start_with(3, |c| c.gateway.require_signatures = true).await;
-    let home = tempfile::tempdir().unwrap();
-    let ssh = home.path().join(".ssh");
-    std::fs::create_dir(&ssh).unwrap();
-    let key = ssh.join("id_rsa");
-    let gen = tokio::process::Command::new("ssh-keygen")
-        .args(["-q", "-t", "rsa", "-b", "2048", "-m", "PEM", "-N", "", "-f"])
-        .arg(&key)
-        .status()
-        .await
-        .unwrap();
-    assert!(gen.success());
-    let public = std::fs::read_to_string(ssh.join("id_rsa.pub")).unwrap();
-    let (md5, sha256) = mobula_gateway::signature::fingerprints(&public).unwrap();
-    t.c.gw.meta.create_account("alice").await.unwrap();
-    t.c.gw
-        .meta
-        .add_key(&mobula_metadata::types::AccountKey {
-            account: "alice".into(),
-            md5: md5.clone(),
-            sha256,
-            public_key: public.trim().into(),
-            created: 0,
-        })
-        .await
-        .unwrap();
-    let m = |cmd: &str, args: &[&str]| {
-        let mut c = tokio::process::Command::new(bin.join(cmd));
-        c.args(args)
-            .env("HOME", home.path())
-            .env("MANTA_URL", t.c.url())
-            .env("MANTA_USER", "alice")
-            .env("MANTA_KEY_ID", &md5)
-            .env_remove("SSH_AUTH_SOCK")
-            .env_remove("MANTA_SUBUSER");
-        let what = format!("{cmd} {args:?}");
-        async move {
-            let o = c.output().await.unwrap();
-            let out = String::from_utf8_lossy(&o.stdout).into_owned();
-            assert!(
-                o.status.success(),
-                "{what}: {}{out}",
-                String::from_utf8_lossy(&o.stderr)
-            );
-            out
-        }
-    };
-    let file = home.path().join("hello.txt");
+    let manta = Manta::new(bin, &t).await;
+    let home = manta.home.path();
+    let file = home.join("hello.txt");
     std::fs::write(&file, "hello from node-manta\n").unwrap();
     let f = file.to_str().unwrap();
 
-    m("mmkdir", &["-p", "~~/stor/a/b"]).await;
-    m("mput", &["-f", f, "~~/stor/a/hello.txt"]).await;
+    manta.run("mmkdir", &["-p", "~~/stor/a/b"], None).await;
+    manta
+        .run("mput", &["-f", f, "~~/stor/a/hello.txt"], None)
+        .await;
     assert_eq!(
-        m("mget", &["~~/stor/a/hello.txt"]).await,
+        manta.run("mget", &["~~/stor/a/hello.txt"], None).await,
         "hello from node-manta\n"
     );
-    let ls = m("mls", &["-l", "~~/stor/a"]).await;
+    let ls = manta.run("mls", &["-l", "~~/stor/a"], None).await;
     let lines: Vec<&str> = ls.lines().collect();
     assert_eq!(lines.len(), 2, "{ls}");
     assert!(
@@ -90,15 +124,17 @@ async fn the_node_manta_cli_works_unchanged() {
         "{ls}"
     );
     assert!(lines[1].contains(" 22 "), "size column: {ls}");
-    m("mln", &["~~/stor/a/hello.txt", "~~/stor/a/link.txt"]).await;
+    manta
+        .run("mln", &["~~/stor/a/hello.txt", "~~/stor/a/link.txt"], None)
+        .await;
     assert_eq!(
-        m("mget", &["~~/stor/a/link.txt"]).await,
+        manta.run("mget", &["~~/stor/a/link.txt"], None).await,
         "hello from node-manta\n"
     );
-    let info = m("minfo", &["~~/stor/a/hello.txt"]).await;
+    let info = manta.run("minfo", &["~~/stor/a/hello.txt"], None).await;
     assert!(info.starts_with("HTTP/1.1 200 OK"), "{info}");
     assert!(info.contains("content-length: 22"), "{info}");
-    let found = m("mfind", &["~~/stor"]).await;
+    let found = manta.run("mfind", &["~~/stor"], None).await;
     assert_eq!(
         found.lines().collect::<Vec<_>>(),
         [
@@ -108,16 +144,84 @@ async fn the_node_manta_cli_works_unchanged() {
             "/alice/stor/a/link.txt"
         ]
     );
-    let url = m("msign", &["~~/stor/a/hello.txt"]).await;
+    let url = manta.run("msign", &["~~/stor/a/hello.txt"], None).await;
     let body = reqwest::get(url.trim()).await.unwrap();
     assert_eq!(body.status(), 200);
     assert_eq!(body.text().await.unwrap(), "hello from node-manta\n");
-    m("mrmdir", &["~~/stor/a/b"]).await;
-    m("mrm", &["-r", "~~/stor/a"]).await;
-    assert_eq!(m("mls", &["~~/stor"]).await, "");
+    manta.run("mrmdir", &["~~/stor/a/b"], None).await;
+    manta.run("mrm", &["-r", "~~/stor/a"], None).await;
+    assert_eq!(manta.run("mls", &["~~/stor"], None).await, "");
     // Unsigned requests are still refused.
     let r = reqwest::get(format!("{}/alice/stor", t.c.url()))
         .await
         .unwrap();
     assert_eq!(r.status(), 401);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mjob_runs_jobs_as_the_signed_account() {
+    let Some(bin) = bin_dir() else { return };
+    let Some(t) = crate::jobs::cluster_with(3, |c| c.gateway.require_signatures = true).await
+    else {
+        return;
+    };
+    let manta = Manta::new(bin, &t).await;
+    let dir = manta.home.path();
+    manta.run("mmkdir", &["-p", "~~/stor/txt"], None).await;
+    for (i, body) in ["one two three\n", "four five\nsix\n"].iter().enumerate() {
+        let f = dir.join(format!("{i}.txt"));
+        std::fs::write(&f, body).unwrap();
+        let dst = format!("~~/stor/txt/{i}.txt");
+        manta
+            .run("mput", &["-f", f.to_str().unwrap(), &dst], None)
+            .await;
+    }
+    let inputs = "/alice/stor/txt/0.txt\n/alice/stor/txt/1.txt\n";
+    let reduce = "awk '{s+=$1} END {print s}'";
+    let id = manta
+        .run(
+            "mjob",
+            &["create", "-m", "wc -w", "-r", reduce],
+            Some(inputs),
+        )
+        .await;
+    let id = id.trim();
+    let watched = manta.run("mjob", &["watch", id], None).await;
+    assert!(watched.contains("\"state\": \"done\""), "{watched}");
+    let outs = manta.run("mjob", &["outputs", id], None).await;
+    let outs: Vec<&str> = outs.lines().collect();
+    assert_eq!(outs.len(), 1, "{outs:?}");
+    assert!(outs[0].starts_with(&format!("/alice/jobs/{id}/stor/")));
+    assert_eq!(manta.run("mget", &[outs[0]], None).await, "6\n");
+    assert_eq!(manta.run("mjob", &["errors", id], None).await, "");
+    // A failing task, and an input of another account: error records, read with mjob errors.
+    t.c.gw.meta.create_account("bob").await.unwrap();
+    let inputs = "/alice/stor/txt/0.txt\n/bob/stor/secret\n";
+    let id = manta
+        .run(
+            "mjob",
+            &["create", "-m", "echo oops >&2; exit 3"],
+            Some(inputs),
+        )
+        .await;
+    let id = id.trim();
+    manta.run("mjob", &["watch", id], None).await;
+    let errs = manta.run("mjob", &["errors", id], None).await;
+    let errs: Vec<serde_json::Value> = errs
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(errs.len(), 2, "{errs:?}");
+    let user = errs.iter().find(|e| e["code"] == "UserTaskError").unwrap();
+    assert_eq!(
+        manta
+            .run("mget", &[user["stderr"].as_str().unwrap()], None)
+            .await,
+        "oops\n"
+    );
+    let other = errs
+        .iter()
+        .find(|e| e["input"] == "/bob/stor/secret")
+        .unwrap();
+    assert_eq!(other["code"], "ResourceNotFoundError");
 }
