@@ -1,7 +1,8 @@
 //! What signature checking costs: the same 4 KiB GET and PUT loads against two `mobula up`
 //! clusters started side by side from the release binary — one verifying every request's HTTP
 //! Signature (Ed25519, the key `up` generates), one trusting the path (`--no-auth`) — in
-//! interleaved rounds, 16 concurrent clients. The signed side also pays the client's signing.
+//! interleaved rounds (each side first in every other round; the disk settles before each PUT
+//! load), 16 concurrent clients. The signed side also pays the client's signing.
 //!
 //! `cargo bench --bench auth`. Env: N (requests per round and kind, default 2000), ROUNDS (3).
 
@@ -90,6 +91,12 @@ async fn load(
     n as f64 / t.elapsed().as_secs_f64()
 }
 
+/// Let background deletes finish and flush dirty pages before a measured PUT load.
+async fn settle() {
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    let _ = Command::new("sync").status().await;
+}
+
 #[tokio::main]
 async fn main() {
     let n: usize = std::env::var("N")
@@ -118,11 +125,22 @@ async fn main() {
         assert!(signed(rq, s).send().await.unwrap().status().is_success());
     }
     let mut sums = [0f64; 4];
-    for _ in 0..rounds {
-        sums[0] += load(&http, &ourl, None, false, n).await;
-        sums[1] += load(&http, &surl, Some(&signer), false, n).await;
-        sums[2] += load(&http, &ourl, None, true, n / 4).await;
-        sums[3] += load(&http, &surl, Some(&signer), true, n / 4).await;
+    for round in 0..rounds {
+        // Each side goes first in every other round, and the disk settles before each PUT
+        // load: a PUT load leaves overwritten data for its cluster's reclaimer to delete (and
+        // fsync) over the next seconds, which would otherwise always land on the side measured
+        // second.
+        let sides = [(&ourl, None, 0), (&surl, Some(&signer), 1)];
+        let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
+        for i in order {
+            let (url, s, k) = sides[i];
+            sums[k] += load(&http, url, s, false, n).await;
+        }
+        for i in order {
+            let (url, s, k) = sides[i];
+            settle().await;
+            sums[2 + k] += load(&http, url, s, true, n / 4).await;
+        }
     }
     let r = |x: f64| x / rounds as f64;
     println!("4 KiB, {CONCURRENCY} concurrent clients, {rounds} interleaved rounds");

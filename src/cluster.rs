@@ -262,6 +262,18 @@ impl Cluster {
         anyhow::bail!("storage nodes did not register in time")
     }
 
+    /// Kill the metadata service and start it again on the same address and database.
+    pub async fn restart_metadata(&mut self) -> anyhow::Result<()> {
+        let old = self.metadata.take().expect("metadata running");
+        let url = old.url.clone();
+        old.kill().await;
+        let addr: SocketAddr = url.trim_start_matches("http://").parse()?;
+        let (l, _) = bind(addr).await?;
+        let db = self.cfg.data.join("metadata").join("mobula.db");
+        self.metadata = Some(start_metadata(l, url, &db)?);
+        Ok(())
+    }
+
     /// Kill the gateway (every connection dropped, its coordinator gone) and start a new one
     /// on the same address.
     pub async fn restart_gateway(&mut self) -> anyhow::Result<()> {

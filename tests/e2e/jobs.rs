@@ -516,6 +516,30 @@ async fn a_gateway_restart_mid_job_loses_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_metadata_restart_mid_job_loses_nothing() {
+    let Some(mut t) = cluster(2).await else {
+        return;
+    };
+    let objs = texts(&t, "md", 4, 10).await;
+    let job = create(&t, json!({"phases": [{"exec": "sleep 1; tr a-z A-Z"}]})).await;
+    add(&t, &job, &paths(&objs), true).await;
+    let end = Instant::now() + Duration::from_secs(30);
+    while status(&t, &job).await["state"] != "running" {
+        assert!(Instant::now() < end);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    t.c.restart_metadata().await.unwrap();
+    t.http = reqwest::Client::new();
+    let s = wait(&t, &job, 60).await;
+    assert_eq!(s["stats"]["errors"], 0, "{:?}", errors(&t, &job).await);
+    let mut got = outputs(&t, &job).await;
+    let mut want: Vec<String> = objs.iter().map(|(_, b)| b.to_uppercase()).collect();
+    got.sort();
+    want.sort();
+    assert_eq!(got, want);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_inputs_in_one_job() {
     let Some(t) = cluster(3).await else { return };
     t.mkdir("/admin/stor/k").await;

@@ -224,4 +224,16 @@ async fn mjob_runs_jobs_as_the_signed_account() {
         .find(|e| e["input"] == "/bob/stor/secret")
         .unwrap();
     assert_eq!(other["code"], "ResourceNotFoundError");
+    // Nobody else reads her jobs.
+    let r = reqwest::get(format!("{}/alice/jobs/{id}/live/status", t.c.url()))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let r = reqwest::Client::new()
+        .post(format!("{}/alice/jobs", t.c.url()))
+        .body(r#"{"phases":[{"exec":"cat"}]}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
 }

@@ -52,6 +52,16 @@ fn failed(
     }
 }
 
+fn cancelled_result(node: &str) -> TaskResult {
+    failed(
+        node,
+        false,
+        "JobCancelledError",
+        "job was cancelled".into(),
+        None,
+    )
+}
+
 pub(crate) fn internal(node: &str, message: String) -> TaskResult {
     failed(node, true, "InternalError", message, None)
 }
@@ -178,64 +188,10 @@ async fn prepare_and_run(
         spec.env.push(("MOBULA_EXEC".into(), p.exec.clone()));
     }
     let mut held: Vec<LocalFile> = Vec::new();
-    let stdin = match &req.input {
-        TaskInput::Object { path, .. } => {
-            let data = match object(sh, path).await {
-                Ok(Some(d)) => d,
-                Ok(None) => {
-                    let m = format!("{path} does not exist");
-                    return failed(node, false, "ResourceNotFoundError", m, None);
-                }
-                Err(r) => return r,
-            };
-            let f = match sh.objects.local_file(&data).await {
-                Ok(f) => f,
-                Err(e) => return internal(node, format!("reading {path}: {e}")),
-            };
-            record.input = Some(path.clone());
-            record.data_id = Some(data.id.clone());
-            record.local = f.local;
-            let inside = format!("/manta{path}");
-            spec.env.push(("MANTA_INPUT_OBJECT".into(), path.clone()));
-            spec.env.push(("MANTA_INPUT_FILE".into(), inside.clone()));
-            spec.binds.push(Bind {
-                host: f.path.to_string_lossy().into_owned(),
-                inside,
-                writable: false,
-            });
-            let file = match std::fs::File::open(&f.path) {
-                Ok(file) => file,
-                Err(e) => return internal(node, format!("opening {path}: {e}")),
-            };
-            held.push(f);
-            Input::File(file)
-        }
-        TaskInput::Reducer(n) => {
-            spec.env.push(("MANTA_REDUCER".into(), n.to_string()));
-            Input::Pipe
-        }
+    let stdin = match inputs(sh, req, &mut spec, record, &mut held).await {
+        Ok(i) => i,
+        Err(r) => return r,
     };
-    for a in &p.assets {
-        let data = match object(sh, a).await {
-            Ok(Some(d)) => d,
-            Ok(None) => {
-                let m = format!("asset {a} does not exist");
-                return failed(node, false, "TaskInitError", m, None);
-            }
-            Err(r) => return r,
-        };
-        match sh.objects.local_file(&data).await {
-            Ok(f) => {
-                spec.binds.push(Bind {
-                    host: f.path.to_string_lossy().into_owned(),
-                    inside: format!("/assets{a}"),
-                    writable: false,
-                });
-                held.push(f);
-            }
-            Err(e) => return internal(node, format!("asset {a}: {e}")),
-        }
-    }
     let agent_dir = sh.cfg.node_dir.join("agent");
     let tdir = agent_dir.join("t").join(&req.key);
     let listener = match make_socket(&tdir) {
@@ -259,13 +215,7 @@ async fn prepare_and_run(
         return internal(node, "cannot create output files".into());
     };
     if e.is_killed() {
-        return failed(
-            node,
-            false,
-            "JobCancelledError",
-            "job was cancelled".into(),
-            None,
-        );
+        return cancelled_result(node);
     }
     let tools = ToolServer::start(
         sh.clone(),
@@ -310,13 +260,7 @@ async fn prepare_and_run(
         return internal(node, "reading the task's output failed".into());
     };
     if e.is_killed() {
-        return failed(
-            node,
-            false,
-            "JobCancelledError",
-            "job was cancelled".into(),
-            None,
-        );
+        return cancelled_result(node);
     }
     if let Some(m) = &report.error {
         return internal(node, format!("sandbox: {m}"));
@@ -359,6 +303,78 @@ async fn prepare_and_run(
         outputs,
         failure: None,
     }
+}
+
+/// Bind the task's input (or set up a reducer's pipe) and its assets; the files to keep
+/// until the task ends go to `held`.
+async fn inputs(
+    sh: &Shared,
+    req: &TaskRequest,
+    spec: &mut TaskSpec,
+    record: &mut TaskLog,
+    held: &mut Vec<LocalFile>,
+) -> Result<Input, TaskResult> {
+    let node = sh.cfg.node_id.as_str();
+    let p = &req.spec;
+    let stdin = match &req.input {
+        TaskInput::Object { path, .. } => {
+            let data = match object(sh, path).await {
+                Ok(Some(d)) => d,
+                Ok(None) => {
+                    let m = format!("{path} does not exist");
+                    return Err(failed(node, false, "ResourceNotFoundError", m, None));
+                }
+                Err(r) => return Err(r),
+            };
+            let f = match sh.objects.local_file(&data).await {
+                Ok(f) => f,
+                Err(e) => return Err(internal(node, format!("reading {path}: {e}"))),
+            };
+            record.input = Some(path.clone());
+            record.data_id = Some(data.id.clone());
+            record.local = f.local;
+            let inside = format!("/manta{path}");
+            spec.env.push(("MANTA_INPUT_OBJECT".into(), path.clone()));
+            spec.env.push(("MANTA_INPUT_FILE".into(), inside.clone()));
+            spec.binds.push(Bind {
+                host: f.path.to_string_lossy().into_owned(),
+                inside,
+                writable: false,
+            });
+            let file = match std::fs::File::open(&f.path) {
+                Ok(file) => file,
+                Err(e) => return Err(internal(node, format!("opening {path}: {e}"))),
+            };
+            held.push(f);
+            Input::File(file)
+        }
+        TaskInput::Reducer(n) => {
+            spec.env.push(("MANTA_REDUCER".into(), n.to_string()));
+            Input::Pipe
+        }
+    };
+    for a in &p.assets {
+        let data = match object(sh, a).await {
+            Ok(Some(d)) => d,
+            Ok(None) => {
+                let m = format!("asset {a} does not exist");
+                return Err(failed(node, false, "TaskInitError", m, None));
+            }
+            Err(r) => return Err(r),
+        };
+        match sh.objects.local_file(&data).await {
+            Ok(f) => {
+                spec.binds.push(Bind {
+                    host: f.path.to_string_lossy().into_owned(),
+                    inside: format!("/assets{a}"),
+                    writable: false,
+                });
+                held.push(f);
+            }
+            Err(e) => return Err(internal(node, format!("asset {a}: {e}"))),
+        }
+    }
+    Ok(stdin)
 }
 
 /// The user-facing failure of a finished task, if it failed.
