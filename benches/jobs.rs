@@ -6,7 +6,8 @@
 //! end-to-end latency of a no-op job (1 input, `cat`: create, add input and end, poll status
 //! until done). Every count is checked against the others. Needs root (task sandboxes).
 //!
-//! `cargo bench --bench jobs`. Env: FILES (1000), TOTAL_MIB (1024), NOOP (30 runs).
+//! `cargo bench --bench jobs`. Env: FILES (1000), TOTAL_MIB (1024), NOOP (30 runs), SLOTS (tasks
+//! per node; default: `up`'s).
 
 use std::io::Write;
 use std::process::Stdio;
@@ -25,9 +26,13 @@ fn env(name: &str, default: usize) -> usize {
 }
 
 async fn up(dir: &std::path::Path) -> (Child, String) {
-    let mut child = Command::new(BIN)
-        .args(["up", "--no-auth", "--listen", "127.0.0.1:0", "--data"])
-        .arg(dir)
+    let mut cmd = Command::new(BIN);
+    cmd.args(["up", "--no-auth", "--listen", "127.0.0.1:0", "--data"])
+        .arg(dir);
+    if let Ok(s) = std::env::var("SLOTS") {
+        cmd.args(["--slots", &s]);
+    }
+    let mut child = cmd
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
         .kill_on_drop(true)
@@ -145,6 +150,28 @@ fn shell(cmd: &str, dir: &std::path::Path) -> (f64, String) {
     )
 }
 
+/// (busy, total) jiffies of all CPUs.
+fn busy() -> (u64, u64) {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let v: Vec<u64> = stat
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    let total: u64 = v.iter().sum();
+    let idle = v.get(3).copied().unwrap_or(0) + v.get(4).copied().unwrap_or(0);
+    (total - idle, total)
+}
+
+/// Fraction of the CPUs busy since `from`.
+fn busy_since(from: (u64, u64)) -> f64 {
+    let now = busy();
+    (now.0 - from.0) as f64 / (now.1 - from.1).max(1) as f64
+}
+
 #[tokio::main]
 async fn main() {
     if !nix::unistd::geteuid().is_root() {
@@ -188,8 +215,10 @@ async fn main() {
         {"type": "reduce", "exec": "awk '{s+=$1} END {print s}'"}
     ]);
     let t = Instant::now();
+    let cpu = busy();
     let mobula = job(&http, &url, wc, &inputs).await.trim().to_string();
     let mobula_s = t.elapsed().as_secs_f64();
+    let cpu = busy_since(cpu);
     let (pipe_s, pipe) = shell(
         "ls | xargs -P2 -n1 wc -w | awk '{s+=$1} END {print s}'",
         &local,
@@ -199,7 +228,10 @@ async fn main() {
         "word count, {files} objects, {} MiB: {mobula} words",
         total >> 20
     );
-    println!("  mobula job              {mobula_s:8.2} s");
+    println!(
+        "  mobula job              {mobula_s:8.2} s   (CPU busy {:.0}%)",
+        cpu * 100.0
+    );
     println!(
         "  xargs -P2 wc | awk      {pipe_s:8.2} s   mobula/pipeline = {:.2}x",
         mobula_s / pipe_s

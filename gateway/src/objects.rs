@@ -257,6 +257,7 @@ pub async fn put(
     let targets = gw.nodes.place(durability, length.unwrap_or(0))?;
     let data = write_data(gw, &targets, durability, body, content_md5).await?;
     let req = PutObject {
+        parents: false,
         path: full,
         data: data.clone(),
         content_type,

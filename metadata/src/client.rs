@@ -219,9 +219,6 @@ impl MetadataClient {
         self.call("upload.abort", &Name { name: id.into() }).await
     }
 
-    pub async fn mkdirs(&self, path: &str) -> Result<(), ApiError> {
-        self.call("entry.mkdirs", &Name { name: path.into() }).await
-    }
     pub async fn job_create(&self, j: &NewJob) -> Result<(), ApiError> {
         self.call("job.create", j).await
     }

@@ -206,16 +206,3 @@ pub fn lease(tx: &Connection, l: &Lease) -> Result<bool, ApiError> {
     Ok(n > 0)
 }
 
-/// Make directory `path` and any missing parents below the account's root (`mkdir -p`).
-pub fn mkdirs(tx: &Connection, path: &str) -> Result<(), ApiError> {
-    let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty()).collect();
-    let mut at = String::new();
-    for (i, p) in parts.iter().enumerate() {
-        at.push('/');
-        at.push_str(p);
-        if i >= 2 {
-            namespace::mkdir(tx, &at)?;
-        }
-    }
-    Ok(())
-}

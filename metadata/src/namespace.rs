@@ -283,6 +283,9 @@ fn set_object(
 
 /// Create or atomically replace an object.
 pub fn put_object(tx: &Connection, req: &PutObject) -> Result<Entry, ApiError> {
+    if req.parents {
+        mkdirs(tx, split_path(&req.path).0)?;
+    }
     insert_data(tx, &req.data)?;
     set_object(
         tx,
@@ -449,4 +452,18 @@ pub fn list(conn: &Connection, q: &ListQuery) -> Result<ListPage, ApiError> {
         total: dir.children,
         entries,
     })
+}
+
+/// Make directory `path` and any missing parents below the account's root (`mkdir -p`).
+pub fn mkdirs(tx: &Connection, path: &str) -> Result<(), ApiError> {
+    let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty()).collect();
+    let mut at = String::new();
+    for (i, p) in parts.iter().enumerate() {
+        at.push('/');
+        at.push_str(p);
+        if i >= 2 {
+            mkdir(tx, &at)?;
+        }
+    }
+    Ok(())
 }

@@ -160,7 +160,6 @@ async fn route(db: Arc<Db>, req: Request) -> Result<http::Response<Body>, ApiErr
         "upload.put_part" => write!(PutPart, |tx, a| uploads::put_part(tx, &a)),
         "upload.commit" => write!(CommitUpload, |tx, a| uploads::commit(tx, &a)),
         "upload.abort" => write!(Name, |tx, a| uploads::abort(tx, &a.name)),
-        "entry.mkdirs" => write!(Name, |tx, a| jobs::mkdirs(tx, &a.name)),
         "job.create" => write!(NewJob, |tx, a| jobs::create(tx, &a)),
         "job.get" => read!(Name, |c, a| jobs::get(c, &a.name)),
         "job.active" => read!((), |c, _a| jobs::active(c)),

@@ -30,6 +30,7 @@ fn put(db: &Db, path: &str, d: Data) -> Result<Entry, mobula_http::ApiError> {
         namespace::put_object(
             tx,
             &PutObject {
+                parents: false,
                 path: path.into(),
                 data: d,
                 content_type: "text/plain".into(),
@@ -124,6 +125,7 @@ fn failed_writes_change_nothing() {
             namespace::put_object(
                 tx,
                 &PutObject {
+                    parents: false,
                     path: "/a/stor/x".into(),
                     data: data("2"),
                     content_type: String::new(),

@@ -62,6 +62,9 @@ pub struct Preconditions {
 /// Create or replace an object.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PutObject {
+    /// Create missing parent directories first (`mkdir -p`, same transaction).
+    #[serde(default)]
+    pub parents: bool,
     pub path: String,
     pub data: Data,
     pub content_type: String,

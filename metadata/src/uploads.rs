@@ -128,6 +128,7 @@ pub fn commit(tx: &Connection, c: &CommitUpload) -> Result<Entry, ApiError> {
     let entry = put_object(
         tx,
         &PutObject {
+            parents: false,
             path: u.object_path.clone(),
             data: c.data.clone(),
             content_type: u.content_type.clone(),

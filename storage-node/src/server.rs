@@ -25,6 +25,9 @@ use tokio::sync::mpsc;
 
 use crate::store::{valid_id, Store, Writer};
 
+/// Smallest data sent zstd-compressed to a peer that asks for it.
+const ZSTD_MIN: u64 = 64 << 10;
+
 /// Answer of a write: what is now durable.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Written {
@@ -379,8 +382,9 @@ async fn get(node: &NodeState, id: &str, headers: &HeaderMap) -> Result<Response
         None => (StatusCode::OK, 0, len),
     };
     let stream = verified_stream(store, id, start, end, Some(node.bad.clone()));
-    // Transfers between nodes (repair) ask for zstd.
-    let mut resp = if accepts_zstd(headers) && status == StatusCode::OK {
+    // Transfers between nodes (repair, replication) ask for zstd; below 64 KiB setting up a
+    // compressor costs more than it saves.
+    let mut resp = if accepts_zstd(headers) && status == StatusCode::OK && len >= ZSTD_MIN {
         let mut r = Response::new(mobula_http::stream(zstd_stream(stream)));
         r.headers_mut().insert(
             header::CONTENT_ENCODING,

@@ -5,9 +5,7 @@
 //! reclamation. Also finds a local file for an object a task reads (the node's own copy, or a
 //! fetched one when this node has none).
 
-use std::collections::HashSet;
 use std::path::PathBuf;
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use mobula_http::{ApiError, Code};
@@ -32,7 +30,6 @@ pub(crate) struct Objects {
     pub meta: MetadataClient,
     nodes: NodeClient,
     peers: tokio::sync::Mutex<(Option<Instant>, Vec<NodeInfo>)>,
-    dirs: Mutex<HashSet<String>>,
 }
 
 /// A local file holding an object's bytes for a task, removed after it when fetched.
@@ -59,7 +56,6 @@ impl Objects {
             meta: MetadataClient::new(&cfg.metadata_url),
             nodes: NodeClient::new(),
             peers: tokio::sync::Mutex::new((None, Vec::new())),
-            dirs: Mutex::new(HashSet::new()),
         }
     }
 
@@ -121,10 +117,6 @@ impl Objects {
             nodes,
         };
         let r = async {
-            if parents {
-                let (parent, _) = mobula_metadata::types::split_path(path);
-                self.mkdirs(parent).await?;
-            }
             let content_type = headers
                 .get("content-type")
                 .cloned()
@@ -133,6 +125,7 @@ impl Objects {
             headers.remove("content-type");
             self.meta
                 .put_object(&PutObject {
+                    parents,
                     path: path.to_string(),
                     data: data.clone(),
                     content_type,
@@ -153,24 +146,6 @@ impl Objects {
                 Err(e)
             }
         }
-    }
-
-    async fn mkdirs(&self, dir: &str) -> Result<(), ApiError> {
-        if self
-            .dirs
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .contains(dir)
-        {
-            return Ok(());
-        }
-        self.meta.mkdirs(dir).await?;
-        let mut d = self.dirs.lock().unwrap_or_else(|p| p.into_inner());
-        if d.len() > 10_000 {
-            d.clear();
-        }
-        d.insert(dir.to_string());
-        Ok(())
     }
 
     /// A file holding `data`'s bytes: this node's copy, or one fetched from a holder.

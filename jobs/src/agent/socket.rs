@@ -155,7 +155,7 @@ async fn serve(
                 return Err(denied(&path));
             }
             let (id, mut w) = sh.objects.writer().map_err(ApiError::internal)?;
-            let mut buf = vec![0u8; 256 << 10];
+            let mut buf = vec![0u8; 64 << 10];
             loop {
                 let n = r.read(&mut buf).await.map_err(ApiError::internal)?;
                 if n == 0 {

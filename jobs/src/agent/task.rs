@@ -85,7 +85,7 @@ async fn object(sh: &Shared, path: &str) -> Result<Option<Data>, TaskResult> {
 async fn copy(r: Option<pipe::Receiver>, mut w: Writer) -> std::io::Result<(Writer, u64)> {
     let mut n = 0u64;
     if let Some(mut r) = r {
-        let mut buf = vec![0u8; 256 << 10];
+        let mut buf = vec![0u8; 64 << 10];
         loop {
             let k = r.read(&mut buf).await?;
             if k == 0 {

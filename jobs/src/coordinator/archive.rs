@@ -29,14 +29,11 @@ pub(super) async fn write(
     let dir = format!("/{}/jobs/{id}", row.account);
     let mut status = crate::status::status(&row).to_string();
     status.push('\n');
-    put(
-        meta,
-        nodes,
-        &format!("{dir}/job.json"),
-        status.into(),
+    let mut files = vec![(
+        format!("{dir}/job.json"),
+        Bytes::from(status),
         "application/json",
-    )
-    .await?;
+    )];
     for kind in ["in", "out", "err", "fail"] {
         let mut text = String::new();
         let mut from = 0;
@@ -57,9 +54,13 @@ pub(super) async fn write(
                 text.push('\n');
             }
         }
-        let path = format!("{dir}/{kind}.txt");
-        put(meta, nodes, &path, text.into(), "text/plain").await?;
+        files.push((format!("{dir}/{kind}.txt"), text.into(), "text/plain"));
     }
+    // All five at once: each waits on fsyncs, not on the others.
+    let puts = files
+        .into_iter()
+        .map(|(path, bytes, ct)| async move { put(meta, nodes, &path, bytes, ct).await });
+    futures::future::try_join_all(puts).await?;
     Ok(())
 }
 
@@ -75,16 +76,21 @@ async fn put(
     up.shuffle(&mut rand::thread_rng());
     let client = NodeClient::new();
     let data_id = new_id();
-    let mut held = Vec::new();
-    for n in up {
-        if held.len() == 2 {
-            break;
-        }
+    let puts = up.iter().take(2).map(|n| {
         let body = futures::stream::iter([Ok::<_, std::io::Error>(bytes.clone())]);
-        if client.put(&n.url, &data_id, body, None).await.is_ok() {
-            held.push(n.id.clone());
+        let (client, id) = (&client, &data_id);
+        async move {
+            client
+                .put(&n.url, id, body, None)
+                .await
+                .map(|_| n.id.clone())
         }
-    }
+    });
+    let held: Vec<String> = futures::future::join_all(puts)
+        .await
+        .into_iter()
+        .flatten()
+        .collect();
     if held.is_empty() {
         return Err(ApiError::new(
             Code::ServiceUnavailable,
@@ -101,6 +107,7 @@ async fn put(
         nodes: held,
     };
     meta.put_object(&PutObject {
+        parents: false,
         path: path.into(),
         data,
         content_type: content_type.into(),

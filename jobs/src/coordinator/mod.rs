@@ -60,16 +60,23 @@ impl Coordinator {
         let (nodes_tx, nodes_rx) = watch::channel(Vec::<NodeView>::new());
         let mut actors: HashMap<String, mpsc::UnboundedSender<()>> = HashMap::new();
         let mut set: JoinSet<String> = JoinSet::new();
+        let mut renewed: Option<std::time::Instant> = None;
         loop {
-            let held = self
-                .meta
-                .lease(&Lease {
-                    name: "jobs".into(),
-                    owner: owner.clone(),
-                    ttl_ms: LEASE_TTL.as_millis() as i64,
-                })
-                .await
-                .unwrap_or(false);
+            // Renew at most every LEASE_TTL / 5 (each renewal is a metadata write), and at once
+            // while not held.
+            if renewed.is_none_or(|t| t.elapsed() > LEASE_TTL / 5) {
+                let held = self
+                    .meta
+                    .lease(&Lease {
+                        name: "jobs".into(),
+                        owner: owner.clone(),
+                        ttl_ms: LEASE_TTL.as_millis() as i64,
+                    })
+                    .await
+                    .unwrap_or(false);
+                renewed = held.then(std::time::Instant::now);
+            }
+            let held = renewed.is_some();
             while let Some(r) = set.try_join_next() {
                 if let Ok(id) = r {
                     actors.remove(&id);
