@@ -205,4 +205,3 @@ pub fn lease(tx: &Connection, l: &Lease) -> Result<bool, ApiError> {
         .map_err(sql)?;
     Ok(n > 0)
 }
-

@@ -171,6 +171,25 @@ async fn bad_credentials_each_get_their_code() {
             .header("date", date)
             .send()
     };
+    // A good request first (its signature is then remembered as verified), then the same
+    // with one signature character changed: refused, remembered or not.
+    assert_eq!(
+        send(good.clone(), date.clone()).await.unwrap().status(),
+        200
+    );
+    let at = good.find("signature=\"").unwrap() + "signature=\"".len() + 5;
+    let c = if &good[at..at + 1] == "A" { "B" } else { "A" };
+    let flipped = format!("{}{c}{}", &good[..at], &good[at + 1..]);
+    assert_err(
+        send(flipped, date.clone()).await.unwrap(),
+        403,
+        "InvalidSignature",
+    )
+    .await;
+    assert_eq!(
+        send(good.clone(), date.clone()).await.unwrap().status(),
+        200
+    );
     assert_err(
         send("Basic Zm9vOmJhcg==".into(), date.clone())
             .await
