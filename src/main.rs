@@ -604,38 +604,6 @@ async fn async_main() -> ExitCode {
                 ExitCode::from(125)
             }
         },
-        Cmd::Job { op } => {
-            let c = match signed_client(&cli.url, &cli.account, cli.key.as_deref()) {
-                Ok(c) => c,
-                Err(e) => {
-                    eprintln!("mobula: {e:#}");
-                    return ExitCode::FAILURE;
-                }
-            };
-            match mobula::jobcli::job(&c, op).await {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("mobula: {}: {}", e.code, e.message);
-                    ExitCode::FAILURE
-                }
-            }
-        }
-        Cmd::Image { op } => {
-            let c = match signed_client(&cli.url, &cli.account, cli.key.as_deref()) {
-                Ok(c) => c,
-                Err(e) => {
-                    eprintln!("mobula: {e:#}");
-                    return ExitCode::FAILURE;
-                }
-            };
-            match mobula::compute::image(op, &c).await {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("mobula: {e:#}");
-                    ExitCode::FAILURE
-                }
-            }
-        }
         Cmd::Account { op } => match account(&cli.metadata_url, op).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -651,7 +619,19 @@ async fn async_main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            match client(c, cmd).await {
+            let r = match cmd {
+                // Image commands fail locally as often as remotely: anyhow errors.
+                Cmd::Image { op } => match mobula::compute::image(op, &c).await {
+                    Ok(()) => return ExitCode::SUCCESS,
+                    Err(e) => {
+                        eprintln!("mobula: {e:#}");
+                        return ExitCode::FAILURE;
+                    }
+                },
+                Cmd::Job { op } => mobula::jobcli::job(&c, op).await,
+                cmd => client(c, cmd).await,
+            };
+            match r {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("mobula: {}: {}", e.code, e.message);

@@ -129,6 +129,24 @@ fn paths(objs: &[(String, String)]) -> Vec<String> {
     objs.iter().map(|(p, _)| p.clone()).collect()
 }
 
+/// Wait until the job has started running tasks.
+async fn wait_running(t: &T, job: &str) {
+    let end = Instant::now() + Duration::from_secs(30);
+    while status(t, job).await["state"] != "running" {
+        assert!(Instant::now() < end, "job did not start");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The job's outputs are its inputs upper-cased, each exactly once.
+async fn assert_uppercased(t: &T, job: &str, objs: &[(String, String)]) {
+    let mut got = outputs(t, job).await;
+    let mut want: Vec<String> = objs.iter().map(|(_, b)| b.to_uppercase()).collect();
+    got.sort();
+    want.sort();
+    assert_eq!(got, want, "every input's output exactly once");
+}
+
 /// Every line of every node's task log.
 fn task_log(t: &T) -> Vec<Value> {
     (0..t.c.cfg.nodes)
@@ -496,21 +514,13 @@ async fn a_gateway_restart_mid_job_loses_nothing() {
     let objs = texts(&t, "r", 6, 10).await;
     let job = create(&t, json!({"phases": [{"exec": "sleep 1; tr a-z A-Z"}]})).await;
     add(&t, &job, &paths(&objs[..3]), false).await;
-    let end = Instant::now() + Duration::from_secs(30);
-    while status(&t, &job).await["state"] != "running" {
-        assert!(Instant::now() < end);
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_running(&t, &job).await;
     t.c.restart_gateway().await.unwrap();
     t.http = reqwest::Client::new(); // its pooled connections went with the old gateway
     add(&t, &job, &paths(&objs[3..]), true).await;
     let s = wait(&t, &job, 60).await;
     assert_eq!(s["stats"]["errors"], 0);
-    let mut got = outputs(&t, &job).await;
-    let mut want: Vec<String> = objs.iter().map(|(_, b)| b.to_uppercase()).collect();
-    got.sort();
-    want.sort();
-    assert_eq!(got, want, "every input's output exactly once");
+    assert_uppercased(&t, &job, &objs).await;
     // Each task ran once: the restarted coordinator re-attached to the running ones.
     assert_eq!(task_log(&t).len(), 6);
 }
@@ -523,20 +533,12 @@ async fn a_metadata_restart_mid_job_loses_nothing() {
     let objs = texts(&t, "md", 4, 10).await;
     let job = create(&t, json!({"phases": [{"exec": "sleep 1; tr a-z A-Z"}]})).await;
     add(&t, &job, &paths(&objs), true).await;
-    let end = Instant::now() + Duration::from_secs(30);
-    while status(&t, &job).await["state"] != "running" {
-        assert!(Instant::now() < end);
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_running(&t, &job).await;
     t.c.restart_metadata().await.unwrap();
     t.http = reqwest::Client::new();
     let s = wait(&t, &job, 60).await;
     assert_eq!(s["stats"]["errors"], 0, "{:?}", errors(&t, &job).await);
-    let mut got = outputs(&t, &job).await;
-    let mut want: Vec<String> = objs.iter().map(|(_, b)| b.to_uppercase()).collect();
-    got.sort();
-    want.sort();
-    assert_eq!(got, want);
+    assert_uppercased(&t, &job, &objs).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

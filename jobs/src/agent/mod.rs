@@ -83,6 +83,7 @@ struct FeedState {
 #[derive(Debug)]
 pub(crate) struct Entry {
     result: watch::Sender<Option<TaskResult>>,
+    created: Instant,
     started: AtomicBool,
     finished_at: Mutex<Option<Instant>>,
     killed: AtomicBool,
@@ -97,6 +98,7 @@ impl Entry {
         let (feed_tx, feed_rx) = mpsc::unbounded_channel();
         Entry {
             result: watch::channel(None).0,
+            created: Instant::now(),
             started: AtomicBool::new(false),
             finished_at: Mutex::new(None),
             killed: AtomicBool::new(false),
@@ -238,9 +240,15 @@ impl Agent {
 
     fn entry(&self, key: &str) -> Arc<Entry> {
         let mut runs = self.runs.lock().unwrap_or_else(|p| p.into_inner());
+        // Keep what runs, and finished results for a while; feeds or kills for a run that
+        // never came are dropped after the same while.
         runs.retain(|_, e| {
             let f = e.finished_at.lock().unwrap_or_else(|p| p.into_inner());
-            f.is_none_or(|t| t.elapsed() < KEEP_RESULTS)
+            let started = e.started.load(Ordering::SeqCst);
+            match *f {
+                Some(t) => t.elapsed() < KEEP_RESULTS,
+                None => started || e.created.elapsed() < KEEP_RESULTS,
+            }
         });
         runs.entry(key.to_string())
             .or_insert_with(|| Arc::new(Entry::new()))

@@ -1,0 +1,156 @@
+//! Acting on a job's commands once they are logged: starting (or re-attaching to) task runs on
+//! the nodes' agents with a long poll each, handing reducers their feed in order, killing.
+
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+
+use super::Actor;
+use crate::schedule::{Command, Failure, TaskId};
+use crate::wire::{Feed, Key, TaskRequest, TaskResult};
+
+impl Actor {
+    fn url(&self, node: &str) -> Option<String> {
+        self.nodes
+            .borrow()
+            .iter()
+            .find(|n| n.id == node)
+            .map(|n| n.url.clone())
+    }
+
+    pub(super) fn perform(&mut self, c: Command) {
+        match c {
+            Command::Run { task, .. } => self.start(task),
+            Command::Feed { task, .. } | Command::EndFeed { task } => self.hand_feed(task),
+            Command::Kill { task } => {
+                // The machine has let the task go; tell its agent (best effort).
+                let key = format!(
+                    "{}.{task}.{}",
+                    self.row.id,
+                    self.attempts.get(&task).unwrap_or(&0)
+                );
+                let node = self.runs.remove(&task).map(|r| r.node);
+                if let Some(url) = node.and_then(|n| self.url(&n)) {
+                    let http = self.http.clone();
+                    self.kills.spawn(async move {
+                        let _ = http
+                            .post(format!("{url}/tasks/kill"))
+                            .json(&Key { key })
+                            .send()
+                            .await;
+                    });
+                }
+            }
+            Command::Error(_) | Command::Out(_) | Command::JobDone => {}
+        }
+    }
+
+    /// Hand the feeder of run `task` what it has not had yet.
+    fn hand_feed(&mut self, task: TaskId) {
+        let Some(r) = self.runs.get_mut(&task) else {
+            return;
+        };
+        let Some(f) = &r.feeder else {
+            return;
+        };
+        let end = r.ended && !r.end_handed;
+        if r.handed < r.feeds.len() || end {
+            let _ = f.send((r.feeds[r.handed..].to_vec(), end));
+            r.handed = r.feeds.len();
+            r.end_handed |= end;
+        }
+    }
+
+    /// Start (or re-attach to) run `task` on its node, with everything fed so far.
+    pub(super) fn start(&mut self, task: TaskId) {
+        let Some(run) = self.runs.get(&task) else {
+            return;
+        };
+        let req = TaskRequest {
+            key: run.key.clone(),
+            job: self.row.id.clone(),
+            account: self.row.account.clone(),
+            phase: run.phase,
+            spec: self.spec.phases[run.phase].clone(),
+            input: run.input.clone(),
+        };
+        let results = self.results.clone();
+        let key = run.key.clone();
+        let node = run.node.clone();
+        let Some(url) = self.url(&node) else {
+            let f = Failure {
+                internal: true,
+                code: "InternalError".into(),
+                message: format!("node {node} is not registered"),
+                stderr: None,
+            };
+            let r = TaskResult {
+                node,
+                outputs: Vec::new(),
+                failure: Some(f),
+            };
+            let _ = results.send((task, key, r, true));
+            return;
+        };
+        let http = self.http.clone();
+        let u = url.clone();
+        let on = node.clone();
+        self.tasks.spawn(async move {
+            let r = match http.post(format!("{u}/tasks/run")).json(&req).send().await {
+                Ok(resp) if resp.status().is_success() => {
+                    resp.json::<TaskResult>().await.map_err(|e| e.to_string())
+                }
+                Ok(resp) => Err(format!("agent answered {}", resp.status())),
+                Err(e) => Err(e.to_string()),
+            };
+            let unreachable = r.is_err();
+            let r = r.unwrap_or_else(|m| TaskResult {
+                node: on,
+                outputs: Vec::new(),
+                failure: Some(Failure {
+                    internal: true,
+                    code: "InternalError".into(),
+                    message: format!("agent on {u}: {m}"),
+                    stderr: None,
+                }),
+            });
+            let _ = results.send((task, key, r, unreachable));
+        });
+        // The feed: everything so far (numbered from 0; the agent drops what it has), then
+        // what comes, in order.
+        let (tx, mut rx) = mpsc::unbounded_channel::<(Vec<String>, bool)>();
+        let key = run.key.clone();
+        let http = self.http.clone();
+        self.tasks.spawn(async move {
+            let mut sent = 0u64;
+            while let Some((mut paths, mut end)) = rx.recv().await {
+                while let Ok((p, e)) = rx.try_recv() {
+                    paths.extend(p);
+                    end |= e;
+                }
+                if paths.is_empty() && !end {
+                    continue;
+                }
+                let f = Feed {
+                    key: key.clone(),
+                    from: sent,
+                    paths,
+                    end,
+                };
+                sent += f.paths.len() as u64;
+                for _ in 0..20 {
+                    match http.post(format!("{url}/tasks/feed")).json(&f).send().await {
+                        Ok(r) if r.status().is_success() => break,
+                        _ => tokio::time::sleep(Duration::from_millis(250)).await,
+                    }
+                }
+            }
+        });
+        if let Some(r) = self.runs.get_mut(&task) {
+            r.feeder = Some(tx);
+            r.handed = 0;
+            r.end_handed = false;
+        }
+        self.hand_feed(task);
+    }
+}
