@@ -85,6 +85,7 @@ fn text(seed: usize, size: usize) -> Vec<u8> {
 }
 
 async fn job(http: &reqwest::Client, url: &str, phases: serde_json::Value, inputs: &str) -> String {
+    let started = Instant::now();
     let r = http
         .post(format!("{url}/admin/jobs"))
         .json(&serde_json::json!({ "phases": phases }))
@@ -112,7 +113,11 @@ async fn job(http: &reqwest::Client, url: &str, phases: serde_json::Value, input
             assert_eq!(s["stats"]["errors"], 0, "{s}");
             break;
         }
-        tokio::time::sleep(Duration::from_millis(2)).await;
+        // Poll fast for short jobs, then back off (at most 1% of the elapsed time) so the
+        // poller does not take CPU from a long job.
+        let wait =
+            (started.elapsed() / 100).clamp(Duration::from_millis(2), Duration::from_millis(100));
+        tokio::time::sleep(wait).await;
     }
     let out = http
         .get(format!("{url}{loc}/live/out"))

@@ -650,3 +650,55 @@ async fn the_job_cli() {
     assert!(!ok);
     assert!(err.contains("InvalidJob"), "{err}");
 }
+
+/// The in-task tools act as the job's account only: another account's private objects can be
+/// neither read (`mcat`) nor written (`mpipe`, `mtee`); its `public` can be read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_task_tools_act_only_as_the_jobs_account() {
+    let Some(t) = cluster(2).await else { return };
+    let objs = texts(&t, "scope", 1, 5).await;
+    t.c.gw.meta.create_account("bob").await.unwrap();
+    assert_eq!(
+        t.put("/bob/stor/secret", "s3cret").await.status(),
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        t.put("/bob/public/open", "hello").await.status(),
+        StatusCode::NO_CONTENT
+    );
+    for (exec, path) in [
+        ("mcat /bob/stor/secret", "/bob/stor/secret"),
+        ("echo x | mpipe /bob/stor/planted", "/bob/stor/planted"),
+        ("echo x | mtee /bob/public/planted", "/bob/public/planted"),
+        ("echo x | mpipe /admin/uploads/x", "/admin/uploads/x"),
+    ] {
+        let job = create(&t, json!({"phases": [{"exec": exec}]})).await;
+        add(&t, &job, &paths(&objs), true).await;
+        wait(&t, &job, 60).await;
+        let errs = errors(&t, &job).await;
+        assert_eq!(errs.len(), 1, "{exec}: {errs:?}");
+        assert_eq!(errs[0]["code"], "UserTaskError");
+        let stderr =
+            String::from_utf8(t.get_bytes(errs[0]["stderr"].as_str().unwrap()).await).unwrap();
+        assert!(
+            stderr.contains("not an object this job may use"),
+            "{exec}: {stderr}"
+        );
+        assert!(lines(&t, &format!("{job}/live/out")).await.is_empty());
+        if path != "/bob/stor/secret" {
+            assert_eq!(
+                t.get(path).await.status(),
+                StatusCode::NOT_FOUND,
+                "{path} was written"
+            );
+        }
+    }
+    assert_eq!(
+        String::from_utf8(t.get_bytes("/bob/stor/secret").await).unwrap(),
+        "s3cret"
+    );
+    let job = create(&t, json!({"phases": [{"exec": "mcat /bob/public/open"}]})).await;
+    add(&t, &job, &paths(&objs), true).await;
+    wait(&t, &job, 60).await;
+    assert_eq!(outputs(&t, &job).await, vec!["hello".to_string()]);
+}
