@@ -702,3 +702,48 @@ async fn in_task_tools_act_only_as_the_jobs_account() {
     wait(&t, &job, 60).await;
     assert_eq!(outputs(&t, &job).await, vec!["hello".to_string()]);
 }
+
+/// Assets are bound read-only at `/assets/<path>`, `init` runs first in the same container,
+/// and a zero-byte input runs like any other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn assets_init_and_empty_inputs() {
+    let Some(t) = cluster(3).await else { return };
+    let objs = texts(&t, "a", 2, 5).await;
+    assert_eq!(
+        t.put("/admin/stor/a/lib.txt", "from the asset\n")
+            .await
+            .status(),
+        StatusCode::NO_CONTENT
+    );
+    let r = t
+        .req(Method::PUT, "/admin/stor/a/empty")
+        .header("content-length", "0")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    let job = create(
+        &t,
+        json!({"phases": [{
+            "exec": "cat /tmp/ready /assets/admin/stor/a/lib.txt; wc -c < $MANTA_INPUT_FILE; (echo x > /assets/admin/stor/a/lib.txt) 2>/dev/null || echo read-only",
+            "init": "echo initialised > /tmp/ready; test -r /assets/admin/stor/a/lib.txt",
+            "assets": ["/admin/stor/a/lib.txt"]
+        }]}),
+    )
+    .await;
+    let mut inputs = paths(&objs);
+    inputs.push("/admin/stor/a/empty".into());
+    add(&t, &job, &inputs, true).await;
+    let s = wait(&t, &job, 60).await;
+    assert_eq!(s["stats"]["errors"], 0, "{:?}", errors(&t, &job).await);
+    let mut got = outputs(&t, &job).await;
+    got.sort();
+    let mut want: Vec<String> = objs
+        .iter()
+        .map(|(_, b)| b.len())
+        .chain([0])
+        .map(|n| format!("initialised\nfrom the asset\n{n}\nread-only\n"))
+        .collect();
+    want.sort();
+    assert_eq!(got, want);
+}
