@@ -406,6 +406,19 @@ async fn bad_requests_get_clear_errors() {
         .await
         .unwrap();
     assert_err(r, 409, "InvalidJobState").await;
+    // The agent's own API refuses a task key that would name a path.
+    let bad = json!({"key": "../../x", "job": "j", "account": "admin", "phase": 0,
+        "spec": {"exec": "true"}, "input": {"Reducer": 0}});
+    let r = t
+        .http
+        .post(format!("{}/tasks/run", t.node_url(0)))
+        .json(&bad)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["code"], "InvalidArgument");
 }
 
 /// Processes whose command line contains `needle`.

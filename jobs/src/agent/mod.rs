@@ -269,6 +269,20 @@ impl Agent {
         match path.as_str() {
             "/tasks/run" => {
                 let r: TaskRequest = serde_json::from_slice(&body).map_err(bad)?;
+                // The key names the task's directory: plain characters only.
+                let plain = |s: &str| {
+                    !s.is_empty()
+                        && s.len() <= 200
+                        && !s.starts_with('.')
+                        && s.bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+                };
+                if !plain(&r.key) || !plain(&r.job) || !plain(&r.account) {
+                    return Err(ApiError::new(
+                        Code::InvalidArgument,
+                        "bad task key, job or account",
+                    ));
+                }
                 let result = self.run(r).await;
                 Ok(mobula_http::json(StatusCode::OK, &result))
             }
