@@ -42,7 +42,7 @@ pub struct ClientError {
 }
 
 impl ClientError {
-    fn local(e: impl std::fmt::Display) -> Self {
+    pub fn local(e: impl std::fmt::Display) -> Self {
         ClientError {
             code: "ClientError".into(),
             message: e.to_string(),

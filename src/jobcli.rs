@@ -90,18 +90,12 @@ fn job_path(c: &Client, job: &str) -> String {
 
 async fn text(c: &Client, path: &str) -> Result<String, ClientError> {
     let r = c.send(Method::GET, path, "", None).await?;
-    r.text().await.map_err(|e| ClientError {
-        code: "ClientError".into(),
-        message: e.to_string(),
-    })
+    r.text().await.map_err(ClientError::local)
 }
 
 async fn status(c: &Client, job: &str) -> Result<Value, ClientError> {
     let t = text(c, &format!("{job}/live/status")).await?;
-    serde_json::from_str(&t).map_err(|e| ClientError {
-        code: "ClientError".into(),
-        message: format!("status: {e}"),
-    })
+    serde_json::from_str(&t).map_err(|e| ClientError::local(format!("status: {e}")))
 }
 
 pub async fn job(c: &Client, op: JobOp) -> Result<(), ClientError> {
@@ -244,10 +238,7 @@ pub async fn job(c: &Client, op: JobOp) -> Result<(), ClientError> {
                 let mut r = c.send(Method::GET, o, "", None).await?;
                 use std::io::Write;
                 let mut out = std::io::stdout().lock();
-                while let Some(chunk) = r.chunk().await.map_err(|e| ClientError {
-                    code: "ClientError".into(),
-                    message: e.to_string(),
-                })? {
+                while let Some(chunk) = r.chunk().await.map_err(ClientError::local)? {
                     let _ = out.write_all(&chunk);
                 }
             }

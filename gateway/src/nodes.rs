@@ -12,8 +12,6 @@ use mobula_metadata::types::NodeInfo;
 use mobula_metadata::MetadataClient;
 use rand::seq::SliceRandom;
 
-/// A node that has not heartbeated for this long is not healthy.
-pub const STALE: Duration = Duration::from_secs(5);
 /// A node that failed a request is avoided for this long.
 pub const PENALTY: Duration = Duration::from_secs(10);
 
@@ -81,8 +79,7 @@ impl Nodes {
     }
 
     fn healthy(&self, n: &NodeInfo, cached_at: Instant) -> bool {
-        let age = Duration::from_millis(n.last_seen_ago_ms.max(0) as u64) + cached_at.elapsed();
-        age < STALE && !self.recently_failed(&n.id)
+        n.fresh(cached_at.elapsed()) && !self.recently_failed(&n.id)
     }
 
     /// URL of node `id`.

@@ -207,10 +207,7 @@ fn mtee(args: &[String]) -> io::Result<()> {
 
 /// Reducer for a line's key (FNV-1a, like the scheduler's routing).
 pub fn partition(key: &[u8], n: u32) -> u32 {
-    let h = key.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-        (h ^ *b as u64).wrapping_mul(0x100_0000_01b3)
-    });
-    (h % n as u64) as u32
+    (crate::schedule::fnv1a(key) % n as u64) as u32
 }
 
 fn msplit(args: &[String]) -> io::Result<()> {

@@ -92,9 +92,10 @@ fn append(
     Ok(())
 }
 
-fn count(tx: &Connection, id: &str, kind: &str) -> Result<u64, ApiError> {
+/// The next record number of a list (from the primary key's end: no scan).
+fn next_seq(tx: &Connection, id: &str, kind: &str) -> Result<u64, ApiError> {
     tx.query_row(
-        "SELECT COUNT(*) FROM job_records WHERE job = ?1 AND kind = ?2",
+        "SELECT COALESCE(MAX(seq) + 1, 0) FROM job_records WHERE job = ?1 AND kind = ?2",
         params![id, kind],
         |r| r.get::<_, i64>(0),
     )
@@ -172,7 +173,7 @@ pub fn log(tx: &Connection, a: &JobAppend) -> Result<(), ApiError> {
     append(tx, &a.id, "ev", j.events, &a.events)?;
     for (kind, values) in [("out", &a.out), ("err", &a.err), ("fail", &a.fail)] {
         if !values.is_empty() {
-            let from = count(tx, &a.id, kind)?;
+            let from = next_seq(tx, &a.id, kind)?;
             append(tx, &a.id, kind, from, values)?;
         }
     }

@@ -148,11 +148,21 @@ pub struct NodeInfo {
     pub url: String,
     pub free_bytes: u64,
     pub total_bytes: u64,
-    /// Milliseconds since its last heartbeat.
+    /// Milliseconds since its last heartbeat (as of the listing).
     pub last_seen_ago_ms: i64,
     /// Tasks its job agent runs at once (0: no agent).
     #[serde(default)]
     pub slots: u32,
+}
+
+/// A node that has not heartbeated for this long is not healthy.
+pub const STALE: std::time::Duration = std::time::Duration::from_secs(5);
+
+impl NodeInfo {
+    /// Has it heartbeated within [`STALE`], `since_listed` after the listing was taken?
+    pub fn fresh(&self, since_listed: std::time::Duration) -> bool {
+        std::time::Duration::from_millis(self.last_seen_ago_ms.max(0) as u64) + since_listed < STALE
+    }
 }
 
 /// Data no longer referenced, to be deleted from the nodes that hold it.

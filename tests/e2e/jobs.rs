@@ -590,25 +590,9 @@ async fn the_job_cli() {
         c.arg("job")
             .args(args)
             .env("MOBULA_URL", t.c.url())
-            .env("MOBULA_ACCOUNT", "admin")
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped());
+            .env("MOBULA_ACCOUNT", "admin");
         let stdin = stdin.to_string();
-        async move {
-            use tokio::io::AsyncWriteExt;
-            let mut child = c.spawn().unwrap();
-            let mut i = child.stdin.take().unwrap();
-            i.write_all(stdin.as_bytes()).await.unwrap();
-            drop(i);
-            let o = child.wait_with_output().await.unwrap();
-            let err = String::from_utf8_lossy(&o.stderr).into_owned();
-            (
-                o.status.success(),
-                String::from_utf8(o.stdout).unwrap(),
-                err,
-            )
-        }
+        async move { crate::run_with_stdin(c, &stdin).await }
     };
     let words: usize = objs.iter().map(|(_, b)| b.split_whitespace().count()).sum();
     let stdin = paths(&objs).join("\n");

@@ -190,6 +190,25 @@ pub fn count_named(dir: &std::path::Path, suffix: &str) -> usize {
         .sum()
 }
 
+/// Run `c` with `stdin` written to it: (succeeded, stdout, stderr).
+pub async fn run_with_stdin(mut c: tokio::process::Command, stdin: &str) -> (bool, String, String) {
+    use tokio::io::AsyncWriteExt;
+    c.stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    let mut input = child.stdin.take().unwrap();
+    input.write_all(stdin.as_bytes()).await.unwrap();
+    drop(input);
+    let o = child.wait_with_output().await.unwrap();
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    (
+        o.status.success(),
+        out,
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
 /// Assert an error response's status and code.
 pub async fn assert_err(r: reqwest::Response, status: u16, code: &str) {
     assert_eq!(r.status().as_u16(), status, "status for {code}");

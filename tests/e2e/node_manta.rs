@@ -64,7 +64,6 @@ impl Manta {
 
     /// Run `cmd args` (with `stdin`); its stdout, asserting it succeeded.
     async fn run(&self, cmd: &str, args: &[&str], stdin: Option<&str>) -> String {
-        use tokio::io::AsyncWriteExt;
         let mut c = tokio::process::Command::new(self.bin.join(cmd));
         c.args(args)
             .env("HOME", self.home.path())
@@ -72,24 +71,9 @@ impl Manta {
             .env("MANTA_USER", "alice")
             .env("MANTA_KEY_ID", &self.md5)
             .env_remove("SSH_AUTH_SOCK")
-            .env_remove("MANTA_SUBUSER")
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped());
-        let mut child = c.spawn().unwrap();
-        let mut input = child.stdin.take().unwrap();
-        input
-            .write_all(stdin.unwrap_or("").as_bytes())
-            .await
-            .unwrap();
-        drop(input);
-        let o = child.wait_with_output().await.unwrap();
-        let out = String::from_utf8_lossy(&o.stdout).into_owned();
-        assert!(
-            o.status.success(),
-            "{cmd} {args:?}: {}{out}",
-            String::from_utf8_lossy(&o.stderr)
-        );
+            .env_remove("MANTA_SUBUSER");
+        let (ok, out, err) = crate::run_with_stdin(c, stdin.unwrap_or("")).await;
+        assert!(ok, "{cmd} {args:?}: {err}{out}");
         out
     }
 }

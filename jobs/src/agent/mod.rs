@@ -170,6 +170,7 @@ pub(crate) struct Shared {
 pub struct Agent {
     shared: Arc<Shared>,
     runs: Mutex<HashMap<String, Arc<Entry>>>,
+    swept: Mutex<Instant>,
     tasks: Mutex<JoinSet<()>>,
 }
 
@@ -217,6 +218,7 @@ impl Agent {
                 log: Mutex::new(log),
             }),
             runs: Mutex::new(HashMap::new()),
+            swept: Mutex::new(Instant::now()),
             tasks: Mutex::new(JoinSet::new()),
         }))
     }
@@ -240,19 +242,29 @@ impl Agent {
 
     fn entry(&self, key: &str) -> Arc<Entry> {
         let mut runs = self.runs.lock().unwrap_or_else(|p| p.into_inner());
-        // Keep what runs, and finished results for a while; feeds or kills for a run that
-        // never came are dropped after the same while.
-        runs.retain(|_, e| {
-            let f = e.finished_at.lock().unwrap_or_else(|p| p.into_inner());
-            let started = e.started.load(Ordering::SeqCst);
-            match *f {
-                Some(t) => t.elapsed() < KEEP_RESULTS,
-                None => started || e.created.elapsed() < KEEP_RESULTS,
-            }
-        });
         runs.entry(key.to_string())
             .or_insert_with(|| Arc::new(Entry::new()))
             .clone()
+    }
+
+    /// Forget finished results after [`KEEP_RESULTS`], and feeds or kills for a run that never
+    /// came after the same while; at most once a minute (it walks every entry).
+    fn sweep(&self) {
+        {
+            let mut last = self.swept.lock().unwrap_or_else(|p| p.into_inner());
+            if last.elapsed() < Duration::from_secs(60) {
+                return;
+            }
+            *last = Instant::now();
+        }
+        let mut runs = self.runs.lock().unwrap_or_else(|p| p.into_inner());
+        runs.retain(|_, e| {
+            let f = e.finished_at.lock().unwrap_or_else(|p| p.into_inner());
+            match *f {
+                Some(t) => t.elapsed() < KEEP_RESULTS,
+                None => e.started.load(Ordering::SeqCst) || e.created.elapsed() < KEEP_RESULTS,
+            }
+        });
     }
 
     async fn route(&self, req: Request) -> Result<Response<Body>, ApiError> {
@@ -307,6 +319,7 @@ impl Agent {
 
     /// Run `r` (once per key) and wait for its result.
     async fn run(&self, r: TaskRequest) -> TaskResult {
+        self.sweep();
         let e = self.entry(&r.key);
         let mut rx = e.result.subscribe();
         if !e.started.swap(true, Ordering::SeqCst) {

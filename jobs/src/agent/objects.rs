@@ -20,7 +20,6 @@ use super::AgentConfig;
 
 /// Copies of an output (as many as there are healthy nodes, up to this).
 pub const DURABILITY: usize = 2;
-const STALE: Duration = Duration::from_secs(5);
 
 pub(crate) struct Objects {
     node_id: String,
@@ -75,7 +74,7 @@ impl Objects {
             }
         }
         p.1.iter()
-            .filter(|n| (n.last_seen_ago_ms.max(0) as u128) < STALE.as_millis())
+            .filter(|n| n.fresh(Duration::ZERO))
             .cloned()
             .collect()
     }

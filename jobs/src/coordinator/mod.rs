@@ -30,8 +30,6 @@ pub struct NodeView {
     pub slots: u32,
 }
 
-/// A node that has not heartbeated for this long is lost.
-pub const STALE: Duration = Duration::from_secs(5);
 const LEASE_TTL: Duration = Duration::from_secs(10);
 const TICK: Duration = Duration::from_millis(500);
 
@@ -90,7 +88,7 @@ impl Coordinator {
                     let view: Vec<NodeView> = nodes
                         .into_iter()
                         .map(|n| NodeView {
-                            up: (n.last_seen_ago_ms.max(0) as u128) < STALE.as_millis(),
+                            up: n.fresh(Duration::ZERO),
                             id: n.id,
                             url: n.url,
                             slots: n.slots,

@@ -51,13 +51,6 @@ pub struct Machine {
     stats: Stats,
 }
 
-fn hash(s: &str) -> u64 {
-    // FNV-1a: stable across runs and platforms (reducer routing must replay identically).
-    s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
-        (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
-    })
-}
-
 impl Machine {
     /// A machine for a job of these phases; reducers are created (waiting) at once.
     pub fn new(phases: Vec<PhaseShape>) -> (Machine, Vec<Command>) {
@@ -232,7 +225,7 @@ impl Machine {
                 let r = o
                     .reducer
                     .map(u64::from)
-                    .unwrap_or_else(|| hash(&o.path) % count);
+                    .unwrap_or_else(|| super::fnv1a(o.path.as_bytes()) % count);
                 let Some(&id) = self.reducers[phase].get(r as usize) else {
                     let rec = ErrRecord {
                         phase: phase.saturating_sub(1),

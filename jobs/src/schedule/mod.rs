@@ -31,6 +31,14 @@ use serde::{Deserialize, Serialize};
 pub type TaskId = u64;
 pub type NodeId = String;
 
+/// FNV-1a: stable across runs and platforms (routing by it must replay identically); routes
+/// outputs to reducers here and lines to reducers in `msplit`.
+pub fn fnv1a(b: &[u8]) -> u64 {
+    b.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ *b as u64).wrapping_mul(0x100_0000_01b3)
+    })
+}
+
 /// Most times a task is run after an internal failure.
 pub const MAX_RETRIES: u32 = 2;
 
