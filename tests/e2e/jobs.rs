@@ -744,3 +744,38 @@ async fn assets_init_and_empty_inputs() {
     want.sort();
     assert_eq!(got, want);
 }
+
+/// A plain command (`wc -c`, `env`) runs without bash but sees what it would under
+/// `bash -c`: the input on stdin, the job's environment with `PWD` and `SHLVL`, and a program
+/// that is not there fails as under bash (exit 127, "command not found" in its stderr object).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_commands_run_as_under_bash() {
+    let Some(t) = cluster(2).await else { return };
+    let objs = texts(&t, "p", 1, 7).await;
+    let job = create(&t, json!({"phases": [{"exec": "wc -c"}]})).await;
+    add(&t, &job, &paths(&objs), true).await;
+    wait(&t, &job, 60).await;
+    assert_eq!(
+        outputs(&t, &job).await,
+        vec![format!("{}\n", objs[0].1.len())]
+    );
+    let job = create(&t, json!({"phases": [{"exec": "env"}]})).await;
+    add(&t, &job, &paths(&objs), true).await;
+    wait(&t, &job, 60).await;
+    let env = outputs(&t, &job).await.remove(0);
+    for want in [
+        "PWD=/tmp".to_string(),
+        "SHLVL=0".into(),
+        format!("MANTA_INPUT_OBJECT={}", objs[0].0),
+    ] {
+        assert!(env.lines().any(|l| l == want), "{want} not in {env}");
+    }
+    let job = create(&t, json!({"phases": [{"exec": "no-such-program -x"}]})).await;
+    add(&t, &job, &paths(&objs), true).await;
+    wait(&t, &job, 60).await;
+    let e = errors(&t, &job).await.remove(0);
+    assert_eq!(e["code"], "UserTaskError");
+    assert!(e["message"].as_str().unwrap().contains("127"), "{e}");
+    let stderr = String::from_utf8(t.get_bytes(e["stderr"].as_str().unwrap()).await).unwrap();
+    assert_eq!(stderr, "no-such-program: command not found\n");
+}

@@ -12,6 +12,7 @@
 //!   committed to the namespace as the job's account.
 //! - [`socket`]: the in-task tools' unix socket, one per task, acting only as the job's account.
 
+mod argv;
 mod objects;
 mod socket;
 mod task;

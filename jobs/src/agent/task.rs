@@ -19,6 +19,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::unix::pipe;
 use tokio::sync::mpsc;
 
+use super::argv;
 use super::objects::LocalFile;
 use super::socket::{Scope, ToolServer};
 use super::{Entry, FeedMsg, Shared};
@@ -30,8 +31,6 @@ use crate::wire::{TaskLog, TaskRequest, TaskResult};
 /// Where the `mobula` binary is inside a task (the tools are symlinks to it).
 pub(crate) const TOOLS_EXE: &str = "/opt/mobula/exe/mobula";
 const TOOLS_BIN: &str = "/opt/mobula/bin";
-/// Exit status of the wrapper when the phase's `init` failed.
-const INIT_FAILED: i32 = 198;
 
 fn failed(
     node: &str,
@@ -162,17 +161,9 @@ async fn prepare_and_run(
     let node = sh.cfg.node_id.as_str();
     let base = output_base(req);
     let p = &req.spec;
-    let argv = match &p.init {
-        None => vec!["bash".into(), "-c".into(), p.exec.clone()],
-        Some(_) => vec![
-            "bash".into(),
-            "-c".into(),
-            format!(
-                "bash -c \"$MOBULA_INIT\" </dev/null >&2 || exit {INIT_FAILED}; exec bash -c \"$MOBULA_EXEC\""
-            ),
-        ],
-    };
-    let mut spec = TaskSpec::new(argv);
+    let mut spec = TaskSpec::new(Vec::new());
+    let (argv, shell_env) = argv::argv(&p.exec, p.init.as_deref(), &spec.cwd);
+    spec.argv = argv;
     spec.image = p.image().to_string();
     spec.limits.memory_mib = p.memory_mib();
     spec.limits.disk_mib = p.disk_mib();
@@ -183,10 +174,7 @@ async fn prepare_and_run(
         ("MANTA_OUTPUT_BASE".into(), base.clone()),
         ("MOBULA_TOOLS_SOCKET".into(), format!("{SOCKET_DIR}/sock")),
     ];
-    if let Some(i) = &p.init {
-        spec.env.push(("MOBULA_INIT".into(), i.clone()));
-        spec.env.push(("MOBULA_EXEC".into(), p.exec.clone()));
-    }
+    spec.env.extend(shell_env);
     let mut held: Vec<LocalFile> = Vec::new();
     let stdin = match inputs(sh, req, &mut spec, record, &mut held).await {
         Ok(i) => i,
@@ -391,7 +379,7 @@ fn classify(r: &Report, has_init: bool, memory: u64) -> Option<(&'static str, St
     if r.success() {
         return None;
     }
-    if has_init && r.exit_code == Some(INIT_FAILED) {
+    if has_init && r.exit_code == Some(argv::INIT_FAILED) {
         return Some(("TaskInitError", "the phase's init command failed".into()));
     }
     let m = match (r.exit_code, r.signal) {

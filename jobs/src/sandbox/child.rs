@@ -254,10 +254,14 @@ fn task(p: &Prepared, prog: &seccompiler::BpfProgram) -> ! {
     // SAFETY: NUL-terminated arrays of pointers to live CStrings.
     unsafe { libc::execve(p.path.as_ptr(), argv.as_ptr(), env.as_ptr()) };
     let e = std::io::Error::last_os_error();
-    write_all(
-        2,
-        format!("mobula sandbox: exec {}: {e}\n", p.path.to_string_lossy()).as_bytes(),
-    );
+    let name = p.path.to_string_lossy();
+    let msg = if e.kind() == std::io::ErrorKind::NotFound && !name.contains('/') {
+        // Not on PATH: say it as bash would.
+        format!("{name}: command not found\n")
+    } else {
+        format!("mobula sandbox: exec {name}: {e}\n")
+    };
+    write_all(2, msg.as_bytes());
     // SAFETY: as above.
     unsafe {
         libc::_exit(if e.kind() == std::io::ErrorKind::NotFound {
