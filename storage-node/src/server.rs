@@ -426,7 +426,13 @@ async fn concat(store: &Store, id: &str, c: Concat) -> Result<Response<Body>, Ap
 /// before sending, and this node re-hashes what it received.
 async fn fetch(store: &Store, id: &str, f: Fetch) -> Result<Response<Body>, ApiError> {
     use futures::TryStreamExt;
-    let resp = crate::NodeClient::new().get_zstd(&f.from, id).await?;
+    // One client for every fetch: building one costs more CPU than a small copy (TLS roots),
+    // and its pool keeps the connection to each peer open.
+    static PEERS: std::sync::OnceLock<crate::NodeClient> = std::sync::OnceLock::new();
+    let resp = PEERS
+        .get_or_init(crate::NodeClient::new)
+        .get_zstd(&f.from, id)
+        .await?;
     let compressed = resp
         .headers()
         .get(header::CONTENT_ENCODING)

@@ -17,6 +17,7 @@ use super::NodeView;
 
 pub(super) async fn write(
     meta: &MetadataClient,
+    client: &NodeClient,
     nodes: &[NodeView],
     id: &str,
 ) -> Result<(), ApiError> {
@@ -59,7 +60,7 @@ pub(super) async fn write(
     // All five at once: each waits on fsyncs, not on the others.
     let puts = files
         .into_iter()
-        .map(|(path, bytes, ct)| async move { put(meta, nodes, &path, bytes, ct).await });
+        .map(|(path, bytes, ct)| async move { put(meta, client, nodes, &path, bytes, ct).await });
     futures::future::try_join_all(puts).await?;
     Ok(())
 }
@@ -67,6 +68,7 @@ pub(super) async fn write(
 /// Store `bytes` as object `path` on up to two healthy nodes.
 async fn put(
     meta: &MetadataClient,
+    client: &NodeClient,
     nodes: &[NodeView],
     path: &str,
     bytes: Bytes,
@@ -74,11 +76,10 @@ async fn put(
 ) -> Result<(), ApiError> {
     let mut up: Vec<&NodeView> = nodes.iter().filter(|n| n.up).collect();
     up.shuffle(&mut rand::thread_rng());
-    let client = NodeClient::new();
     let data_id = new_id();
     let puts = up.iter().take(2).map(|n| {
         let body = futures::stream::iter([Ok::<_, std::io::Error>(bytes.clone())]);
-        let (client, id) = (&client, &data_id);
+        let id = &data_id;
         async move {
             client
                 .put(&n.url, id, body, None)

@@ -51,6 +51,7 @@ struct Actor {
     spec: JobSpec,
     meta: MetadataClient,
     http: reqwest::Client,
+    store: mobula_storage_node::NodeClient,
     nodes: watch::Receiver<Vec<NodeView>>,
     machine: Machine,
     logged: u64,
@@ -76,6 +77,7 @@ struct Actor {
 pub(super) async fn run(
     id: &str,
     meta: MetadataClient,
+    clients: super::Clients,
     nodes: watch::Receiver<Vec<NodeView>>,
     mut pokes: mpsc::UnboundedReceiver<()>,
 ) -> Result<(), ApiError> {
@@ -87,19 +89,14 @@ pub(super) async fn run(
         .map_err(|e| ApiError::internal(format!("stored spec of {id}: {e}")))?;
     let (machine, cmds) = Machine::new(spec.shapes());
     let (results, mut results_rx) = mpsc::unbounded_channel();
-    let http = reqwest::Client::builder()
-        .tcp_nodelay(true)
-        .tcp_keepalive(Duration::from_secs(5))
-        .connect_timeout(Duration::from_secs(2))
-        .build()
-        .map_err(ApiError::internal)?;
     let mut a = Actor {
         consumed: row.consumed,
         started: row.state != "queued",
         row,
         spec,
         meta,
-        http,
+        http: clients.agents,
+        store: clients.nodes,
         nodes,
         machine,
         logged: 0,
@@ -387,7 +384,7 @@ impl Actor {
         let _ = tokio::time::timeout(Duration::from_secs(5), kills).await;
         self.tasks.abort_all();
         let nodes = self.nodes.borrow().clone();
-        super::archive::write(&self.meta, &nodes, &self.row.id).await?;
+        super::archive::write(&self.meta, &self.store, &nodes, &self.row.id).await?;
         let append = JobAppend {
             id: self.row.id.clone(),
             expect_events: self.logged,

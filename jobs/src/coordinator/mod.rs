@@ -36,13 +36,34 @@ const TICK: Duration = Duration::from_millis(500);
 #[derive(Debug)]
 pub struct Coordinator {
     meta: MetadataClient,
+    clients: Clients,
     wake: Notify,
+}
+
+/// HTTP clients shared by every job's actor, so their connections to agents and storage
+/// nodes are reused across tasks and jobs instead of opened per job.
+#[derive(Debug, Clone)]
+pub(crate) struct Clients {
+    /// To the agents (`/tasks/...`).
+    pub agents: reqwest::Client,
+    /// To the storage nodes (archived records).
+    pub nodes: mobula_storage_node::NodeClient,
 }
 
 impl Coordinator {
     pub fn new(metadata_url: &str) -> Arc<Coordinator> {
+        let agents = reqwest::Client::builder()
+            .tcp_nodelay(true)
+            .tcp_keepalive(Duration::from_secs(5))
+            .connect_timeout(Duration::from_secs(2))
+            .build()
+            .expect("a plain HTTP client always builds");
         Arc::new(Coordinator {
             meta: MetadataClient::new(metadata_url),
+            clients: Clients {
+                agents,
+                nodes: mobula_storage_node::NodeClient::new(),
+            },
             wake: Notify::new(),
         })
     }
@@ -108,8 +129,9 @@ impl Coordinator {
                         let (tx, rx) = mpsc::unbounded_channel();
                         actors.insert(id.clone(), tx);
                         let (meta, nodes) = (self.meta.clone(), nodes_rx.clone());
+                        let clients = self.clients.clone();
                         set.spawn(async move {
-                            if let Err(e) = job::run(&id, meta, nodes, rx).await {
+                            if let Err(e) = job::run(&id, meta, clients, nodes, rx).await {
                                 tracing::warn!("job {id}: {e}; picking it up again");
                                 tokio::time::sleep(Duration::from_millis(200)).await;
                             }
