@@ -45,6 +45,9 @@ type Reply = (TaskId, String, TaskResult, bool);
 
 /// How long a node whose agent was unreachable is kept out.
 const SUSPECT: Duration = Duration::from_secs(6);
+/// Inputs located and logged per step: small enough that the first tasks start while the rest
+/// of a large input list is still being located.
+const INPUT_BATCH: u32 = 100;
 
 struct Actor {
     row: JobRow,
@@ -72,6 +75,8 @@ struct Actor {
     err: Vec<String>,
     fail: Vec<String>,
     started: bool,
+    /// The job row may have changed since it was last read (poked by the API or the tick).
+    poked: bool,
 }
 
 pub(super) async fn run(
@@ -92,6 +97,7 @@ pub(super) async fn run(
     let mut a = Actor {
         consumed: row.consumed,
         started: row.state != "queued",
+        poked: true,
         row,
         spec,
         meta,
@@ -122,6 +128,13 @@ pub(super) async fn run(
         while let Ok(reply) = results_rx.try_recv() {
             a.result(reply, &mut events);
         }
+        loop {
+            match pokes.try_recv() {
+                Ok(()) => a.poked = true,
+                Err(mpsc::error::TryRecvError::Empty) => break,
+                Err(mpsc::error::TryRecvError::Disconnected) => return Ok(()),
+            }
+        }
         a.gather(&mut events).await?;
         if !events.is_empty() {
             a.step(events).await?;
@@ -135,7 +148,10 @@ pub(super) async fn run(
                     a.step(events).await?;
                 }
             }
-            p = pokes.recv() => if p.is_none() { return Ok(()) },
+            p = pokes.recv() => match p {
+                Some(()) => a.poked = true,
+                None => return Ok(()),
+            },
             _ = a.nodes.changed() => {}
         }
     }
@@ -291,26 +307,31 @@ impl Actor {
                 events.push(Event::NodeLost { node: n.id.clone() });
             }
         }
-        let row = self
-            .meta
-            .job(&self.row.id)
-            .await?
-            .ok_or_else(|| ApiError::new(Code::JobNotFound, "job vanished"))?;
-        self.row.end_requested = row.end_requested;
-        self.row.cancel_requested = row.cancel_requested;
-        self.row.inputs = row.inputs;
-        if row.cancel_requested && !self.machine.is_cancelled() {
+        if self.poked {
+            // The row changes only through the API, which pokes (and the coordinator pokes
+            // every actor each tick, for API calls served by other gateways).
+            let row = self
+                .meta
+                .job(&self.row.id)
+                .await?
+                .ok_or_else(|| ApiError::new(Code::JobNotFound, "job vanished"))?;
+            self.row.end_requested = row.end_requested;
+            self.row.cancel_requested = row.cancel_requested;
+            self.row.inputs = row.inputs;
+            self.poked = false;
+        }
+        if self.row.cancel_requested && !self.machine.is_cancelled() {
             events.push(Event::Cancel);
             return Ok(());
         }
-        if row.inputs > self.consumed {
+        if self.row.inputs > self.consumed {
             let paths = self
                 .meta
                 .job_records(&JobRecords {
                     id: self.row.id.clone(),
                     kind: "in".into(),
                     from: self.consumed,
-                    limit: 1000,
+                    limit: INPUT_BATCH,
                 })
                 .await?;
             let account = self.row.account.clone();
