@@ -4,10 +4,12 @@
 //! the same files (nothing to schedule, no copies, no sandbox: the physical limit here), and by
 //! PySpark `local[2]` when `PYSPARK_PYTHON_BIN` names a Python with pyspark. Then the
 //! end-to-end latency of a no-op job (1 input, `cat`: create, add input and end, poll status
-//! until done). Every count is checked against the others. Needs root (task sandboxes).
+//! until done). Then the per-task constant: the same job over TINY objects of a few bytes, as CPU
+//! per task (what Mobula costs beyond the command itself). Every count is checked against the
+//! others. Needs root (task sandboxes).
 //!
-//! `cargo bench --bench jobs`. Env: FILES (1000), TOTAL_MIB (1024), NOOP (30 runs), SLOTS (tasks
-//! per node; default: `up`'s).
+//! `cargo bench --bench jobs`. Env: FILES (1000), TOTAL_MIB (1024), NOOP (30 runs), TINY (1000
+//! objects; 0 skips), SLOTS (tasks per node; default: `up`'s).
 
 use std::io::Write;
 use std::process::Stdio;
@@ -223,7 +225,10 @@ async fn main() {
     ]);
     let t = Instant::now();
     let cpu = busy();
-    let mobula = job(&http, &url, wc, &inputs).await.trim().to_string();
+    let mobula = job(&http, &url, wc.clone(), &inputs)
+        .await
+        .trim()
+        .to_string();
     let mobula_s = t.elapsed().as_secs_f64();
     let cpu = busy_since(cpu);
     let (pipe_s, pipe) = shell(
@@ -263,6 +268,41 @@ async fn main() {
         assert_eq!(n, mobula, "pyspark count differs");
         let secs: f64 = secs.parse().unwrap();
         println!("  pyspark local[2]        {secs:8.2} s   mobula/pyspark = {:.2}x  (job only, JVM start excluded)", mobula_s / secs);
+    }
+    // The per-task constant: word count over objects of a few bytes.
+    let tiny = env("TINY", 1000);
+    if tiny > 0 {
+        http.put(format!("{url}/admin/stor/tiny"))
+            .header("content-type", "application/json; type=directory")
+            .send()
+            .await
+            .unwrap();
+        let mut inputs = String::new();
+        for i in 0..tiny {
+            let p = format!("/admin/stor/tiny/t{i:05}");
+            let r = http
+                .put(format!("{url}{p}"))
+                .body(format!("tiny object {i}\n"))
+                .send()
+                .await
+                .unwrap();
+            assert!(r.status().is_success());
+            inputs.push_str(&p);
+            inputs.push('\n');
+        }
+        shell("sync", dir.path());
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let (t, cpu0) = (Instant::now(), busy());
+        let words = job(&http, &url, wc.clone(), &inputs).await;
+        let secs = t.elapsed().as_secs_f64();
+        let cpu = busy_since(cpu0);
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get()) as f64;
+        assert_eq!(words.trim(), (3 * tiny).to_string());
+        println!(
+            "per-task constant, {tiny} tiny inputs: {secs:.2} s, {:.1} ms of CPU per task (CPUs {:.0}% busy)",
+            secs * cores * cpu * 1000.0 / tiny as f64,
+            cpu * 100.0
+        );
     }
     // No-op job latency.
     http.put(format!("{url}/admin/stor/noop"))
