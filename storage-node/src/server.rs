@@ -426,8 +426,8 @@ async fn concat(store: &Store, id: &str, c: Concat) -> Result<Response<Body>, Ap
 /// before sending, and this node re-hashes what it received.
 async fn fetch(store: &Store, id: &str, f: Fetch) -> Result<Response<Body>, ApiError> {
     use futures::TryStreamExt;
-    // One client for every fetch: building one costs more CPU than a small copy (TLS roots),
-    // and its pool keeps the connection to each peer open.
+    // One client for every fetch, so its pool keeps the connection to each peer open (a client
+    // per fetch meant a new TCP connection for every copy of every task output).
     static PEERS: std::sync::OnceLock<crate::NodeClient> = std::sync::OnceLock::new();
     let resp = PEERS
         .get_or_init(crate::NodeClient::new)

@@ -3,8 +3,8 @@
 //! `jobs` lease in metadata coordinates (the others only serve the API from metadata), and a
 //! second writer of a job's event log is refused anyway (`expect_events`).
 //!
-//! Owns: the lease, a view of the storage nodes (which are up, their agents' slots), and one
-//! actor per unfinished job ([`job`]) — all inside the future returned by [`Coordinator::run`],
+//! Owns: the lease, a view of the storage nodes (which are up, their agents' slots), the HTTP
+//! clients all jobs share ([`Clients`]), and one actor per unfinished job ([`job`]) — all inside the future returned by [`Coordinator::run`],
 //! so dropping it (a gateway killed) stops everything it started. Nothing here is the record:
 //! an actor rebuilds its job from the metadata event log at start, re-attaches to the tasks
 //! that were running (agents run a task once per key), and goes on.

@@ -191,11 +191,13 @@ impl Prepared {
     }
 }
 
+/// A regular file we may execute (a PATH search skips directories, as bash's does).
 fn is_executable(p: &Path) -> bool {
-    CString::new(p.as_os_str().as_bytes())
-        // SAFETY: valid NUL-terminated path.
-        .map(|c| unsafe { libc::access(c.as_ptr(), libc::X_OK) } == 0)
-        .unwrap_or(false)
+    std::fs::metadata(p).is_ok_and(|m| m.is_file())
+        && CString::new(p.as_os_str().as_bytes())
+            // SAFETY: valid NUL-terminated path.
+            .map(|c| unsafe { libc::access(c.as_ptr(), libc::X_OK) } == 0)
+            .unwrap_or(false)
 }
 
 /// The task process: lock down, then exec. Never returns.
@@ -303,6 +305,19 @@ pub fn parse_status(line: &str, r: &mut Report) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn path_search_finds_programs_not_directories() {
+        assert!(is_executable(Path::new("/bin/sh")));
+        assert!(!is_executable(Path::new("/usr/bin/..")));
+        let plain = std::env::temp_dir().join(format!("mobula-plain-{}", std::process::id()));
+        std::fs::write(&plain, "x").unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&plain, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert!(!is_executable(&plain));
+        std::fs::remove_file(&plain).unwrap();
+        assert!(!is_executable(Path::new("/no/such/file")));
+    }
 
     #[test]
     fn status_lines() {
