@@ -139,6 +139,50 @@ async fn job(http: &reqwest::Client, url: &str, phases: serde_json::Value, input
         .unwrap()
 }
 
+/// Store `n` objects `/admin/stor/<name>/fNNNNN` with `body(i)` (and as files in `local`);
+/// their paths, one per line.
+async fn store(
+    http: &reqwest::Client,
+    url: &str,
+    name: &str,
+    n: usize,
+    body: impl Fn(usize) -> Vec<u8>,
+    local: Option<&std::path::Path>,
+) -> String {
+    http.put(format!("{url}/admin/stor/{name}"))
+        .header("content-type", "application/json; type=directory")
+        .send()
+        .await
+        .unwrap();
+    let mut paths = String::new();
+    for i in 0..n {
+        let body = body(i);
+        if let Some(dir) = local {
+            std::fs::File::create(dir.join(format!("f{i:05}")))
+                .unwrap()
+                .write_all(&body)
+                .unwrap();
+        }
+        let p = format!("/admin/stor/{name}/f{i:05}");
+        let r = http
+            .put(format!("{url}{p}"))
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success());
+        paths.push_str(&p);
+        paths.push('\n');
+    }
+    paths
+}
+
+/// Let what the set-up wrote reach the disk, so the timed runs do not compete with it.
+async fn settle(dir: &std::path::Path) {
+    shell("sync", dir);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+}
+
 fn shell(cmd: &str, dir: &std::path::Path) -> (f64, String) {
     let t = Instant::now();
     let o = std::process::Command::new("bash")
@@ -191,34 +235,20 @@ async fn main() {
     std::fs::create_dir_all(&local).unwrap();
     let (_child, url) = up(&dir.path().join("up")).await;
     let http = reqwest::Client::new();
-    http.put(format!("{url}/admin/stor/wc"))
-        .header("content-type", "application/json; type=directory")
-        .send()
-        .await
-        .unwrap();
     eprintln!("writing {files} objects, {} MiB in all", total >> 20);
-    let mut inputs = String::new();
-    for i in 0..files {
-        let body = text(i, total / files);
-        std::fs::File::create(local.join(format!("f{i:05}")))
-            .unwrap()
-            .write_all(&body)
-            .unwrap();
-        let p = format!("/admin/stor/wc/f{i:05}");
-        let r = http
-            .put(format!("{url}{p}"))
-            .body(body)
-            .send()
-            .await
-            .unwrap();
-        assert!(r.status().is_success());
-        inputs.push_str(&p);
-        inputs.push('\n');
-    }
+    let inputs = store(
+        &http,
+        &url,
+        "wc",
+        files,
+        |i| text(i, total / files),
+        Some(&local),
+    )
+    .await;
     // Warm the page cache for both sides alike, and let the writes of the set-up (3 GiB: two
     // copies and the local files) reach the disk first, so neither side competes with them.
-    shell("cat f* > /dev/null && sync", &local);
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    shell("cat f* > /dev/null", &local);
+    settle(&local).await;
     let wc = serde_json::json!([
         {"type": "map", "exec": "wc -w"},
         {"type": "reduce", "exec": "awk '{s+=$1} END {print s}'"}
@@ -272,26 +302,9 @@ async fn main() {
     // The per-task constant: word count over objects of a few bytes.
     let tiny = env("TINY", 1000);
     if tiny > 0 {
-        http.put(format!("{url}/admin/stor/tiny"))
-            .header("content-type", "application/json; type=directory")
-            .send()
-            .await
-            .unwrap();
-        let mut inputs = String::new();
-        for i in 0..tiny {
-            let p = format!("/admin/stor/tiny/t{i:05}");
-            let r = http
-                .put(format!("{url}{p}"))
-                .body(format!("tiny object {i}\n"))
-                .send()
-                .await
-                .unwrap();
-            assert!(r.status().is_success());
-            inputs.push_str(&p);
-            inputs.push('\n');
-        }
-        shell("sync", dir.path());
-        tokio::time::sleep(Duration::from_secs(3)).await;
+        let body = |i| format!("tiny object {i}\n").into_bytes();
+        let inputs = store(&http, &url, "tiny", tiny, body, None).await;
+        settle(dir.path()).await;
         let (t, cpu0) = (Instant::now(), busy());
         let words = job(&http, &url, wc.clone(), &inputs).await;
         let secs = t.elapsed().as_secs_f64();

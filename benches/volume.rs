@@ -95,6 +95,7 @@ async fn serve(store: Store) -> String {
         bad,
         meta: None,
         extension: None,
+        peers: mobula_storage_node::NodeClient::new(),
     };
     tokio::spawn(server::run(l, state, std::future::pending()));
     url

@@ -90,12 +90,7 @@ impl JobSpec {
                 return bad("disk must be 1 to 1024 GiB".into());
             }
             if let Some(img) = &p.image {
-                let ok = !img.is_empty()
-                    && img.len() <= 128
-                    && img
-                        .bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
-                if !ok || img.starts_with('.') {
+                if !mobula_metadata::types::plain_name(img, 128) {
                     return bad(format!("image {img:?} is not an image name"));
                 }
             }

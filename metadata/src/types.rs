@@ -249,6 +249,16 @@ pub struct CommitUpload {
     pub data: Data,
 }
 
+/// A plain name (snapshot, image, task key, job, account as a directory name): 1 to `max`
+/// of `[A-Za-z0-9._-]`, not starting with `.` — safe as one path component anywhere.
+pub fn plain_name(s: &str, max: usize) -> bool {
+    !s.is_empty()
+        && s.len() <= max
+        && !s.starts_with('.')
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+}
+
 /// Split `/a/b/c` into (`/a/b`, `c`); `/a` into (`/`, `a`).
 pub fn split_path(path: &str) -> (&str, &str) {
     match path.rfind('/') {

@@ -123,6 +123,7 @@ pub async fn run(
         bad: bad_tx,
         meta: Some(meta),
         extension: cfg.extension.clone(),
+        peers: crate::NodeClient::new(),
     };
     tokio::select! {
         _ = server::run(listener, state, shutdown) => {}

@@ -81,6 +81,8 @@ pub struct NodeState {
     pub meta: Option<mobula_metadata::MetadataClient>,
     /// Where `/tasks/...` goes (the job agent).
     pub extension: Option<crate::Extension>,
+    /// The client fetches from peers go through (its pool keeps each peer's connection open).
+    pub peers: crate::NodeClient,
 }
 
 /// Serve the node API on `listener` until `shutdown` resolves.
@@ -210,7 +212,7 @@ async fn route(node: &NodeState, req: Request) -> Result<Response<Body>, ApiErro
                 }
                 (Method::POST, ["fetch"]) => {
                     let f: Fetch = json_body(req).await?;
-                    fetch(store, &id, f).await
+                    fetch(store, &node.peers, &id, f).await
                 }
                 (Method::POST, ["concat"]) => {
                     let c: Concat = json_body(req).await?;
@@ -424,15 +426,14 @@ async fn concat(store: &Store, id: &str, c: Concat) -> Result<Response<Body>, Ap
 
 /// Copy `id` from a peer: stream it in, check its blake3, commit. The peer verifies every block
 /// before sending, and this node re-hashes what it received.
-async fn fetch(store: &Store, id: &str, f: Fetch) -> Result<Response<Body>, ApiError> {
+async fn fetch(
+    store: &Store,
+    peers: &crate::NodeClient,
+    id: &str,
+    f: Fetch,
+) -> Result<Response<Body>, ApiError> {
     use futures::TryStreamExt;
-    // One client for every fetch, so its pool keeps the connection to each peer open (a client
-    // per fetch meant a new TCP connection for every copy of every task output).
-    static PEERS: std::sync::OnceLock<crate::NodeClient> = std::sync::OnceLock::new();
-    let resp = PEERS
-        .get_or_init(crate::NodeClient::new)
-        .get_zstd(&f.from, id)
-        .await?;
+    let resp = peers.get_zstd(&f.from, id).await?;
     let compressed = resp
         .headers()
         .get(header::CONTENT_ENCODING)

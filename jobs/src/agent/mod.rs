@@ -282,14 +282,8 @@ impl Agent {
         match path.as_str() {
             "/tasks/run" => {
                 let r: TaskRequest = serde_json::from_slice(&body).map_err(bad)?;
-                // The key names the task's directory: plain characters only.
-                let plain = |s: &str| {
-                    !s.is_empty()
-                        && s.len() <= 200
-                        && !s.starts_with('.')
-                        && s.bytes()
-                            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
-                };
+                // The key names the task's directory: plain names only.
+                let plain = |s: &str| mobula_metadata::types::plain_name(s, 200);
                 if !plain(&r.key) || !plain(&r.job) || !plain(&r.account) {
                     return Err(ApiError::new(
                         Code::InvalidArgument,

@@ -44,12 +44,7 @@ pub struct Imported {
 pub const HOST: &str = "host";
 
 fn valid_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 64
-        && !name.starts_with('.')
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+    mobula_metadata::types::plain_name(name, 64)
 }
 
 fn is_btrfs(p: &Path) -> bool {

@@ -51,12 +51,7 @@ pub trait Volume: Send + Sync + std::fmt::Debug {
 
 /// Snapshot names: 1..=64 of `[A-Za-z0-9._-]`, not starting with `.`.
 pub fn valid_snapshot_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 64
-        && !name.starts_with('.')
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
+    mobula_metadata::types::plain_name(name, 64)
 }
 
 fn check_name(name: &str) -> io::Result<()> {

@@ -6,7 +6,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 use super::Actor;
-use crate::schedule::{Command, Failure, TaskId};
+use crate::schedule::{Command, Failure, TaskId, TaskInput};
 use crate::wire::{Feed, Key, TaskRequest, TaskResult};
 
 impl Actor {
@@ -116,8 +116,11 @@ impl Actor {
             });
             let _ = results.send((task, key, r, unreachable));
         });
-        // The feed: everything so far (numbered from 0; the agent drops what it has), then
-        // what comes, in order.
+        // A reducer's feed: everything so far (numbered from 0; the agent drops what it has),
+        // then what comes, in order. Map tasks are never fed.
+        if !matches!(run.input, TaskInput::Reducer(_)) {
+            return;
+        }
         let (tx, mut rx) = mpsc::unbounded_channel::<(Vec<String>, bool)>();
         let key = run.key.clone();
         let http = self.http.clone();
