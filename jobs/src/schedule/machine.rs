@@ -392,12 +392,28 @@ impl Machine {
         pick(&mut fresh.into_iter()).or_else(|| pick(&mut free.iter()))
     }
 
+    /// Every live node's slots are taken, and some task runs (whose report settles again).
+    fn slots_full(&self) -> bool {
+        let up = || self.nodes.values().filter(|n| n.up);
+        up().all(|n| n.running >= n.slots) && up().any(|n| n.running > 0)
+    }
+
     /// Dispatch what can run, end reducers' input, and finish the job when everything is.
     fn settle(&mut self, out: &mut Vec<Command>) {
         let mut waiting = VecDeque::new();
+        // While every live node's slots are taken by running tasks, no map task can be placed
+        // and a running one will report (and settle again): waiting tasks are only carried
+        // over, not examined — with a thousand queued inputs, examining each on every event
+        // made settling quadratic.
+        let mut full = self.slots_full();
         while let Some(id) = self.queue.pop_front() {
             let t = &self.tasks[&id];
             if t.state != State::Waiting {
+                continue;
+            }
+            let reducer = matches!(t.input, TaskInput::Reducer(_));
+            if full && !reducer {
+                waiting.push_back(id);
                 continue;
             }
             // A task whose copies all sit on lost nodes can never run: fail it internally.
@@ -419,11 +435,12 @@ impl Machine {
                 waiting.push_back(id);
                 continue;
             };
-            if !matches!(t.input, TaskInput::Reducer(_)) {
+            if !reducer {
                 self.nodes
                     .get_mut(&node)
                     .expect("placed on a known node")
                     .running += 1;
+                full = self.slots_full();
             }
             let t = self.tasks.get_mut(&id).expect("task exists");
             t.state = State::Running(node.clone());
