@@ -201,6 +201,14 @@ fn shell(cmd: &str, dir: &std::path::Path) -> (f64, String) {
     )
 }
 
+/// Whether `prog` is on the PATH.
+fn which(prog: &str) -> bool {
+    std::process::Command::new("sh")
+        .args(["-c", &format!("command -v {prog}")])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
 /// (busy, total) jiffies of all CPUs.
 fn busy() -> (u64, u64) {
     let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
@@ -278,6 +286,21 @@ async fn main() {
         "  xargs -P2 wc | awk      {pipe_s:8.2} s   mobula/pipeline = {:.2}x",
         mobula_s / pipe_s
     );
+    // The same pipeline with each `wc` in a container of its own (bubblewrap: namespaces,
+    // fresh /proc, /dev and /tmp; no cgroups, seccomp or overlay): what a container per input
+    // costs by itself on this machine.
+    if which("bwrap") {
+        let (s, n) = shell(
+            "ls | xargs -P2 -n1 bwrap --ro-bind / / --unshare-all --tmpfs /tmp --proc /proc \
+             --dev /dev --die-with-parent wc -w | awk '{s+=$1} END {print s}'",
+            &local,
+        );
+        assert_eq!(n, mobula, "sandboxed pipeline's count differs");
+        println!(
+            "  same, each wc in bwrap  {s:8.2} s   mobula/sandboxed pipeline = {:.2}x",
+            mobula_s / s
+        );
+    }
     if let Ok(py) = std::env::var("PYSPARK_PYTHON_BIN") {
         let script = "import sys\nfrom pyspark.sql import SparkSession\n\
             s = SparkSession.builder.master('local[2]').getOrCreate()\n\
