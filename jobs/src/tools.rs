@@ -15,6 +15,10 @@ use serde::{Deserialize, Serialize};
 pub const TOOLS: [&str; 4] = ["mpipe", "mcat", "mtee", "msplit"];
 /// Where the agent's socket is inside the sandbox.
 pub const SOCKET_DIR: &str = "/run/mobula";
+/// Where the `mobula` binary is inside a task (the tools are symlinks to it).
+pub const TOOLS_EXE: &str = "/opt/mobula/exe/mobula";
+/// The directory of the tools' symbolic links inside a task (first on its `PATH`).
+pub const TOOLS_BIN: &str = "/opt/mobula/bin";
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct ToolRequest {

@@ -7,6 +7,7 @@
 //!   number seen before is ignored, so resending after a restart is harmless); `end` after them.
 //! - `POST /tasks/kill` [`Key`] → 204.
 
+use mobula_metadata::types::Data;
 use serde::{Deserialize, Serialize};
 
 use crate::schedule::{Failure, Output, TaskInput};
@@ -21,6 +22,10 @@ pub struct TaskRequest {
     pub phase: usize,
     pub spec: Phase,
     pub input: TaskInput,
+    /// A map input's data as the coordinator located it, which spares the agent a lookup
+    /// (it looks the path up itself when this is absent or its file is gone).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<Data>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

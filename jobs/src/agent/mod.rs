@@ -198,7 +198,7 @@ impl Agent {
         for t in crate::tools::TOOLS {
             let link = dir.join("bin").join(t);
             if std::fs::read_link(&link).is_err() {
-                std::os::unix::fs::symlink(task::TOOLS_EXE, &link)?;
+                std::os::unix::fs::symlink(crate::tools::TOOLS_EXE, &link)?;
             }
         }
         std::fs::write(dir.join("empty"), b"")?;

@@ -147,6 +147,11 @@ impl Objects {
         }
     }
 
+    /// Whether this node holds a copy of `data` (or needs none: it is empty).
+    pub fn has_local(&self, data: &Data) -> bool {
+        data.size == 0 || self.store.path(&data.id).exists()
+    }
+
     /// A file holding `data`'s bytes: this node's copy, or one fetched from a holder.
     pub async fn local_file(&self, data: &Data) -> Result<LocalFile, ApiError> {
         let p = self.store.path(&data.id);

@@ -2,7 +2,8 @@
 //! bound read-only at `/manta/<path>` and opened as stdin; a reducer's stdin is a pipe the
 //! feeder fills with its inputs in order. Assets are bound at `/assets/<path>`, the tools'
 //! socket directory and the tools themselves under `/run/mobula` and `/opt/mobula`. Stdout
-//! and stderr stream into local data files as the task writes them; stdout becomes an output
+//! and stderr stream into local data files as the task writes them (a file is made at a
+//! stream's first byte); stdout becomes an output
 //! object when the task succeeds (unless it was empty and the task emitted through the tools),
 //! stderr becomes an object when it fails. Failures are classified for the scheduler:
 //! internal (retried elsewhere) or the user's (`UserTaskError`, `TaskKilledError`,
@@ -20,17 +21,13 @@ use tokio::net::unix::pipe;
 use tokio::sync::mpsc;
 
 use super::argv;
-use super::objects::LocalFile;
+use super::objects::{LocalFile, Objects};
 use super::socket::{Scope, ToolServer};
 use super::{Entry, FeedMsg, Shared};
 use crate::sandbox::{spec::DEFAULT_PATH, Bind, Input, Report, TaskSpec};
 use crate::schedule::{Failure, Output, TaskInput};
-use crate::tools::SOCKET_DIR;
+use crate::tools::{SOCKET_DIR, TOOLS_BIN, TOOLS_EXE};
 use crate::wire::{TaskLog, TaskRequest, TaskResult};
-
-/// Where the `mobula` binary is inside a task (the tools are symlinks to it).
-pub(crate) const TOOLS_EXE: &str = "/opt/mobula/exe/mobula";
-const TOOLS_BIN: &str = "/opt/mobula/bin";
 
 fn failed(
     node: &str,
@@ -81,8 +78,13 @@ async fn object(sh: &Shared, path: &str) -> Result<Option<Data>, TaskResult> {
     }
 }
 
-async fn copy(r: Option<pipe::Receiver>, mut w: Writer) -> std::io::Result<(Writer, u64)> {
-    let mut n = 0u64;
+/// A local data file (with its id) holding what a task wrote to one of its streams.
+type Stream = (Option<(String, Writer)>, u64);
+
+/// Stream `r` into a local data file, created at the first byte (most tasks write nothing to
+/// stderr: no file is made for it then).
+async fn copy(objects: &Objects, r: Option<pipe::Receiver>) -> std::io::Result<Stream> {
+    let (mut file, mut n) = (None, 0u64);
     if let Some(mut r) = r {
         let mut buf = vec![0u8; 64 << 10];
         loop {
@@ -90,11 +92,15 @@ async fn copy(r: Option<pipe::Receiver>, mut w: Writer) -> std::io::Result<(Writ
             if k == 0 {
                 break;
             }
+            let (_, w) = match &mut file {
+                Some(f) => f,
+                None => file.insert(objects.writer()?),
+            };
             w.write(&buf[..k])?;
             n += k as u64;
         }
     }
-    Ok((w, n))
+    Ok((file, n))
 }
 
 /// Write each fed object to the reducer's stdin, in order; close it at the end.
@@ -198,10 +204,6 @@ async fn prepare_and_run(
             writable: false,
         });
     }
-    let (Ok((out_id, out_w)), Ok((err_id, err_w))) = (sh.objects.writer(), sh.objects.writer())
-    else {
-        return internal(node, "cannot create output files".into());
-    };
     if e.is_killed() {
         return cancelled_result(node);
     }
@@ -223,7 +225,7 @@ async fn prepare_and_run(
     };
     let feeder = feed(sh, e.take_feed(), running.stdin.take()).fuse();
     let (stdout, stderr) = (running.stdout.take(), running.stderr.take());
-    let copies = async { tokio::join!(copy(stdout, out_w), copy(stderr, err_w)) };
+    let copies = async { tokio::join!(copy(&sh.objects, stdout), copy(&sh.objects, stderr)) };
     tokio::pin!(feeder);
     tokio::pin!(copies);
     let mut cancelled = false;
@@ -244,7 +246,7 @@ async fn prepare_and_run(
         Ok(r) => r,
         Err(err) => return internal(node, format!("sandbox: {err}")),
     };
-    let (Ok((out_w, out_len)), Ok((err_w, err_len))) = (out, err) else {
+    let (Ok((out_file, out_len)), Ok((err_file, _))) = (out, err) else {
         return internal(node, "reading the task's output failed".into());
     };
     if e.is_killed() {
@@ -255,7 +257,7 @@ async fn prepare_and_run(
     }
     let problem = classify(&report, p.init.is_some(), p.memory_mib());
     if let Some((code, message)) = problem {
-        let stderr = if err_len > 0 {
+        let stderr = if let Some((err_id, err_w)) = err_file {
             let path = format!("{base}stderr.{}", uuid::Uuid::new_v4());
             match sh
                 .objects
@@ -270,8 +272,12 @@ async fn prepare_and_run(
         };
         return failed(node, false, code, message, stderr);
     }
-    drop(err_w);
+    drop(err_file);
     if out_len > 0 || !used_tools {
+        let (out_id, out_w) = match out_file.map_or_else(|| sh.objects.writer(), Ok) {
+            Ok(f) => f,
+            Err(e) => return internal(node, format!("cannot create the output file: {e}")),
+        };
         let path = format!("{base}{}", uuid::Uuid::new_v4());
         match sh
             .objects
@@ -306,13 +312,19 @@ async fn inputs(
     let p = &req.spec;
     let stdin = match &req.input {
         TaskInput::Object { path, .. } => {
-            let data = match object(sh, path).await {
-                Ok(Some(d)) => d,
-                Ok(None) => {
-                    let m = format!("{path} does not exist");
-                    return Err(failed(node, false, "ResourceNotFoundError", m, None));
-                }
-                Err(r) => return Err(r),
+            // The coordinator's view of the input when it has one and this node's copy is
+            // there (the task was placed for that copy); otherwise a lookup of our own.
+            let hint = req.data.as_ref().filter(|d| sh.objects.has_local(d));
+            let data = match hint {
+                Some(d) => d.clone(),
+                None => match object(sh, path).await {
+                    Ok(Some(d)) => d,
+                    Ok(None) => {
+                        let m = format!("{path} does not exist");
+                        return Err(failed(node, false, "ResourceNotFoundError", m, None));
+                    }
+                    Err(r) => return Err(r),
+                },
             };
             let f = match sh.objects.local_file(&data).await {
                 Ok(f) => f,

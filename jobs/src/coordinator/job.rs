@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use mobula_http::{ApiError, Code};
-use mobula_metadata::types::{JobAppend, JobRecords, JobRow};
+use mobula_metadata::types::{Data, JobAppend, JobRecords, JobRow};
 use mobula_metadata::MetadataClient;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
@@ -31,6 +31,8 @@ struct Run {
     node: String,
     phase: usize,
     input: TaskInput,
+    /// The input's data as located (first run only).
+    data: Option<Data>,
     feeds: Vec<String>,
     ended: bool,
     /// How much of `feeds` (and the end) has been handed to the feeder.
@@ -62,6 +64,8 @@ struct Actor {
     known: BTreeMap<String, (bool, u32)>,
     attempts: HashMap<TaskId, u32>,
     runs: HashMap<TaskId, Run>,
+    /// Inputs' data as located, until their task first runs.
+    located: HashMap<String, Data>,
     results: mpsc::UnboundedSender<Reply>,
     /// Nodes whose agent could not be reached, and since when: lost for this job until
     /// [`SUSPECT`] has passed (a dead node's heartbeat is stale by then).
@@ -109,6 +113,7 @@ pub(super) async fn run(
         known: BTreeMap::new(),
         attempts: HashMap::new(),
         runs: HashMap::new(),
+        located: HashMap::new(),
         results,
         suspect: HashMap::new(),
         tasks: JoinSet::new(),
@@ -225,6 +230,10 @@ impl Actor {
                     *n += 1;
                     self.started = true;
                     let key = format!("{}.{task}.{n}", self.row.id);
+                    let data = match input {
+                        TaskInput::Object { path, .. } => self.located.remove(path),
+                        TaskInput::Reducer(_) => None,
+                    };
                     self.runs.insert(
                         *task,
                         Run {
@@ -232,6 +241,7 @@ impl Actor {
                             node: node.clone(),
                             phase: *phase,
                             input: input.clone(),
+                            data,
                             feeds: Vec::new(),
                             ended: false,
                             handed: 0,
@@ -336,29 +346,35 @@ impl Actor {
                 .await?;
             let account = self.row.account.clone();
             let meta = self.meta.clone();
-            let located: Vec<Result<Event, ApiError>> = futures::stream::iter(paths)
-                .map(|p| {
-                    let (meta, account) = (meta.clone(), account.clone());
-                    async move {
-                        let at = if readable_by(&p, &account) {
-                            match meta.get(&p).await?.and_then(|e| e.data) {
+            let located: Vec<Result<(Event, Option<Data>), ApiError>> =
+                futures::stream::iter(paths)
+                    .map(|p| {
+                        let (meta, account) = (meta.clone(), account.clone());
+                        async move {
+                            let data = if readable_by(&p, &account) {
+                                meta.get(&p).await?.and_then(|e| e.data)
+                            } else {
+                                None
+                            };
+                            let at = match &data {
                                 Some(d) => Located::Object {
                                     size: d.size,
-                                    nodes: d.nodes,
+                                    nodes: d.nodes.clone(),
                                 },
                                 None => Located::Missing,
-                            }
-                        } else {
-                            Located::Missing
-                        };
-                        Ok(Event::Input { path: p, at })
-                    }
-                })
-                .buffered(32)
-                .collect()
-                .await;
+                            };
+                            Ok((Event::Input { path: p, at }, data))
+                        }
+                    })
+                    .buffered(32)
+                    .collect()
+                    .await;
             for e in located {
-                events.push(e?);
+                let (ev, data) = e?;
+                if let (Event::Input { path, .. }, Some(d)) = (&ev, data) {
+                    self.located.insert(path.clone(), d);
+                }
+                events.push(ev);
                 self.consumed += 1;
             }
         }

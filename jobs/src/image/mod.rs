@@ -176,7 +176,7 @@ fn remove_tree(p: &Path) -> io::Result<()> {
 }
 
 /// Bump when the skeleton's contents change.
-const SKELETON_VERSION: &str = "1";
+const SKELETON_VERSION: &str = "2";
 
 /// Build the host image's skeleton at `root` unless this version is there (a live skeleton is
 /// never touched: running tasks use it as their overlay's lower layer). Returns the host dirs
@@ -209,9 +209,26 @@ fn build_host_skeleton(root: &Path) -> io::Result<Vec<String>> {
         "opt",
         "srv",
         "mnt",
+        // Mount points every task has (made here once rather than in each task's overlay,
+        // where a directory costs a copy-up): the sandbox's and the agent's tools'.
+        "proc",
+        "dev",
+        "tmp",
+        "manta",
+        "assets",
+        crate::tools::SOCKET_DIR,
+        crate::tools::TOOLS_BIN,
+        Path::new(crate::tools::TOOLS_EXE)
+            .parent()
+            .and_then(|p| p.to_str())
+            .unwrap_or("/opt"),
     ] {
-        fs::create_dir_all(tmp.join(d))?;
+        fs::create_dir_all(tmp.join(d.trim_start_matches('/')))?;
     }
+    fs::write(
+        tmp.join(crate::tools::TOOLS_EXE.trim_start_matches('/')),
+        "",
+    )?;
     std::os::unix::fs::symlink("/tmp", tmp.join("var/tmp"))?;
     for top in ["bin", "sbin", "lib", "lib32", "lib64", "libx32"] {
         let host = Path::new("/").join(top);

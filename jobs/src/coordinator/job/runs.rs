@@ -73,6 +73,7 @@ impl Actor {
             phase: run.phase,
             spec: self.spec.phases[run.phase].clone(),
             input: run.input.clone(),
+            data: run.data.clone(),
         };
         let results = self.results.clone();
         let key = run.key.clone();
