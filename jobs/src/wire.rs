@@ -7,7 +7,9 @@
 //!   number seen before is ignored, so resending after a restart is harmless); `end` after them.
 //! - `POST /tasks/kill` [`Key`] → 204.
 
-use mobula_metadata::types::Data;
+use std::collections::BTreeMap;
+
+use mobula_metadata::types::{Data, PutObject};
 use serde::{Deserialize, Serialize};
 
 use crate::schedule::{Failure, Output, TaskInput};
@@ -33,6 +35,10 @@ pub struct TaskResult {
     /// The node that ran it.
     pub node: String,
     pub outputs: Vec<Output>,
+    /// Outputs whose data is durable but whose objects the coordinator creates, in the
+    /// transaction that logs this result.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub objects: Vec<PutObject>,
     /// Set when the task failed.
     pub failure: Option<Failure>,
 }
@@ -43,6 +49,10 @@ pub struct Feed {
     pub from: u64,
     pub paths: Vec<String>,
     pub end: bool,
+    /// The data of those paths the coordinator knows (outputs it just created): the agent
+    /// looks up only the others.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub known: BTreeMap<String, Data>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

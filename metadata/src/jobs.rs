@@ -6,14 +6,19 @@
 //! (`InvalidJobState`), atomically with that check; the event log only grows by a coordinator
 //! that has seen all of it (`expect_events`, else `ConcurrentRequest`), in the same
 //! transaction as the records and summary those events produced — so a replay of the log
-//! rebuilds exactly the state the records describe.
+//! rebuilds exactly the state the records describe. Task outputs reported by those events are
+//! created in the same transaction; one that cannot be (its path taken by a user's object) is
+//! left out, and so is its `out` record, and its data is queued as garbage.
 
 use mobula_http::{ApiError, Code};
 use rusqlite::{params, Connection, OptionalExtension};
 
 use crate::db::sql;
 use crate::namespace;
-use crate::types::{now_ms, AddInputs, JobAppend, JobRecords, JobRow, Lease, NewJob};
+use crate::registry;
+use crate::types::{
+    now_ms, AddInputs, Garbage, JobAppend, JobRecords, JobRow, Lease, NewJob, PutObject,
+};
 
 const SELECT: &str = "SELECT id, account, name, spec, state, end_requested, cancel_requested,
     created, done, stats, inputs, consumed, events FROM jobs";
@@ -171,7 +176,19 @@ pub fn log(tx: &Connection, a: &JobAppend) -> Result<(), ApiError> {
         ));
     }
     append(tx, &a.id, "ev", j.events, &a.events)?;
-    for (kind, values) in [("out", &a.out), ("err", &a.err), ("fail", &a.fail)] {
+    let mut lost = Vec::new();
+    for o in &a.objects {
+        if !create_output(tx, o)? {
+            lost.push(o.path.as_str());
+        }
+    }
+    let out: Vec<String> = a
+        .out
+        .iter()
+        .filter(|p| !lost.contains(&p.as_str()))
+        .cloned()
+        .collect();
+    for (kind, values) in [("out", &out), ("err", &a.err), ("fail", &a.fail)] {
         if !values.is_empty() {
             let from = next_seq(tx, &a.id, kind)?;
             append(tx, &a.id, kind, from, values)?;
@@ -191,6 +208,30 @@ pub fn log(tx: &Connection, a: &JobAppend) -> Result<(), ApiError> {
     )
     .map_err(sql)?;
     Ok(())
+}
+
+/// Create one task output (in a savepoint); false when a user's entry is in its way, its data
+/// then queued as garbage. Internal errors fail the whole log.
+fn create_output(tx: &Connection, o: &PutObject) -> Result<bool, ApiError> {
+    tx.execute_batch("SAVEPOINT output").map_err(sql)?;
+    match namespace::put_object(tx, o) {
+        Ok(_) => {
+            tx.execute_batch("RELEASE output").map_err(sql)?;
+            Ok(true)
+        }
+        Err(e) if e.code == Code::InternalError => Err(e),
+        Err(e) => {
+            tx.execute_batch("ROLLBACK TO output; RELEASE output")
+                .map_err(sql)?;
+            tracing::warn!("task output {} not created: {e}", o.path);
+            let g = Garbage {
+                data_id: o.data.id.clone(),
+                nodes: o.data.nodes.clone(),
+            };
+            registry::queue_garbage(tx, &g)?;
+            Ok(false)
+        }
+    }
 }
 
 /// Take or renew a lease.

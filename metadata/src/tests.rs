@@ -224,3 +224,51 @@ fn data_on_node_pages_by_id() {
     assert_eq!(on("n2", &"1".repeat(32)), vec!["2".repeat(32)]);
     assert!(on("n3", "").is_empty());
 }
+
+#[test]
+fn a_job_log_creates_its_outputs_and_leaves_out_one_whose_path_is_taken() {
+    let (_d, db) = db();
+    let job = NewJob {
+        id: "j".into(),
+        account: "a".into(),
+        name: String::new(),
+        spec: "{}".into(),
+    };
+    db.write(|tx| crate::jobs::create(tx, &job)).unwrap();
+    let object = |path: &str, d: Data| PutObject {
+        parents: true,
+        path: path.into(),
+        data: d,
+        content_type: "application/octet-stream".into(),
+        headers: Headers::new(),
+        preconditions: Preconditions::default(),
+    };
+    // A user's object where one output's parent directory would go.
+    db.write(|tx| namespace::put_object(tx, &object("/a/jobs/j/stor/in", data("1"))))
+        .unwrap();
+    let (ok, bad) = ("/a/jobs/j/stor/x.0.u1", "/a/jobs/j/stor/in/y.0.u2");
+    let log = |expect_events| JobAppend {
+        id: "j".into(),
+        expect_events,
+        events: vec!["e".into()],
+        out: vec![ok.into(), bad.into()],
+        objects: vec![object(ok, data("2")), object(bad, data("3"))],
+        ..Default::default()
+    };
+    // A coordinator that has not seen the whole log creates nothing.
+    let e = db.write(|tx| crate::jobs::log(tx, &log(5))).unwrap_err();
+    assert_eq!(e.code, Code::ConcurrentRequest);
+    assert!(db.read(|c| namespace::get(c, ok)).unwrap().is_none());
+    db.write(|tx| crate::jobs::log(tx, &log(0))).unwrap();
+    let got = db.read(|c| namespace::get(c, ok)).unwrap().unwrap();
+    assert_eq!(got.data.unwrap().id, data("2").id);
+    assert!(db.read(|c| namespace::get(c, bad)).unwrap().is_none());
+    let q = JobRecords {
+        id: "j".into(),
+        kind: "out".into(),
+        from: 0,
+        limit: 10,
+    };
+    assert_eq!(db.read(|c| crate::jobs::records(c, &q)).unwrap(), [ok]);
+    assert_eq!(garbage(&db), [data("3").id]);
+}

@@ -365,6 +365,10 @@ pub struct JobAppend {
     pub stats: String,
     pub state: String,
     pub done: Option<i64>,
+    /// Task outputs to create with these events (their data already durable on its nodes):
+    /// an output object exists exactly when the event reporting it is logged.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub objects: Vec<PutObject>,
 }
 
 /// Take or renew lease `name` for `ttl_ms`; granted when free, expired, or already `owner`'s.

@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 use http::{Method, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use mobula_http::{ApiError, Body, Code, Request};
+use mobula_metadata::types::Data;
 use mobula_storage_node::{Extension, Store};
 use tokio::sync::{mpsc, watch, Notify};
 use tokio::task::JoinSet;
@@ -68,14 +69,15 @@ impl AgentConfig {
 /// A reducer's input as the agent hands it to the task's feeder.
 #[derive(Debug)]
 pub(crate) enum FeedMsg {
-    Path(String),
+    /// An object's path, with its data when the coordinator sent it.
+    Path(String, Option<Data>),
     End,
 }
 
 #[derive(Debug, Default)]
 struct FeedState {
     next: u64,
-    pending: BTreeMap<u64, String>,
+    pending: BTreeMap<u64, (String, Option<Data>)>,
     end_at: Option<u64>,
     end_sent: bool,
 }
@@ -113,10 +115,11 @@ impl Entry {
     /// Take reducer inputs numbered `from..`, passing on those next in order.
     fn feed(&self, f: &Feed) {
         let mut s = self.feed.lock().unwrap_or_else(|p| p.into_inner());
+        let mut known = f.known.clone();
         for (i, p) in f.paths.iter().enumerate() {
             let n = f.from + i as u64;
             if n >= s.next {
-                s.pending.insert(n, p.clone());
+                s.pending.insert(n, (p.clone(), known.remove(p)));
             }
         }
         if f.end {
@@ -124,10 +127,10 @@ impl Entry {
         }
         loop {
             let next = s.next;
-            let Some(p) = s.pending.remove(&next) else {
+            let Some((p, d)) = s.pending.remove(&next) else {
                 break;
             };
-            let _ = self.feed_tx.send(FeedMsg::Path(p));
+            let _ = self.feed_tx.send(FeedMsg::Path(p, d));
             s.next += 1;
         }
         if s.end_at == Some(s.next) && !s.end_sent {

@@ -1,8 +1,9 @@
-//! Storing what tasks emit: bytes go into a local [`Writer`] as they stream; committing makes
-//! them durable here (fsync), has a peer fetch a copy (until the default durability, or as
-//! many healthy nodes as there are), then creates the object in the namespace. Nothing is
-//! acknowledged before every copy is durable; a failed commit queues the copies for
-//! reclamation. Also finds a local file for an object a task reads (the node's own copy, or a
+//! Storing what tasks emit: bytes go into a local [`Writer`] as they stream; storing makes
+//! them durable here (fsync) and has a peer fetch a copy (until the default durability, or as
+//! many healthy nodes as there are); committing then creates the object in the namespace (a
+//! task's stdout is instead created by the coordinator, with the event that reports it).
+//! Nothing is acknowledged before every copy is durable; a failed commit queues the copies
+//! for reclamation. Also finds a local file for an object a task reads (the node's own copy, or a
 //! fetched one when this node has none).
 
 use std::path::PathBuf;
@@ -42,6 +43,21 @@ impl Drop for LocalFile {
         if !self.local {
             let _ = std::fs::remove_file(&self.path);
         }
+    }
+}
+
+/// The request creating object `path` on `data` (content type from `headers`, else binary).
+pub(crate) fn output(path: &str, parents: bool, data: &Data, mut headers: Headers) -> PutObject {
+    let content_type = headers
+        .remove("content-type")
+        .unwrap_or_else(|| "application/octet-stream".into());
+    PutObject {
+        parents,
+        path: path.to_string(),
+        data: data.clone(),
+        content_type,
+        headers,
+        preconditions: Default::default(),
     }
 }
 
@@ -88,6 +104,26 @@ impl Objects {
         parents: bool,
         headers: Headers,
     ) -> Result<Data, ApiError> {
+        let data = self.store(id, w).await?;
+        let r = self
+            .meta
+            .put_object(&output(path, parents, &data, headers))
+            .await;
+        match r {
+            Ok(_) => Ok(data),
+            Err(e) => {
+                let g = Garbage {
+                    data_id: data.id.clone(),
+                    nodes: data.nodes.clone(),
+                };
+                let _ = self.meta.queue_garbage(&g).await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Make `w` durable here and on peers: the data of an object yet to be created.
+    pub async fn store(&self, id: String, w: Writer) -> Result<Data, ApiError> {
         let i = id.clone();
         let c = tokio::task::spawn_blocking(move || w.commit(&i))
             .await
@@ -107,44 +143,14 @@ impl Objects {
                 Err(e) => tracing::warn!("node {} could not copy {id}: {e}", p.id),
             }
         }
-        let data = Data {
+        Ok(Data {
             id,
             size: c.size,
             md5: c.md5.unwrap_or_default(),
             blake3: c.blake3,
             durability: nodes.len() as u8,
             nodes,
-        };
-        let r = async {
-            let content_type = headers
-                .get("content-type")
-                .cloned()
-                .unwrap_or_else(|| "application/octet-stream".into());
-            let mut headers = headers;
-            headers.remove("content-type");
-            self.meta
-                .put_object(&PutObject {
-                    parents,
-                    path: path.to_string(),
-                    data: data.clone(),
-                    content_type,
-                    headers,
-                    preconditions: Default::default(),
-                })
-                .await
-        }
-        .await;
-        match r {
-            Ok(_) => Ok(data),
-            Err(e) => {
-                let g = Garbage {
-                    data_id: data.id.clone(),
-                    nodes: data.nodes.clone(),
-                };
-                let _ = self.meta.queue_garbage(&g).await;
-                Err(e)
-            }
-        }
+        })
     }
 
     /// Whether this node holds a copy of `data` (or needs none: it is empty).

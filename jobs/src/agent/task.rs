@@ -3,11 +3,11 @@
 //! feeder fills with its inputs in order. Assets are bound at `/assets/<path>`, the tools'
 //! socket directory and the tools themselves under `/run/mobula` and `/opt/mobula`. Stdout
 //! and stderr stream into local data files as the task writes them (a file is made at a
-//! stream's first byte); stdout becomes an output
-//! object when the task succeeds (unless it was empty and the task emitted through the tools),
-//! stderr becomes an object when it fails. Failures are classified for the scheduler:
-//! internal (retried elsewhere) or the user's (`UserTaskError`, `TaskKilledError`,
-//! `TaskInitError`, never retried).
+//! stream's first byte). When the task succeeds, stdout's data is made durable on two nodes
+//! and returned as an object for the coordinator to create with the logged result (unless it
+//! was empty and the task emitted through the tools); when it fails, stderr becomes an
+//! object. Failures are classified for the scheduler: internal (retried elsewhere) or the
+//! user's (`UserTaskError`, `TaskKilledError`, `TaskInitError`, never retried).
 
 use std::io::Write as _;
 use std::os::unix::fs::PermissionsExt;
@@ -21,7 +21,7 @@ use tokio::net::unix::pipe;
 use tokio::sync::mpsc;
 
 use super::argv;
-use super::objects::{LocalFile, Objects};
+use super::objects::{output, LocalFile, Objects};
 use super::socket::{Scope, ToolServer};
 use super::{Entry, FeedMsg, Shared};
 use crate::sandbox::{spec::DEFAULT_PATH, Bind, Input, Report, TaskSpec};
@@ -39,6 +39,7 @@ fn failed(
     TaskResult {
         node: node.to_string(),
         outputs: Vec::new(),
+        objects: Vec::new(),
         failure: Some(Failure {
             internal,
             code: code.into(),
@@ -108,8 +109,12 @@ async fn feed(sh: &Shared, rx: Option<mpsc::UnboundedReceiver<FeedMsg>>, tx: Opt
     let (Some(mut rx), Some(mut tx)) = (rx, tx) else {
         return;
     };
-    while let Some(FeedMsg::Path(p)) = rx.recv().await {
-        let data = match object(sh, &p).await {
+    while let Some(FeedMsg::Path(p, known)) = rx.recv().await {
+        let found = match known {
+            Some(d) => Ok(Some(d)),
+            None => object(sh, &p).await,
+        };
+        let data = match found {
             Ok(Some(d)) => d,
             _ => {
                 tracing::warn!("reducer input {p} is gone; skipped");
@@ -273,28 +278,31 @@ async fn prepare_and_run(
         return failed(node, false, code, message, stderr);
     }
     drop(err_file);
+    let mut objects = Vec::new();
     if out_len > 0 || !used_tools {
+        // Stdout's data is made durable here; its object is created by the coordinator in
+        // the transaction that logs this result (one metadata write per step, not per task).
         let (out_id, out_w) = match out_file.map_or_else(|| sh.objects.writer(), Ok) {
             Ok(f) => f,
             Err(e) => return internal(node, format!("cannot create the output file: {e}")),
         };
         let path = format!("{base}{}", uuid::Uuid::new_v4());
-        match sh
-            .objects
-            .commit(out_id, out_w, &path, true, Default::default())
-            .await
-        {
-            Ok(d) => outputs.push(Output {
-                path,
-                nodes: d.nodes,
-                reducer: None,
-            }),
+        match sh.objects.store(out_id, out_w).await {
+            Ok(d) => {
+                outputs.push(Output {
+                    path: path.clone(),
+                    nodes: d.nodes.clone(),
+                    reducer: None,
+                });
+                objects.push(output(&path, true, &d, Default::default()));
+            }
             Err(e) => return internal(node, format!("saving stdout: {e}")),
         }
     }
     TaskResult {
         node: node.to_string(),
         outputs,
+        objects,
         failure: None,
     }
 }

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use mobula_http::{ApiError, Code};
-use mobula_metadata::types::{Data, JobAppend, JobRecords, JobRow};
+use mobula_metadata::types::{Data, Garbage, JobAppend, JobRecords, JobRow, PutObject};
 use mobula_metadata::MetadataClient;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
@@ -39,7 +39,7 @@ struct Run {
     handed: usize,
     end_handed: bool,
     /// Feed commands to the agent, in order (set once the run is started).
-    feeder: Option<mpsc::UnboundedSender<(Vec<String>, bool)>>,
+    feeder: Option<mpsc::UnboundedSender<runs::FeedBatch>>,
 }
 
 /// A run's outcome as its long poll saw it: (task, key, result, agent unreachable).
@@ -64,8 +64,12 @@ struct Actor {
     known: BTreeMap<String, (bool, u32)>,
     attempts: HashMap<TaskId, u32>,
     runs: HashMap<TaskId, Run>,
-    /// Inputs' data as located, until their task first runs.
+    /// The data of inputs as located and of outputs just created, until the task that reads
+    /// one first runs or is fed it (its agent then needs no lookup). Final outputs are not
+    /// kept.
     located: HashMap<String, Data>,
+    /// Outputs of results just received, created with the step that logs them.
+    staged: HashMap<TaskId, Vec<PutObject>>,
     results: mpsc::UnboundedSender<Reply>,
     /// Nodes whose agent could not be reached, and since when: lost for this job until
     /// [`SUSPECT`] has passed (a dead node's heartbeat is stale by then).
@@ -114,6 +118,7 @@ pub(super) async fn run(
         attempts: HashMap::new(),
         runs: HashMap::new(),
         located: HashMap::new(),
+        staged: HashMap::new(),
         results,
         suspect: HashMap::new(),
         tasks: JoinSet::new(),
@@ -291,6 +296,9 @@ impl Actor {
                 return; // fails every task that ran there, this one included
             }
         }
+        if !r.objects.is_empty() {
+            self.staged.insert(task, r.objects);
+        }
         events.push(match r.failure {
             None => Event::Done {
                 task,
@@ -388,11 +396,30 @@ impl Actor {
     /// Apply, log, act.
     async fn step(&mut self, events: Vec<Event>) -> Result<(), ApiError> {
         let mut logged = Vec::with_capacity(events.len());
+        let mut objects = Vec::new();
         for ev in events {
+            if let Event::Done { task, .. } = &ev {
+                // The machine takes a report only from a running task; a late one's outputs
+                // are never created (their data goes to the garbage).
+                if let Some(o) = self.staged.remove(task) {
+                    match self.machine.node_of(*task) {
+                        Some(_) => {
+                            for p in &o {
+                                self.located.insert(p.path.clone(), p.data.clone());
+                            }
+                            objects.extend(o);
+                        }
+                        None => self.discard(o),
+                    }
+                }
+            }
             logged.push(serde_json::to_string(&ev).map_err(ApiError::internal)?);
             self.note(&ev);
             let cmds = self.machine.apply(ev);
             self.absorb(cmds, false);
+        }
+        for p in &self.out {
+            self.located.remove(p);
         }
         let append = JobAppend {
             id: self.row.id.clone(),
@@ -405,6 +432,7 @@ impl Actor {
             stats: serde_json::to_string(self.machine.stats()).map_err(ApiError::internal)?,
             state: if self.started { "running" } else { "queued" }.into(),
             done: None,
+            objects,
         };
         let n = append.events.len() as u64;
         self.meta.job_log(&append).await?;
@@ -413,6 +441,20 @@ impl Actor {
             self.perform(c);
         }
         Ok(())
+    }
+
+    /// Queue the data of outputs that will never be created for deletion.
+    fn discard(&mut self, objects: Vec<PutObject>) {
+        let meta = self.meta.clone();
+        self.tasks.spawn(async move {
+            for o in objects {
+                let g = Garbage {
+                    data_id: o.data.id,
+                    nodes: o.data.nodes,
+                };
+                let _ = meta.queue_garbage(&g).await;
+            }
+        });
     }
 
     /// The machine is done: archive the record, then mark the job done.

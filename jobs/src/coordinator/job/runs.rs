@@ -1,13 +1,19 @@
 //! Acting on a job's commands once they are logged: starting (or re-attaching to) task runs on
 //! the nodes' agents with a long poll each, handing reducers their feed in order, killing.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
+
+use mobula_metadata::types::Data;
 
 use tokio::sync::mpsc;
 
 use super::Actor;
 use crate::schedule::{Command, Failure, TaskId, TaskInput};
 use crate::wire::{Feed, Key, TaskRequest, TaskResult};
+
+/// What a reducer's feeder is handed: paths in order, the data of those known, and the end.
+pub(super) type FeedBatch = (Vec<String>, BTreeMap<String, Data>, bool);
 
 impl Actor {
     fn url(&self, node: &str) -> Option<String> {
@@ -55,7 +61,12 @@ impl Actor {
         };
         let end = r.ended && !r.end_handed;
         if r.handed < r.feeds.len() || end {
-            let _ = f.send((r.feeds[r.handed..].to_vec(), end));
+            let paths = r.feeds[r.handed..].to_vec();
+            let known = paths
+                .iter()
+                .filter_map(|p| Some((p.clone(), self.located.remove(p)?)))
+                .collect();
+            let _ = f.send((paths, known, end));
             r.handed = r.feeds.len();
             r.end_handed |= end;
         }
@@ -88,6 +99,7 @@ impl Actor {
             let r = TaskResult {
                 node,
                 outputs: Vec::new(),
+                objects: Vec::new(),
                 failure: Some(f),
             };
             let _ = results.send((task, key, r, true));
@@ -108,6 +120,7 @@ impl Actor {
             let r = r.unwrap_or_else(|m| TaskResult {
                 node: on,
                 outputs: Vec::new(),
+                objects: Vec::new(),
                 failure: Some(Failure {
                     internal: true,
                     code: "InternalError".into(),
@@ -122,14 +135,15 @@ impl Actor {
         if !matches!(run.input, TaskInput::Reducer(_)) {
             return;
         }
-        let (tx, mut rx) = mpsc::unbounded_channel::<(Vec<String>, bool)>();
+        let (tx, mut rx) = mpsc::unbounded_channel::<FeedBatch>();
         let key = run.key.clone();
         let http = self.http.clone();
         self.tasks.spawn(async move {
             let mut sent = 0u64;
-            while let Some((mut paths, mut end)) = rx.recv().await {
-                while let Ok((p, e)) = rx.try_recv() {
+            while let Some((mut paths, mut known, mut end)) = rx.recv().await {
+                while let Ok((p, k, e)) = rx.try_recv() {
                     paths.extend(p);
+                    known.extend(k);
                     end |= e;
                 }
                 if paths.is_empty() && !end {
@@ -140,6 +154,7 @@ impl Actor {
                     from: sent,
                     paths,
                     end,
+                    known,
                 };
                 sent += f.paths.len() as u64;
                 for _ in 0..20 {
