@@ -15,6 +15,8 @@ use serde::{Deserialize, Serialize};
 pub const TOOLS: [&str; 4] = ["mpipe", "mcat", "mtee", "msplit"];
 /// Where the agent's socket is inside the sandbox.
 pub const SOCKET_DIR: &str = "/run/mobula";
+/// The socket itself (a bind of the task's own socket file on the node).
+pub const SOCKET: &str = "/run/mobula/sock";
 /// Where the `mobula` binary is inside a task (the tools are symlinks to it).
 pub const TOOLS_EXE: &str = "/opt/mobula/exe/mobula";
 /// The directory of the tools' symbolic links inside a task (first on its `PATH`).
@@ -46,8 +48,7 @@ pub struct ToolReply {
 }
 
 fn socket() -> io::Result<UnixStream> {
-    let path =
-        std::env::var("MOBULA_TOOLS_SOCKET").unwrap_or_else(|_| format!("{SOCKET_DIR}/sock"));
+    let path = std::env::var("MOBULA_TOOLS_SOCKET").unwrap_or_else(|_| SOCKET.to_string());
     UnixStream::connect(&path)
         .map_err(|e| io::Error::new(e.kind(), format!("agent socket {path}: {e}")))
 }

@@ -1,5 +1,5 @@
 //! The in-task tools' side in the agent: one unix socket per task (bound read-only into its
-//! sandbox at [`crate::tools::SOCKET_DIR`]), one request per connection
+//! sandbox at [`crate::tools::SOCKET`]), one request per connection
 //! ([`crate::tools::ToolRequest`]). It acts only as the job's account: reads (`mcat`) of that
 //! account's objects or anyone's `public`, writes (`mpipe`, `mtee`) under its own `stor`,
 //! `public` or `jobs`. Outputs it creates are collected for the task's result.

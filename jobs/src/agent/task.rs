@@ -26,7 +26,7 @@ use super::socket::{Scope, ToolServer};
 use super::{Entry, FeedMsg, Shared};
 use crate::sandbox::{spec::DEFAULT_PATH, Bind, Input, Report, TaskSpec};
 use crate::schedule::{Failure, Output, TaskInput};
-use crate::tools::{SOCKET_DIR, TOOLS_BIN, TOOLS_EXE};
+use crate::tools::{SOCKET, TOOLS_BIN, TOOLS_EXE};
 use crate::wire::{TaskLog, TaskRequest, TaskResult};
 
 fn failed(
@@ -183,7 +183,7 @@ async fn prepare_and_run(
         ("MANTA_USER".into(), req.account.clone()),
         ("MANTA_JOB_ID".into(), req.job.clone()),
         ("MANTA_OUTPUT_BASE".into(), base.clone()),
-        ("MOBULA_TOOLS_SOCKET".into(), format!("{SOCKET_DIR}/sock")),
+        ("MOBULA_TOOLS_SOCKET".into(), SOCKET.into()),
     ];
     spec.env.extend(shell_env);
     let mut held: Vec<LocalFile> = Vec::new();
@@ -192,14 +192,14 @@ async fn prepare_and_run(
         Err(r) => return r,
     };
     let agent_dir = sh.cfg.node_dir.join("agent");
-    let tdir = agent_dir.join("t").join(&req.key);
-    let listener = match make_socket(&tdir) {
+    let sock = agent_dir.join("t").join(format!("{}.sock", req.key));
+    let listener = match make_socket(&sock) {
         Ok(l) => l,
         Err(e) => return internal(node, format!("tools socket: {e}")),
     };
-    let _cleanup = RemoveDir(tdir.clone());
+    let _cleanup = RemoveFile(sock.clone());
     for (host, inside) in [
-        (tdir.clone(), SOCKET_DIR),
+        (sock.clone(), SOCKET),
         (agent_dir.join("bin"), TOOLS_BIN),
         (sh.cfg.exe.clone(), TOOLS_EXE),
     ] {
@@ -411,21 +411,19 @@ fn classify(r: &Report, has_init: bool, memory: u64) -> Option<(&'static str, St
     Some(("UserTaskError", m))
 }
 
-fn make_socket(dir: &std::path::Path) -> std::io::Result<tokio::net::UnixListener> {
-    let _ = std::fs::remove_dir_all(dir);
-    std::fs::create_dir_all(dir)?;
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755))?;
-    let sock = dir.join("sock");
-    let l = tokio::net::UnixListener::bind(&sock)?;
+/// The task's own tools socket at `path` (bound at [`SOCKET`] inside its sandbox).
+fn make_socket(path: &std::path::Path) -> std::io::Result<tokio::net::UnixListener> {
+    let _ = std::fs::remove_file(path);
+    let l = tokio::net::UnixListener::bind(path)?;
     // The task's ids are unmapped on the host: it connects as "other".
-    std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o666))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666))?;
     Ok(l)
 }
 
-struct RemoveDir(std::path::PathBuf);
+struct RemoveFile(std::path::PathBuf);
 
-impl Drop for RemoveDir {
+impl Drop for RemoveFile {
     fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+        let _ = std::fs::remove_file(&self.0);
     }
 }

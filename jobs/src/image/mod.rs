@@ -176,7 +176,7 @@ fn remove_tree(p: &Path) -> io::Result<()> {
 }
 
 /// Bump when the skeleton's contents change.
-const SKELETON_VERSION: &str = "2";
+const SKELETON_VERSION: &str = "3";
 
 /// Build the host image's skeleton at `root` unless this version is there (a live skeleton is
 /// never touched: running tasks use it as their overlay's lower layer). Returns the host dirs
@@ -225,10 +225,9 @@ fn build_host_skeleton(root: &Path) -> io::Result<Vec<String>> {
     ] {
         fs::create_dir_all(tmp.join(d.trim_start_matches('/')))?;
     }
-    fs::write(
-        tmp.join(crate::tools::TOOLS_EXE.trim_start_matches('/')),
-        "",
-    )?;
+    for f in [crate::tools::TOOLS_EXE, crate::tools::SOCKET] {
+        fs::write(tmp.join(f.trim_start_matches('/')), "")?;
+    }
     std::os::unix::fs::symlink("/tmp", tmp.join("var/tmp"))?;
     for top in ["bin", "sbin", "lib", "lib32", "lib64", "libx32"] {
         let host = Path::new("/").join(top);

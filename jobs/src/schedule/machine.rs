@@ -364,11 +364,9 @@ impl Machine {
 
     /// Is phase `p` complete (no more input will come, every task of it finished)?
     fn phase_done(&self, p: usize) -> bool {
-        self.input_complete(p)
-            && self
-                .tasks
-                .values()
-                .all(|t| t.phase != p || t.state == State::Finished)
+        // Every task is counted once when created and once when it finishes for good.
+        let s = &self.stats.phases[p];
+        self.input_complete(p) && s.done == s.tasks
     }
 
     /// Pick the node for a task: live, a free slot, holding its input if it has copies, not

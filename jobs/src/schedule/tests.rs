@@ -123,7 +123,10 @@ impl Sim {
                 }
                 Command::Error(e) => self.errs.push(e),
                 Command::Out(p) => self.outs.push(p),
-                Command::JobDone => self.done += 1,
+                Command::JobDone => {
+                    assert!(self.running.is_empty(), "done while tasks run");
+                    self.done += 1;
+                }
             }
         }
     }
