@@ -1,8 +1,10 @@
 //! Jobs against the physical limit and a peer: word count over TOTAL_MIB of text in FILES
 //! objects by a Mobula job (map `wc -w`, reduce a sum) on `mobula up` (release binary, three
 //! nodes on this machine), beside the same count by a local `xargs -P2 wc -w | awk` pipeline over
-//! the same files (nothing to schedule, no copies, no sandbox: the physical limit here), and by
-//! PySpark `local[2]` when `PYSPARK_PYTHON_BIN` names a Python with pyspark. Then the
+//! the same files (nothing to schedule, no copies, no sandbox: the physical limit here), the
+//! same pipeline with each `wc` in a bubblewrap container when `bwrap` is installed (what a
+//! container per input costs alone), and PySpark `local[2]` when `PYSPARK_PYTHON_BIN` names a
+//! Python with pyspark. Then the
 //! end-to-end latency of a no-op job (1 input, `cat`: create, add input and end, poll status
 //! until done). Then the per-task constant: the same job over TINY objects of a few bytes, as CPU
 //! per task (what Mobula costs beyond the command itself). Every count is checked against the
