@@ -6,23 +6,24 @@
 //!
 //! Replay performs no command; afterwards every task the machine still has running is asked
 //! for again under the same key (the agent attaches to it or returns its result) with all of
-//! its feed, which the agent deduplicates by number.
+//! its feed, which the agent deduplicates by number. The stdout objects of the results a step
+//! logs are created in that same transaction. Gathering lives in `gather`, acting in `runs`.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
 use mobula_http::{ApiError, Code};
-use mobula_metadata::types::{Data, Garbage, JobAppend, JobRecords, JobRow, PutObject};
+use mobula_metadata::types::{Data, JobAppend, JobRecords, JobRow, PutObject};
 use mobula_metadata::MetadataClient;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
 use super::NodeView;
 
+mod gather;
 mod runs;
-use crate::schedule::{Command, Event, Located, Machine, TaskId, TaskInput};
-use crate::spec::{readable_by, JobSpec};
+use crate::schedule::{Command, Event, Machine, TaskId, TaskInput};
+use crate::spec::JobSpec;
 use crate::wire::TaskResult;
 
 /// A task run the actor started (or found running in the log).
@@ -281,118 +282,6 @@ impl Actor {
         }
     }
 
-    /// A task's result, if it is for the run the actor is waiting on.
-    fn result(&mut self, (task, key, r, unreachable): Reply, events: &mut Vec<Event>) {
-        let Some(run) = self.runs.get(&task).filter(|run| run.key == key) else {
-            return;
-        };
-        if unreachable {
-            // Its node is gone (or cut off): lose it now rather than retry there until its
-            // heartbeat goes stale.
-            let node = run.node.clone();
-            self.suspect.insert(node.clone(), Instant::now());
-            if self.known.get(&node).is_some_and(|k| k.0) {
-                events.push(Event::NodeLost { node });
-                return; // fails every task that ran there, this one included
-            }
-        }
-        if !r.objects.is_empty() {
-            self.staged.insert(task, r.objects);
-        }
-        events.push(match r.failure {
-            None => Event::Done {
-                task,
-                outputs: r.outputs,
-            },
-            Some(failure) => Event::Failed { task, failure },
-        });
-    }
-
-    /// Events from the world: node changes, new inputs, end, cancel.
-    async fn gather(&mut self, events: &mut Vec<Event>) -> Result<(), ApiError> {
-        let view = self.nodes.borrow_and_update().clone();
-        self.suspect.retain(|_, t| t.elapsed() < SUSPECT);
-        for n in &view {
-            let up = n.up && n.slots > 0 && !self.suspect.contains_key(&n.id);
-            let want = (up, n.slots);
-            let have = self.known.get(&n.id).copied();
-            if want.0 && have != Some(want) {
-                events.push(Event::NodeUp {
-                    node: n.id.clone(),
-                    slots: n.slots,
-                });
-            } else if !want.0 && have.is_some_and(|h| h.0) {
-                events.push(Event::NodeLost { node: n.id.clone() });
-            }
-        }
-        if self.poked {
-            // The row changes only through the API, which pokes (and the coordinator pokes
-            // every actor each tick, for API calls served by other gateways).
-            let row = self
-                .meta
-                .job(&self.row.id)
-                .await?
-                .ok_or_else(|| ApiError::new(Code::JobNotFound, "job vanished"))?;
-            self.row.end_requested = row.end_requested;
-            self.row.cancel_requested = row.cancel_requested;
-            self.row.inputs = row.inputs;
-            self.poked = false;
-        }
-        if self.row.cancel_requested && !self.machine.is_cancelled() {
-            events.push(Event::Cancel);
-            return Ok(());
-        }
-        if self.row.inputs > self.consumed {
-            let paths = self
-                .meta
-                .job_records(&JobRecords {
-                    id: self.row.id.clone(),
-                    kind: "in".into(),
-                    from: self.consumed,
-                    limit: INPUT_BATCH,
-                })
-                .await?;
-            let account = self.row.account.clone();
-            let meta = self.meta.clone();
-            let located: Vec<Result<(Event, Option<Data>), ApiError>> =
-                futures::stream::iter(paths)
-                    .map(|p| {
-                        let (meta, account) = (meta.clone(), account.clone());
-                        async move {
-                            let data = if readable_by(&p, &account) {
-                                meta.get(&p).await?.and_then(|e| e.data)
-                            } else {
-                                None
-                            };
-                            let at = match &data {
-                                Some(d) => Located::Object {
-                                    size: d.size,
-                                    nodes: d.nodes.clone(),
-                                },
-                                None => Located::Missing,
-                            };
-                            Ok((Event::Input { path: p, at }, data))
-                        }
-                    })
-                    .buffered(32)
-                    .collect()
-                    .await;
-            for e in located {
-                let (ev, data) = e?;
-                if let (Event::Input { path, .. }, Some(d)) = (&ev, data) {
-                    self.located.insert(path.clone(), d);
-                }
-                events.push(ev);
-                self.consumed += 1;
-            }
-        }
-        if self.row.end_requested && self.consumed == self.row.inputs && !self.machine.input_ended()
-        {
-            events.push(Event::EndInput);
-        }
-        Ok(())
-    }
-
     /// Apply, log, act.
     async fn step(&mut self, events: Vec<Event>) -> Result<(), ApiError> {
         let mut logged = Vec::with_capacity(events.len());
@@ -441,20 +330,6 @@ impl Actor {
             self.perform(c);
         }
         Ok(())
-    }
-
-    /// Queue the data of outputs that will never be created for deletion.
-    fn discard(&mut self, objects: Vec<PutObject>) {
-        let meta = self.meta.clone();
-        self.tasks.spawn(async move {
-            for o in objects {
-                let g = Garbage {
-                    data_id: o.data.id,
-                    nodes: o.data.nodes,
-                };
-                let _ = meta.queue_garbage(&g).await;
-            }
-        });
     }
 
     /// The machine is done: archive the record, then mark the job done.

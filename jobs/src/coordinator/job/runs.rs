@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use mobula_metadata::types::Data;
+use mobula_metadata::types::{Data, Garbage, PutObject};
 
 use tokio::sync::mpsc;
 
@@ -49,6 +49,20 @@ impl Actor {
             }
             Command::Error(_) | Command::Out(_) | Command::JobDone => {}
         }
+    }
+
+    /// Queue the data of outputs that will never be created for deletion.
+    pub(super) fn discard(&mut self, objects: Vec<PutObject>) {
+        let meta = self.meta.clone();
+        self.tasks.spawn(async move {
+            for o in objects {
+                let g = Garbage {
+                    data_id: o.data.id,
+                    nodes: o.data.nodes,
+                };
+                let _ = meta.queue_garbage(&g).await;
+            }
+        });
     }
 
     /// Hand the feeder of run `task` what it has not had yet.
