@@ -13,9 +13,7 @@ use serde::{Deserialize, Serialize};
 
 /// Names the binary answers to inside a task.
 pub const TOOLS: [&str; 4] = ["mpipe", "mcat", "mtee", "msplit"];
-/// Where the agent's socket is inside the sandbox.
-pub const SOCKET_DIR: &str = "/run/mobula";
-/// The socket itself (a bind of the task's own socket file on the node).
+/// Where the agent's socket is inside a task (a bind of the task's own socket file).
 pub const SOCKET: &str = "/run/mobula/sock";
 /// Where the `mobula` binary is inside a task (the tools are symlinks to it).
 pub const TOOLS_EXE: &str = "/opt/mobula/exe/mobula";

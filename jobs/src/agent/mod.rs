@@ -115,11 +115,10 @@ impl Entry {
     /// Take reducer inputs numbered `from..`, passing on those next in order.
     fn feed(&self, f: &Feed) {
         let mut s = self.feed.lock().unwrap_or_else(|p| p.into_inner());
-        let mut known = f.known.clone();
         for (i, p) in f.paths.iter().enumerate() {
             let n = f.from + i as u64;
             if n >= s.next {
-                s.pending.insert(n, (p.clone(), known.remove(p)));
+                s.pending.insert(n, (p.clone(), f.known.get(p).cloned()));
             }
         }
         if f.end {

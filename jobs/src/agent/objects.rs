@@ -153,25 +153,19 @@ impl Objects {
         })
     }
 
-    /// Whether this node holds a copy of `data` (or needs none: it is empty).
-    pub fn has_local(&self, data: &Data) -> bool {
-        data.size == 0 || self.store.path(&data.id).exists()
+    /// This node's own file of `data`'s bytes (a shared empty file for no bytes), if it has one.
+    pub fn local_copy(&self, data: &Data) -> Option<LocalFile> {
+        let path = match data.size {
+            0 => self.dir.join("empty"), // made when the agent starts
+            _ => Some(self.store.path(&data.id)).filter(|p| p.exists())?,
+        };
+        Some(LocalFile { path, local: true })
     }
 
     /// A file holding `data`'s bytes: this node's copy, or one fetched from a holder.
     pub async fn local_file(&self, data: &Data) -> Result<LocalFile, ApiError> {
-        let p = self.store.path(&data.id);
-        if data.size == 0 {
-            return Ok(LocalFile {
-                path: self.dir.join("empty"),
-                local: true,
-            });
-        }
-        if p.exists() {
-            return Ok(LocalFile {
-                path: p,
-                local: true,
-            });
+        if let Some(f) = self.local_copy(data) {
+            return Ok(f);
         }
         let peers = self.healthy().await;
         let tmp = LocalFile {

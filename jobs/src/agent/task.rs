@@ -322,21 +322,26 @@ async fn inputs(
         TaskInput::Object { path, .. } => {
             // The coordinator's view of the input when it has one and this node's copy is
             // there (the task was placed for that copy); otherwise a lookup of our own.
-            let hint = req.data.as_ref().filter(|d| sh.objects.has_local(d));
-            let data = match hint {
-                Some(d) => d.clone(),
-                None => match object(sh, path).await {
-                    Ok(Some(d)) => d,
-                    Ok(None) => {
-                        let m = format!("{path} does not exist");
-                        return Err(failed(node, false, "ResourceNotFoundError", m, None));
+            let hinted = req
+                .data
+                .as_ref()
+                .and_then(|d| Some((d, sh.objects.local_copy(d)?)));
+            let (data, f) = match hinted {
+                Some((d, f)) => (d.clone(), f),
+                None => {
+                    let data = match object(sh, path).await {
+                        Ok(Some(d)) => d,
+                        Ok(None) => {
+                            let m = format!("{path} does not exist");
+                            return Err(failed(node, false, "ResourceNotFoundError", m, None));
+                        }
+                        Err(r) => return Err(r),
+                    };
+                    match sh.objects.local_file(&data).await {
+                        Ok(f) => (data, f),
+                        Err(e) => return Err(internal(node, format!("reading {path}: {e}"))),
                     }
-                    Err(r) => return Err(r),
-                },
-            };
-            let f = match sh.objects.local_file(&data).await {
-                Ok(f) => f,
-                Err(e) => return Err(internal(node, format!("reading {path}: {e}"))),
+                }
             };
             record.input = Some(path.clone());
             record.data_id = Some(data.id.clone());

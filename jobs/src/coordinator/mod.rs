@@ -4,10 +4,11 @@
 //! second writer of a job's event log is refused anyway (`expect_events`).
 //!
 //! Owns: the lease, a view of the storage nodes (which are up, their agents' slots), the HTTP
-//! clients all jobs share ([`Clients`]), and one actor per unfinished job ([`job`]) — all inside the future returned by [`Coordinator::run`],
-//! so dropping it (a gateway killed) stops everything it started. Nothing here is the record:
-//! an actor rebuilds its job from the metadata event log at start, re-attaches to the tasks
-//! that were running (agents run a task once per key), and goes on.
+//! clients all jobs share ([`Clients`]), and one actor per unfinished job ([`job`]) — all
+//! inside the future returned by [`Coordinator::run`], so dropping it (a gateway killed) stops
+//! everything it started. Nothing here is the record: an actor rebuilds its job from the
+//! metadata event log at start, re-attaches to the tasks that were running (agents run a task
+//! once per key), and goes on.
 
 mod archive;
 mod job;

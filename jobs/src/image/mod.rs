@@ -209,24 +209,20 @@ fn build_host_skeleton(root: &Path) -> io::Result<Vec<String>> {
         "opt",
         "srv",
         "mnt",
-        // Mount points every task has (made here once rather than in each task's overlay,
-        // where a directory costs a copy-up): the sandbox's and the agent's tools'.
-        "proc",
-        "dev",
-        "tmp",
-        "manta",
-        "assets",
-        crate::tools::SOCKET_DIR,
-        crate::tools::TOOLS_BIN,
-        Path::new(crate::tools::TOOLS_EXE)
-            .parent()
-            .and_then(|p| p.to_str())
-            .unwrap_or("/opt"),
     ] {
-        fs::create_dir_all(tmp.join(d.trim_start_matches('/')))?;
+        fs::create_dir_all(tmp.join(d))?;
     }
+    // Mount points every task has, made here once rather than in each task's overlay (where a
+    // directory costs a copy-up): the sandbox's, and the agent's tools (a directory, two files).
+    for d in crate::sandbox::mounts::MOUNT_POINTS {
+        fs::create_dir_all(tmp.join(d))?;
+    }
+    let inside = |p: &str| tmp.join(p.trim_start_matches('/'));
+    fs::create_dir_all(inside(crate::tools::TOOLS_BIN))?;
     for f in [crate::tools::TOOLS_EXE, crate::tools::SOCKET] {
-        fs::write(tmp.join(f.trim_start_matches('/')), "")?;
+        let f = inside(f);
+        fs::create_dir_all(f.parent().unwrap_or(&tmp))?;
+        fs::write(f, "")?;
     }
     std::os::unix::fs::symlink("/tmp", tmp.join("var/tmp"))?;
     for top in ["bin", "sbin", "lib", "lib32", "lib64", "libx32"] {

@@ -91,6 +91,10 @@ fn mkdirs_nofollow(root: &Path, rel: &str) -> io::Result<PathBuf> {
     Ok(p)
 }
 
+/// Directories of the root every task has something mounted on (an image may lack them; the
+/// host image's skeleton has them).
+pub const MOUNT_POINTS: [&str; 5] = ["proc", "dev", "tmp", "manta", "assets"];
+
 /// The working directory, set back when dropped.
 struct Cwd(PathBuf);
 
@@ -156,7 +160,7 @@ pub fn build_root(run_dir: &Path, plan: &RootPlan) -> io::Result<Layout> {
         let target = mkdirs_nofollow(inside, d)?;
         bind_ro(Path::new(d), &target, false)?;
     }
-    for d in ["proc", "dev", "tmp", "manta", "assets"] {
+    for d in MOUNT_POINTS {
         mkdirs_nofollow(inside, d)?;
     }
     bind_ro(&tmp, &inside.join("tmp"), true)?;
