@@ -13,6 +13,9 @@
 //! `cargo bench --bench jobs`. Env: FILES (1000), TOTAL_MIB (1024), NOOP (30 runs), TINY (1000
 //! objects; 0 skips), SLOTS (tasks per node; default: `up`'s).
 
+#[path = "common/words.rs"]
+mod words;
+
 use std::io::Write;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -52,40 +55,6 @@ async fn up(dir: &std::path::Path) -> (Child, String) {
     }
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
     (child, url)
-}
-
-/// Deterministic text of `size` bytes (words of a small vocabulary, 12 to a line).
-fn text(seed: usize, size: usize) -> Vec<u8> {
-    const V: [&str; 16] = [
-        "the",
-        "object",
-        "store",
-        "runs",
-        "compute",
-        "beside",
-        "its",
-        "data",
-        "and",
-        "never",
-        "moves",
-        "terabytes",
-        "across",
-        "network",
-        "mobula",
-        "map",
-    ];
-    let mut out = Vec::with_capacity(size + 16);
-    let mut x = seed as u64 * 2654435761 + 1;
-    let mut n = 0;
-    while out.len() < size {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        out.extend_from_slice(V[(x % 16) as usize].as_bytes());
-        n += 1;
-        out.push(if n % 12 == 0 { b'\n' } else { b' ' });
-    }
-    out
 }
 
 async fn job(http: &reqwest::Client, url: &str, phases: serde_json::Value, inputs: &str) -> String {
@@ -251,7 +220,7 @@ async fn main() {
         &url,
         "wc",
         files,
-        |i| text(i, total / files),
+        |i| words::text(i, total / files),
         Some(&local),
     )
     .await;
