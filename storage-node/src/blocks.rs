@@ -1,7 +1,12 @@
 //! Per-block hashes of a data file, and verified reads.
 //!
-//! Every data file `<id>` has a sidecar `<id>.blk`:
+//! Every data file `<id>` carries its hash list, in its extended attribute [`XATTR`] when the
+//! list is at most [`XATTR_MAX`] bytes (objects up to 64 MiB) and the filesystem takes it, else
+//! in a sidecar file `<id>.blk`. Either way the encoding is
 //! `b"MBLK1\0"` · block size (u32 LE) · file size (u64 LE) · one 32-byte blake3 hash per block.
+//! The attribute belongs to the data file's inode, so the file's own fsync makes it durable with
+//! the bytes (a sidecar needs one of its own), and hard links (plain snapshots), renames
+//! (quarantine) and btrfs snapshots carry it along.
 //! Blocks are [`BLOCK`] bytes (the last may be shorter; an empty file has no block). A read
 //! verifies every block it touches before any byte of it leaves the node; a range read starts
 //! at the first touched block's boundary and verifies only the blocks it covers.
@@ -13,6 +18,10 @@ use std::path::Path;
 /// Block size of the hash list.
 pub const BLOCK: u64 = 1 << 20;
 const MAGIC: &[u8; 6] = b"MBLK1\0";
+/// Extended attribute holding a data file's hash list.
+pub const XATTR: &str = "user.mobula.blocks";
+/// Largest hash list kept in [`XATTR`] (64 blocks; fits ext4's one attribute block and btrfs).
+pub const XATTR_MAX: usize = 18 + 32 * 64;
 
 /// The block hashes of one file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,6 +66,31 @@ impl BlockHashes {
 
     pub fn load(path: &Path) -> io::Result<BlockHashes> {
         Self::decode(&std::fs::read(path)?)
+    }
+
+    /// The hash list of the open data file `data`: its attribute, else the sidecar `blk`.
+    pub fn of(data: &File, blk: &Path) -> io::Result<BlockHashes> {
+        use xattr::FileExt;
+        match data.get_xattr(XATTR) {
+            Ok(Some(b)) => Self::decode(&b),
+            // No attribute (a large file), or a filesystem without user attributes.
+            Ok(None) | Err(_) => Self::load(blk),
+        }
+    }
+
+    /// The hash list of the data file at `data` (its sidecar is `<data>.blk`).
+    pub fn stored(data: &Path) -> io::Result<BlockHashes> {
+        let mut blk = data.as_os_str().to_owned();
+        blk.push(".blk");
+        Self::of(&File::open(data)?, Path::new(&blk))
+    }
+
+    /// Keep the list in `data`'s attribute when it is small enough and the filesystem takes
+    /// it; false means it needs a sidecar.
+    pub fn attach(&self, data: &File) -> bool {
+        use xattr::FileExt;
+        let b = self.encode();
+        b.len() <= XATTR_MAX && data.set_xattr(XATTR, &b).is_ok()
     }
 }
 
@@ -143,7 +177,7 @@ pub fn corrupt(what: String) -> io::Error {
 impl VerifiedReader {
     pub fn open(data: &Path, blk: &Path, start: u64, end: u64) -> io::Result<VerifiedReader> {
         let file = File::open(data)?;
-        let hashes = BlockHashes::load(blk)?;
+        let hashes = BlockHashes::of(&file, blk)?;
         let len = file.metadata()?.len();
         if len != hashes.size {
             return Err(corrupt(format!(

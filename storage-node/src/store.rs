@@ -3,13 +3,14 @@
 //! Layout under the node's directory:
 //! - `node-id`: this node's identity, created on first start;
 //! - `volume/` (btrfs subvolume or plain directory): `data/<xx>/<id>` one immutable file per data
-//!   id (`xx` = its first two hex digits) and `data/<xx>/<id>.blk` its block hashes
-//!   ([`crate::blocks`]); `quarantine/` copies that failed verification;
+//!   id (`xx` = its first two hex digits) with its block hashes ([`crate::blocks`]) in an
+//!   extended attribute, or for a file over 64 MiB in `data/<xx>/<id>.blk`; `quarantine/`
+//!   copies that failed verification;
 //! - `snapshots/<name>/`: snapshots of `volume/`.
 //!
-//! Writes go to an unnamed `O_TMPFILE` inode in the target directory, are fsynced, and are then
-//! linked into place (hashes first, data last) and the directory fsynced — all before the write
-//! is acknowledged. A crash at any point leaves no partial file visible and no temp file behind
+//! Writes go to an unnamed `O_TMPFILE` inode in the target directory, get their hash list
+//! attached, are fsynced, and are then linked into place (a sidecar hash file first, when one
+//! is needed; data last) and the directory fsynced — all before the write is acknowledged. A crash at any point leaves no partial file visible and no temp file behind
 //! (an unlinked inode vanishes with the process); a `.blk` whose data never got linked is
 //! removed by the orphan sweep.
 
@@ -118,17 +119,23 @@ impl Writer {
             md5,
         } = self;
         let file = file.into_inner().map_err(|e| e.into_error())?;
+        let (hashes, blake3) = hasher.finish();
+        // Small lists go in the file's own attribute: durable with its bytes, one fsync.
+        let sidecar = !hashes.attach(&file);
         fail::fail_point!("put-before-fsync");
         file.sync_all()?;
-        let (hashes, blake3) = hasher.finish();
-        let mut blk = tmpfile(&dir)?;
-        blk.write_all(&hashes.encode())?;
-        blk.sync_all()?;
         let blk_path = dir.join(format!("{id}.blk"));
-        link_into_place(&blk, &blk_path)?;
+        if sidecar {
+            let mut blk = tmpfile(&dir)?;
+            blk.write_all(&hashes.encode())?;
+            blk.sync_all()?;
+            link_into_place(&blk, &blk_path)?;
+        }
         fail::fail_point!("put-between-links");
         if let Err(e) = link_into_place(&file, &dir.join(id)) {
-            let _ = fs::remove_file(&blk_path);
+            if sidecar {
+                let _ = fs::remove_file(&blk_path);
+            }
             return Err(e);
         }
         fail::fail_point!("put-before-dir-fsync");
@@ -370,5 +377,63 @@ mod tests {
         store.quarantine(&id).unwrap();
         assert_eq!(store.quarantined().unwrap(), vec![id.clone()]);
         assert!(store.ids().unwrap().is_empty());
+    }
+
+    fn put(store: &Store, bytes: &[u8]) -> String {
+        let id = new_id();
+        let mut w = store.writer(&id, false).unwrap();
+        for chunk in bytes.chunks(1 << 20) {
+            w.write(chunk).unwrap();
+        }
+        w.commit(&id).unwrap();
+        id
+    }
+
+    fn read_all(store: &Store, id: &str, size: u64) -> io::Result<Vec<u8>> {
+        let mut r = store.reader(id, 0, size)?;
+        let mut out = Vec::new();
+        while let Some(c) = r.next_chunk() {
+            out.extend(c?);
+        }
+        Ok(out)
+    }
+
+    #[test]
+    fn small_files_carry_their_hashes_and_large_ones_have_a_sidecar() {
+        use crate::blocks::{BlockHashes, BLOCK, XATTR};
+        use xattr::FileExt;
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let small: Vec<u8> = (0..3 * BLOCK + 5).map(|i| (i % 251) as u8).collect();
+        let id = put(&store, &small);
+        assert!(!store.blk_path(&id).exists(), "no sidecar for a small file");
+        let f = File::open(store.path(&id)).unwrap();
+        let attr = f
+            .get_xattr(XATTR)
+            .unwrap()
+            .expect("hashes in the attribute");
+        assert_eq!(BlockHashes::decode(&attr).unwrap().hashes.len(), 4);
+        assert_eq!(read_all(&store, &id, small.len() as u64).unwrap(), small);
+
+        // A corrupt byte is still caught through the attribute's hashes.
+        let mut bad = small.clone();
+        bad[BLOCK as usize + 7] ^= 1;
+        fs::write(store.path(&id), &bad).unwrap();
+        let e = read_all(&store, &id, small.len() as u64).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidData);
+
+        // Over 64 blocks: the list goes to `<id>.blk`, the file has no attribute.
+        let large = vec![7u8; (65 * BLOCK) as usize];
+        let id = put(&store, &large);
+        assert!(store.blk_path(&id).exists(), "a sidecar for a large file");
+        let f = File::open(store.path(&id)).unwrap();
+        assert_eq!(f.get_xattr(XATTR).unwrap(), None);
+        assert_eq!(
+            BlockHashes::stored(&store.path(&id)).unwrap().hashes.len(),
+            65
+        );
+        assert_eq!(read_all(&store, &id, large.len() as u64).unwrap(), large);
+        store.delete(&id).unwrap();
+        assert!(!store.blk_path(&id).exists() && !store.path(&id).exists());
     }
 }

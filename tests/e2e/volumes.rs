@@ -140,9 +140,8 @@ async fn a_cluster_on_btrfs_serves_and_snapshots() {
                 continue;
             }
             let data = std::fs::read(f.path()).unwrap();
-            let blk =
-                std::fs::read(sub.path().join(format!("{name}.blk"))).expect("hashes beside data");
-            let blk = mobula_storage_node::blocks::BlockHashes::decode(&blk).unwrap();
+            let blk = mobula_storage_node::blocks::BlockHashes::stored(&f.path())
+                .expect("the data file carries its hashes");
             let mut h = mobula_storage_node::blocks::BlockHasher::new();
             h.update(&data);
             assert_eq!(
