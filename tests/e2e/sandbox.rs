@@ -62,8 +62,9 @@ async fn root_usr_and_inputs_are_read_only_and_scratch_is_per_task() {
     let c = sh(
         &sb,
         "cat /manta/acct/stor/in.txt; ls /manta/acct/stor; \
-         for f in /x /usr/x /etc/passwd /manta/acct/stor/in.txt /manta/acct/stor/new; do \
+         for f in /x /usr/x /etc/passwd /manta/acct/stor/in.txt /manta/acct/stor/new /manta/new; do \
            (echo hi > $f) 2>/dev/null && echo WROTE $f; done; \
+         mkdir /manta/acct/d /assets/d 2>/dev/null && echo MADE DIRS; \
          echo kept > /tmp/mine; cat /tmp/mine",
         bind,
     )
@@ -71,6 +72,13 @@ async fn root_usr_and_inputs_are_read_only_and_scratch_is_per_task() {
     let out = text(&c.stdout);
     assert_eq!(out, "the input\nin.txt\nkept\n", "{out}{}", text(&c.stderr));
     assert_eq!(std::fs::read_to_string(&input).unwrap(), "the input\n");
+    // The mount points of the input were made in the task's scratch space, not in the image.
+    let image = dir.path().join("images/host/rootfs");
+    assert!(image.join("manta").is_dir(), "{}", image.display());
+    assert!(
+        !image.join("manta/acct").exists(),
+        "the host image was written to"
+    );
     let c = sh(&sb, "ls -A /tmp; cat /tmp/mine", |_| {}).await;
     assert_eq!(
         text(&c.stdout),

@@ -2,11 +2,13 @@
 //!
 //! Stage 1 ([`build_root`], in the helper: real root, in a private mount namespace of its own,
 //! so nothing here is ever visible on the host and everything vanishes with the namespace):
-//! a size-capped tmpfs at the run directory holds the overlay's upper and work dirs, `/tmp` and
-//! `/dev` (null, zero, full, random, urandom, tty, `shm/`); an overlay (image read-only below,
-//! the tmpfs above) becomes the new root; the host image's directories (`/usr`, …), the inputs
-//! and the assets are bound read-only. Mount points are created
-//! without following symbolic links, so an image cannot point a bind at a host path.
+//! a size-capped tmpfs at the run directory holds `/tmp`, `/dev` (null, zero, full, random,
+//! urandom, tty, `shm/`) and, for an imported image, the overlay's upper and work dirs; that
+//! overlay (image read-only below, the tmpfs above) becomes the new root. The host image, which
+//! is read-only, is instead bound as it is, with `/manta` and `/assets` taken from the tmpfs
+//! (when a bind needs a mount point it lacks elsewhere, it gets the overlay too). The host
+//! image's directories (`/usr`, …), the inputs and the assets are bound read-only. Mount points
+//! are created without following symbolic links, so an image cannot point a bind at a host path.
 //!
 //! Then the helper pivots into the new root and detaches every host mount ([`pivot_into`]).
 //!
@@ -125,37 +127,33 @@ pub fn build_root(run_dir: &Path, plan: &RootPlan) -> io::Result<Layout> {
         MsFlags::MS_NOSUID,
         Some(&opts),
     )?;
-    let (upper, work, root, tmp) = (
-        scratch.join("upper"),
-        scratch.join("work"),
-        scratch.join("root"),
-        scratch.join("tmp"),
-    );
-    for d in [&upper, &work, &root, &tmp] {
+    let (root, tmp) = (scratch.join("root"), scratch.join("tmp"));
+    for d in [&root, &tmp] {
         fs::create_dir(d)?;
     }
     fs::set_permissions(&tmp, fs::Permissions::from_mode(0o1777))?;
-    if !plan.read_only_root {
-        // The root directory of the overlay takes the upper dir's owner: the task's root.
-        nix::unistd::chown(&upper, Some(plan.owner.into()), Some(plan.owner.into()))?;
+    let bare = bare_root(plan);
+    if bare {
+        // Nothing is ever written to the image's directory: the binds below land on mount
+        // points it has or under the scratch-backed directories.
+        mnt(Some(plan.image), &root, None, MsFlags::MS_BIND, None)?;
+    } else {
+        overlay(&scratch, &root, plan)?;
     }
-    let ovl = format!(
-        "lowerdir={},upperdir={},workdir={}",
-        plan.image.display(),
-        upper.display(),
-        work.display()
-    );
-    mnt(
-        Some(Path::new("overlay")),
-        &root,
-        Some("overlay"),
-        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
-        Some(&ovl),
-    )?;
     // Paths inside the new root are walked from it, not again from `/` through the run
     // directory for every component (those walks were a tenth of a spawn's CPU).
     let _back = Cwd::enter(&root)?;
     let inside = Path::new(".");
+    if bare {
+        for d in SCRATCH_BACKED {
+            if plan.binds.iter().any(|b| under(&b.inside, d)) {
+                let src = scratch.join(d);
+                fs::create_dir(&src)?;
+                // Writable while the mount points are made; read-only with the root, below.
+                mnt(Some(&src), &inside.join(d), None, MsFlags::MS_BIND, None)?;
+            }
+        }
+    }
     for d in plan.host_dirs {
         let target = mkdirs_nofollow(inside, d)?;
         bind_ro(Path::new(d), &target, false)?;
@@ -183,19 +181,69 @@ pub fn build_root(run_dir: &Path, plan: &RootPlan) -> io::Result<Layout> {
         bind_ro(src, &target, b.writable)?;
     }
     if plan.read_only_root {
-        mnt(
-            None,
-            &root,
-            None,
-            MsFlags::MS_BIND
-                | MsFlags::MS_REMOUNT
-                | MsFlags::MS_RDONLY
-                | MsFlags::MS_NOSUID
-                | MsFlags::MS_NODEV,
-            None,
-        )?;
+        let ro = MsFlags::MS_BIND
+            | MsFlags::MS_REMOUNT
+            | MsFlags::MS_RDONLY
+            | MsFlags::MS_NOSUID
+            | MsFlags::MS_NODEV;
+        if bare {
+            for d in SCRATCH_BACKED {
+                if plan.binds.iter().any(|b| under(&b.inside, d)) {
+                    mnt(None, &inside.join(d), None, ro, None)?;
+                }
+            }
+        }
+        mnt(None, &root, None, ro, None)?;
     }
     Ok(Layout { scratch, root })
+}
+
+/// Root directories whose contents a read-only root gets from the scratch space (the inputs'
+/// and assets' mount points are made there).
+const SCRATCH_BACKED: [&str; 2] = ["manta", "assets"];
+
+/// Whether `path` (absolute, inside the task) lies below the root directory `top`.
+fn under(path: &str, top: &str) -> bool {
+    path.trim_start_matches('/')
+        .strip_prefix(top)
+        .is_some_and(|rest| rest.starts_with('/'))
+}
+
+/// A read-only image can be bound as the root as it is — no overlay to mount, to look paths up
+/// through cold, and to tear down — when no bind needs a mount point the image lacks outside
+/// [`SCRATCH_BACKED`] (any other bind target must already be there, not a symbolic link).
+fn bare_root(plan: &RootPlan) -> bool {
+    plan.read_only_root
+        && plan.binds.iter().all(|b| {
+            SCRATCH_BACKED.iter().any(|d| under(&b.inside, d))
+                || fs::symlink_metadata(plan.image.join(b.inside.trim_start_matches('/')))
+                    .is_ok_and(|m| !m.file_type().is_symlink())
+        })
+}
+
+/// A writable copy-on-write root: the image below, the scratch space above.
+fn overlay(scratch: &Path, root: &Path, plan: &RootPlan) -> io::Result<()> {
+    let (upper, work) = (scratch.join("upper"), scratch.join("work"));
+    for d in [&upper, &work] {
+        fs::create_dir(d)?;
+    }
+    if !plan.read_only_root {
+        // The root directory of the overlay takes the upper dir's owner: the task's root.
+        nix::unistd::chown(&upper, Some(plan.owner.into()), Some(plan.owner.into()))?;
+    }
+    let ovl = format!(
+        "lowerdir={},upperdir={},workdir={}",
+        plan.image.display(),
+        upper.display(),
+        work.display()
+    );
+    mnt(
+        Some(Path::new("overlay")),
+        root,
+        Some("overlay"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        Some(&ovl),
+    )
 }
 
 /// Character devices of the task's `/dev`: name, major, minor.
