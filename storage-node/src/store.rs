@@ -10,9 +10,10 @@
 //!
 //! Writes go to an unnamed `O_TMPFILE` inode in the target directory, get their hash list
 //! attached, are fsynced, and are then linked into place (a sidecar hash file first, when one
-//! is needed; data last) and the directory fsynced — all before the write is acknowledged. A crash at any point leaves no partial file visible and no temp file behind
-//! (an unlinked inode vanishes with the process); a `.blk` whose data never got linked is
-//! removed by the orphan sweep.
+//! is needed; data last) and the directory fsynced — all before the write is acknowledged. A
+//! crash at any point leaves no partial file visible and no temp file behind (an unlinked inode
+//! vanishes with the process); a `.blk` whose data never got linked is removed by the orphan
+//! sweep.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};

@@ -210,15 +210,22 @@ fn under(path: &str, top: &str) -> bool {
 }
 
 /// A read-only image can be bound as the root as it is — no overlay to mount, to look paths up
-/// through cold, and to tear down — when no bind needs a mount point the image lacks outside
-/// [`SCRATCH_BACKED`] (any other bind target must already be there, not a symbolic link).
+/// through cold, and to tear down — when nothing would have to be created in it: every mount
+/// point of the host directories and the sandbox is there, and every bind lands under
+/// [`SCRATCH_BACKED`] or on a target already there (not a symbolic link). Else the overlay
+/// takes whatever has to be made, as for any image.
 fn bare_root(plan: &RootPlan) -> bool {
+    let there = |p: &str| {
+        fs::symlink_metadata(plan.image.join(p.trim_start_matches('/')))
+            .is_ok_and(|m| !m.file_type().is_symlink())
+    };
     plan.read_only_root
-        && plan.binds.iter().all(|b| {
-            SCRATCH_BACKED.iter().any(|d| under(&b.inside, d))
-                || fs::symlink_metadata(plan.image.join(b.inside.trim_start_matches('/')))
-                    .is_ok_and(|m| !m.file_type().is_symlink())
-        })
+        && plan.host_dirs.iter().all(|d| there(d))
+        && MOUNT_POINTS.iter().all(|d| there(d))
+        && plan
+            .binds
+            .iter()
+            .all(|b| SCRATCH_BACKED.iter().any(|d| under(&b.inside, d)) || there(&b.inside))
 }
 
 /// A writable copy-on-write root: the image below, the scratch space above.
