@@ -328,20 +328,7 @@ async fn inputs(
                 .and_then(|d| Some((d, sh.objects.local_copy(d)?)));
             let (data, f) = match hinted {
                 Some((d, f)) => (d.clone(), f),
-                None => {
-                    let data = match object(sh, path).await {
-                        Ok(Some(d)) => d,
-                        Ok(None) => {
-                            let m = format!("{path} does not exist");
-                            return Err(failed(node, false, "ResourceNotFoundError", m, None));
-                        }
-                        Err(r) => return Err(r),
-                    };
-                    match sh.objects.local_file(&data).await {
-                        Ok(f) => (data, f),
-                        Err(e) => return Err(internal(node, format!("reading {path}: {e}"))),
-                    }
-                }
+                None => located(sh, path, "ResourceNotFoundError", "", "reading ").await?,
             };
             record.input = Some(path.clone());
             record.data_id = Some(data.id.clone());
@@ -367,27 +354,36 @@ async fn inputs(
         }
     };
     for a in &p.assets {
-        let data = match object(sh, a).await {
-            Ok(Some(d)) => d,
-            Ok(None) => {
-                let m = format!("asset {a} does not exist");
-                return Err(failed(node, false, "TaskInitError", m, None));
-            }
-            Err(r) => return Err(r),
-        };
-        match sh.objects.local_file(&data).await {
-            Ok(f) => {
-                spec.binds.push(Bind {
-                    host: f.path.to_string_lossy().into_owned(),
-                    inside: format!("/assets{a}"),
-                    writable: false,
-                });
-                held.push(f);
-            }
-            Err(e) => return Err(internal(node, format!("asset {a}: {e}"))),
-        }
+        let (_, f) = located(sh, a, "TaskInitError", "asset ", "asset ").await?;
+        spec.binds.push(Bind {
+            host: f.path.to_string_lossy().into_owned(),
+            inside: format!("/assets{a}"),
+            writable: false,
+        });
+        held.push(f);
     }
     Ok(stdin)
+}
+
+/// `path`'s data and a file of it on this node (copied here when the node has none). A missing
+/// object fails the task with `code`, not retried ("`{missing}{path}` does not exist"); a copy
+/// that cannot be had is an internal failure ("`{error}{path}`: …").
+async fn located(
+    sh: &Shared,
+    path: &str,
+    code: &str,
+    missing: &str,
+    error: &str,
+) -> Result<(Data, LocalFile), TaskResult> {
+    let node = sh.cfg.node_id.as_str();
+    let Some(data) = object(sh, path).await? else {
+        let m = format!("{missing}{path} does not exist");
+        return Err(failed(node, false, code, m, None));
+    };
+    match sh.objects.local_file(&data).await {
+        Ok(f) => Ok((data, f)),
+        Err(e) => Err(internal(node, format!("{error}{path}: {e}"))),
+    }
 }
 
 /// The user-facing failure of a finished task, if it failed.

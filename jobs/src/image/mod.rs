@@ -193,7 +193,14 @@ fn build_host_skeleton(root: &Path) -> io::Result<Vec<String>> {
         binds.push("/etc/alternatives".into());
     }
     let marker = root.with_file_name("version");
-    if fs::read_to_string(&marker).is_ok_and(|v| v == SKELETON_VERSION) && root.is_dir() {
+    // Current, and with a mount point for every host directory bound today (the host may have
+    // gained one since it was built): tasks bind it as their root without creating anything.
+    let complete = || {
+        binds
+            .iter()
+            .all(|d| root.join(d.trim_start_matches('/')).is_dir())
+    };
+    if fs::read_to_string(&marker).is_ok_and(|v| v == SKELETON_VERSION) && complete() {
         return Ok(binds);
     }
     let tmp = root.with_file_name(format!("rootfs.new-{}", std::process::id()));

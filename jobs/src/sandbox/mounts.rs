@@ -133,6 +133,11 @@ pub fn build_root(run_dir: &Path, plan: &RootPlan) -> io::Result<Layout> {
     }
     fs::set_permissions(&tmp, fs::Permissions::from_mode(0o1777))?;
     let bare = bare_root(plan);
+    // The scratch-backed directories this task's binds need (bare root only).
+    let backed: Vec<&str> = SCRATCH_BACKED
+        .into_iter()
+        .filter(|d| bare && plan.binds.iter().any(|b| under(&b.inside, d)))
+        .collect();
     if bare {
         // Nothing is ever written to the image's directory: the binds below land on mount
         // points it has or under the scratch-backed directories.
@@ -144,15 +149,11 @@ pub fn build_root(run_dir: &Path, plan: &RootPlan) -> io::Result<Layout> {
     // directory for every component (those walks were a tenth of a spawn's CPU).
     let _back = Cwd::enter(&root)?;
     let inside = Path::new(".");
-    if bare {
-        for d in SCRATCH_BACKED {
-            if plan.binds.iter().any(|b| under(&b.inside, d)) {
-                let src = scratch.join(d);
-                fs::create_dir(&src)?;
-                // Writable while the mount points are made; read-only with the root, below.
-                mnt(Some(&src), &inside.join(d), None, MsFlags::MS_BIND, None)?;
-            }
-        }
+    for d in &backed {
+        let src = scratch.join(d);
+        fs::create_dir(&src)?;
+        // Writable while the mount points are made; read-only with the root, below.
+        mnt(Some(&src), &inside.join(d), None, MsFlags::MS_BIND, None)?;
     }
     for d in plan.host_dirs {
         let target = mkdirs_nofollow(inside, d)?;
@@ -186,12 +187,8 @@ pub fn build_root(run_dir: &Path, plan: &RootPlan) -> io::Result<Layout> {
             | MsFlags::MS_RDONLY
             | MsFlags::MS_NOSUID
             | MsFlags::MS_NODEV;
-        if bare {
-            for d in SCRATCH_BACKED {
-                if plan.binds.iter().any(|b| under(&b.inside, d)) {
-                    mnt(None, &inside.join(d), None, ro, None)?;
-                }
-            }
+        for d in &backed {
+            mnt(None, &inside.join(d), None, ro, None)?;
         }
         mnt(None, &root, None, ro, None)?;
     }
@@ -210,22 +207,17 @@ fn under(path: &str, top: &str) -> bool {
 }
 
 /// A read-only image can be bound as the root as it is — no overlay to mount, to look paths up
-/// through cold, and to tear down — when nothing would have to be created in it: every mount
-/// point of the host directories and the sandbox is there, and every bind lands under
-/// [`SCRATCH_BACKED`] or on a target already there (not a symbolic link). Else the overlay
-/// takes whatever has to be made, as for any image.
+/// through cold, and to tear down — when nothing would have to be created in it. The host
+/// image's skeleton has every host directory's and the sandbox's mount point (the image store
+/// keeps it so); a bind must land under [`SCRATCH_BACKED`] or on a target already there (not a
+/// symbolic link). Else the overlay takes whatever has to be made, as for any image.
 fn bare_root(plan: &RootPlan) -> bool {
-    let there = |p: &str| {
-        fs::symlink_metadata(plan.image.join(p.trim_start_matches('/')))
-            .is_ok_and(|m| !m.file_type().is_symlink())
-    };
     plan.read_only_root
-        && plan.host_dirs.iter().all(|d| there(d))
-        && MOUNT_POINTS.iter().all(|d| there(d))
-        && plan
-            .binds
-            .iter()
-            .all(|b| SCRATCH_BACKED.iter().any(|d| under(&b.inside, d)) || there(&b.inside))
+        && plan.binds.iter().all(|b| {
+            SCRATCH_BACKED.iter().any(|d| under(&b.inside, d))
+                || fs::symlink_metadata(plan.image.join(b.inside.trim_start_matches('/')))
+                    .is_ok_and(|m| !m.file_type().is_symlink())
+        })
 }
 
 /// A writable copy-on-write root: the image below, the scratch space above.
