@@ -21,7 +21,14 @@ const CONCURRENCY: usize = 16;
 /// Start `mobula up`; returns it, its URL and its key file.
 async fn up(dir: &std::path::Path, extra: &[&str]) -> (Child, String, String) {
     let mut child = Command::new(BIN)
-        .args(["up", "--listen", "127.0.0.1:0", "--data"])
+        .args([
+            "up",
+            "--volume",
+            "plain",
+            "--listen",
+            "127.0.0.1:0",
+            "--data",
+        ])
         .arg(dir)
         .args(extra)
         .env("RUST_LOG", "warn")

@@ -34,8 +34,17 @@ fn env(name: &str, default: usize) -> usize {
 
 async fn up(dir: &std::path::Path) -> (Child, String) {
     let mut cmd = Command::new(BIN);
-    cmd.args(["up", "--no-auth", "--listen", "127.0.0.1:0", "--data"])
-        .arg(dir);
+    // Plain volume: the figures stay comparable with earlier sessions' (ext4).
+    cmd.args([
+        "up",
+        "--no-auth",
+        "--volume",
+        "plain",
+        "--listen",
+        "127.0.0.1:0",
+        "--data",
+    ])
+    .arg(dir);
     if let Ok(s) = std::env::var("SLOTS") {
         cmd.args(["--slots", &s]);
     }

@@ -15,6 +15,9 @@ use mobula_jobs::agent::{Agent, AgentConfig};
 use mobula_metadata::{Db, MetadataClient};
 use mobula_storage_node::NodeConfig;
 use tokio::net::TcpListener;
+
+/// The file in `up`'s data directory holding its metadata service's URL (for `mobula account`).
+pub const METADATA_URL_FILE: &str = "metadata.url";
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 

@@ -15,8 +15,10 @@ const DEFAULT_NODE_DIR: &str = "./mobula-data/nodes/0";
 pub enum SandboxOp {
     /// Run a command in a task sandbox; exits with its status. Report on stderr with --report.
     Run {
+        /// The storage node directory whose sandbox and images to use.
         #[arg(long, default_value = DEFAULT_NODE_DIR)]
         node_dir: PathBuf,
+        /// Image the command runs in.
         #[arg(long, default_value = "host")]
         image: String,
         /// Memory limit, MiB.
@@ -43,6 +45,7 @@ pub enum SandboxOp {
         /// Print the report (JSON) on stderr at the end.
         #[arg(long)]
         report: bool,
+        /// The command and its arguments.
         #[arg(trailing_var_arg = true, required = true)]
         cmd: Vec<String>,
     },
@@ -52,8 +55,11 @@ pub enum SandboxOp {
 pub enum ImageOp {
     /// Import a rootfs, `docker save` or OCI layout tarball (a local file, or an object path).
     Import {
+        /// Name the image is known by.
         name: String,
+        /// The tarball: a local file, or an object path.
         source: String,
+        /// The storage node directory whose sandbox and images to use.
         #[arg(long, default_value = DEFAULT_NODE_DIR)]
         node_dir: PathBuf,
         /// Import into every node under this `mobula up` data directory instead.
@@ -62,12 +68,15 @@ pub enum ImageOp {
     },
     /// List a node's images.
     List {
+        /// The storage node directory whose sandbox and images to use.
         #[arg(long, default_value = DEFAULT_NODE_DIR)]
         node_dir: PathBuf,
     },
     /// Remove an image from a node.
     Rm {
+        /// The image's name.
         name: String,
+        /// The storage node directory whose sandbox and images to use.
         #[arg(long, default_value = DEFAULT_NODE_DIR)]
         node_dir: PathBuf,
     },

@@ -50,6 +50,7 @@ pub enum JobOp {
         /// The phases as JSON (instead of -m/-r).
         #[arg(long)]
         phases: Option<String>,
+        /// The job's name.
         #[arg(short = 'n', long)]
         name: Option<String>,
         /// Leave the input open (add more with the API, end it later).
@@ -62,21 +63,42 @@ pub enum JobOp {
         paths: Vec<String>,
     },
     /// Follow a job until it is done (per-phase progress on a terminal).
-    Watch { job: String },
+    Watch {
+        /// The job's id or path.
+        job: String,
+    },
     /// A job's status (JSON).
-    Status { job: String },
+    Status {
+        /// The job's id or path.
+        job: String,
+    },
     /// Paths of a job's outputs.
-    Outputs { job: String },
+    Outputs {
+        /// The job's id or path.
+        job: String,
+    },
     /// A job's error records (JSON lines).
-    Errors { job: String },
+    Errors {
+        /// The job's id or path.
+        job: String,
+    },
     /// Inputs that failed.
-    Failures { job: String },
+    Failures {
+        /// The job's id or path.
+        job: String,
+    },
     /// Cancel a job.
-    Cancel { job: String },
+    Cancel {
+        /// The job's id or path.
+        job: String,
+    },
     /// The account's jobs, newest last: id, state, name.
     List,
     /// Print the contents of a job's outputs (waits for the job to finish).
-    Get { job: String },
+    Get {
+        /// The job's id or path.
+        job: String,
+    },
 }
 
 /// `/:account/jobs/:id` from an id or a path.

@@ -6,5 +6,7 @@ pub mod client;
 pub mod cluster;
 pub mod compute;
 pub mod jobcli;
+pub mod keyfile;
 pub mod sign;
 pub mod upkey;
+pub mod upvolume;

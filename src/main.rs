@@ -31,14 +31,10 @@ struct Cli {
     /// (`SSH_AUTH_SOCK`) whose fingerprint is in MOBULA_KEY_ID (or MANTA_KEY_ID) is used.
     #[arg(long, global = true, env = "MOBULA_KEY")]
     key: Option<PathBuf>,
-    /// Metadata service URL (for `account` commands).
-    #[arg(
-        long = "metadata-url",
-        global = true,
-        env = "MOBULA_METADATA_URL",
-        default_value = "http://127.0.0.1:7070"
-    )]
-    metadata_url: String,
+    /// Metadata service URL for `account` commands (default: the one `mobula up` recorded in
+    /// `<data>/metadata.url`, else http://127.0.0.1:7070).
+    #[arg(long = "metadata-url", global = true, env = "MOBULA_METADATA_URL")]
+    metadata_url: Option<String>,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -62,24 +58,31 @@ enum NodeAdmin {
 enum SnapshotOp {
     /// Take a consistent read-only snapshot of a running node's volume.
     Create {
+        /// The snapshot's name.
         name: String,
+        /// The node's URL.
         #[arg(long)]
         node: String,
     },
     /// List a running node's snapshots.
     List {
+        /// The node's URL.
         #[arg(long)]
         node: String,
     },
     /// Delete a snapshot.
     Delete {
+        /// The snapshot's name.
         name: String,
+        /// The node's URL.
         #[arg(long)]
         node: String,
     },
     /// Restore a stopped node's volume from a snapshot (works on its data directory).
     Restore {
+        /// The snapshot's name.
         name: String,
+        /// The stopped node's data directory.
         #[arg(long)]
         data: PathBuf,
     },
@@ -89,12 +92,19 @@ enum SnapshotOp {
 enum Cmd {
     /// Run a whole cluster (metadata, storage nodes, gateway) on this machine.
     Up {
+        /// Directory holding all of the cluster's state.
         #[arg(long, default_value = "./mobula-data")]
         data: PathBuf,
+        /// Address the gateway listens on.
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: SocketAddr,
+        /// Number of storage nodes.
         #[arg(long, default_value_t = 3)]
         nodes: usize,
+        /// Storage nodes' volume: btrfs in a sparse image `<data>/nodes.img` when root with
+        /// btrfs-progs (auto), always btrfs, or a plain directory.
+        #[arg(long, value_enum, default_value = "auto")]
+        volume: mobula::upvolume::VolumeChoice,
         /// Keep the storage nodes on a btrfs filesystem in this image file (created and
         /// loop-mounted on `<data>/nodes`; needs root and btrfs-progs).
         #[arg(long)]
@@ -121,8 +131,10 @@ enum Cmd {
     },
     /// Run the metadata service alone.
     Metadata {
+        /// Directory of the metadata database.
         #[arg(long, default_value = "./mobula-data/metadata")]
         data: PathBuf,
+        /// Address to listen on (also where `mobula account` reaches it).
         #[arg(long, default_value = "127.0.0.1:7070")]
         listen: SocketAddr,
         /// Create these accounts if missing.
@@ -137,6 +149,7 @@ enum Cmd {
         /// The node's data directory (required to run a node).
         #[arg(long)]
         data: Option<PathBuf>,
+        /// Address to listen on.
         #[arg(long, default_value = "127.0.0.1:0")]
         listen: SocketAddr,
         /// Metadata service URL (required to run a node).
@@ -160,8 +173,10 @@ enum Cmd {
     },
     /// Run a gateway alone.
     Gateway {
+        /// Address to listen on.
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: SocketAddr,
+        /// Metadata service URL.
         #[arg(long)]
         metadata: String,
         /// Seconds without body bytes before an upload is cut off.
@@ -180,7 +195,9 @@ enum Cmd {
     },
     /// Upload a file (`-` for stdin).
     Put {
+        /// Local file to upload (`-`: stdin).
         file: PathBuf,
+        /// Object path (`~~` is /$MOBULA_ACCOUNT).
         path: String,
         /// Extra header, `name: value` (repeatable).
         #[arg(short = 'H', long = "header")]
@@ -194,40 +211,56 @@ enum Cmd {
     },
     /// Download an object (to stdout, or FILE).
     Get {
+        /// Object path.
         path: String,
+        /// Local file to write (`-`: stdout).
         #[arg(default_value = "-")]
         file: PathBuf,
     },
     /// List a directory.
     Ls {
+        /// Directory path.
         path: String,
+        /// Long listing: type, size, time, name.
         #[arg(short = 'l', long)]
         long: bool,
     },
     /// Create a directory.
     Mkdir {
+        /// Directory path.
         path: String,
+        /// Create missing parents too (no error if it exists).
         #[arg(short = 'p', long)]
         parents: bool,
     },
     /// Delete an object or directory.
     Rm {
+        /// Object or directory path.
         path: String,
+        /// Delete a directory and everything below it.
         #[arg(short = 'r', long)]
         recursive: bool,
     },
     /// Make a snaplink DST to object SRC.
-    Ln { src: String, dst: String },
+    Ln {
+        /// The object linked to.
+        src: String,
+        /// The new link's path.
+        dst: String,
+    },
     /// Show an object's or directory's headers.
-    Info { path: String },
+    Info {
+        /// Object or directory path.
+        path: String,
+    },
     /// Print a signed URL for GET of PATH (needs --key).
     Sign {
+        /// Object path.
         path: String,
         /// Seconds the URL stays valid.
         #[arg(long, default_value_t = 3600)]
         expires: u64,
     },
-    /// Accounts and their SSH keys (talks to the metadata service).
     /// Run a command in exactly the sandbox a task gets.
     Sandbox {
         #[command(subcommand)]
@@ -238,7 +271,12 @@ enum Cmd {
         #[command(subcommand)]
         op: mobula::compute::ImageOp,
     },
+    /// Accounts and their SSH keys (talks to the metadata service).
     Account {
+        /// The `mobula up` data directory whose metadata service to use when no
+        /// --metadata-url is given.
+        #[arg(long, global = true, default_value = "./mobula-data")]
+        data: PathBuf,
         #[command(subcommand)]
         op: AccountOp,
     },
@@ -252,7 +290,10 @@ enum Cmd {
 #[derive(Subcommand, Debug)]
 enum AccountOp {
     /// Create an account (idempotent).
-    Create { name: String },
+    Create {
+        /// Account name ([a-z][a-z0-9_-]{0,63}).
+        name: String,
+    },
     /// List accounts.
     List,
     /// An account's keys.
@@ -265,11 +306,24 @@ enum AccountOp {
 #[derive(Subcommand, Debug)]
 enum KeyOp {
     /// Add an OpenSSH public key file to an account.
-    Add { name: String, file: PathBuf },
+    Add {
+        /// Account name.
+        name: String,
+        /// OpenSSH public key file (`.pub`).
+        file: PathBuf,
+    },
     /// List an account's keys.
-    List { name: String },
+    List {
+        /// Account name.
+        name: String,
+    },
     /// Remove a key (by MD5 or SHA256 fingerprint).
-    Remove { name: String, fingerprint: String },
+    Remove {
+        /// Account name.
+        name: String,
+        /// The key's MD5 (`aa:bb:…`) or SHA256 (`SHA256:…`) fingerprint.
+        fingerprint: String,
+    },
 }
 
 fn init_logging() {
@@ -303,6 +357,7 @@ async fn serve(cmd: Cmd, up_account: String) -> anyhow::Result<()> {
             data,
             listen,
             nodes,
+            volume,
             btrfs_image,
             btrfs_size,
             no_auth,
@@ -311,16 +366,22 @@ async fn serve(cmd: Cmd, up_account: String) -> anyhow::Result<()> {
             no_jobs,
             slots,
         } => {
+            // Absolute at the edge: roles and sandboxes work from other directories.
+            let data = std::path::absolute(&data)?;
             let nodes_dir = data.join("nodes");
-            if let Some(image) = &btrfs_image {
-                let size = parse_size(&btrfs_size)?;
-                mobula_storage_node::volume::loopback::mount(image, size, &nodes_dir, true)
-                    .map_err(|e| anyhow::anyhow!("--btrfs-image {}: {e}", image.display()))?;
-                println!(
-                    "mobula up: storage nodes on btrfs image {}",
-                    image.display()
-                );
-            }
+            let volume = match (volume, &btrfs_image) {
+                (mobula::upvolume::VolumeChoice::Auto, Some(_)) => {
+                    mobula::upvolume::VolumeChoice::Btrfs
+                }
+                (v, _) => v,
+            };
+            let (said, mounted) = mobula::upvolume::prepare(
+                &data,
+                volume,
+                btrfs_image.as_deref(),
+                parse_size(&btrfs_size)?,
+            )?;
+            println!("mobula up: {said}");
             let mut cfg = ClusterConfig::new(&data, listen);
             cfg.nodes = nodes;
             cfg.account = up_account.clone();
@@ -330,6 +391,11 @@ async fn serve(cmd: Cmd, up_account: String) -> anyhow::Result<()> {
             let key = mobula::upkey::find_or_make(&data)?;
             let c = Cluster::start(cfg).await?;
             mobula::upkey::register(&c.gw.meta, &up_account, &key).await?;
+            // `mobula account …` run beside this data directory finds the metadata service.
+            std::fs::write(
+                data.join(cluster::METADATA_URL_FILE),
+                format!("{}\n", c.metadata_url()),
+            )?;
             println!("mobula up: gateway listening on {}", c.url());
             println!(
                 "  data: {}  nodes: {nodes}  account: {up_account}  key: {}{}",
@@ -341,11 +407,14 @@ async fn serve(cmd: Cmd, up_account: String) -> anyhow::Result<()> {
                     ""
                 }
             );
-            println!("{}", mobula::upkey::environment(c.url(), &up_account, &key));
+            println!(
+                "{}",
+                mobula::upkey::environment(c.url(), &up_account, &key, c.metadata_url())
+            );
             terminate().await;
             println!("mobula up: stopping");
             c.shutdown().await;
-            if btrfs_image.is_some() {
+            if mounted {
                 mobula_storage_node::volume::loopback::unmount(&nodes_dir)?;
             }
         }
@@ -604,7 +673,7 @@ async fn async_main() -> ExitCode {
                 ExitCode::from(125)
             }
         },
-        Cmd::Account { op } => match account(&cli.metadata_url, op).await {
+        Cmd::Account { data, op } => match account(cli.metadata_url, &data, op).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("mobula: {e:#}");
@@ -653,17 +722,58 @@ fn signed_client(
     let key_id = std::env::var("MOBULA_KEY_ID")
         .or_else(|_| std::env::var("MANTA_KEY_ID"))
         .ok();
-    Ok(match (key, key_id, mobula::agent::Agent::from_env()) {
-        (Some(k), _, _) => c.with_signer(mobula::sign::Signer::from_file(k, account)?),
-        (None, Some(fp), Some(agent)) => {
-            c.with_signer(mobula::sign::Signer::from_agent(agent, &fp, account)?)
-        }
-        _ => c,
-    })
+    let fp = match (key, key_id) {
+        (Some(k), _) => return Ok(c.with_signer(mobula::sign::Signer::from_file(k, account)?)),
+        (None, None) => return Ok(c),
+        (None, Some(fp)) => fp,
+    };
+    // Like node-manta: the agent's key with that fingerprint, else the key file in ~/.ssh.
+    let agent_err = match mobula::agent::Agent::from_env() {
+        Some(agent) => match mobula::sign::Signer::from_agent(agent, &fp, account) {
+            Ok(s) => return Ok(c.with_signer(s)),
+            Err(e) => format!("{e:#}"),
+        },
+        None => "no ssh-agent (SSH_AUTH_SOCK is not set)".to_string(),
+    };
+    let ssh = std::env::var_os("HOME")
+        .map(|h| std::path::PathBuf::from(h).join(".ssh"))
+        .unwrap_or_default();
+    match mobula::keyfile::find(&ssh, &fp) {
+        Some(file) => Ok(c.with_signer(mobula::sign::Signer::from_file(&file, account)?)),
+        None => anyhow::bail!(
+            "no key with fingerprint {fp} (MOBULA_KEY_ID / MANTA_KEY_ID): {agent_err}, and none \
+             in {}",
+            ssh.display()
+        ),
+    }
 }
 
-async fn account(metadata: &str, op: AccountOp) -> anyhow::Result<()> {
-    let m = mobula_metadata::MetadataClient::new(metadata);
+/// The metadata service `account` commands talk to: the flag or `MOBULA_METADATA_URL`, else
+/// the one a `mobula up` on `data` recorded, else the default port of `mobula metadata`.
+fn metadata_url(given: Option<String>, data: &std::path::Path) -> String {
+    given
+        .or_else(|| {
+            std::fs::read_to_string(data.join(mobula::cluster::METADATA_URL_FILE))
+                .ok()
+                .map(|s| s.trim().to_string())
+        })
+        .unwrap_or_else(|| "http://127.0.0.1:7070".into())
+}
+
+async fn account(
+    given: Option<String>,
+    data: &std::path::Path,
+    op: AccountOp,
+) -> anyhow::Result<()> {
+    let url = metadata_url(given, data);
+    let m = mobula_metadata::MetadataClient::new(&url);
+    // A clear word when nothing answers there (the error alone names no address).
+    if let Err(e) = m.accounts().await {
+        anyhow::bail!(
+            "metadata service at {url}: {e} (start `mobula up`, or pass --metadata-url / \
+             MOBULA_METADATA_URL)"
+        );
+    }
     match op {
         AccountOp::Create { name } => {
             anyhow::ensure!(
@@ -700,4 +810,50 @@ async fn account(metadata: &str, op: AccountOp) -> anyhow::Result<()> {
         },
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// Every command and every flag or argument of `mobula --help`, all the way down, has a
+    /// description of its own.
+    #[test]
+    fn every_command_and_flag_is_described() {
+        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            let here = format!("{path} {}", cmd.get_name());
+            if cmd.get_about().is_none() && !path.is_empty() {
+                missing.push(format!("{here}: no description"));
+            }
+            for a in cmd.get_arguments() {
+                let id = a.get_id().as_str();
+                if id == "help" || id == "version" {
+                    continue;
+                }
+                match a.get_help() {
+                    None => missing.push(format!("{here} --{id}: no description")),
+                    Some(h) if h.to_string().contains('\n') => {
+                        missing.push(format!("{here} --{id}: not one line"))
+                    }
+                    _ => {}
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                walk(sub, &here, missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&super::Cli::command(), "", &mut missing);
+        assert!(missing.is_empty(), "{}", missing.join("\n"));
+        // Each top-level description is its own (no two glued together).
+        let help = super::Cli::command().render_help().to_string();
+        let line = |name: &str| {
+            help.lines()
+                .find(|l| l.trim_start().starts_with(&format!("{name} ")))
+                .unwrap_or_else(|| panic!("{name} in {help}"))
+                .to_string()
+        };
+        assert!(!line("sandbox").contains("Account"), "{help}");
+        assert!(line("account").contains("Accounts"), "{help}");
+    }
 }

@@ -1,5 +1,6 @@
 //! Client-side request signing (SPEC §6): the `Authorization: Signature` header over the `Date`
-//! header, and signed URLs. Keys are OpenSSH private key files (unencrypted), or keys held by
+//! header, and signed URLs. Keys are private key files in any form OpenSSH reads (unencrypted;
+//! [`crate::keyfile`]), or keys held by
 //! ssh-agent ([`crate::agent`]): Ed25519, RSA, ECDSA P-256/P-384. The keyId names the key by its
 //! MD5 fingerprint, as Manta clients do.
 
@@ -40,17 +41,13 @@ impl Signer {
     pub fn from_file(path: &Path, account: &str) -> anyhow::Result<Signer> {
         let text =
             std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-        Self::from_openssh(&text, account)
+        Self::from_openssh(&text, account).with_context(|| format!("{}", path.display()))
     }
 
-    /// A signer for `account` from an OpenSSH private key.
+    /// A signer for `account` from a private key in any form OpenSSH reads
+    /// ([`crate::keyfile`]).
     pub fn from_openssh(text: &str, account: &str) -> anyhow::Result<Signer> {
-        let pk =
-            ssh_key::PrivateKey::from_openssh(text).context("parsing the OpenSSH private key")?;
-        anyhow::ensure!(
-            !pk.is_encrypted(),
-            "encrypted private keys are not supported (use ssh-agent later)"
-        );
+        let pk = crate::keyfile::parse(text)?;
         let public = pk.public_key().to_openssh()?;
         let (md5, _) =
             mobula_gateway::signature::fingerprints(&public).map_err(|e| anyhow::anyhow!("{e}"))?;

@@ -87,10 +87,11 @@ pub async fn register(meta: &MetadataClient, account: &str, key: &UpKey) -> anyh
     Ok(())
 }
 
-/// The environment block `up` prints.
-pub fn environment(url: &str, account: &str, key: &UpKey) -> String {
+/// The environment block `up` prints (`MOBULA_METADATA_URL` for `mobula account …`).
+pub fn environment(url: &str, account: &str, key: &UpKey, metadata: &str) -> String {
     format!(
-        "  export MOBULA_URL={url} MOBULA_ACCOUNT={account} MOBULA_KEY={key}\n  \
+        "  export MOBULA_URL={url} MOBULA_ACCOUNT={account} MOBULA_KEY={key} \
+         MOBULA_METADATA_URL={metadata}\n  \
          export MANTA_URL={url} MANTA_USER={account} MANTA_KEY_ID={md5}",
         key = key.private.display(),
         md5 = key.md5,

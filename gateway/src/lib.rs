@@ -9,6 +9,7 @@
 
 pub mod auth;
 pub mod dirs;
+pub mod fanout;
 pub mod headers;
 pub mod jobs;
 pub mod nodes;

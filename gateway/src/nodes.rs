@@ -107,8 +107,21 @@ impl Nodes {
 
     /// Choose `count` distinct healthy nodes with at least `size` bytes free.
     pub fn place(&self, count: u8, size: u64) -> Result<Vec<(String, String)>, ApiError> {
+        self.place_excluding(count, size, &[])
+    }
+
+    /// [`Nodes::place`] among the nodes not in `exclude`.
+    pub fn place_excluding(
+        &self,
+        count: u8,
+        size: u64,
+        exclude: &[String],
+    ) -> Result<Vec<(String, String)>, ApiError> {
         let (at, all) = self.list.read().unwrap_or_else(|p| p.into_inner()).clone();
-        let healthy: Vec<&NodeInfo> = all.iter().filter(|n| self.healthy(n, at)).collect();
+        let healthy: Vec<&NodeInfo> = all
+            .iter()
+            .filter(|n| self.healthy(n, at) && !exclude.contains(&n.id))
+            .collect();
         if healthy.len() < count as usize {
             return Err(ApiError::new(
                 Code::ServiceUnavailable,

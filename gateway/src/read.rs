@@ -32,6 +32,18 @@ pub fn parse_range(h: &HeaderMap, len: u64) -> Result<Option<(u64, u64)>, ApiErr
     let v = v.to_str().map_err(|_| unsatisfiable())?.trim();
     let spec = v.strip_prefix("bytes=").ok_or_else(unsatisfiable)?;
     if spec.contains(',') {
+        // Several ranges: each must be well formed (else 416, like any malformed range);
+        // only then is the request one Mobula does not implement.
+        let well_formed = |r: &str| {
+            r.trim().split_once('-').is_some_and(|(a, b)| {
+                let (a, b) = (a.trim(), b.trim());
+                let digits = |s: &str| !s.is_empty() && s.bytes().all(|c| c.is_ascii_digit());
+                (a.is_empty() && digits(b)) || (digits(a) && (b.is_empty() || digits(b)))
+            })
+        };
+        if !spec.split(',').all(well_formed) {
+            return Err(unsatisfiable());
+        }
         return Err(ApiError::new(
             Code::NotImplemented,
             "multiple ranges are not supported",
@@ -217,7 +229,7 @@ async fn open(
                 });
             }
             Err(e) => {
-                if e.code == Code::ServiceUnavailable {
+                if e.is_node_fault() {
                     gw.nodes.mark_failed(node);
                 }
                 tracing::warn!("copy of {id} on {node} unavailable: {e}");

@@ -19,7 +19,7 @@ use mobula_storage_node::store::{new_id, valid_id};
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::objects::{discard, write_data};
+use crate::fanout::{discard, write_data};
 use crate::path::ApiPath;
 use crate::{headers, Gateway};
 
@@ -220,7 +220,7 @@ async fn put_part(
         ));
     }
     let content_md5 = headers::content_md5(&parts.headers)?;
-    let data = write_data(gw, &targets(gw, u)?, u.durability, body, content_md5).await?;
+    let data = write_data(gw, &targets(gw, u)?, u.durability, body, content_md5, false).await?;
     let p = PutPart {
         upload_id: u.id.clone(),
         n,
@@ -329,7 +329,7 @@ async fn commit(
             }
             Err(e) => {
                 discard(gw, &id, &nodes).await;
-                return Err(e);
+                return Err(e.into());
             }
         }
     }

@@ -76,6 +76,13 @@ impl JobSpec {
             if p.exec.trim().is_empty() {
                 return bad("exec is empty".into());
             }
+            // A command line is handed to the shell as a C string: a NUL cannot be in it.
+            if p.exec.contains('\0') {
+                return bad("exec contains a NUL byte".into());
+            }
+            if p.init.as_ref().is_some_and(|i| i.contains('\0')) {
+                return bad("init contains a NUL byte".into());
+            }
             match (p.kind, p.count) {
                 (PhaseKind::Map, Some(_)) => return bad("count is for reduce phases".into()),
                 (PhaseKind::Reduce, Some(c)) if c == 0 || c > MAX_REDUCERS => {
@@ -157,6 +164,8 @@ mod tests {
         for bad in [
             &br#"{"phases":[]}"#[..],
             br#"{"phases":[{"exec":" "}]}"#,
+            br#"{"phases":[{"exec":"wc\u0000 -l"}]}"#,
+            br#"{"phases":[{"exec":"wc","init":"true\u0000"}]}"#,
             br#"{"phases":[{"exec":"x","count":2}]}"#,
             br#"{"phases":[{"type":"reduce","exec":"x","count":129}]}"#,
             br#"{"phases":[{"exec":"x","memory":1}]}"#,

@@ -1,4 +1,9 @@
 //! Client of the storage-node API, used by the gateway (and by peers for repair).
+//!
+//! Every call returns a [`NodeError`] that says whose failure it was: the node's (unreachable,
+//! or its own 5xx: worth avoiding the node for a while and trying another), or not (the node
+//! refused a bad request, or the caller's own upload stream was aborted — see
+//! [`UploadAborted`]). Error messages never carry the node's URL: they may reach the public.
 
 use bytes::Bytes;
 use futures::Stream;
@@ -18,26 +23,98 @@ impl Default for NodeClient {
     }
 }
 
-fn unreachable(url: &str, e: reqwest::Error) -> ApiError {
-    ApiError::new(
-        Code::ServiceUnavailable,
-        format!("storage node {url} unreachable: {e}"),
-    )
+/// Put into an upload stream (as `io::Error::other(UploadAborted)`) by a caller whose own
+/// client failed: the node's request then ends as [`NodeError::Aborted`], never the node's fault.
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+#[error("the upload was aborted by its sender")]
+pub struct UploadAborted;
+
+/// Why a request to a storage node failed.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// No exchange with the node: connection refused or reset, timed out, a broken response.
+    #[error("storage node unreachable: {0}")]
+    Unreachable(String),
+    /// The node answered with an error of its own.
+    #[error("{0}")]
+    Answered(ApiError),
+    /// The body the caller streamed was aborted by the caller ([`UploadAborted`]).
+    #[error("the upload was aborted by its sender")]
+    Aborted,
 }
 
-async fn check(url: &str, resp: reqwest::Response) -> Result<reqwest::Response, ApiError> {
+impl NodeError {
+    /// Whether the node itself failed (so it is worth avoiding for a while), rather than the
+    /// request or the caller.
+    pub fn is_node_fault(&self) -> bool {
+        match self {
+            NodeError::Unreachable(_) => true,
+            NodeError::Answered(e) => e.status().is_server_error(),
+            NodeError::Aborted => false,
+        }
+    }
+
+    /// The wire error of an answer, if the node answered.
+    pub fn answered(&self) -> Option<&ApiError> {
+        match self {
+            NodeError::Answered(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+impl From<NodeError> for ApiError {
+    fn from(e: NodeError) -> ApiError {
+        match e {
+            NodeError::Answered(e) => e,
+            e @ NodeError::Unreachable(_) => ApiError::new(Code::ServiceUnavailable, e.to_string()),
+            e @ NodeError::Aborted => ApiError::new(Code::InvalidArgument, e.to_string()),
+        }
+    }
+}
+
+fn unreachable(e: reqwest::Error) -> NodeError {
+    // Our own abort, carried through reqwest and hyper as the body's error.
+    let mut src: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+    while let Some(s) = src {
+        if s.downcast_ref::<UploadAborted>().is_some()
+            || s.downcast_ref::<std::io::Error>()
+                .and_then(|io| io.get_ref())
+                .is_some_and(|inner| inner.is::<UploadAborted>())
+        {
+            return NodeError::Aborted;
+        }
+        src = s.source();
+    }
+    // The whole chain ("error sending request: … Connection refused"), without the URL.
+    let e = e.without_url();
+    let mut msg = e.to_string();
+    let mut src = std::error::Error::source(&e);
+    while let Some(s) = src {
+        msg = format!("{msg}: {s}");
+        src = s.source();
+    }
+    NodeError::Unreachable(msg)
+}
+
+async fn check(resp: reqwest::Response) -> Result<reqwest::Response, NodeError> {
     if resp.status().is_success() {
         return Ok(resp);
     }
     let status = resp.status();
-    let body = resp.bytes().await.map_err(|e| unreachable(url, e))?;
-    Err(ApiError::from_wire(status, &body))
+    let body = resp.bytes().await.map_err(unreachable)?;
+    Err(NodeError::Answered(ApiError::from_wire(status, &body)))
 }
+
+/// Idle connections kept per node, and how long one may stay idle.
+pub const POOL_IDLE_PER_NODE: usize = 32;
+pub const POOL_IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 impl NodeClient {
     pub fn new() -> Self {
         let http = reqwest::Client::builder()
-            .pool_max_idle_per_host(64)
+            .pool_max_idle_per_host(POOL_IDLE_PER_NODE)
+            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
             .tcp_nodelay(true)
             .connect_timeout(std::time::Duration::from_secs(2))
             .build()
@@ -52,7 +129,7 @@ impl NodeClient {
         id: &str,
         body: S,
         expected_md5: Option<&str>,
-    ) -> Result<Written, ApiError>
+    ) -> Result<Written, NodeError>
     where
         S: Stream<Item = Result<Bytes, std::io::Error>> + Send + Sync + 'static,
     {
@@ -63,9 +140,9 @@ impl NodeClient {
         if let Some(m) = expected_md5 {
             req = req.header("x-expected-md5", m);
         }
-        let resp = req.send().await.map_err(|e| unreachable(url, e))?;
-        let resp = check(url, resp).await?;
-        resp.json().await.map_err(|e| unreachable(url, e))
+        let resp = req.send().await.map_err(unreachable)?;
+        let resp = check(resp).await?;
+        resp.json().await.map_err(unreachable)
     }
 
     /// Open data `id` (optionally the inclusive byte range `range`) for streaming.
@@ -74,36 +151,36 @@ impl NodeClient {
         url: &str,
         id: &str,
         range: Option<(u64, u64)>,
-    ) -> Result<reqwest::Response, ApiError> {
+    ) -> Result<reqwest::Response, NodeError> {
         let mut req = self.http.get(format!("{url}/data/{id}"));
         if let Some((a, b)) = range {
             req = req.header("range", format!("bytes={a}-{b}"));
         }
-        let resp = req.send().await.map_err(|e| unreachable(url, e))?;
-        check(url, resp).await
+        let resp = req.send().await.map_err(unreachable)?;
+        check(resp).await
     }
 
     /// Open all of data `id`, zstd-compressed on the wire (for transfers between nodes).
-    pub async fn get_zstd(&self, url: &str, id: &str) -> Result<reqwest::Response, ApiError> {
+    pub async fn get_zstd(&self, url: &str, id: &str) -> Result<reqwest::Response, NodeError> {
         let resp = self
             .http
             .get(format!("{url}/data/{id}"))
             .header("accept-encoding", "zstd")
             .send()
             .await
-            .map_err(|e| unreachable(url, e))?;
-        check(url, resp).await
+            .map_err(unreachable)?;
+        check(resp).await
     }
 
     /// Delete data `id` on the node at `url`.
-    pub async fn delete(&self, url: &str, id: &str) -> Result<(), ApiError> {
+    pub async fn delete(&self, url: &str, id: &str) -> Result<(), NodeError> {
         let resp = self
             .http
             .delete(format!("{url}/data/{id}"))
             .send()
             .await
-            .map_err(|e| unreachable(url, e))?;
-        check(url, resp).await.map(|_| ())
+            .map_err(unreachable)?;
+        check(resp).await.map(|_| ())
     }
 
     /// Build data `id` on the node at `url` by concatenating `parts` held there.
@@ -112,16 +189,16 @@ impl NodeClient {
         url: &str,
         id: &str,
         parts: Vec<String>,
-    ) -> Result<Written, ApiError> {
+    ) -> Result<Written, NodeError> {
         let resp = self
             .http
             .post(format!("{url}/data/{id}/concat"))
             .json(&Concat { parts })
             .send()
             .await
-            .map_err(|e| unreachable(url, e))?;
-        let resp = check(url, resp).await?;
-        resp.json().await.map_err(|e| unreachable(url, e))
+            .map_err(unreachable)?;
+        let resp = check(resp).await?;
+        resp.json().await.map_err(unreachable)
     }
 
     /// Have the node at `url` copy data `id` from the node at `from` (repair).
@@ -131,7 +208,7 @@ impl NodeClient {
         id: &str,
         from: &str,
         blake3: &str,
-    ) -> Result<Written, ApiError> {
+    ) -> Result<Written, NodeError> {
         let resp = self
             .http
             .post(format!("{url}/data/{id}/fetch"))
@@ -141,21 +218,21 @@ impl NodeClient {
             })
             .send()
             .await
-            .map_err(|e| unreachable(url, e))?;
-        let resp = check(url, resp).await?;
-        resp.json().await.map_err(|e| unreachable(url, e))
+            .map_err(unreachable)?;
+        let resp = check(resp).await?;
+        resp.json().await.map_err(unreachable)
     }
 
     /// Verify every data file on the node now.
-    pub async fn scrub(&self, url: &str) -> Result<crate::scrub::ScrubReport, ApiError> {
+    pub async fn scrub(&self, url: &str) -> Result<crate::scrub::ScrubReport, NodeError> {
         let resp = self
             .http
             .post(format!("{url}/scrub"))
             .send()
             .await
-            .map_err(|e| unreachable(url, e))?;
-        let resp = check(url, resp).await?;
-        resp.json().await.map_err(|e| unreachable(url, e))
+            .map_err(unreachable)?;
+        let resp = check(resp).await?;
+        resp.json().await.map_err(unreachable)
     }
 
     /// Take a snapshot of the node's volume.
@@ -163,50 +240,50 @@ impl NodeClient {
         &self,
         url: &str,
         name: &str,
-    ) -> Result<crate::volume::Snapshot, ApiError> {
+    ) -> Result<crate::volume::Snapshot, NodeError> {
         let resp = self
             .http
             .post(format!("{url}/snapshots"))
             .json(&crate::server::NewSnapshot { name: name.into() })
             .send()
             .await
-            .map_err(|e| unreachable(url, e))?;
-        let resp = check(url, resp).await?;
-        resp.json().await.map_err(|e| unreachable(url, e))
+            .map_err(unreachable)?;
+        let resp = check(resp).await?;
+        resp.json().await.map_err(unreachable)
     }
 
     /// The node's snapshots.
-    pub async fn snapshots(&self, url: &str) -> Result<Vec<crate::volume::Snapshot>, ApiError> {
+    pub async fn snapshots(&self, url: &str) -> Result<Vec<crate::volume::Snapshot>, NodeError> {
         let resp = self
             .http
             .get(format!("{url}/snapshots"))
             .send()
             .await
-            .map_err(|e| unreachable(url, e))?;
-        let resp = check(url, resp).await?;
-        resp.json().await.map_err(|e| unreachable(url, e))
+            .map_err(unreachable)?;
+        let resp = check(resp).await?;
+        resp.json().await.map_err(unreachable)
     }
 
     /// Delete one of the node's snapshots.
-    pub async fn snapshot_delete(&self, url: &str, name: &str) -> Result<(), ApiError> {
+    pub async fn snapshot_delete(&self, url: &str, name: &str) -> Result<(), NodeError> {
         let resp = self
             .http
             .delete(format!("{url}/snapshots/{name}"))
             .send()
             .await
-            .map_err(|e| unreachable(url, e))?;
-        check(url, resp).await.map(|_| ())
+            .map_err(unreachable)?;
+        check(resp).await.map(|_| ())
     }
 
     /// The node's identity and space.
-    pub async fn status(&self, url: &str) -> Result<Status, ApiError> {
+    pub async fn status(&self, url: &str) -> Result<Status, NodeError> {
         let resp = self
             .http
             .get(format!("{url}/status"))
             .send()
             .await
-            .map_err(|e| unreachable(url, e))?;
-        let resp = check(url, resp).await?;
-        resp.json().await.map_err(|e| unreachable(url, e))
+            .map_err(unreachable)?;
+        let resp = check(resp).await?;
+        resp.json().await.map_err(unreachable)
     }
 }

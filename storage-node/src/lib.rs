@@ -16,7 +16,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub use client::NodeClient;
+pub use client::{NodeClient, NodeError, UploadAborted};
 use mobula_metadata::types::Heartbeat;
 use mobula_metadata::MetadataClient;
 pub use store::Store;

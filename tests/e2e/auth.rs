@@ -486,3 +486,142 @@ async fn the_cli_signs_with_keys_held_by_ssh_agent() {
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("holds no key"));
 }
+
+/// Key files as `ssh-keygen` writes them in every format (PKCS#1 `-m PEM` RSA, SEC1 ECDSA,
+/// PKCS#8), used by `--key`, and found in `~/.ssh` by fingerprint when no agent holds them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_reads_every_private_key_form_and_finds_keys_in_dot_ssh() {
+    let t = T::start_with(3, |c| c.gateway.require_signatures = true).await;
+    let home = tempfile::tempdir().unwrap();
+    let ssh = home.path().join(".ssh");
+    std::fs::create_dir(&ssh).unwrap();
+    let src = home.path().join("f");
+    std::fs::write(&src, "pem").unwrap();
+    for (i, (kind, format)) in [
+        ("rsa", "PEM"),
+        ("ecdsa", "PEM"),
+        ("rsa", "PKCS8"),
+        ("ed25519", "RFC4716"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let account = format!("pem{i}");
+        let key = ssh.join(format!("id_{kind}_{i}"));
+        let gen = tokio::process::Command::new("ssh-keygen")
+            .args(["-q", "-N", "", "-t", kind, "-m", format, "-f"])
+            .arg(&key)
+            .output()
+            .await
+            .expect("ssh-keygen (openssh-client) is installed");
+        assert!(
+            gen.status.success(),
+            "{}",
+            String::from_utf8_lossy(&gen.stderr)
+        );
+        let text = std::fs::read_to_string(&key).unwrap();
+        if format == "PEM" && kind == "rsa" {
+            assert!(
+                text.starts_with("-----BEGIN RSA PRIVATE KEY-----"),
+                "{text}"
+            );
+        }
+        let public = std::fs::read_to_string(key.with_extension("pub")).unwrap_or_else(|_| {
+            let mut p = key.clone().into_os_string();
+            p.push(".pub");
+            std::fs::read_to_string(p).unwrap()
+        });
+        let (md5, sha256) = mobula_gateway::signature::fingerprints(&public).unwrap();
+        t.c.gw.meta.create_account(&account).await.unwrap();
+        t.c.gw
+            .meta
+            .add_key(&mobula_metadata::types::AccountKey {
+                account: account.clone(),
+                md5: md5.clone(),
+                sha256,
+                public_key: public.trim().into(),
+                created: 0,
+            })
+            .await
+            .unwrap();
+        let cli = |args: &[&str]| {
+            let mut c = tokio::process::Command::new(env!("CARGO_BIN_EXE_mobula"));
+            c.args(args)
+                .env("MOBULA_URL", t.c.url())
+                .env("MOBULA_ACCOUNT", &account)
+                .env("HOME", home.path())
+                .env_remove("SSH_AUTH_SOCK")
+                .env_remove("MOBULA_KEY")
+                .env_remove("MOBULA_KEY_ID")
+                .env_remove("MANTA_KEY_ID");
+            c
+        };
+        // --key with the file.
+        let o = cli(&["put", src.to_str().unwrap(), "~~/stor/a"])
+            .arg("--key")
+            .arg(&key)
+            .output()
+            .await
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "{kind} {format}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        // MANTA_KEY_ID and no agent: found in ~/.ssh.
+        let o = cli(&["get", "~~/stor/a"])
+            .env("MANTA_KEY_ID", &md5)
+            .output()
+            .await
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "{kind} {format}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        assert_eq!(o.stdout, b"pem");
+    }
+    // An encrypted key file: a clear word on what to do.
+    let enc = home.path().join("enc");
+    let gen = tokio::process::Command::new("ssh-keygen")
+        .args(["-q", "-N", "secret", "-t", "ed25519", "-f"])
+        .arg(&enc)
+        .output()
+        .await
+        .unwrap();
+    assert!(gen.status.success());
+    let o = tokio::process::Command::new(env!("CARGO_BIN_EXE_mobula"))
+        .args(["get", "/pem0/stor/a", "--key"])
+        .arg(&enc)
+        .env("MOBULA_URL", t.c.url())
+        .output()
+        .await
+        .unwrap();
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("encrypted") && err.contains("ssh-add"),
+        "{err}"
+    );
+    // A fingerprint nobody holds: a clear error naming where it looked.
+    let o = tokio::process::Command::new(env!("CARGO_BIN_EXE_mobula"))
+        .args(["get", "/pem0/stor/a"])
+        .env("MOBULA_URL", t.c.url())
+        .env("MOBULA_ACCOUNT", "pem0")
+        .env("HOME", home.path())
+        .env_remove("SSH_AUTH_SOCK")
+        .env_remove("MOBULA_KEY")
+        .env(
+            "MOBULA_KEY_ID",
+            "00:11:22:33:44:55:66:77:88:99:aa:bb:cc:dd:ee:ff",
+        )
+        .output()
+        .await
+        .unwrap();
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("no key with fingerprint") && err.contains(".ssh"),
+        "{err}"
+    );
+}

@@ -196,3 +196,124 @@ async fn a_get_continues_on_another_copy_when_a_node_dies_mid_body() {
         t.c.wait_for_nodes(3).await.unwrap();
     }
 }
+
+/// Send `head` and `body` raw, then either close or reset (`SO_LINGER` 0) the connection; return
+/// whatever status line came back.
+async fn broken_upload(t: &T, head: &str, body: &[u8], reset: bool) -> String {
+    let mut s = raw(t).await;
+    s.write_all(head.as_bytes()).await.unwrap();
+    s.write_all(body).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    if reset {
+        #[allow(deprecated)] // a reset is the point: the socket is dropped at once
+        s.set_linger(Some(Duration::ZERO)).unwrap();
+        drop(s);
+        return String::new();
+    }
+    s.shutdown().await.unwrap();
+    let mut buf = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut buf)).await;
+    String::from_utf8_lossy(&buf).to_string()
+}
+
+/// A client's broken upload is the client's failure: every node stays healthy and the next
+/// PUTs of every client land at once.
+#[tokio::test]
+async fn a_clients_broken_upload_never_counts_against_a_node() {
+    let t = T::start(3).await;
+    let put = "PUT /admin/stor/x HTTP/1.1\r\nhost: x\r\n";
+    let chunked = format!("{put}transfer-encoding: chunked\r\n\r\n");
+    let cases: Vec<(&str, String, Vec<u8>, bool)> = vec![
+        (
+            "short body, closed",
+            format!("{put}content-length: 1000\r\n\r\n"),
+            vec![1; 10],
+            false,
+        ),
+        (
+            "short body, reset",
+            format!("{put}content-length: 100000\r\n\r\n"),
+            vec![2; 5000],
+            true,
+        ),
+        (
+            "bad chunk size",
+            chunked.clone(),
+            b"5\r\nhello\r\nzz\r\nabc\r\n".to_vec(),
+            false,
+        ),
+        (
+            "missing CRLF",
+            chunked.clone(),
+            b"5\r\nhelloXX3\r\nabc\r\n0\r\n\r\n".to_vec(),
+            false,
+        ),
+        (
+            "no last chunk",
+            chunked.clone(),
+            b"5\r\nhello\r\n".to_vec(),
+            false,
+        ),
+        (
+            "huge extension",
+            chunked.clone(),
+            [&b"5;"[..], &vec![b'e'; 100_000], b"\r\nhello\r\n0\r\n\r\n"].concat(),
+            false,
+        ),
+        (
+            "garbage trailer",
+            chunked.clone(),
+            b"5\r\nhello\r\n0\r\n\x01\x02\r\n\r\n".to_vec(),
+            false,
+        ),
+    ];
+    for (what, head, body, reset) in cases {
+        let resp = broken_upload(&t, &head, &body, reset).await;
+        if !resp.is_empty() {
+            assert!(resp.starts_with("HTTP/1.1 4"), "{what}: {resp}");
+        }
+        // Every node is still healthy in the gateway's eyes ...
+        assert_eq!(t.c.gw.nodes.healthy_ids().len(), 3, "{what}");
+        // ... and PUTs of other clients land at once.
+        for i in 0..6 {
+            let r = t
+                .put(&format!("/admin/stor/ok{i}"), format!("after {what}"))
+                .await;
+            assert_eq!(r.status(), 204, "PUT {i} after {what}");
+        }
+    }
+    assert_err(t.get("/admin/stor/x").await, 404, "ResourceNotFound").await;
+}
+
+/// With one of three nodes dead (and still fresh in the registry), PUTs at durability 2 land
+/// at once: a copy whose node fails before taking the body is placed on another node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_node_is_replaced_before_the_body_and_puts_keep_landing() {
+    let mut t = T::start(3).await;
+    t.c.kill_node(2).await;
+    let start = std::time::Instant::now();
+    // Small objects (the whole body is held) and large ones (only the prefix is).
+    for i in 0..20 {
+        let body = if i % 4 == 0 {
+            bytes(3_000_000, i as u64)
+        } else {
+            bytes(10_000 + i as usize, i as u64)
+        };
+        let r = t.put(&format!("/admin/stor/d{i}"), body.clone()).await;
+        assert_eq!(r.status(), 204, "PUT {i} with a node dead");
+        assert!(t.get_bytes(&format!("/admin/stor/d{i}")).await == body);
+    }
+    assert!(start.elapsed() < Duration::from_secs(30));
+    // Each object has its 2 copies on the live nodes.
+    for i in 0..20 {
+        let e =
+            t.c.gw
+                .meta
+                .get(&format!("/admin/stor/d{i}"))
+                .await
+                .unwrap()
+                .unwrap();
+        let d = e.data.unwrap();
+        assert_eq!(d.nodes.len(), 2, "d{i}");
+    }
+}

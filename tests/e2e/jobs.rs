@@ -321,9 +321,10 @@ async fn failures_are_error_records() {
     let mut inputs = paths(&objs);
     inputs.push("/admin/stor/f/missing".into());
     inputs.push("/other/stor/secret".into());
+    inputs.push("/admin/stor/f".into());
     add(&t, &job, &inputs, true).await;
     let s = wait(&t, &job, 60).await;
-    assert_eq!(s["stats"]["errors"], 4);
+    assert_eq!(s["stats"]["errors"], 5);
     assert_eq!(s["stats"]["retries"], 0, "user failures are not retried");
     let errs = errors(&t, &job).await;
     for (p, _) in &objs {
@@ -336,7 +337,15 @@ async fn failures_are_error_records() {
     for p in ["/admin/stor/f/missing", "/other/stor/secret"] {
         let e = errs.iter().find(|e| e["input"] == p).unwrap();
         assert_eq!(e["code"], "ResourceNotFoundError");
+        assert!(
+            e["message"].as_str().unwrap().contains("does not exist"),
+            "{e}"
+        );
     }
+    // A directory given as an input is named as one.
+    let e = errs.iter().find(|e| e["input"] == "/admin/stor/f").unwrap();
+    assert_eq!(e["code"], "ResourceNotFoundError");
+    assert_eq!(e["message"], "/admin/stor/f is a directory, not an object");
     let mut fail = lines(&t, &format!("{job}/live/fail")).await;
     fail.sort();
     inputs.sort();
@@ -367,6 +376,9 @@ async fn bad_requests_get_clear_errors() {
         json!({"phases": []}),
         json!({"phases": [{"exec": ""}]}),
         json!({"phases": [{"type": "reduce", "exec": "x", "count": 500}]}),
+        // A NUL cannot be handed to the shell: refused at creation, not failed per task.
+        json!({"phases": [{"exec": "wc\u{0} -l"}]}),
+        json!({"phases": [{"exec": "wc", "init": "true\u{0}"}]}),
     ] {
         let r = t
             .req(Method::POST, "/admin/jobs")

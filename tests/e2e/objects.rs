@@ -308,6 +308,11 @@ async fn ranges() {
         "bytes=abc",
         "lines=1-2",
         "bytes=-0",
+        // Malformed lists of ranges are malformed ranges, not unimplemented ones.
+        "bytes=0-5,",
+        "bytes=,0-5",
+        "bytes=0-1,x-2",
+        "bytes=0-1,,5-6",
     ] {
         let r = t
             .req(Method::GET, "/admin/stor/r")

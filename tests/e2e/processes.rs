@@ -80,6 +80,20 @@ async fn roles_run_as_separate_processes() {
         );
     }
     let (_gw, gurl) = spawn(&["gateway", "--listen", "127.0.0.1:0", "--metadata", &murl]).await;
+    // Accounts are administered over the network at the metadata service's listener.
+    let o = Command::new(BIN)
+        .args(["account", "create", "carol", "--metadata-url", &murl])
+        .output()
+        .await
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = Command::new(BIN)
+        .args(["account", "list"])
+        .env("MOBULA_METADATA_URL", &murl)
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "admin\ncarol\n");
     let http = reqwest::Client::new();
     let body = crate::bytes(300_000, 5);
     wait_ok(&http, || {
@@ -135,6 +149,8 @@ async fn up_keeps_state_across_restarts_and_stops_on_ctrl_c() {
         "--nodes",
         "3",
         "--no-auth",
+        "--volume",
+        "plain",
     ])
     .await;
     wait_ok(&http, || {
@@ -158,6 +174,8 @@ async fn up_keeps_state_across_restarts_and_stops_on_ctrl_c() {
         "--nodes",
         "3",
         "--no-auth",
+        "--volume",
+        "plain",
     ])
     .await;
     let r = wait_ok(&http, || http.get(format!("{url}/admin/stor/kept"))).await;
@@ -175,6 +193,8 @@ async fn up_with_home(data: &str, home: &std::path::Path) -> (Child, Vec<(String
             "127.0.0.1:0",
             "--nodes",
             "2",
+            "--volume",
+            "plain",
         ])
         .env("RUST_LOG", "warn")
         .env("HOME", home)
@@ -248,6 +268,50 @@ async fn up_requires_signatures_and_prints_a_working_environment() {
         .await
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // Account administration with what `up` printed (MOBULA_METADATA_URL) ...
+    let o = cli(&["account", "create", "bob"]).await.unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let bob =
+        ssh_key::PrivateKey::random(&mut rand::rngs::OsRng, ssh_key::Algorithm::Ed25519).unwrap();
+    let bob_pub = dir.path().join("bob.pub");
+    std::fs::write(&bob_pub, bob.public_key().to_openssh().unwrap()).unwrap();
+    let o = cli(&["account", "key", "add", "bob", bob_pub.to_str().unwrap()])
+        .await
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // ... and with nothing but the data directory (`up` recorded its metadata service there).
+    let o = Command::new(BIN)
+        .args(["account", "list", "--data", &data])
+        .env_remove("MOBULA_METADATA_URL")
+        .output()
+        .await
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "admin\nbob\n");
+    // The new account's key signs requests through the gateway.
+    let bob_key = dir.path().join("bob");
+    std::fs::write(&bob_key, bob.to_openssh(ssh_key::LineEnding::LF).unwrap()).unwrap();
+    let o = Command::new(BIN)
+        .args(["mkdir", "~~/stor/bobs"])
+        .env("MOBULA_URL", get("MOBULA_URL"))
+        .env("MOBULA_ACCOUNT", "bob")
+        .env("MOBULA_KEY", &bob_key)
+        .output()
+        .await
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // Nothing listening: the error says where it looked and what to do.
+    let o = Command::new(BIN)
+        .args(["account", "list", "--metadata-url", "http://127.0.0.1:9"])
+        .output()
+        .await
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("metadata service at http://127.0.0.1:9"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     // Restarted, it keeps the same key and still answers the same client.
     let pid = nix::unistd::Pid::from_raw(up.id().unwrap() as i32);
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();

@@ -326,3 +326,29 @@ async fn a_task_cannot_see_another_running_tasks_scratch_or_processes() {
     let r = a.wait().await.unwrap();
     assert!(r.cancelled);
 }
+
+/// The README's first sandbox example, as a newcomer runs it: in a fresh directory, with the
+/// default (relative) `--node-dir`.
+#[tokio::test]
+async fn the_readme_example_runs_with_the_default_node_dir() {
+    let Some((_sb, _dir)) = sandbox() else { return };
+    let cwd = tempfile::tempdir().unwrap();
+    let out = tokio::process::Command::new(BIN)
+        .current_dir(cwd.path())
+        .args(["sandbox", "run", "--", "bash", "-c", "id"])
+        .output()
+        .await
+        .unwrap();
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert!(out.status.success(), "stdout {stdout:?} stderr {stderr:?}");
+    assert!(stdout.starts_with("uid="), "{stdout:?}");
+    assert!(cwd.path().join("mobula-data/nodes/0/sandbox").is_dir());
+    // A relative path given explicitly works the same.
+    let out = tokio::process::Command::new(BIN)
+        .current_dir(cwd.path())
+        .args(["sandbox", "run", "--node-dir", "n1", "--", "true"])
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+}

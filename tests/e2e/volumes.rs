@@ -213,3 +213,107 @@ async fn up_with_a_btrfs_image() {
         "unmounted on exit"
     );
 }
+
+/// Start `up` on `data` with `extra` flags; returns it, its gateway URL and what it printed
+/// about its volume.
+async fn up_on(data: &std::path::Path, extra: &[&str]) -> (tokio::process::Child, String, String) {
+    use tokio::io::AsyncBufReadExt;
+    let mut child = tokio::process::Command::new(BIN)
+        .args([
+            "up",
+            "--no-auth",
+            "--listen",
+            "127.0.0.1:0",
+            "--btrfs-size",
+            "1G",
+        ])
+        .args(extra)
+        .arg("--data")
+        .arg(data)
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let (mut url, mut said) = (String::new(), String::new());
+    while let Some(l) = lines.next_line().await.unwrap() {
+        if l.contains("storage nodes on") {
+            said = l.clone();
+        }
+        if let Some(i) = l.find("gateway listening on http://") {
+            url = l[i + 21..].trim().to_string();
+            break;
+        }
+    }
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    assert!(!url.is_empty(), "up started");
+    (child, url, said)
+}
+
+async fn interrupt(mut child: tokio::process::Child) {
+    let pid = nix::unistd::Pid::from_raw(child.id().unwrap() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(20), child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success());
+}
+
+/// As root with btrfs-progs, plain `mobula up` keeps its nodes on a sparse btrfs image in its
+/// data directory, says so, reopens it on restart, and unmounts it on exit; `--volume plain`
+/// opts out.
+#[tokio::test]
+async fn up_makes_a_btrfs_image_by_default() {
+    if let Some(why) = loopback::unavailable() {
+        crate::skip(&why);
+        return;
+    }
+    let dir = tempfile::Builder::new()
+        .prefix("mobula-up")
+        .tempdir_in("/var/tmp")
+        .unwrap();
+    let data = dir.path().join("data");
+    let nodes = data.join("nodes");
+    let (child, url, said) = up_on(&data, &[]).await;
+    assert!(
+        said.contains("btrfs image") && said.contains("new"),
+        "{said}"
+    );
+    assert!(mobula_storage_node::volume::btrfs::is_btrfs(&nodes));
+    let img = std::fs::metadata(data.join("nodes.img")).unwrap();
+    use std::os::unix::fs::MetadataExt;
+    assert!(img.blocks() * 512 < img.len() / 2, "the image is sparse");
+    let http = reqwest::Client::new();
+    let r = http
+        .put(format!("{url}/admin/stor/y"))
+        .body("cow")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    interrupt(child).await;
+    assert!(
+        !mobula_storage_node::volume::btrfs::is_btrfs(&nodes),
+        "unmounted on exit"
+    );
+    // Restarted: the same image, reopened, with the object in it.
+    let (child, url, said) = up_on(&data, &[]).await;
+    assert!(said.contains("reopened"), "{said}");
+    let r = http
+        .get(format!("{url}/admin/stor/y"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.text().await.unwrap(), "cow");
+    interrupt(child).await;
+    // Opting out.
+    let plain = dir.path().join("plain");
+    let (child, _, said) = up_on(&plain, &["--volume", "plain"]).await;
+    assert!(
+        said.contains("plain directory") && said.contains("--volume plain"),
+        "{said}"
+    );
+    assert!(!plain.join("nodes.img").exists());
+    interrupt(child).await;
+}

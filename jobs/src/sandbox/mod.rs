@@ -55,6 +55,8 @@ pub struct SandboxConfig {
 impl SandboxConfig {
     /// The current executable as helper, state below `dir`.
     pub fn under(dir: &Path) -> io::Result<SandboxConfig> {
+        // Absolute at the edge: the helper and the task's mounts run from other directories.
+        let dir = std::path::absolute(dir)?;
         Ok(SandboxConfig {
             helper: std::env::current_exe()?,
             run_dir: dir.join("sandbox"),

@@ -254,11 +254,16 @@ impl Machine {
 
     fn input(&mut self, path: String, at: Located, out: &mut Vec<Command>) {
         match at {
-            Located::Missing => {
+            Located::Missing | Located::Directory => {
+                let message = if at == Located::Directory {
+                    format!("{path} is a directory, not an object")
+                } else {
+                    format!("{path} does not exist")
+                };
                 let rec = ErrRecord {
                     phase: 0,
                     code: "ResourceNotFoundError".into(),
-                    message: format!("{path} does not exist"),
+                    message,
                     stderr: None,
                     input: Some(path.clone()),
                     p0input: Some(path),

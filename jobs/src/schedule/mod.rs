@@ -56,11 +56,16 @@ pub struct PhaseShape {
     pub count: u32,
 }
 
-/// An object as the caller found it: missing, or its size and the nodes holding a copy.
+/// An object as the caller found it: missing, a directory, or its size and the nodes holding a copy.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Located {
     Missing,
-    Object { size: u64, nodes: Vec<NodeId> },
+    /// A directory: not an input a task can read.
+    Directory,
+    Object {
+        size: u64,
+        nodes: Vec<NodeId>,
+    },
 }
 
 /// An object a task emitted, with where its copies are and (optionally) the reducer it is for.

@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use futures::StreamExt;
 use mobula_http::{ApiError, Code};
-use mobula_metadata::types::{Data, JobRecords};
+use mobula_metadata::types::{Data, JobRecords, Kind};
 
 use super::{Actor, Reply, INPUT_BATCH, SUSPECT};
 use crate::schedule::{Event, Located};
@@ -91,16 +91,19 @@ impl Actor {
                     .map(|p| {
                         let (meta, account) = (meta.clone(), account.clone());
                         async move {
-                            let data = if readable_by(&p, &account) {
-                                meta.get(&p).await?.and_then(|e| e.data)
+                            let entry = if readable_by(&p, &account) {
+                                meta.get(&p).await?
                             } else {
                                 None
                             };
+                            let is_dir = entry.as_ref().is_some_and(|e| e.kind == Kind::Directory);
+                            let data = entry.and_then(|e| e.data);
                             let at = match &data {
                                 Some(d) => Located::Object {
                                     size: d.size,
                                     nodes: d.nodes.clone(),
                                 },
+                                None if is_dir => Located::Directory,
                                 None => Located::Missing,
                             };
                             Ok((Event::Input { path: p, at }, data))
