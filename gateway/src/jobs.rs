@@ -7,7 +7,6 @@
 use std::sync::Arc;
 
 use http::{header, Method, Response, StatusCode};
-use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use mobula_http::{ApiError, Body, Code};
 use mobula_jobs::spec::JobSpec;
@@ -27,12 +26,11 @@ pub fn is_api(m: &Method, path: &ApiPath) -> bool {
 }
 
 async fn body(b: Incoming, max: usize) -> Result<bytes::Bytes, ApiError> {
-    Ok(Limited::new(b, max)
-        .collect()
-        .await
-        .map_err(|e| ApiError::new(Code::InvalidArgument, format!("reading body: {e}")))?
-        .to_bytes())
+    mobula_http::collect_body(b, max, BODY_IDLE).await
 }
+
+/// A job or input list body that stalls this long is cut off (`UploadTimeout`).
+const BODY_IDLE: std::time::Duration = std::time::Duration::from_secs(60);
 
 fn text(lines: Vec<String>, content_type: &str) -> Response<Body> {
     let mut s = String::with_capacity(lines.iter().map(|l| l.len() + 1).sum());

@@ -11,7 +11,6 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use http::{header, Method, Response, StatusCode};
-use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use mobula_http::{ApiError, Body, Code};
 use mobula_metadata::types::{now_ms, CommitUpload, Data, PutPart, Upload};
@@ -45,11 +44,8 @@ fn parts_dir(account: &str, id: &str) -> String {
 }
 
 async fn json_body<T: for<'de> Deserialize<'de>>(body: Incoming) -> Result<T, ApiError> {
-    let bytes = Limited::new(body, 1 << 20)
-        .collect()
-        .await
-        .map_err(|e| ApiError::new(Code::InvalidArgument, format!("reading body: {e}")))?
-        .to_bytes();
+    let idle = std::time::Duration::from_secs(60);
+    let bytes = mobula_http::collect_body(body, 1 << 20, idle).await?;
     serde_json::from_slice(&bytes)
         .map_err(|e| ApiError::new(Code::InvalidArgument, format!("bad JSON body: {e}")))
 }

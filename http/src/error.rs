@@ -61,6 +61,8 @@ codes! {
     ContentLengthRequired => StatusCode::LENGTH_REQUIRED,
     PreconditionFailed => StatusCode::PRECONDITION_FAILED,
     MaxContentLengthExceeded => StatusCode::PAYLOAD_TOO_LARGE,
+    UriTooLong => StatusCode::URI_TOO_LONG,
+    HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
     RequestedRangeNotSatisfiable => StatusCode::RANGE_NOT_SATISFIABLE,
     InternalError => StatusCode::INTERNAL_SERVER_ERROR,
     NotImplemented => StatusCode::NOT_IMPLEMENTED,

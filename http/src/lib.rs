@@ -3,15 +3,24 @@
 //! Owns three things and nothing else:
 //! - [`serve`]: the hyper accept loop over an already-bound listener, with a shutdown future.
 //!   Connections are owned by the loop: when the loop future is dropped (a test "kills" a node)
-//!   every connection it accepted is dropped with it, like a process exit would do.
+//!   every connection it accepted is dropped with it, like a process exit would do. Every
+//!   connection has a header-read timeout and an idle limit ([`Limits`]), and errors hyper
+//!   answers by itself get the JSON error body too (`front.rs`).
+//! - The bounds of every internal client's connection pool ([`POOL_IDLE_PER_HOST`],
+//!   [`POOL_IDLE_TIMEOUT`]).
 //! - [`Body`] and constructors for full, empty, JSON and streaming bodies.
 //! - [`ErrorBody`], the `{"code","message"}` wire shape of every error in Mobula.
 
 mod error;
+mod front;
 pub use error::{ApiError, Code};
+pub use front::Limits;
+
+use front::{Activity, Front};
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -60,6 +69,43 @@ where
     StreamBody::new(stream.map_ok(Frame::data).map_err(Into::into)).boxed_unsync()
 }
 
+/// Read a whole request body of at most `max` bytes, each piece arriving within `idle`
+/// (`UploadTimeout` otherwise; too long a body or a broken one is `InvalidArgument`).
+pub async fn collect_body(
+    mut body: Incoming,
+    max: usize,
+    idle: Duration,
+) -> Result<Bytes, ApiError> {
+    let mut out = bytes::BytesMut::new();
+    loop {
+        let frame = match tokio::time::timeout(idle, body.frame()).await {
+            Err(_) => {
+                return Err(ApiError::new(
+                    Code::UploadTimeout,
+                    format!("no data received for {idle:?}"),
+                ))
+            }
+            Ok(None) => return Ok(out.freeze()),
+            Ok(Some(Err(e))) => {
+                return Err(ApiError::new(
+                    Code::InvalidArgument,
+                    format!("reading body: {e}"),
+                ))
+            }
+            Ok(Some(Ok(f))) => f,
+        };
+        if let Ok(d) = frame.into_data() {
+            if out.len() + d.len() > max {
+                return Err(ApiError::new(
+                    Code::InvalidArgument,
+                    format!("reading body: longer than {max} bytes"),
+                ));
+            }
+            out.extend_from_slice(&d);
+        }
+    }
+}
+
 /// A JSON response with `status`.
 pub fn json<T: Serialize>(status: StatusCode, value: &T) -> Response<Body> {
     let body = serde_json::to_vec(value).expect("serialising plain data cannot fail");
@@ -104,6 +150,10 @@ pub async fn serve<H, F>(
     serve_tls(listener, None, handler, shutdown, grace).await
 }
 
+/// Idle connections an internal client keeps per host, and how long one may stay idle.
+pub const POOL_IDLE_PER_HOST: usize = 32;
+pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// [`serve`], over TLS when `tls` is given (a failed handshake drops only that connection).
 pub async fn serve_tls<H, F>(
     listener: TcpListener,
@@ -111,6 +161,21 @@ pub async fn serve_tls<H, F>(
     handler: H,
     shutdown: impl Future<Output = ()>,
     grace: Duration,
+) where
+    H: Fn(Request) -> F + Send + Sync + 'static,
+    F: Future<Output = Response<Body>> + Send + 'static,
+{
+    serve_with(listener, tls, handler, shutdown, grace, Limits::default()).await
+}
+
+/// [`serve_tls`] with explicit connection [`Limits`].
+pub async fn serve_with<H, F>(
+    listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    handler: H,
+    shutdown: impl Future<Output = ()>,
+    grace: Duration,
+    limits: Limits,
 ) where
     H: Fn(Request) -> F + Send + Sync + 'static,
     F: Future<Output = Response<Body>> + Send + 'static,
@@ -138,11 +203,15 @@ pub async fn serve_tls<H, F>(
                 let tls = tls.clone();
                 conns.spawn(async move {
                     match tls {
-                        None => connection(stream, handler, stop).await,
-                        Some(acceptor) => match acceptor.accept(stream).await {
-                            Ok(s) => connection(s, handler, stop).await,
-                            Err(e) => tracing::debug!("TLS handshake failed: {e}"),
-                        },
+                        None => connection(stream, handler, stop, limits).await,
+                        Some(acceptor) => {
+                            let accept = acceptor.accept(stream);
+                            match tokio::time::timeout(limits.header_read, accept).await {
+                                Ok(Ok(s)) => connection(s, handler, stop, limits).await,
+                                Ok(Err(e)) => tracing::debug!("TLS handshake failed: {e}"),
+                                Err(_) => tracing::debug!("TLS handshake timed out"),
+                            }
+                        }
                     }
                 });
             }
@@ -153,26 +222,90 @@ pub async fn serve_tls<H, F>(
     let _ = tokio::time::timeout(grace, async { while conns.join_next().await.is_some() {} }).await;
 }
 
+/// A response body that tells the connection's [`Activity`] when hyper is done with it.
+struct Tracked {
+    body: Body,
+    activity: Arc<Activity>,
+}
+
+impl Drop for Tracked {
+    fn drop(&mut self) {
+        self.activity.responding.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl hyper::body::Body for Tracked {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        std::pin::Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
+/// Counts a running handler in [`Activity::handling`] until dropped.
+struct Handling(Arc<Activity>);
+
+impl Drop for Handling {
+    fn drop(&mut self) {
+        self.0.handling.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 async fn connection<S, H, F>(
     stream: S,
     handler: Arc<H>,
     mut stop: tokio::sync::watch::Receiver<bool>,
+    limits: Limits,
 ) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     H: Fn(Request) -> F + Send + Sync + 'static,
     F: Future<Output = Response<Body>> + Send + 'static,
 {
+    let activity = Activity::new();
+    let act = activity.clone();
     let svc = hyper::service::service_fn(move |req| {
+        let activity = act.clone();
+        activity.handling.fetch_add(1, Ordering::Relaxed);
+        activity.responding.fetch_add(1, Ordering::Relaxed);
+        let guard = Handling(activity.clone());
         let fut = handler(req);
-        async move { Ok::<_, Infallible>(fut.await) }
+        async move {
+            let resp = fut.await;
+            drop(guard);
+            Ok::<_, Infallible>(resp.map(|body| Tracked { body, activity }.boxed_unsync()))
+        }
     });
     let conn = hyper::server::conn::http1::Builder::new()
         .keep_alive(true)
-        .serve_connection(TokioIo::new(stream), svc);
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(limits.header_read)
+        .serve_connection(TokioIo::new(Front::new(stream, activity.clone())), svc);
     tokio::pin!(conn);
-    let stopping = tokio::select! {
-        _ = conn.as_mut() => false,
-        _ = stop.changed() => true,
+    let mut tick = tokio::time::interval((limits.idle / 4).max(Duration::from_millis(50)));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let stopping = loop {
+        tokio::select! {
+            _ = conn.as_mut() => break false,
+            _ = stop.changed() => break true,
+            _ = tick.tick() => {
+                if activity.idle_for(limits.idle) {
+                    tracing::debug!("closing a connection idle for {:?}", limits.idle);
+                    return;
+                }
+            }
+        }
     };
     if stopping {
         conn.as_mut().graceful_shutdown();

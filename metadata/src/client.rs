@@ -18,7 +18,8 @@ impl MetadataClient {
     /// A client of the service at `base` (e.g. `http://127.0.0.1:7070`).
     pub fn new(base: &str) -> Self {
         let http = reqwest::Client::builder()
-            .pool_max_idle_per_host(64)
+            .pool_max_idle_per_host(mobula_http::POOL_IDLE_PER_HOST)
+            .pool_idle_timeout(mobula_http::POOL_IDLE_TIMEOUT)
             .tcp_nodelay(true)
             .build()
             .expect("a plain HTTP client always builds");

@@ -106,15 +106,11 @@ async fn check(resp: reqwest::Response) -> Result<reqwest::Response, NodeError> 
     Err(NodeError::Answered(ApiError::from_wire(status, &body)))
 }
 
-/// Idle connections kept per node, and how long one may stay idle.
-pub const POOL_IDLE_PER_NODE: usize = 32;
-pub const POOL_IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
-
 impl NodeClient {
     pub fn new() -> Self {
         let http = reqwest::Client::builder()
-            .pool_max_idle_per_host(POOL_IDLE_PER_NODE)
-            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+            .pool_max_idle_per_host(mobula_http::POOL_IDLE_PER_HOST)
+            .pool_idle_timeout(mobula_http::POOL_IDLE_TIMEOUT)
             .tcp_nodelay(true)
             .connect_timeout(std::time::Duration::from_secs(2))
             .build()

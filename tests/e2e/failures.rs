@@ -317,3 +317,57 @@ async fn a_dead_node_is_replaced_before_the_body_and_puts_keep_landing() {
         assert_eq!(d.nodes.len(), 2, "d{i}");
     }
 }
+
+/// Errors hyper answers before Mobula sees the request carry the JSON `{code, message}` body
+/// like every other error.
+#[tokio::test]
+async fn requests_hyper_refuses_get_json_errors() {
+    let t = T::start(2).await;
+    let long_uri = format!(
+        "GET /admin/stor/{} HTTP/1.1\r\nhost: x\r\n\r\n",
+        "a".repeat(70_000)
+    );
+    let many_headers = format!(
+        "GET /admin/stor HTTP/1.1\r\nhost: x\r\n{}\r\n",
+        (0..120)
+            .map(|i| format!("x-h{i}: {}\r\n", "v".repeat(4000)))
+            .collect::<String>()
+    );
+    let cases: Vec<(&str, String, u16, &str)> = vec![
+        ("URI too long", long_uri, 414, "UriTooLong"),
+        ("headers too large", many_headers, 431, "HeadersTooLarge"),
+        ("bad header bytes", "GET /admin/stor HTTP/1.1\r\nhost: x\r\nx-a: \x01\x02\r\n\r\n".into(), 400, "InvalidArgument"),
+        ("bad content-length", "PUT /admin/stor/x HTTP/1.1\r\nhost: x\r\ncontent-length: abc\r\n\r\n".into(), 400, "InvalidArgument"),
+        ("duplicate content-length", "PUT /admin/stor/x HTTP/1.1\r\nhost: x\r\ncontent-length: 3\r\ncontent-length: 4\r\n\r\nabcd".into(), 400, "InvalidArgument"),
+        ("unknown version", "GET /admin/stor HTTP/3.7\r\nhost: x\r\n\r\n".into(), 400, "InvalidArgument"),
+        ("no request line", "\x00\x01\x02 nonsense\r\n\r\n".into(), 400, "InvalidArgument"),
+    ];
+    for (what, req, status, code) in cases {
+        let mut s = raw(&t).await;
+        s.write_all(req.as_bytes()).await.unwrap();
+        let mut buf = Vec::new();
+        tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut buf))
+            .await
+            .unwrap_or_else(|_| panic!("{what}: the connection is closed after the error"))
+            .ok();
+        let resp = String::from_utf8_lossy(&buf).to_string();
+        assert!(
+            resp.starts_with(&format!("HTTP/1.1 {status} ")),
+            "{what}: {resp}"
+        );
+        let (head, body) = resp.split_once("\r\n\r\n").unwrap();
+        assert!(
+            head.contains("content-type: application/json"),
+            "{what}: {head}"
+        );
+        let v: serde_json::Value =
+            serde_json::from_str(body).unwrap_or_else(|e| panic!("{what}: {e}: {body}"));
+        assert_eq!(v["code"], code, "{what}");
+        assert!(
+            v["message"].as_str().is_some_and(|m| !m.is_empty()),
+            "{what}"
+        );
+    }
+    // A good request on a fresh connection is untouched.
+    assert_eq!(t.put("/admin/stor/fine", "ok").await.status(), 204);
+}

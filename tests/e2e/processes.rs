@@ -352,3 +352,71 @@ async fn up_requires_signatures_and_prints_a_working_environment() {
         .clone();
     assert_eq!(key3, ssh.join("id_ed25519").display().to_string());
 }
+
+/// Open descriptors of process `pid`.
+fn fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count()
+}
+
+/// After a burst of concurrent requests, `up` gives its descriptors back: clients' connections
+/// are closed when they go, and the internal pools (gateway to nodes and metadata, nodes to
+/// metadata) drop idle connections within their idle timeout.
+#[tokio::test]
+async fn up_gives_back_its_connections_after_a_burst() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data").to_string_lossy().to_string();
+    let (up, url) = spawn(&[
+        "up",
+        "--data",
+        &data,
+        "--listen",
+        "127.0.0.1:0",
+        "--no-auth",
+        "--volume",
+        "plain",
+        "--no-jobs",
+    ])
+    .await;
+    let pid = up.id().unwrap();
+    let warm = reqwest::Client::new();
+    wait_ok(&warm, || warm.put(format!("{url}/admin/stor/w")).body("w")).await;
+    drop(warm);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let baseline = fds(pid);
+    let burst = reqwest::Client::new();
+    let reqs = (0..200).map(|i| {
+        let (c, url) = (burst.clone(), url.clone());
+        async move {
+            let r = c
+                .put(format!("{url}/admin/stor/b{i}"))
+                .body(vec![1u8; 4096])
+                .send()
+                .await;
+            assert_eq!(r.unwrap().status(), 204);
+            let r = c
+                .get(format!("{url}/admin/stor/b{i}"))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.bytes().await.unwrap().len(), 4096);
+        }
+    });
+    futures::future::join_all(reqs).await;
+    let peak = fds(pid);
+    drop(burst);
+    let t = std::time::Instant::now();
+    while fds(pid) > baseline + 12 && t.elapsed() < Duration::from_secs(60) {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let after = fds(pid);
+    assert!(
+        after <= baseline + 12,
+        "descriptors: {baseline} before, {peak} at the burst, {after} a minute later"
+    );
+    eprintln!(
+        "descriptors: {baseline} before, {peak} at the burst, {after} after {:?}",
+        t.elapsed()
+    );
+}

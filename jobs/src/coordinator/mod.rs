@@ -54,6 +54,8 @@ pub(crate) struct Clients {
 impl Coordinator {
     pub fn new(metadata_url: &str) -> Arc<Coordinator> {
         let agents = reqwest::Client::builder()
+            .pool_max_idle_per_host(mobula_http::POOL_IDLE_PER_HOST)
+            .pool_idle_timeout(mobula_http::POOL_IDLE_TIMEOUT)
             .tcp_nodelay(true)
             .tcp_keepalive(Duration::from_secs(5))
             .connect_timeout(Duration::from_secs(2))
