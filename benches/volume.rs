@@ -10,9 +10,10 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use futures::TryStreamExt;
+use mobula_storage_node::api::new_id;
 use mobula_storage_node::blocks::BlockHasher;
 use mobula_storage_node::server::{self, NodeState};
-use mobula_storage_node::store::{new_id, Store};
+use mobula_storage_node::store::Store;
 use mobula_storage_node::volume::loopback;
 
 /// Create `n` small data files (with their hash files) directly, then sync.

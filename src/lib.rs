@@ -1,12 +1,12 @@
 //! The `mobula` binary's library half: starting roles and clusters ([`cluster`]) and the
 //! command-line client ([`client`]). `main.rs` only parses arguments and calls into these.
 
-pub mod agent;
 pub mod client;
 pub mod cluster;
 pub mod compute;
 pub mod jobcli;
 pub mod keyfile;
 pub mod sign;
+pub mod ssh_agent;
 pub mod upkey;
 pub mod upvolume;

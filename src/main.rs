@@ -335,23 +335,21 @@ fn init_logging() {
         .init();
 }
 
-async fn ctrl_c() {
-    let _ = tokio::signal::ctrl_c().await;
-}
-
-async fn terminate() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        let mut term = signal(SignalKind::terminate()).expect("installing a SIGTERM handler");
-        tokio::select! { _ = ctrl_c() => {}, _ = term.recv() => {} }
+/// Resolves at Ctrl-C or SIGTERM. The handlers are installed when this is called, not when it
+/// is first awaited, so a signal that arrives while a role is starting is not lost (it would
+/// otherwise kill the process before `up` could unmount its volume).
+fn terminate() -> impl std::future::Future<Output = ()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut int = signal(SignalKind::interrupt()).expect("installing a SIGINT handler");
+    let mut term = signal(SignalKind::terminate()).expect("installing a SIGTERM handler");
+    async move {
+        tokio::select! { _ = int.recv() => {}, _ = term.recv() => {} }
     }
-    #[cfg(not(unix))]
-    ctrl_c().await;
 }
 
 async fn serve(cmd: Cmd, up_account: String) -> anyhow::Result<()> {
     init_logging();
+    let stop = terminate();
     match cmd {
         Cmd::Up {
             data,
@@ -411,7 +409,7 @@ async fn serve(cmd: Cmd, up_account: String) -> anyhow::Result<()> {
                 "{}",
                 mobula::upkey::environment(c.url(), &up_account, &key, c.metadata_url())
             );
-            terminate().await;
+            stop.await;
             println!("mobula up: stopping");
             c.shutdown().await;
             if mounted {
@@ -430,7 +428,7 @@ async fn serve(cmd: Cmd, up_account: String) -> anyhow::Result<()> {
                 client.create_account(&a).await?;
             }
             println!("mobula metadata listening on {url}");
-            terminate().await;
+            stop.await;
             m.stop().await;
         }
         Cmd::StorageNode {
@@ -460,7 +458,7 @@ async fn serve(cmd: Cmd, up_account: String) -> anyhow::Result<()> {
             }
             println!("mobula storage-node listening on {url}");
             let n = cluster::start_node(l, url, cfg);
-            terminate().await;
+            stop.await;
             n.stop().await;
         }
         Cmd::Gateway {
@@ -482,7 +480,7 @@ async fn serve(cmd: Cmd, up_account: String) -> anyhow::Result<()> {
             cfg.tls = tls_cert.zip(tls_key);
             let g = cluster::start_gateway(l, url.clone(), Gateway::new(cfg));
             println!("mobula gateway listening on {url}");
-            terminate().await;
+            stop.await;
             g.stop().await;
         }
         _ => unreachable!("client commands are handled by client()"),
@@ -728,7 +726,7 @@ fn signed_client(
         (None, Some(fp)) => fp,
     };
     // Like node-manta: the agent's key with that fingerprint, else the key file in ~/.ssh.
-    let agent_err = match mobula::agent::Agent::from_env() {
+    let agent_err = match mobula::ssh_agent::Agent::from_env() {
         Some(agent) => match mobula::sign::Signer::from_agent(agent, &fp, account) {
             Ok(s) => return Ok(c.with_signer(s)),
             Err(e) => format!("{e:#}"),
@@ -790,7 +788,7 @@ async fn account(
         AccountOp::Key { op } => match op {
             KeyOp::Add { name, file } => {
                 let text = std::fs::read_to_string(&file)?;
-                let (md5, sha256) = mobula_gateway::signature::fingerprints(&text)?;
+                let (md5, sha256) = mobula_metadata::types::fingerprints(&text)?;
                 m.add_key(&mobula_metadata::types::AccountKey {
                     account: name,
                     md5: md5.clone(),

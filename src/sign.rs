@@ -1,7 +1,7 @@
 //! Client-side request signing (SPEC §6): the `Authorization: Signature` header over the `Date`
 //! header, and signed URLs. Keys are private key files in any form OpenSSH reads (unencrypted;
 //! [`crate::keyfile`]), or keys held by
-//! ssh-agent ([`crate::agent`]): Ed25519, RSA, ECDSA P-256/P-384. The keyId names the key by its
+//! ssh-agent ([`crate::ssh_agent`]): Ed25519, RSA, ECDSA P-256/P-384. The keyId names the key by its
 //! MD5 fingerprint, as Manta clients do.
 
 use std::path::Path;
@@ -16,7 +16,7 @@ enum Key {
     P256(p256::ecdsa::SigningKey),
     P384(p384::ecdsa::SigningKey),
     /// A key in ssh-agent: its public blob.
-    Agent(crate::agent::Agent, Vec<u8>),
+    Agent(crate::ssh_agent::Agent, Vec<u8>),
 }
 
 /// Signs requests as one key of one account.
@@ -50,7 +50,7 @@ impl Signer {
         let pk = crate::keyfile::parse(text)?;
         let public = pk.public_key().to_openssh()?;
         let (md5, _) =
-            mobula_gateway::signature::fingerprints(&public).map_err(|e| anyhow::anyhow!("{e}"))?;
+            mobula_metadata::types::fingerprints(&public).map_err(|e| anyhow::anyhow!("{e}"))?;
         let (algorithm, key) = match pk.key_data() {
             KeypairData::Ed25519(kp) => (
                 "ed25519",
@@ -92,7 +92,7 @@ impl Signer {
     /// A signer for `account` with the agent's key whose MD5 (`aa:bb:…`) or SHA256
     /// (`SHA256:…`) fingerprint is `fingerprint`.
     pub fn from_agent(
-        agent: crate::agent::Agent,
+        agent: crate::ssh_agent::Agent,
         fingerprint: &str,
         account: &str,
     ) -> anyhow::Result<Signer> {
@@ -100,9 +100,9 @@ impl Signer {
             .identities()
             .context("asking ssh-agent for its keys")?
         {
-            let alg = crate::agent::blob_algorithm(&blob)?;
+            let alg = crate::ssh_agent::blob_algorithm(&blob)?;
             let text = format!("{alg} {}", b64(&blob));
-            let Ok((md5, sha256)) = mobula_gateway::signature::fingerprints(&text) else {
+            let Ok((md5, sha256)) = mobula_metadata::types::fingerprints(&text) else {
                 continue;
             };
             if fingerprint != md5 && fingerprint != sha256 {
@@ -152,24 +152,24 @@ impl Signer {
 
     fn sign_with_agent(
         &self,
-        agent: &crate::agent::Agent,
+        agent: &crate::ssh_agent::Agent,
         blob: &[u8],
         msg: &[u8],
     ) -> anyhow::Result<Vec<u8>> {
         let flags = if self.algorithm == "rsa-sha256" {
-            crate::agent::RSA_SHA2_256
+            crate::ssh_agent::RSA_SHA2_256
         } else {
             0
         };
         let (alg, sig) = agent.sign(blob, msg, flags)?;
         Ok(match self.algorithm {
             "ecdsa-sha256" => {
-                let raw = crate::agent::ecdsa_raw(&sig, 32)?;
+                let raw = crate::ssh_agent::ecdsa_raw(&sig, 32)?;
                 let s = p256::ecdsa::Signature::from_slice(&raw)?;
                 s.to_der().as_bytes().to_vec()
             }
             "ecdsa-sha384" => {
-                let raw = crate::agent::ecdsa_raw(&sig, 48)?;
+                let raw = crate::ssh_agent::ecdsa_raw(&sig, 48)?;
                 let s = p384::ecdsa::Signature::from_slice(&raw)?;
                 s.to_der().as_bytes().to_vec()
             }

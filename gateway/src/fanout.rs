@@ -28,8 +28,8 @@ use http_body_util::BodyExt;
 use md5::Digest;
 use mobula_http::{ApiError, Code};
 use mobula_metadata::types::{Data, Garbage};
-use mobula_storage_node::server::Written;
-use mobula_storage_node::store::new_id;
+use mobula_storage_node::api::new_id;
+use mobula_storage_node::api::Written;
 use mobula_storage_node::{NodeError, UploadAborted};
 use tokio::task::JoinHandle;
 

@@ -132,7 +132,7 @@ pub fn rfc3339(ms: i64) -> String {
 /// Read-side conditionals: `Some(304)` for `If-None-Match`/`If-Modified-Since` hits,
 /// an error for failed `If-Match`/`If-Unmodified-Since`.
 pub fn check_read(h: &HeaderMap, e: &Entry) -> Result<bool, ApiError> {
-    mobula_metadata::namespace::check_preconditions(
+    mobula_metadata::types::check_preconditions(
         Some(e),
         &Preconditions {
             if_match: get(h, header::IF_MATCH).map(tags),

@@ -267,7 +267,7 @@ async fn dispatch(
         };
     }
     let area = path.area().unwrap_or_default().to_string();
-    if !mobula_metadata::namespace::AREAS.contains(&area.as_str()) {
+    if !mobula_metadata::types::AREAS.contains(&area.as_str()) {
         return Err(ApiError::new(
             Code::ResourceNotFound,
             format!(

@@ -92,7 +92,7 @@ pub async fn put(
         _ => {}
     }
     if headers::has_preconditions(h) {
-        mobula_metadata::namespace::check_preconditions(current.as_ref(), &preconditions)?;
+        mobula_metadata::types::check_preconditions(current.as_ref(), &preconditions)?;
     }
     let targets = gw.nodes.place(durability, length.unwrap_or(0))?;
     let data = write_data(gw, &targets, durability, body, content_md5, true).await?;

@@ -145,7 +145,7 @@ async fn object(
         && count >= 1024
         && compressible(&entry.content_type)
         && !entry.headers.contains_key("content-encoding")
-        && mobula_storage_node::server::accepts_zstd(&parts.headers);
+        && mobula_http::zstd::accepts_zstd(&parts.headers);
     if parts.method == Method::HEAD || count == 0 {
         let mut resp = mobula_http::status(StatusCode::OK);
         headers::object(resp.headers_mut(), entry);
@@ -165,9 +165,7 @@ async fn object(
     );
     if zstd {
         let plain = body.map(|r| r.map_err(std::io::Error::other));
-        let mut r = Response::new(mobula_http::stream(
-            mobula_storage_node::server::zstd_stream(plain),
-        ));
+        let mut r = Response::new(mobula_http::stream(mobula_http::zstd::zstd_stream(plain)));
         headers::object(r.headers_mut(), entry);
         let h = r.headers_mut();
         h.insert(

@@ -6,7 +6,8 @@
 //! `SHA256:<base64>` of the public key blob. Algorithms: rsa-sha1/256/512, ecdsa-sha256 (P-256),
 //! ecdsa-sha384 (P-384), ed25519; ECDSA signatures may be DER or raw `r‖s`.
 //!
-//! This module is pure: parsing, the signing string, fingerprints and verification. Key lookup
+//! This module is pure: parsing, the signing string and verification (key fingerprints are
+//! `mobula_metadata::types::fingerprints`, beside the account keys). Key lookup
 //! and caching live with the authenticator that uses it.
 
 use base64::Engine;
@@ -147,26 +148,6 @@ pub fn signing_string(
     Ok(lines.join("\n"))
 }
 
-/// Both fingerprints of an OpenSSH public key line: (`aa:bb:…` MD5, `SHA256:…`).
-pub fn fingerprints(openssh: &str) -> Result<(String, String), ApiError> {
-    use md5::Digest;
-    let key = ssh_key::PublicKey::from_openssh(openssh.trim()).map_err(|e| {
-        bad(
-            Code::InvalidArgument,
-            format!("not an OpenSSH public key: {e}"),
-        )
-    })?;
-    let blob = key
-        .to_bytes()
-        .map_err(|e| bad(Code::InvalidArgument, format!("public key: {e}")))?;
-    let md5: Vec<String> = md5::Md5::digest(&blob)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    let sha = key.fingerprint(ssh_key::HashAlg::Sha256).to_string();
-    Ok((md5.join(":"), sha))
-}
-
 /// Verify `sig` over `msg` with the OpenSSH public key `openssh` and `algorithm`.
 pub fn verify(openssh: &str, algorithm: &str, msg: &[u8], sig: &[u8]) -> Result<(), ApiError> {
     let failed = || bad(Code::InvalidSignature, "the signature does not verify");
@@ -224,6 +205,7 @@ pub fn verify(openssh: &str, algorithm: &str, msg: &[u8], sig: &[u8]) -> Result<
 #[cfg(test)]
 mod tests {
     use super::*;
+    use mobula_metadata::types::fingerprints;
     use ssh_key::public::{Ed25519PublicKey, RsaPublicKey};
     use ssh_key::Mpint;
 

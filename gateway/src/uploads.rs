@@ -14,7 +14,7 @@ use http::{header, Method, Response, StatusCode};
 use hyper::body::Incoming;
 use mobula_http::{ApiError, Body, Code};
 use mobula_metadata::types::{now_ms, CommitUpload, Data, PutPart, Upload};
-use mobula_storage_node::store::{new_id, valid_id};
+use mobula_storage_node::api::{new_id, valid_id};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -311,7 +311,7 @@ async fn commit(
             Ok(w)
                 if written
                     .as_ref()
-                    .is_none_or(|p: &mobula_storage_node::server::Written| {
+                    .is_none_or(|p: &mobula_storage_node::api::Written| {
                         p.md5 == w.md5 && p.size == w.size
                     }) =>
             {

@@ -13,6 +13,7 @@
 
 mod error;
 mod front;
+pub mod zstd;
 pub use error::{ApiError, Code};
 pub use front::Limits;
 

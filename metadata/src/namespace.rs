@@ -13,9 +13,6 @@ use rusqlite::{params, Connection, OptionalExtension, Row};
 use crate::db::sql;
 use crate::types::*;
 
-/// Top-level areas created with every account.
-pub const AREAS: [&str; 4] = ["stor", "public", "jobs", "uploads"];
-
 const SELECT: &str =
     "SELECT e.parent, e.name, e.kind, e.mtime, e.children, e.content_type, e.headers,
     d.id, d.size, d.md5, d.blake3, d.durability, d.nodes
@@ -138,39 +135,6 @@ fn bump_children(conn: &Connection, path: &str, delta: i64) -> Result<(), ApiErr
     )
     .and_then(|mut s| s.execute(params![pp, pn, delta]))
     .map_err(sql)?;
-    Ok(())
-}
-
-fn strip(tag: &str) -> &str {
-    tag.trim().trim_start_matches("W/").trim_matches('"')
-}
-
-/// Evaluate `pre` against the current entry at a path.
-pub fn check_preconditions(current: Option<&Entry>, pre: &Preconditions) -> Result<(), ApiError> {
-    let etag = current.and_then(|e| e.data.as_ref()).map(|d| d.id.as_str());
-    let failed = |what: &str| Err(ApiError::new(Code::PreconditionFailed, what.to_string()));
-    if let Some(tags) = &pre.if_match {
-        let ok = tags
-            .iter()
-            .any(|t| strip(t) == "*" && current.is_some() || Some(strip(t)) == etag);
-        if !ok {
-            return failed("if-match did not match");
-        }
-    }
-    if let Some(tags) = &pre.if_none_match {
-        let hit = tags
-            .iter()
-            .any(|t| strip(t) == "*" && current.is_some() || Some(strip(t)) == etag);
-        if hit {
-            return failed("if-none-match matched");
-        }
-    }
-    if let (Some(since), Some(cur)) = (pre.if_unmodified_since, current) {
-        // HTTP dates have one-second resolution.
-        if cur.mtime / 1000 > since / 1000 {
-            return failed("object modified since if-unmodified-since");
-        }
-    }
     Ok(())
 }
 

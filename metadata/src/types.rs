@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 
+use mobula_http::{ApiError, Code};
 use serde::{Deserialize, Serialize};
 
 /// Stored HTTP headers of an object (content type excluded), lower-case names.
@@ -377,4 +378,60 @@ pub struct Lease {
     pub name: String,
     pub owner: String,
     pub ttl_ms: i64,
+}
+
+/// Top-level areas created with every account.
+pub const AREAS: [&str; 4] = ["stor", "public", "jobs", "uploads"];
+
+fn strip(tag: &str) -> &str {
+    tag.trim().trim_start_matches("W/").trim_matches('"')
+}
+
+/// Evaluate `pre` against the current entry at a path.
+pub fn check_preconditions(current: Option<&Entry>, pre: &Preconditions) -> Result<(), ApiError> {
+    let etag = current.and_then(|e| e.data.as_ref()).map(|d| d.id.as_str());
+    let failed = |what: &str| Err(ApiError::new(Code::PreconditionFailed, what.to_string()));
+    if let Some(tags) = &pre.if_match {
+        let ok = tags
+            .iter()
+            .any(|t| strip(t) == "*" && current.is_some() || Some(strip(t)) == etag);
+        if !ok {
+            return failed("if-match did not match");
+        }
+    }
+    if let Some(tags) = &pre.if_none_match {
+        let hit = tags
+            .iter()
+            .any(|t| strip(t) == "*" && current.is_some() || Some(strip(t)) == etag);
+        if hit {
+            return failed("if-none-match matched");
+        }
+    }
+    if let (Some(since), Some(cur)) = (pre.if_unmodified_since, current) {
+        // HTTP dates have one-second resolution.
+        if cur.mtime / 1000 > since / 1000 {
+            return failed("object modified since if-unmodified-since");
+        }
+    }
+    Ok(())
+}
+
+/// Both fingerprints of an OpenSSH public key line: (`aa:bb:…` MD5, `SHA256:…`).
+pub fn fingerprints(openssh: &str) -> Result<(String, String), ApiError> {
+    use md5::Digest;
+    let key = ssh_key::PublicKey::from_openssh(openssh.trim()).map_err(|e| {
+        ApiError::new(
+            Code::InvalidArgument,
+            format!("not an OpenSSH public key: {e}"),
+        )
+    })?;
+    let blob = key
+        .to_bytes()
+        .map_err(|e| ApiError::new(Code::InvalidArgument, format!("public key: {e}")))?;
+    let md5: Vec<String> = md5::Md5::digest(&blob)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let sha = key.fingerprint(ssh_key::HashAlg::Sha256).to_string();
+    Ok((md5.join(":"), sha))
 }

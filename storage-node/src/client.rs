@@ -9,7 +9,7 @@ use bytes::Bytes;
 use futures::Stream;
 use mobula_http::{ApiError, Code};
 
-use crate::server::{Concat, Fetch, Status, Written};
+use crate::api::{Concat, Fetch, NewSnapshot, Status, Written};
 
 /// A client for any storage node (the node is named by URL per call; cheap to clone).
 #[derive(Debug, Clone)]
@@ -240,7 +240,7 @@ impl NodeClient {
         let resp = self
             .http
             .post(format!("{url}/snapshots"))
-            .json(&crate::server::NewSnapshot { name: name.into() })
+            .json(&NewSnapshot { name: name.into() })
             .send()
             .await
             .map_err(unreachable)?;

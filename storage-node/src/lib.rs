@@ -5,6 +5,7 @@
 //!
 //! [`NodeClient`] is how the gateway talks to nodes.
 
+pub mod api;
 pub mod blocks;
 pub mod client;
 pub mod scrub;

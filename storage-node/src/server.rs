@@ -19,56 +19,15 @@ use std::time::Duration;
 use http::{header, HeaderMap, Method, Response, StatusCode};
 use http_body_util::BodyExt;
 use mobula_http::{ApiError, Body, Code, Request};
-use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
-use crate::store::{valid_id, Store, Writer};
+use crate::api::{valid_id, Concat, Fetch, NewSnapshot, Status, Written};
+use crate::store::{Store, Writer};
+use mobula_http::zstd::{accepts_zstd, zstd_stream};
 
 /// Smallest data sent zstd-compressed to a peer that asks for it.
 const ZSTD_MIN: u64 = 64 << 10;
-
-/// Answer of a write: what is now durable.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Written {
-    pub size: u64,
-    /// Base64 MD5 (when the writer asked for it: concat, or `x-expected-md5`).
-    #[serde(default)]
-    pub md5: String,
-    /// Hex blake3 of the whole file, as the node computed it.
-    #[serde(default)]
-    pub blake3: String,
-}
-
-/// Body of `POST /data/:id/concat`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Concat {
-    pub parts: Vec<String>,
-}
-
-/// Body of `POST /data/:id/fetch`: copy data from a peer (repair).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Fetch {
-    /// Base URL of a node holding a good copy.
-    pub from: String,
-    /// Expected hex blake3 of the whole data.
-    pub blake3: String,
-}
-
-/// Answer of `GET /status`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Status {
-    pub id: String,
-    pub volume: String,
-    pub free_bytes: u64,
-    pub total_bytes: u64,
-}
-
-/// Body of `POST /snapshots`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct NewSnapshot {
-    pub name: String,
-}
 
 /// Shared state of the node's server.
 #[derive(Debug, Clone)]
@@ -463,34 +422,4 @@ async fn fetch(
         return Err(ApiError::internal("fetched copy does not match its blake3"));
     }
     commit(w, id).await
-}
-
-/// Whether the request accepts a zstd-encoded body.
-pub fn accepts_zstd(headers: &HeaderMap) -> bool {
-    headers
-        .get_all(header::ACCEPT_ENCODING)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|e| {
-            let mut it = e.split(';');
-            it.next()
-                .is_some_and(|n| n.trim().eq_ignore_ascii_case("zstd"))
-                && !it.any(|p| p.trim().replace(' ', "") == "q=0")
-        })
-}
-
-/// zstd-compress a byte stream (level 3: fast, a good ratio on text).
-pub fn zstd_stream<S>(
-    s: S,
-) -> impl futures::Stream<Item = std::io::Result<bytes::Bytes>> + Send + 'static
-where
-    S: futures::Stream<Item = std::io::Result<bytes::Bytes>> + Send + 'static,
-{
-    let reader = tokio_util::io::StreamReader::new(s);
-    let enc = async_compression::tokio::bufread::ZstdEncoder::with_quality(
-        tokio::io::BufReader::new(reader),
-        async_compression::Level::Precise(3),
-    );
-    tokio_util::io::ReaderStream::with_capacity(enc, 256 << 10)
 }

@@ -25,21 +25,9 @@ use std::sync::Arc;
 use base64::Engine;
 use md5::Digest;
 
+use crate::api::{new_id, valid_id};
 use crate::blocks::{BlockHasher, VerifiedReader};
 use crate::volume::{self, fsync_dir, Volume};
-
-/// Whether `id` is a valid data id (32 lower-case hex digits). Nothing else ever reaches a path.
-pub fn valid_id(id: &str) -> bool {
-    id.len() == 32
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-}
-
-/// A fresh random data id.
-pub fn new_id() -> String {
-    uuid::Uuid::new_v4().simple().to_string()
-}
 
 /// A node's data store.
 #[derive(Debug, Clone)]

@@ -17,7 +17,7 @@ struct Who {
 async fn account(t: &T, name: &str, alg: Algorithm) -> Who {
     let key = PrivateKey::random(&mut rand::rngs::OsRng, alg).unwrap();
     let public = key.public_key().to_openssh().unwrap();
-    let (md5, sha256) = mobula_gateway::signature::fingerprints(&public).unwrap();
+    let (md5, sha256) = mobula_metadata::types::fingerprints(&public).unwrap();
     t.c.gw.meta.create_account(name).await.unwrap();
     t.c.gw
         .meta
@@ -432,7 +432,7 @@ async fn the_cli_signs_with_keys_held_by_ssh_agent() {
             .public_key()
             .to_openssh()
             .unwrap();
-        fingerprints.push(mobula_gateway::signature::fingerprints(&public).unwrap());
+        fingerprints.push(mobula_metadata::types::fingerprints(&public).unwrap());
     }
     let src = dir.path().join("f");
     std::fs::write(&src, "signed by the agent").unwrap();
@@ -531,7 +531,7 @@ async fn the_cli_reads_every_private_key_form_and_finds_keys_in_dot_ssh() {
             p.push(".pub");
             std::fs::read_to_string(p).unwrap()
         });
-        let (md5, sha256) = mobula_gateway::signature::fingerprints(&public).unwrap();
+        let (md5, sha256) = mobula_metadata::types::fingerprints(&public).unwrap();
         t.c.gw.meta.create_account(&account).await.unwrap();
         t.c.gw
             .meta

@@ -41,7 +41,7 @@ impl Manta {
             .unwrap();
         assert!(gen.success());
         let public = std::fs::read_to_string(ssh.join("id_rsa.pub")).unwrap();
-        let (md5, sha256) = mobula_gateway::signature::fingerprints(&public).unwrap();
+        let (md5, sha256) = mobula_metadata::types::fingerprints(&public).unwrap();
         t.c.gw.meta.create_account("alice").await.unwrap();
         t.c.gw
             .meta

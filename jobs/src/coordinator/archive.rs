@@ -9,7 +9,7 @@ use md5::Digest;
 use mobula_http::{ApiError, Code};
 use mobula_metadata::types::{Data, JobRecords, PutObject};
 use mobula_metadata::MetadataClient;
-use mobula_storage_node::store::new_id;
+use mobula_storage_node::api::new_id;
 use mobula_storage_node::NodeClient;
 use rand::seq::SliceRandom;
 

@@ -5,7 +5,8 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use super::loopback;
-use crate::store::{new_id, Store};
+use crate::api::new_id;
+use crate::store::Store;
 
 fn content(id: &str, len: usize) -> Vec<u8> {
     id.bytes().cycle().take(len).collect()

@@ -1,0 +1,60 @@
+//! The storage node's wire types: the bodies of its API (see [`crate::server`] for the routes)
+//! and the data ids every part of Mobula names data files by. What the gateway, the jobs crate
+//! and peers share with a node lives here, not in the server or the store.
+
+use serde::{Deserialize, Serialize};
+
+/// Whether `id` is a valid data id (32 lower-case hex digits). Nothing else ever reaches a path.
+pub fn valid_id(id: &str) -> bool {
+    id.len() == 32
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// A fresh random data id.
+pub fn new_id() -> String {
+    uuid::Uuid::new_v4().simple().to_string()
+}
+
+/// Answer of a write: what is now durable.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Written {
+    pub size: u64,
+    /// Base64 MD5 (when the writer asked for it: concat, or `x-expected-md5`).
+    #[serde(default)]
+    pub md5: String,
+    /// Hex blake3 of the whole file, as the node computed it.
+    #[serde(default)]
+    pub blake3: String,
+}
+
+/// Body of `POST /data/:id/concat`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Concat {
+    pub parts: Vec<String>,
+}
+
+/// Body of `POST /data/:id/fetch`: copy data from a peer (repair).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Fetch {
+    /// Base URL of a node holding a good copy.
+    pub from: String,
+    /// Expected hex blake3 of the whole data.
+    pub blake3: String,
+}
+
+/// Answer of `GET /status`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Status {
+    pub id: String,
+    pub volume: String,
+    pub free_bytes: u64,
+    pub total_bytes: u64,
+}
+
+/// Body of `POST /snapshots`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NewSnapshot {
+    pub name: String,
+}
