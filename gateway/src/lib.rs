@@ -4,7 +4,7 @@
 //! and the storage nodes (bytes). Many gateways may run side by side.
 //!
 //! A request goes: request id → path parsing ([`path`]) → account check → authentication
-//! seam ([`auth`]) → a handler ([`objects`], [`read`], [`dirs`], [`uploads`]). Errors are
+//! seam ([`auth`]) → a handler ([`write`], [`read`], [`dirs`], [`uploads`]). Errors are
 //! [`ApiError`]s rendered as `{"code","message"}`; every response carries `x-request-id`.
 
 pub mod auth;
@@ -13,13 +13,13 @@ pub mod fanout;
 pub mod headers;
 pub mod jobs;
 pub mod nodes;
-pub mod objects;
 pub mod path;
 pub mod read;
 pub mod reclaim;
 pub mod repair;
 pub mod signature;
 pub mod uploads;
+pub mod write;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -294,18 +294,18 @@ async fn dispatch(
             let q = query(&parts);
             match headers::special_type(&parts.headers) {
                 Some("directory") => dirs::mkdir(gw, &path).await,
-                Some("link") => objects::put_link(gw, &parts, &path).await,
+                Some("link") => write::put_link(gw, &parts, &path).await,
                 _ if q.get("metadata").map(String::as_str) == Some("true") => {
-                    objects::update_metadata(gw, &parts, &path).await
+                    write::update_metadata(gw, &parts, &path).await
                 }
                 _ if path.depth() == 2 => Err(ApiError::new(
                     Code::OperationNotAllowedOnDirectory,
                     format!("{} is a top-level directory", path.full()),
                 )),
-                _ => objects::put(gw, parts, body, &path).await,
+                _ => write::put(gw, parts, body, &path).await,
             }
         }
-        Method::DELETE => objects::delete(gw, &parts, &path).await,
+        Method::DELETE => write::delete(gw, &parts, &path).await,
         Method::OPTIONS => Ok(mobula_http::status(StatusCode::OK)),
         _ => Err(ApiError::new(
             Code::MethodNotAllowed,
