@@ -164,11 +164,11 @@ fn container_child(root: &Path, go: &OwnedFd, seccomp: bool) -> isize {
     }
     if seccomp {
         // Built by the parent before the clone (cached), so this only loads it.
-        let Ok(p) = mobula_jobs::sandbox::seccomp::program() else {
+        let Ok(p) = mobula_sandbox::seccomp::program() else {
             return 12;
         };
         let _ = nix::sys::prctl::set_no_new_privs();
-        if mobula_jobs::sandbox::seccomp::install(p).is_err() {
+        if mobula_sandbox::seccomp::install(p).is_err() {
             return 12;
         }
     }
@@ -181,12 +181,11 @@ fn container(dir: &Path, i: usize, full: bool) {
     let root = dir.join(format!("root{}", i / 1_000_000));
     let _ = fs::create_dir(&root);
     if full {
-        mobula_jobs::sandbox::seccomp::program().expect("seccomp");
+        mobula_sandbox::seccomp::program().expect("seccomp");
     }
     let cg = full.then(|| {
-        let limits = mobula_jobs::sandbox::Limits::default();
-        mobula_jobs::sandbox::cgroup::Cgroups::create(&format!("floor-{i}"), &limits)
-            .expect("cgroups")
+        let limits = mobula_sandbox::Limits::default();
+        mobula_sandbox::cgroup::Cgroups::create(&format!("floor-{i}"), &limits).expect("cgroups")
     });
     let (go_r, go_w) = pipe().expect("pipe");
     let mut stack = vec![0u8; 256 << 10];
@@ -198,7 +197,7 @@ fn container(dir: &Path, i: usize, full: bool) {
     let cb = Box::new(|| container_child(&root, &go_r, full));
     // SAFETY: this worker process is single-threaded; the child runs `container_child` only.
     let pid = unsafe { clone(cb, &mut stack, flags, Some(nix::libc::SIGCHLD)) }.expect("clone");
-    let map = format!("0 {} 65536\n", mobula_jobs::sandbox::DEFAULT_ID_BASE);
+    let map = format!("0 {} 65536\n", mobula_sandbox::DEFAULT_ID_BASE);
     fs::write(format!("/proc/{pid}/setgroups"), "deny").expect("setgroups");
     fs::write(format!("/proc/{pid}/uid_map"), &map).expect("uid_map");
     fs::write(format!("/proc/{pid}/gid_map"), &map).expect("gid_map");

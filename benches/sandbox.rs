@@ -8,7 +8,7 @@
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use mobula_jobs::sandbox::{Sandbox, SandboxConfig, TaskSpec};
+use mobula_sandbox::{Sandbox, SandboxConfig, TaskSpec};
 
 const CONCURRENCY: usize = 2;
 
@@ -103,7 +103,7 @@ async fn main() {
     let spec = TaskSpec::new(vec!["true".into()]);
     let mobula = || async {
         let c = sb
-            .run(&spec, mobula_jobs::sandbox::Input::Null, 1024)
+            .run(&spec, mobula_sandbox::Input::Null, 1024)
             .await
             .unwrap();
         assert!(c.report.success(), "{:?}", c.report);

@@ -172,29 +172,10 @@ fn vm(pid: u32, key: &str) -> u64 {
 /// Time listing pages at the start and deep inside a directory of `n` entries (metadata only,
 /// on a real SQLite file): the cost of a page must not grow with its position or the directory.
 fn listing(dir: &Path, n: usize) {
-    use mobula_metadata::namespace;
-    use mobula_metadata::types::{ListQuery, SortBy};
+    use mobula_metadata::api::{ListQuery, SortBy};
     let db = mobula_metadata::Db::open(&dir.join("listing.db")).unwrap();
-    db.write(|tx| namespace::create_account(tx, "a")).unwrap();
     let t = Instant::now();
-    db.write(|tx| {
-        let mut s = tx
-            .prepare(
-                "INSERT INTO entries (parent, name, kind, mtime) VALUES ('/a/stor', ?1, 0, ?2)",
-            )
-            .unwrap();
-        for i in 0..n {
-            s.execute(rusqlite::params![format!("entry-{i:08}"), i as i64])
-                .unwrap();
-        }
-        tx.execute(
-            "UPDATE entries SET children = ?1 WHERE parent = '/a' AND name = 'stor'",
-            [n as i64],
-        )
-        .unwrap();
-        Ok(())
-    })
-    .unwrap();
+    mobula_metadata::bench::fill(&db, "a", n).unwrap();
     println!(
         "\nlisting: {n} entries inserted in {:.1} s",
         t.elapsed().as_secs_f64()
@@ -229,7 +210,7 @@ fn listing(dir: &Path, n: usize) {
         let mut times: Vec<f64> = (0..50)
             .map(|_| {
                 let t = Instant::now();
-                let page = db.read(|c| namespace::list(c, &q)).unwrap();
+                let page = mobula_metadata::bench::list(&db, &q).unwrap();
                 assert!(!page.entries.is_empty() && page.total == n as u64);
                 t.elapsed().as_secs_f64() * 1e3
             })

@@ -11,10 +11,10 @@ use std::time::{Duration, Instant};
 
 use futures::TryStreamExt;
 use mobula_storage_node::api::new_id;
+use mobula_storage_node::bench::{self as server, NodeState};
 use mobula_storage_node::blocks::BlockHasher;
-use mobula_storage_node::server::{self, NodeState};
-use mobula_storage_node::store::Store;
 use mobula_storage_node::volume::loopback;
+use mobula_storage_node::Store;
 
 /// Create `n` small data files (with their hash files) directly, then sync.
 fn populate(store: &Store, n: usize) {
@@ -134,7 +134,7 @@ async fn main() {
     let (bad, _rx) = tokio::sync::mpsc::unbounded_channel();
     let mut scrub_s = 0.0;
     for _ in 0..2 {
-        scrub_s = mobula_storage_node::scrub::scrub(&store, &bad, None)
+        scrub_s = mobula_storage_node::bench::scrub(&store, &bad, None)
             .await
             .unwrap()
             .seconds;

@@ -81,7 +81,7 @@ pub fn start_metadata(
     }
     let db = Arc::new(Db::open(db_path).with_context(|| format!("opening {}", db_path.display()))?);
     Ok(spawn_role(url, move |rx| async move {
-        mobula_metadata::server::run(listener, db, stopped(rx)).await
+        mobula_metadata::serve(listener, db, stopped(rx)).await
     }))
 }
 

@@ -6,8 +6,8 @@
 use std::path::{Path, PathBuf};
 
 use clap::Subcommand;
-use mobula_jobs::image::ImageStore;
-use mobula_jobs::sandbox::{Bind, Input, Sandbox, SandboxConfig, TaskSpec};
+use mobula_sandbox::image::ImageStore;
+use mobula_sandbox::{Bind, Input, Sandbox, SandboxConfig, TaskSpec};
 
 const DEFAULT_NODE_DIR: &str = "./mobula-data/nodes/0";
 

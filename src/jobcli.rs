@@ -44,7 +44,7 @@ pub enum JobOp {
         /// Command run before each task's command.
         #[arg(long)]
         init: Option<String>,
-        /// Object made available to every task at /assets/<path> (repeatable).
+        /// Object made available to every task at `/assets/<path>` (repeatable).
         #[arg(short = 's', long = "asset")]
         assets: Vec<String>,
         /// The phases as JSON (instead of -m/-r).

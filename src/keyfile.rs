@@ -113,7 +113,7 @@ pub fn find(dir: &Path, fingerprint: &str) -> Option<PathBuf> {
         let Ok(public) = key.public_key().to_openssh() else {
             return false;
         };
-        mobula_metadata::types::fingerprints(&public)
+        mobula_metadata::api::fingerprints(&public)
             .is_ok_and(|(md5, sha256)| md5 == fingerprint || sha256 == fingerprint)
     })
 }
@@ -195,7 +195,7 @@ mod tests {
             .public_key()
             .to_openssh()
             .unwrap();
-        let (md5, sha256) = mobula_metadata::types::fingerprints(&public).unwrap();
+        let (md5, sha256) = mobula_metadata::api::fingerprints(&public).unwrap();
         assert_eq!(find(dir.path(), &md5), Some(path.clone()));
         assert_eq!(find(dir.path(), &sha256), Some(path));
         assert_eq!(find(dir.path(), "00:11"), None);

@@ -636,9 +636,9 @@ fn main() -> ExitCode {
     // The sandbox zygote must start before any runtime thread exists: it forks.
     if std::env::args_os()
         .nth(1)
-        .is_some_and(|a| a == mobula_jobs::sandbox::ZYGOTE_ARG)
+        .is_some_and(|a| a == mobula_sandbox::ZYGOTE_ARG)
     {
-        return ExitCode::from(mobula_jobs::sandbox::zygote::main() as u8);
+        return ExitCode::from(mobula_sandbox::zygote::main() as u8);
     }
     match tokio::runtime::Runtime::new() {
         Ok(rt) => rt.block_on(async_main()),
@@ -788,13 +788,13 @@ async fn account(
         AccountOp::Key { op } => match op {
             KeyOp::Add { name, file } => {
                 let text = std::fs::read_to_string(&file)?;
-                let (md5, sha256) = mobula_metadata::types::fingerprints(&text)?;
-                m.add_key(&mobula_metadata::types::AccountKey {
+                let (md5, sha256) = mobula_metadata::api::fingerprints(&text)?;
+                m.add_key(&mobula_metadata::api::AccountKey {
                     account: name,
                     md5: md5.clone(),
                     sha256,
                     public_key: text.trim().to_string(),
-                    created: mobula_metadata::types::now_ms(),
+                    created: mobula_metadata::api::now_ms(),
                 })
                 .await?;
                 println!("{md5}");

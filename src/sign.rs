@@ -50,7 +50,7 @@ impl Signer {
         let pk = crate::keyfile::parse(text)?;
         let public = pk.public_key().to_openssh()?;
         let (md5, _) =
-            mobula_metadata::types::fingerprints(&public).map_err(|e| anyhow::anyhow!("{e}"))?;
+            mobula_metadata::api::fingerprints(&public).map_err(|e| anyhow::anyhow!("{e}"))?;
         let (algorithm, key) = match pk.key_data() {
             KeypairData::Ed25519(kp) => (
                 "ed25519",
@@ -102,7 +102,7 @@ impl Signer {
         {
             let alg = crate::ssh_agent::blob_algorithm(&blob)?;
             let text = format!("{alg} {}", b64(&blob));
-            let Ok((md5, sha256)) = mobula_metadata::types::fingerprints(&text) else {
+            let Ok((md5, sha256)) = mobula_metadata::api::fingerprints(&text) else {
                 continue;
             };
             if fingerprint != md5 && fingerprint != sha256 {

@@ -29,7 +29,7 @@ pub fn find_or_make(data: &Path) -> anyhow::Result<UpKey> {
         let pubfile = private.with_extension("pub");
         if private.exists() && pubfile.exists() {
             let public = std::fs::read_to_string(&pubfile)?.trim().to_string();
-            let (md5, _) = mobula_metadata::types::fingerprints(&public)
+            let (md5, _) = mobula_metadata::api::fingerprints(&public)
                 .map_err(|e| anyhow::anyhow!("{}: {e}", pubfile.display()))?;
             return Ok(UpKey {
                 private,
@@ -49,7 +49,7 @@ pub fn find_or_make(data: &Path) -> anyhow::Result<UpKey> {
         format!("{public} mobula-up\n"),
     )?;
     let (md5, _) =
-        mobula_metadata::types::fingerprints(&public).map_err(|e| anyhow::anyhow!("{e}"))?;
+        mobula_metadata::api::fingerprints(&public).map_err(|e| anyhow::anyhow!("{e}"))?;
     Ok(UpKey {
         private: generated,
         public,
@@ -75,13 +75,13 @@ pub async fn register(meta: &MetadataClient, account: &str, key: &UpKey) -> anyh
         return Ok(());
     }
     let (md5, sha256) =
-        mobula_metadata::types::fingerprints(&key.public).map_err(|e| anyhow::anyhow!("{e}"))?;
-    meta.add_key(&mobula_metadata::types::AccountKey {
+        mobula_metadata::api::fingerprints(&key.public).map_err(|e| anyhow::anyhow!("{e}"))?;
+    meta.add_key(&mobula_metadata::api::AccountKey {
         account: account.into(),
         md5,
         sha256,
         public_key: key.public.clone(),
-        created: mobula_metadata::types::now_ms(),
+        created: mobula_metadata::api::now_ms(),
     })
     .await?;
     Ok(())

@@ -2,7 +2,7 @@
 //! or scratch directory. Its own test binary, so nothing else runs in this process meanwhile and
 //! the counts can be exact. Needs root (a failure under MOBULA_REQUIRE_PRIVILEGED=1).
 
-use mobula_jobs::sandbox::{cgroup, Input, Sandbox, SandboxConfig, TaskSpec};
+use mobula_sandbox::{cgroup, Input, Sandbox, SandboxConfig, TaskSpec};
 
 fn count(dir: &str) -> usize {
     std::fs::read_dir(dir).map(|d| d.count()).unwrap_or(0)

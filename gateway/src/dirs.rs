@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use http::{header, HeaderValue, Method, Response, StatusCode};
 use mobula_http::{ApiError, Body, Code};
-use mobula_metadata::types::{Entry, Kind, ListQuery, SortBy};
+use mobula_metadata::api::{Entry, Kind, ListQuery, SortBy};
 use serde_json::json;
 
 use crate::path::ApiPath;

@@ -27,7 +27,7 @@ use futures::{SinkExt, StreamExt};
 use http_body_util::BodyExt;
 use md5::Digest;
 use mobula_http::{ApiError, Code};
-use mobula_metadata::types::{Data, Garbage};
+use mobula_metadata::api::{Data, Garbage};
 use mobula_storage_node::api::new_id;
 use mobula_storage_node::api::Written;
 use mobula_storage_node::{NodeError, UploadAborted};

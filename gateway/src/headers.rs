@@ -3,7 +3,7 @@
 use base64::Engine;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use mobula_http::{ApiError, Code};
-use mobula_metadata::types::{Entry, Headers, Preconditions};
+use mobula_metadata::api::{Entry, Headers, Preconditions};
 
 /// Largest total size of `m-*` user metadata (names and values), in bytes.
 pub const MAX_USER_METADATA: usize = 4096;
@@ -132,7 +132,7 @@ pub fn rfc3339(ms: i64) -> String {
 /// Read-side conditionals: `Some(304)` for `If-None-Match`/`If-Modified-Since` hits,
 /// an error for failed `If-Match`/`If-Unmodified-Since`.
 pub fn check_read(h: &HeaderMap, e: &Entry) -> Result<bool, ApiError> {
-    mobula_metadata::types::check_preconditions(
+    mobula_metadata::api::check_preconditions(
         Some(e),
         &Preconditions {
             if_match: get(h, header::IF_MATCH).map(tags),

@@ -10,7 +10,7 @@ use http::{header, Method, Response, StatusCode};
 use hyper::body::Incoming;
 use mobula_http::{ApiError, Body, Code};
 use mobula_jobs::spec::JobSpec;
-use mobula_metadata::types::{AddInputs, JobRecords, JobRow, NewJob};
+use mobula_metadata::api::{AddInputs, JobRecords, JobRow, NewJob};
 
 use crate::path::ApiPath;
 use crate::Gateway;
@@ -142,7 +142,7 @@ async fn records(gw: &Gateway, id: &str, kind: &str) -> Result<Vec<String>, ApiE
 
 async fn create(gw: &Arc<Gateway>, account: &str, b: Incoming) -> Result<Response<Body>, ApiError> {
     let b = body(b, MAX_SPEC).await?;
-    let spec = JobSpec::parse(&b, account).map_err(|m| ApiError::new(Code::InvalidJob, m))?;
+    let spec = JobSpec::parse(&b, account)?;
     let id = uuid::Uuid::new_v4().to_string();
     gw.meta
         .job_create(&NewJob {

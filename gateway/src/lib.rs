@@ -4,22 +4,26 @@
 //! and the storage nodes (bytes). Many gateways may run side by side.
 //!
 //! A request goes: request id → path parsing ([`path`]) → account check → authentication
-//! seam ([`auth`]) → a handler ([`write`], [`read`], [`dirs`], [`uploads`]). Errors are
-//! [`ApiError`]s rendered as `{"code","message"}`; every response carries `x-request-id`.
+//! seam ([`auth`]) → a handler (`write.rs` with the fan-out of `fanout.rs`, `read.rs`, `dirs.rs`,
+//! `uploads.rs`, `jobs.rs`). Errors are [`ApiError`]s rendered as `{"code","message"}`; every
+//! response carries `x-request-id`.
+//!
+//! The surface: [`Gateway`] and [`GatewayConfig`], [`run`], the authentication seam ([`auth`]),
+//! API paths ([`path`]) and the node registry cache ([`nodes`]); the handlers are private.
 
 pub mod auth;
-pub mod dirs;
-pub mod fanout;
-pub mod headers;
-pub mod jobs;
+mod dirs;
+mod fanout;
+mod headers;
+mod jobs;
 pub mod nodes;
 pub mod path;
-pub mod read;
-pub mod reclaim;
-pub mod repair;
-pub mod signature;
-pub mod uploads;
-pub mod write;
+mod read;
+mod reclaim;
+mod repair;
+mod signature;
+mod uploads;
+mod write;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -267,7 +271,7 @@ async fn dispatch(
         };
     }
     let area = path.area().unwrap_or_default().to_string();
-    if !mobula_metadata::types::AREAS.contains(&area.as_str()) {
+    if !mobula_metadata::api::AREAS.contains(&area.as_str()) {
         return Err(ApiError::new(
             Code::ResourceNotFound,
             format!(

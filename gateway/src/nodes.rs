@@ -8,7 +8,7 @@ use std::sync::{Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use mobula_http::{ApiError, Code};
-use mobula_metadata::types::NodeInfo;
+use mobula_metadata::api::NodeInfo;
 use mobula_metadata::MetadataClient;
 use rand::seq::SliceRandom;
 

@@ -10,7 +10,7 @@ use bytes::Bytes;
 use futures::{Stream, StreamExt};
 use http::{header, HeaderMap, Method, Response, StatusCode};
 use mobula_http::{ApiError, Body, Code};
-use mobula_metadata::types::{Entry, Kind};
+use mobula_metadata::api::{Entry, Kind};
 
 use crate::path::ApiPath;
 use crate::{dirs, headers, Gateway};

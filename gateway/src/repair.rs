@@ -4,7 +4,7 @@
 //! fetching node checks the whole-object blake3 before the copy becomes visible, and only then
 //! is metadata told. Runs beside the reclaimer in every gateway; repeats are harmless.
 
-use mobula_metadata::types::Copy;
+use mobula_metadata::api::Copy;
 
 use crate::Gateway;
 

@@ -7,7 +7,7 @@
 //! ecdsa-sha384 (P-384), ed25519; ECDSA signatures may be DER or raw `r‖s`.
 //!
 //! This module is pure: parsing, the signing string and verification (key fingerprints are
-//! `mobula_metadata::types::fingerprints`, beside the account keys). Key lookup
+//! `mobula_metadata::api::fingerprints`, beside the account keys). Key lookup
 //! and caching live with the authenticator that uses it.
 
 use base64::Engine;
@@ -205,7 +205,7 @@ pub fn verify(openssh: &str, algorithm: &str, msg: &[u8], sig: &[u8]) -> Result<
 #[cfg(test)]
 mod tests {
     use super::*;
-    use mobula_metadata::types::fingerprints;
+    use mobula_metadata::api::fingerprints;
     use ssh_key::public::{Ed25519PublicKey, RsaPublicKey};
     use ssh_key::Mpint;
 

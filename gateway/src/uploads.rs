@@ -13,7 +13,7 @@ use std::sync::Arc;
 use http::{header, Method, Response, StatusCode};
 use hyper::body::Incoming;
 use mobula_http::{ApiError, Body, Code};
-use mobula_metadata::types::{now_ms, CommitUpload, Data, PutPart, Upload};
+use mobula_metadata::api::{now_ms, CommitUpload, Data, PutPart, Upload};
 use mobula_storage_node::api::{new_id, valid_id};
 use serde::Deserialize;
 use serde_json::json;

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use http::{header, Response, StatusCode};
 use hyper::body::Incoming;
 use mobula_http::{ApiError, Body, Code};
-use mobula_metadata::types::{DeleteEntry, PutLink, PutObject, UpdateMetadata};
+use mobula_metadata::api::{DeleteEntry, PutLink, PutObject, UpdateMetadata};
 
 use crate::fanout::{discard, write_data};
 use crate::headers;
@@ -68,7 +68,7 @@ pub async fn put(
     let full = path.full();
     // Fail early, before any byte moves: the parent must be a directory and the
     // preconditions must hold now (they are checked again atomically at commit).
-    let (parent, _) = mobula_metadata::types::split_path(&full);
+    let (parent, _) = mobula_metadata::api::split_path(&full);
     let (parent_entry, current) = tokio::try_join!(gw.meta.get(parent), async {
         if headers::has_preconditions(h) {
             gw.meta.get(&full).await
@@ -83,7 +83,7 @@ pub async fn put(
                 format!("{parent} does not exist"),
             ))
         }
-        Some(e) if e.kind != mobula_metadata::types::Kind::Directory => {
+        Some(e) if e.kind != mobula_metadata::api::Kind::Directory => {
             return Err(ApiError::new(
                 Code::ParentNotDirectory,
                 format!("{parent} is not a directory"),
@@ -92,7 +92,7 @@ pub async fn put(
         _ => {}
     }
     if headers::has_preconditions(h) {
-        mobula_metadata::types::check_preconditions(current.as_ref(), &preconditions)?;
+        mobula_metadata::api::check_preconditions(current.as_ref(), &preconditions)?;
     }
     let targets = gw.nodes.place(durability, length.unwrap_or(0))?;
     let data = write_data(gw, &targets, durability, body, content_md5, true).await?;

@@ -1,14 +1,15 @@
-//! Mobula's compute side. [`sandbox`]: the ephemeral container every task runs in (namespaces,
-//! cgroups, copy-on-write root, seccomp) and its helper process. [`image`]: the node's image
-//! store (the host userland and imported Docker/OCI/rootfs images). [`schedule`]: the pure state
-//! machine that decides where and when a job's tasks run.
+//! Mobula's compute side, without the sandbox (that is `mobula-sandbox`). [`schedule`]: the pure
+//! state machine that decides where and when a job's tasks run; [`coordinator`]: drives jobs
+//! (runs in a gateway); [`agent`] (feature `agent`): runs tasks in sandboxes on a storage node;
+//! [`tools`] (feature `agent`): the in-task tools; [`spec`], [`status`] and [`api`]: the job spec, its status and
+//! the coordinator–agent wire types.
 
+#[cfg(feature = "agent")]
 pub mod agent;
+pub mod api;
 pub mod coordinator;
-pub mod image;
-pub mod sandbox;
 pub mod schedule;
 pub mod spec;
 pub mod status;
+#[cfg(feature = "agent")]
 pub mod tools;
-pub mod wire;

@@ -56,23 +56,42 @@ impl Phase {
     }
 }
 
+/// Why a posted job is refused (`InvalidJob` on the wire).
+#[derive(Debug, thiserror::Error)]
+pub enum SpecError {
+    #[error("job: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("name is longer than 512 bytes")]
+    NameTooLong,
+    #[error("a job has 1 to {MAX_PHASES} phases")]
+    PhaseCount,
+    #[error("phase {phase}: {what}")]
+    Phase { phase: usize, what: String },
+}
+
+impl From<SpecError> for mobula_http::ApiError {
+    fn from(e: SpecError) -> Self {
+        mobula_http::ApiError::new(mobula_http::Code::InvalidJob, e.to_string())
+    }
+}
+
 impl JobSpec {
     /// Parse and check a job as posted by `account`; the error says what is wrong.
-    pub fn parse(body: &[u8], account: &str) -> Result<JobSpec, String> {
-        let spec: JobSpec = serde_json::from_slice(body).map_err(|e| format!("job: {e}"))?;
+    pub fn parse(body: &[u8], account: &str) -> Result<JobSpec, SpecError> {
+        let spec: JobSpec = serde_json::from_slice(body)?;
         spec.check(account)?;
         Ok(spec)
     }
 
-    pub fn check(&self, account: &str) -> Result<(), String> {
+    pub fn check(&self, account: &str) -> Result<(), SpecError> {
         if self.name.len() > 512 {
-            return Err("name is longer than 512 bytes".into());
+            return Err(SpecError::NameTooLong);
         }
         if self.phases.is_empty() || self.phases.len() > MAX_PHASES {
-            return Err(format!("a job has 1 to {MAX_PHASES} phases"));
+            return Err(SpecError::PhaseCount);
         }
         for (i, p) in self.phases.iter().enumerate() {
-            let bad = |m: String| Err(format!("phase {i}: {m}"));
+            let bad = |what: String| Err(SpecError::Phase { phase: i, what });
             if p.exec.trim().is_empty() {
                 return bad("exec is empty".into());
             }
@@ -97,7 +116,7 @@ impl JobSpec {
                 return bad("disk must be 1 to 1024 GiB".into());
             }
             if let Some(img) = &p.image {
-                if !mobula_metadata::types::plain_name(img, 128) {
+                if !mobula_metadata::api::plain_name(img, 128) {
                     return bad(format!("image {img:?} is not an image name"));
                 }
             }

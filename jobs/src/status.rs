@@ -1,6 +1,6 @@
 //! The job record users see: `live/status` and the archived `job.json` (SPEC §4).
 
-use mobula_metadata::types::JobRow;
+use mobula_metadata::api::JobRow;
 use serde_json::{json, Value};
 
 use crate::schedule::Stats;

@@ -13,12 +13,10 @@ use serde::{Deserialize, Serialize};
 
 /// Names the binary answers to inside a task.
 pub const TOOLS: [&str; 4] = ["mpipe", "mcat", "mtee", "msplit"];
-/// Where the agent's socket is inside a task (a bind of the task's own socket file).
-pub const SOCKET: &str = "/run/mobula/sock";
-/// Where the `mobula` binary is inside a task (the tools are symlinks to it).
-pub const TOOLS_EXE: &str = "/opt/mobula/exe/mobula";
-/// The directory of the tools' symbolic links inside a task (first on its `PATH`).
-pub const TOOLS_BIN: &str = "/opt/mobula/bin";
+/// Where the agent's socket is inside a task (a bind of the task's own socket file), where the
+/// `mobula` binary is (the tools are symlinks to it), and the directory of those links (first
+/// on a task's `PATH`): the places the sandbox reserves for them.
+pub use mobula_sandbox::mounts::{TOOLS_BIN, TOOLS_EXE, TOOLS_SOCKET as SOCKET};
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct ToolRequest {

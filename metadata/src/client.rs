@@ -4,8 +4,8 @@ use mobula_http::{ApiError, Code};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use crate::api::*;
 use crate::server::{Ids, Limit, Name, OnNode, Repaired};
-use crate::types::*;
 
 /// A handle on a metadata service at a base URL (cheap to clone).
 #[derive(Debug, Clone)]

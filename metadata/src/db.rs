@@ -201,7 +201,7 @@ impl Db {
     }
 
     /// Run `f` in one immediate write transaction; commit if it returns `Ok`.
-    pub fn write<T>(
+    pub(crate) fn write<T>(
         &self,
         f: impl FnOnce(&Transaction<'_>) -> Result<T, ApiError>,
     ) -> Result<T, ApiError> {
@@ -215,7 +215,7 @@ impl Db {
     }
 
     /// Run `f` on a reader connection (a consistent snapshot for one statement).
-    pub fn read<T>(
+    pub(crate) fn read<T>(
         &self,
         f: impl FnOnce(&Connection) -> Result<T, ApiError>,
     ) -> Result<T, ApiError> {
@@ -226,6 +226,6 @@ impl Db {
 }
 
 /// Map a SQLite error to an internal API error.
-pub fn sql(e: rusqlite::Error) -> ApiError {
+pub(crate) fn sql(e: rusqlite::Error) -> ApiError {
     ApiError::internal(format!("metadata database: {e}"))
 }

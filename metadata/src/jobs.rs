@@ -13,12 +13,12 @@
 use mobula_http::{ApiError, Code};
 use rusqlite::{params, Connection, OptionalExtension};
 
+use crate::api::{
+    now_ms, AddInputs, Garbage, JobAppend, JobRecords, JobRow, Lease, NewJob, PutObject,
+};
 use crate::db::sql;
 use crate::namespace;
 use crate::registry;
-use crate::types::{
-    now_ms, AddInputs, Garbage, JobAppend, JobRecords, JobRow, Lease, NewJob, PutObject,
-};
 
 const SELECT: &str = "SELECT id, account, name, spec, state, end_requested, cancel_requested,
     created, done, stats, inputs, consumed, events FROM jobs";

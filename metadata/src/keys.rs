@@ -4,9 +4,9 @@
 use mobula_http::{ApiError, Code};
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
+use crate::api::{AccountKey, KeyRef};
 use crate::db::sql;
 use crate::namespace::account_exists;
-use crate::types::{AccountKey, KeyRef};
 
 fn row(r: &Row<'_>) -> rusqlite::Result<AccountKey> {
     Ok(AccountKey {

@@ -1,22 +1,29 @@
 //! Mobula's metadata service: the namespace (accounts, directories, objects, snaplinks), the
 //! storage-node registry, multipart uploads and the reclamation queue, kept in SQLite (WAL, one
-//! writer, `synchronous=FULL`) and served over HTTP ([`server`]) to the gateway and the storage
+//! writer, `synchronous=FULL`) and served over HTTP (`server.rs`) to the gateway and the storage
 //! nodes through [`MetadataClient`].
 //!
-//! Libraries here never read configuration: the binary opens the [`Db`] and calls [`server::run`].
+//! Libraries here never read configuration: the binary opens the [`Db`] and calls [`serve`].
+//!
+//! The surface: [`api`] (the wire types and what callers share with the service),
+//! [`MetadataClient`] (its typed client), [`Db`] and [`serve`] (to run it). Everything else —
+//! SQL, transactions, the RPC routes — is private to this crate.
 
+pub mod api;
+#[doc(hidden)]
+pub mod bench;
 pub mod client;
-pub mod db;
-pub mod jobs;
-pub mod keys;
-pub mod namespace;
-pub mod registry;
-pub mod server;
-pub mod types;
-pub mod uploads;
+mod db;
+mod jobs;
+mod keys;
+mod namespace;
+mod registry;
+mod server;
+mod uploads;
 
 pub use client::MetadataClient;
 pub use db::Db;
+pub use server::run as serve;
 
 #[cfg(test)]
 mod tests;

@@ -10,8 +10,8 @@
 use mobula_http::{ApiError, Code};
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
+use crate::api::*;
 use crate::db::sql;
-use crate::types::*;
 
 const SELECT: &str =
     "SELECT e.parent, e.name, e.kind, e.mtime, e.children, e.content_type, e.headers,

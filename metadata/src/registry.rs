@@ -3,9 +3,9 @@
 use mobula_http::ApiError;
 use rusqlite::{params, Connection};
 
+use crate::api::{now_ms, Copy, Garbage, Heartbeat, NodeInfo, Repair};
 use crate::db::sql;
 use crate::namespace::data_at;
-use crate::types::{now_ms, Copy, Garbage, Heartbeat, NodeInfo, Repair};
 
 /// Record a heartbeat: insert or refresh the node.
 pub fn heartbeat(tx: &Connection, hb: &Heartbeat) -> Result<(), ApiError> {

@@ -13,8 +13,8 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 
+use crate::api::*;
 use crate::db::Db;
-use crate::types::*;
 use crate::{jobs, keys, namespace, registry, uploads};
 
 const MAX_BODY: usize = 16 << 20;

@@ -2,9 +2,9 @@
 
 use mobula_http::Code;
 
+use crate::api::*;
 use crate::db::Db;
 use crate::namespace::{self, list_sql};
-use crate::types::*;
 use crate::{registry, uploads};
 
 fn db() -> (tempfile::TempDir, Db) {

@@ -7,9 +7,9 @@
 use mobula_http::{ApiError, Code};
 use rusqlite::{params, Connection, OptionalExtension};
 
+use crate::api::*;
 use crate::db::sql;
 use crate::namespace::{check_parent, data_at, insert_data, put_object, unref_data};
-use crate::types::*;
 
 /// Register a new upload (its `parts` are ignored). The target's parent must exist.
 pub fn create(tx: &Connection, u: &Upload) -> Result<(), ApiError> {

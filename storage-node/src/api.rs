@@ -1,4 +1,4 @@
-//! The storage node's wire types: the bodies of its API (see [`crate::server`] for the routes)
+//! The storage node's wire types: the bodies of its API (see `server.rs` for the routes)
 //! and the data ids every part of Mobula names data files by. What the gateway, the jobs crate
 //! and peers share with a node lives here, not in the server or the store.
 
@@ -57,4 +57,17 @@ pub struct Status {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct NewSnapshot {
     pub name: String,
+}
+
+/// What one scrub pass found.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ScrubReport {
+    pub files: u64,
+    pub bytes: u64,
+    /// Ids whose copy on this node failed verification.
+    pub bad: Vec<String>,
+    /// Ids metadata says this node holds but that are not here.
+    #[serde(default)]
+    pub missing: Vec<String>,
+    pub seconds: f64,
 }

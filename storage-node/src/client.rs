@@ -220,7 +220,7 @@ impl NodeClient {
     }
 
     /// Verify every data file on the node now.
-    pub async fn scrub(&self, url: &str) -> Result<crate::scrub::ScrubReport, NodeError> {
+    pub async fn scrub(&self, url: &str) -> Result<crate::api::ScrubReport, NodeError> {
         let resp = self
             .http
             .post(format!("{url}/scrub"))

@@ -1,16 +1,21 @@
-//! A Mobula storage node: keeps object data as immutable files named by data id ([`store`]),
-//! streams them in and out over HTTP ([`server`]), registers itself with the metadata service
+//! A Mobula storage node: keeps object data as immutable files named by data id (`store.rs`),
+//! streams them in and out over HTTP (`server.rs`), registers itself with the metadata service
 //! and heartbeats its free space, and deletes orphaned files left by writers that crashed
 //! before committing metadata.
 //!
-//! [`NodeClient`] is how the gateway talks to nodes.
+//! The surface: [`api`] (wire types, data ids), [`NodeClient`] (how the gateway and peers talk
+//! to a node, with [`NodeError`]), [`run`] and [`NodeConfig`] (to run one), [`Store`] and
+//! [`Writer`] (a node's files, for the job agent it hosts), [`volume`] (the btrfs and plain
+//! backends) and [`blocks`] (the per-block hash format).
 
 pub mod api;
+#[doc(hidden)]
+pub mod bench;
 pub mod blocks;
 pub mod client;
-pub mod scrub;
-pub mod server;
-pub mod store;
+mod scrub;
+mod server;
+mod store;
 pub mod volume;
 
 use std::net::SocketAddr;
@@ -18,9 +23,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub use client::{NodeClient, NodeError, UploadAborted};
-use mobula_metadata::types::Heartbeat;
+use mobula_metadata::api::Heartbeat;
 use mobula_metadata::MetadataClient;
-pub use store::Store;
+pub use store::{Store, Writer};
 use tokio::net::TcpListener;
 
 /// Configuration of one storage node.

@@ -4,23 +4,10 @@
 
 use std::time::{Duration, Instant};
 
-use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
+use crate::api::ScrubReport;
 use crate::store::Store;
-
-/// What one scrub pass found.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct ScrubReport {
-    pub files: u64,
-    pub bytes: u64,
-    /// Ids whose copy on this node failed verification.
-    pub bad: Vec<String>,
-    /// Ids metadata says this node holds but that are not here.
-    #[serde(default)]
-    pub missing: Vec<String>,
-    pub seconds: f64,
-}
 
 /// Ids metadata believes `node` holds that are not on disk (e.g. lost in a restore).
 /// Each is reported like a bad copy, so it gets repaired.

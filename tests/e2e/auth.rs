@@ -17,11 +17,11 @@ struct Who {
 async fn account(t: &T, name: &str, alg: Algorithm) -> Who {
     let key = PrivateKey::random(&mut rand::rngs::OsRng, alg).unwrap();
     let public = key.public_key().to_openssh().unwrap();
-    let (md5, sha256) = mobula_metadata::types::fingerprints(&public).unwrap();
+    let (md5, sha256) = mobula_metadata::api::fingerprints(&public).unwrap();
     t.c.gw.meta.create_account(name).await.unwrap();
     t.c.gw
         .meta
-        .add_key(&mobula_metadata::types::AccountKey {
+        .add_key(&mobula_metadata::api::AccountKey {
             account: name.into(),
             md5,
             sha256,
@@ -432,7 +432,7 @@ async fn the_cli_signs_with_keys_held_by_ssh_agent() {
             .public_key()
             .to_openssh()
             .unwrap();
-        fingerprints.push(mobula_metadata::types::fingerprints(&public).unwrap());
+        fingerprints.push(mobula_metadata::api::fingerprints(&public).unwrap());
     }
     let src = dir.path().join("f");
     std::fs::write(&src, "signed by the agent").unwrap();
@@ -531,11 +531,11 @@ async fn the_cli_reads_every_private_key_form_and_finds_keys_in_dot_ssh() {
             p.push(".pub");
             std::fs::read_to_string(p).unwrap()
         });
-        let (md5, sha256) = mobula_metadata::types::fingerprints(&public).unwrap();
+        let (md5, sha256) = mobula_metadata::api::fingerprints(&public).unwrap();
         t.c.gw.meta.create_account(&account).await.unwrap();
         t.c.gw
             .meta
-            .add_key(&mobula_metadata::types::AccountKey {
+            .add_key(&mobula_metadata::api::AccountKey {
                 account: account.clone(),
                 md5: md5.clone(),
                 sha256,

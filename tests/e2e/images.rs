@@ -4,7 +4,7 @@
 
 use std::io::Write;
 
-use mobula_jobs::sandbox::{Input, TaskSpec};
+use mobula_sandbox::{Input, TaskSpec};
 use sha2::Digest;
 
 use super::sandbox::{sandbox, BIN};

@@ -146,7 +146,7 @@ impl T {
     }
 
     /// The metadata entry of an object path.
-    pub async fn data_of(&self, path: &str) -> mobula_metadata::types::Data {
+    pub async fn data_of(&self, path: &str) -> mobula_metadata::api::Data {
         self.c
             .gw
             .meta

@@ -41,11 +41,11 @@ impl Manta {
             .unwrap();
         assert!(gen.success());
         let public = std::fs::read_to_string(ssh.join("id_rsa.pub")).unwrap();
-        let (md5, sha256) = mobula_metadata::types::fingerprints(&public).unwrap();
+        let (md5, sha256) = mobula_metadata::api::fingerprints(&public).unwrap();
         t.c.gw.meta.create_account("alice").await.unwrap();
         t.c.gw
             .meta
-            .add_key(&mobula_metadata::types::AccountKey {
+            .add_key(&mobula_metadata::api::AccountKey {
                 account: "alice".into(),
                 md5: md5.clone(),
                 sha256,

@@ -250,7 +250,7 @@ async fn up_requires_signatures_and_prints_a_working_environment() {
         "no ~/.ssh key: one generated in the data dir ({key})"
     );
     let public = std::fs::read_to_string(format!("{key}.pub")).unwrap();
-    let (md5, _) = mobula_metadata::types::fingerprints(&public).unwrap();
+    let (md5, _) = mobula_metadata::api::fingerprints(&public).unwrap();
     assert_eq!(get("MANTA_KEY_ID"), md5);
     let r = reqwest::get(format!("{url}/admin/stor")).await.unwrap();
     assert_eq!(r.status(), 401, "unsigned requests are refused");

@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use mobula_jobs::sandbox::{Bind, Captured, Input, Sandbox, SandboxConfig, TaskSpec};
+use mobula_sandbox::{Bind, Captured, Input, Sandbox, SandboxConfig, TaskSpec};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_mobula");
 
@@ -273,13 +273,13 @@ async fn killing_the_supervisor_leaves_no_survivor() {
     wait_until(|| host_procs(&watch).is_empty()).await;
     let leaf = format!("h{helper}-");
     let has_leaf = || {
-        mobula_jobs::sandbox::cgroup::leaves()
+        mobula_sandbox::cgroup::leaves()
             .iter()
             .any(|p| p.file_name().unwrap().to_string_lossy().starts_with(&leaf))
     };
     // A crashed helper leaves its cgroup behind until a sweep (this one, or that of any other
     // sandbox starting meanwhile) removes it.
-    mobula_jobs::sandbox::cgroup::sweep().unwrap();
+    mobula_sandbox::cgroup::sweep().unwrap();
     assert!(!has_leaf(), "the sweep removes it");
 }
 

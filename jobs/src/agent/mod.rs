@@ -1,16 +1,16 @@
 //! The job agent of one storage node: runs the tasks the coordinator places here, each in a
-//! fresh [`Sandbox`](crate::sandbox::Sandbox), beside the data (SPEC §4).
+//! fresh [`Sandbox`], beside the data (SPEC §4).
 //!
 //! Owns: the table of task runs by key (a run happens once per key, whoever asks; a finished
 //! run's result is kept a while for a coordinator that restarts), the node's task log, and the
-//! HTTP routes of [`crate::wire`] served from the storage node's port. Tasks are spawned into a
+//! HTTP routes of [`crate::api`] served from the storage node's port. Tasks are spawned into a
 //! `JoinSet` owned by the [`Agent`]: when the node stops, its tasks (and their sandboxes) go.
 //!
-//! - [`task`]: one task from request to result (input bound read-only from the node's volume,
+//! - `task.rs`: one task from request to result (input bound read-only from the node's volume,
 //!   stdout and stderr streamed into local data, limits, classification of failures).
-//! - [`objects`]: storing what a task emits — first copy on this node, then replicated, then
+//! - `objects.rs`: storing what a task emits — first copy on this node, then replicated, then
 //!   committed to the namespace as the job's account.
-//! - [`socket`]: the in-task tools' unix socket, one per task, acting only as the job's account.
+//! - `socket.rs`: the in-task tools' unix socket, one per task, acting only as the job's account.
 
 mod argv;
 mod objects;
@@ -26,13 +26,13 @@ use std::time::{Duration, Instant};
 use http::{Method, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use mobula_http::{ApiError, Body, Code, Request};
-use mobula_metadata::types::Data;
+use mobula_metadata::api::Data;
 use mobula_storage_node::{Extension, Store};
 use tokio::sync::{mpsc, watch, Notify};
 use tokio::task::JoinSet;
 
-use crate::sandbox::{Sandbox, SandboxConfig};
-use crate::wire::{Feed, Key, TaskRequest, TaskResult};
+use crate::api::{Feed, Key, TaskRequest, TaskResult};
+use mobula_sandbox::{Sandbox, SandboxConfig};
 
 /// How long a finished run's result is kept for a coordinator asking again.
 const KEEP_RESULTS: Duration = Duration::from_secs(600);
@@ -285,7 +285,7 @@ impl Agent {
             "/tasks/run" => {
                 let r: TaskRequest = serde_json::from_slice(&body).map_err(bad)?;
                 // The key names the task's directory: plain names only.
-                let plain = |s: &str| mobula_metadata::types::plain_name(s, 200);
+                let plain = |s: &str| mobula_metadata::api::plain_name(s, 200);
                 if !plain(&r.key) || !plain(&r.job) || !plain(&r.account) {
                     return Err(ApiError::new(
                         Code::InvalidArgument,

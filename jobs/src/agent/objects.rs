@@ -10,10 +10,10 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use mobula_http::{ApiError, Code};
-use mobula_metadata::types::{Data, Garbage, Headers, NodeInfo, PutObject};
+use mobula_metadata::api::{Data, Garbage, Headers, NodeInfo, PutObject};
 use mobula_metadata::MetadataClient;
 use mobula_storage_node::api::new_id;
-use mobula_storage_node::store::Writer;
+use mobula_storage_node::Writer;
 use mobula_storage_node::{NodeClient, Store};
 use rand::seq::SliceRandom;
 use tokio::io::AsyncWriteExt;

@@ -14,8 +14,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::sync::Arc;
 
 use futures::FutureExt;
-use mobula_metadata::types::Data;
-use mobula_storage_node::store::Writer;
+use mobula_metadata::api::Data;
+use mobula_storage_node::Writer;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::unix::pipe;
 use tokio::sync::mpsc;
@@ -24,10 +24,10 @@ use super::argv;
 use super::objects::{output, LocalFile, Objects};
 use super::socket::{Scope, ToolServer};
 use super::{Entry, FeedMsg, Shared};
-use crate::sandbox::{spec::DEFAULT_PATH, Bind, Input, Report, TaskSpec};
+use crate::api::{TaskLog, TaskRequest, TaskResult};
 use crate::schedule::{Failure, Output, TaskInput};
 use crate::tools::{SOCKET, TOOLS_BIN, TOOLS_EXE};
-use crate::wire::{TaskLog, TaskRequest, TaskResult};
+use mobula_sandbox::{spec::DEFAULT_PATH, Bind, Input, Report, TaskSpec};
 
 fn failed(
     node: &str,

@@ -7,7 +7,7 @@ use base64::Engine;
 use bytes::Bytes;
 use md5::Digest;
 use mobula_http::{ApiError, Code};
-use mobula_metadata::types::{Data, JobRecords, PutObject};
+use mobula_metadata::api::{Data, JobRecords, PutObject};
 use mobula_metadata::MetadataClient;
 use mobula_storage_node::api::new_id;
 use mobula_storage_node::NodeClient;
@@ -26,7 +26,7 @@ pub(super) async fn write(
         .await?
         .ok_or_else(|| ApiError::new(Code::JobNotFound, format!("no job {id}")))?;
     row.state = "done".into();
-    row.done = Some(mobula_metadata::types::now_ms());
+    row.done = Some(mobula_metadata::api::now_ms());
     let dir = format!("/{}/jobs/{id}", row.account);
     let mut status = crate::status::status(&row).to_string();
     status.push('\n');

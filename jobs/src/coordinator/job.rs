@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 use mobula_http::{ApiError, Code};
-use mobula_metadata::types::{Data, JobAppend, JobRecords, JobRow, PutObject};
+use mobula_metadata::api::{Data, JobAppend, JobRecords, JobRow, PutObject};
 use mobula_metadata::MetadataClient;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
@@ -22,9 +22,9 @@ use super::NodeView;
 
 mod gather;
 mod runs;
+use crate::api::TaskResult;
 use crate::schedule::{Command, Event, Machine, TaskId, TaskInput};
 use crate::spec::JobSpec;
-use crate::wire::TaskResult;
 
 /// A task run the actor started (or found running in the log).
 struct Run {
@@ -345,7 +345,7 @@ impl Actor {
             consumed: self.consumed,
             stats: serde_json::to_string(self.machine.stats()).map_err(ApiError::internal)?,
             state: "done".into(),
-            done: Some(mobula_metadata::types::now_ms()),
+            done: Some(mobula_metadata::api::now_ms()),
             ..Default::default()
         };
         self.meta.job_log(&append).await

@@ -1,10 +1,10 @@
-//! The jobs coordinator: drives every unfinished job through its [`Machine`](crate::schedule)
+//! The jobs coordinator: drives every unfinished job through its [`Machine`](crate::schedule::Machine)
 //! against the cluster. Runs inside a gateway; when several gateways run, the one holding the
 //! `jobs` lease in metadata coordinates (the others only serve the API from metadata), and a
 //! second writer of a job's event log is refused anyway (`expect_events`).
 //!
 //! Owns: the lease, a view of the storage nodes (which are up, their agents' slots), the HTTP
-//! clients all jobs share ([`Clients`]), and one actor per unfinished job ([`job`]) — all
+//! clients all jobs share (`Clients`), and one actor per unfinished job (`job.rs`) — all
 //! inside the future returned by [`Coordinator::run`], so dropping it (a gateway killed) stops
 //! everything it started. Nothing here is the record: an actor rebuilds its job from the
 //! metadata event log at start, re-attaches to the tasks that were running (agents run a task
@@ -17,7 +17,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use mobula_metadata::types::Lease;
+use mobula_metadata::api::Lease;
 use mobula_metadata::MetadataClient;
 use tokio::sync::{mpsc, watch, Notify};
 use tokio::task::JoinSet;

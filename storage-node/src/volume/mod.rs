@@ -51,7 +51,7 @@ pub trait Volume: Send + Sync + std::fmt::Debug {
 
 /// Snapshot names: 1..=64 of `[A-Za-z0-9._-]`, not starting with `.`.
 pub fn valid_snapshot_name(name: &str) -> bool {
-    mobula_metadata::types::plain_name(name, 64)
+    mobula_metadata::api::plain_name(name, 64)
 }
 
 fn check_name(name: &str) -> io::Result<()> {

@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use futures::StreamExt;
 use mobula_http::{ApiError, Code};
-use mobula_metadata::types::{Data, JobRecords, Kind};
+use mobula_metadata::api::{Data, JobRecords, Kind};
 
 use super::{Actor, Reply, INPUT_BATCH, SUSPECT};
 use crate::schedule::{Event, Located};

@@ -4,13 +4,13 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use mobula_metadata::types::{Data, Garbage, PutObject};
+use mobula_metadata::api::{Data, Garbage, PutObject};
 
 use tokio::sync::mpsc;
 
 use super::Actor;
+use crate::api::{Feed, Key, TaskRequest, TaskResult};
 use crate::schedule::{Command, Failure, TaskId, TaskInput};
-use crate::wire::{Feed, Key, TaskRequest, TaskResult};
 
 /// What a reducer's feeder is handed: paths in order, the data of those known, and the end.
 pub(super) type FeedBatch = (Vec<String>, BTreeMap<String, Data>, bool);

@@ -3,7 +3,7 @@
 //! pid 1 waits until the helper has written its uid/gid maps and cgroup membership, becomes the
 //! namespace's root (mapped to the dedicated host range), re-arms `PDEATHSIG` (a credential
 //! change clears it), enters a cgroup namespace rooted at its leaf, names the host `task`, mounts
-//! its own `/proc` ([`mounts::enter_root`]; it starts inside the root the helper pivoted into).
+//! its own `/proc` ([`super::mounts::enter_root`]; it starts inside the root the helper pivoted into).
 //! It then forks the task and reaps
 //! every process until the task itself exits; whatever the task left running is SIGKILLed
 //! (`kill(-1)` from pid 1 reaches the whole namespace) and reaped. One status line goes back to

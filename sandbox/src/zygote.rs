@@ -31,8 +31,7 @@ use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::SignalFd;
 use nix::sys::socket::{recvmsg, sendmsg, ControlMessage, ControlMessageOwned, MsgFlags};
 
-/// The argument that turns the `mobula` binary into a zygote.
-pub const ZYGOTE_ARG: &str = "__sandbox-zygote";
+pub use super::sys::ZYGOTE_ARG;
 
 const MAX_REQUEST: usize = 1 << 20;
 
@@ -140,7 +139,7 @@ pub fn main() -> i32 {
     super::cgroup::warm();
     let _ = super::seccomp::program();
     loop {
-        let Ok(ready) = super::helper::poll2([0, sigfd.as_raw_fd()], -1) else {
+        let Ok(ready) = super::sys::poll2([0, sigfd.as_raw_fd()], -1) else {
             continue;
         };
         if ready[1] {
@@ -230,7 +229,7 @@ fn serve_one(sock: &UnixStream, pool: &mut NetPool) -> bool {
         Ok(nix::unistd::ForkResult::Parent { child }) => {
             drop(stdio);
             pool.lent.insert(child.as_raw(), netns);
-            let reply = super::helper::pidfd_open(child);
+            let reply = super::sys::pidfd_open(child);
             match reply {
                 Ok(pidfd) => send_with_fds(sock, &[1], &[pidfd.as_raw_fd()]).is_ok(),
                 Err(_) => send_with_fds(sock, &[0], &[]).is_ok(),

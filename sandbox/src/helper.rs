@@ -3,8 +3,8 @@
 //!
 //! 1. dies with its parent (`PR_SET_PDEATHSIG`), blocks SIGTERM/SIGINT/SIGHUP into a signalfd;
 //! 2. creates the task's cgroups and writes the limits;
-//! 3. unshares a private mount namespace (real root), builds the root ([`mounts::build_root`])
-//!    and pivots into it, dropping every host mount ([`mounts::pivot_into`]); the host paths it
+//! 3. unshares a private mount namespace (real root), builds the root ([`super::mounts::build_root`])
+//!    and pivots into it, dropping every host mount ([`super::mounts::pivot_into`]); the host paths it
 //!    still needs (cgroup files, the report directory) are kept as open descriptors;
 //! 4. enters the empty network namespace the zygote handed it, `clone`s pid 1 of the task into
 //!    new user, mount, pid, ipc and uts namespaces, writes
@@ -19,7 +19,7 @@
 
 use std::fs;
 use std::io::Read;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -32,6 +32,7 @@ use serde::{Deserialize, Serialize};
 use super::cgroup::Cgroups;
 use super::mounts::{build_root, pivot_into, RootPlan};
 use super::spec::{Report, TaskSpec};
+use super::sys::{pidfd_open, poll2};
 use super::{child, seccomp};
 
 /// Everything the helper needs, passed as one JSON argument.
@@ -217,16 +218,6 @@ fn reap(pid: Pid) {
     }
 }
 
-pub fn pidfd_open(pid: Pid) -> Result<OwnedFd, String> {
-    // SAFETY: plain system call; the returned descriptor is owned by the OwnedFd.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid.as_raw(), 0) };
-    if fd < 0 {
-        return Err(format!("pidfd_open: {}", std::io::Error::last_os_error()));
-    }
-    // SAFETY: fd is a fresh descriptor we own.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
-}
-
 /// Wait until pid 1 exits (true), or the clock or a signal says stop (false; flags set).
 fn wait(pid1: Pid, sigfd: &SignalFd, timeout_ms: u64, report: &mut Report) -> Result<bool, String> {
     let pidfd = pidfd_open(pid1)?;
@@ -256,34 +247,6 @@ fn wait(pid1: Pid, sigfd: &SignalFd, timeout_ms: u64, report: &mut Report) -> Re
             report.cancelled = true;
             return Ok(false);
         }
-    }
-}
-
-/// Wait until either descriptor is readable (or hung up), at most `timeout_ms` (-1: forever).
-pub fn poll2(fds: [RawFd; 2], timeout_ms: i32) -> std::io::Result<[bool; 2]> {
-    let mut p = fds.map(|fd| libc::pollfd {
-        fd,
-        events: libc::POLLIN,
-        revents: 0,
-    });
-    // SAFETY: `p` is a valid array of two pollfd for the duration of the call.
-    if unsafe { libc::poll(p.as_mut_ptr(), 2, timeout_ms) } < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok([p[0].revents != 0, p[1].revents != 0])
-}
-
-/// Send `sig` to the process behind `pidfd` (never a recycled pid).
-pub fn pidfd_signal(pidfd: &OwnedFd, sig: i32) {
-    // SAFETY: plain system call on a descriptor we own.
-    unsafe {
-        libc::syscall(
-            libc::SYS_pidfd_send_signal,
-            pidfd.as_raw_fd(),
-            sig,
-            std::ptr::null::<libc::siginfo_t>(),
-            0,
-        );
     }
 }
 

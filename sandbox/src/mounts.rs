@@ -93,6 +93,13 @@ fn mkdirs_nofollow(root: &Path, rel: &str) -> io::Result<PathBuf> {
     Ok(p)
 }
 
+/// Reserved in every task for a host-provided tool (the node's job agent puts its in-task tools
+/// there): the directory of its links (first on a task's `PATH`), the executable, and its
+/// socket. The host image's skeleton holds their mount points.
+pub const TOOLS_BIN: &str = "/opt/mobula/bin";
+pub const TOOLS_EXE: &str = "/opt/mobula/exe/mobula";
+pub const TOOLS_SOCKET: &str = "/run/mobula/sock";
+
 /// Directories of the root every task has something mounted on (an image may lack them; the
 /// host image's skeleton has them).
 pub const MOUNT_POINTS: [&str; 5] = ["proc", "dev", "tmp", "manta", "assets"];

@@ -326,7 +326,7 @@ fn helper_alive(pid: i32) -> bool {
     fs::read(format!("/proc/{pid}/cmdline"))
         .map(|c| {
             c.split(|b| *b == 0)
-                .any(|a| a == super::zygote::ZYGOTE_ARG.as_bytes())
+                .any(|a| a == super::sys::ZYGOTE_ARG.as_bytes())
         })
         .unwrap_or(false)
 }

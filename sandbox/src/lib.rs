@@ -17,10 +17,12 @@
 pub mod cgroup;
 pub mod child;
 pub mod helper;
+pub mod image;
 pub mod lockdown;
 pub mod mounts;
 pub mod seccomp;
 pub mod spec;
+mod sys;
 pub mod zygote;
 
 use std::fs::File;
@@ -34,7 +36,7 @@ use tokio::net::unix::pipe;
 
 use crate::image::ImageStore;
 pub use spec::{Bind, Limits, Report, TaskSpec};
-pub use zygote::ZYGOTE_ARG;
+pub use sys::ZYGOTE_ARG;
 
 /// Host uid/gid range the tasks' ids map to by default (65,536 ids, unused by the host).
 pub const DEFAULT_ID_BASE: u32 = 1_300_000_000;
@@ -261,7 +263,7 @@ fn sweep_reports(dir: &Path) {
 impl Running {
     /// Ask the helper to stop the task (it kills the tree, cleans up and still reports).
     pub fn cancel(&self) {
-        helper::pidfd_signal(&self.pidfd, libc::SIGTERM);
+        sys::pidfd_signal(&self.pidfd, libc::SIGTERM);
     }
 
     /// The helper's pid (for tests that kill it).

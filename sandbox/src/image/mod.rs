@@ -43,8 +43,14 @@ pub struct Imported {
 
 pub const HOST: &str = "host";
 
+/// An image name: 1 to 64 of `[A-Za-z0-9._-]`, not starting with a dot (never a path).
 fn valid_name(name: &str) -> bool {
-    mobula_metadata::types::plain_name(name, 64)
+    !name.is_empty()
+        && name.len() <= 64
+        && !name.starts_with('.')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
 }
 
 fn is_btrfs(p: &Path) -> bool {
@@ -221,12 +227,12 @@ fn build_host_skeleton(root: &Path) -> io::Result<Vec<String>> {
     }
     // Mount points every task has, made here once rather than in each task's overlay (where a
     // directory costs a copy-up): the sandbox's, and the agent's tools (a directory, two files).
-    for d in crate::sandbox::mounts::MOUNT_POINTS {
+    for d in crate::mounts::MOUNT_POINTS {
         fs::create_dir_all(tmp.join(d))?;
     }
     let inside = |p: &str| tmp.join(p.trim_start_matches('/'));
-    fs::create_dir_all(inside(crate::tools::TOOLS_BIN))?;
-    for f in [crate::tools::TOOLS_EXE, crate::tools::SOCKET] {
+    fs::create_dir_all(inside(crate::mounts::TOOLS_BIN))?;
+    for f in [crate::mounts::TOOLS_EXE, crate::mounts::TOOLS_SOCKET] {
         let f = inside(f);
         fs::create_dir_all(f.parent().unwrap_or(&tmp))?;
         fs::write(f, "")?;

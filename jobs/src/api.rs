@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 
-use mobula_metadata::types::{Data, PutObject};
+use mobula_metadata::api::{Data, PutObject};
 use serde::{Deserialize, Serialize};
 
 use crate::schedule::{Failure, Output, TaskInput};

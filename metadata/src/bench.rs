@@ -1,0 +1,34 @@
+//! For `benches/storage.rs` only (hidden from the docs): fill a directory straight in SQL and
+//! list it, to time a listing page without HTTP in the way.
+
+use mobula_http::ApiError;
+
+use crate::api::{ListPage, ListQuery};
+use crate::Db;
+
+/// Create `account` and `n` objectless entries `entry-00000000…` in `/account/stor`, with
+/// mtimes 0..n.
+pub fn fill(db: &Db, account: &str, n: usize) -> Result<(), ApiError> {
+    db.write(|tx| crate::namespace::create_account(tx, account))?;
+    db.write(|tx| {
+        let mut s = tx
+            .prepare("INSERT INTO entries (parent, name, kind, mtime) VALUES (?1, ?2, 0, ?3)")
+            .map_err(crate::db::sql)?;
+        let parent = format!("/{account}/stor");
+        for i in 0..n {
+            s.execute(rusqlite::params![parent, format!("entry-{i:08}"), i as i64])
+                .map_err(crate::db::sql)?;
+        }
+        tx.execute(
+            "UPDATE entries SET children = ?1 WHERE parent = ?2 AND name = 'stor'",
+            rusqlite::params![n as i64, format!("/{account}")],
+        )
+        .map_err(crate::db::sql)?;
+        Ok(())
+    })
+}
+
+/// One listing page.
+pub fn list(db: &Db, q: &ListQuery) -> Result<ListPage, ApiError> {
+    db.read(|c| crate::namespace::list(c, q))
+}
