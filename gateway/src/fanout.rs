@@ -88,9 +88,10 @@ fn open(gw: &Gateway, node: &str, url: &str, id: &str, md5: Option<&str>) -> Cop
         flag.store(true, Ordering::Relaxed);
         rx.poll_next_unpin(cx)
     });
-    let client = gw.node_client.clone();
+    let data = gw.data.clone();
     let (url, id, md5) = (url.to_string(), id.to_string(), md5.map(String::from));
-    let task = tokio::spawn(async move { client.put(&url, &id, body, md5.as_deref()).await });
+    let task =
+        tokio::spawn(async move { data.put(&url, &id, Box::pin(body), md5.as_deref()).await });
     Copy {
         node: node.to_string(),
         tx: Some(tx),
@@ -335,8 +336,12 @@ pub async fn discard(gw: &Gateway, id: &str, nodes: &[String]) {
         tracing::warn!("could not queue {id} for reclamation ({e}); deleting directly");
         for n in nodes {
             if let Some(url) = gw.nodes.url(n) {
-                let _ = gw.node_client.delete(&url, id).await;
+                let _ = gw.data.delete(&url, id).await;
             }
         }
     }
 }
+
+#[cfg(test)]
+#[path = "fanout_tests.rs"]
+mod tests;

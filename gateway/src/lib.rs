@@ -22,6 +22,8 @@ mod read;
 mod reclaim;
 mod repair;
 mod signature;
+#[cfg(test)]
+mod testing;
 mod uploads;
 mod write;
 
@@ -33,7 +35,7 @@ use http::{HeaderValue, Method, Response, StatusCode};
 use hyper::body::Incoming;
 use mobula_http::{ApiError, Body, Code, Request};
 use mobula_metadata::MetadataClient;
-use mobula_storage_node::NodeClient;
+use mobula_storage_node::{DataNodes, NodeClient};
 use tokio::net::TcpListener;
 
 use crate::auth::{authorize, Authenticator, TrustPathAccount};
@@ -85,6 +87,10 @@ pub struct Gateway {
     pub cfg: GatewayConfig,
     pub meta: MetadataClient,
     pub nodes: Nodes,
+    /// The nodes' data path (writes, reads, deletes, concatenation): the real HTTP client, or a
+    /// fake in unit tests.
+    pub data: Arc<dyn DataNodes>,
+    /// The nodes' admin API (scrub, repair fetches).
     pub node_client: NodeClient,
     pub auth: Box<dyn Authenticator>,
     /// The jobs coordinator (runs inside [`run`] unless `cfg.coordinate` is off).
@@ -109,10 +115,20 @@ impl Gateway {
     }
 
     pub fn with_auth(cfg: GatewayConfig, auth: Box<dyn Authenticator>) -> Arc<Gateway> {
+        Self::with_data(cfg, auth, Arc::new(NodeClient::new()))
+    }
+
+    /// A gateway whose data path to the nodes is `data` (a fake one in unit tests).
+    pub fn with_data(
+        cfg: GatewayConfig,
+        auth: Box<dyn Authenticator>,
+        data: Arc<dyn DataNodes>,
+    ) -> Arc<Gateway> {
         let meta = MetadataClient::new(&cfg.metadata_url);
         Arc::new(Gateway {
             nodes: Nodes::new(meta.clone()),
             meta,
+            data,
             node_client: NodeClient::new(),
             jobs: mobula_jobs::coordinator::Coordinator::new(&cfg.metadata_url),
             auth,

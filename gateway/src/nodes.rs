@@ -35,6 +35,13 @@ impl Nodes {
     /// Reload the registry from metadata.
     pub async fn refresh(&self) -> Result<(), ApiError> {
         let nodes = self.meta.nodes().await?;
+        self.set(nodes);
+        Ok(())
+    }
+
+    /// Take `nodes` as the registry, as listed now (what [`Nodes::refresh`] does with
+    /// metadata's answer; unit tests give their own).
+    pub fn set(&self, nodes: Vec<NodeInfo>) {
         let mut list = self.list.write().unwrap_or_else(|p| p.into_inner());
         // A node that came back at a new address starts with a clean record.
         let mut failed = self.failed.lock().unwrap_or_else(|p| p.into_inner());
@@ -44,7 +51,6 @@ impl Nodes {
             }
         }
         *list = (Instant::now(), nodes);
-        Ok(())
     }
 
     /// Refresh forever, every `every`.

@@ -3,7 +3,6 @@
 //! the next copy at the same offset, so the client sees one uninterrupted body. When no copy
 //! is left the body is aborted (the connection is reset), never completed short.
 
-use std::pin::Pin;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -15,7 +14,7 @@ use mobula_metadata::api::{Entry, Kind};
 use crate::path::ApiPath;
 use crate::{dirs, headers, Gateway};
 
-type ByteStream = Pin<Box<dyn Stream<Item = Result<Bytes, reqwest::Error>> + Send>>;
+type ByteStream = mobula_storage_node::DataStream;
 
 /// Parse a `Range` header against an object of `len` bytes: `Ok(None)` without one, the
 /// inclusive range, or 416/501.
@@ -209,20 +208,18 @@ async fn open(
 ) -> Result<Open, ApiError> {
     let range = (start != 0 || end + 1 != size).then_some((start, end));
     for (index, (node, url)) in order.iter().enumerate() {
-        match gw.node_client.get(url, id, range).await {
-            Ok(resp) => {
-                let full = resp
-                    .headers()
-                    .get("x-data-size")
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.parse::<u64>().ok());
-                if full != Some(size) {
-                    tracing::warn!("copy of {id} on {node} has the wrong size {full:?}");
+        match gw.data.open(url, id, range).await {
+            Ok(opened) => {
+                if opened.size != Some(size) {
+                    tracing::warn!(
+                        "copy of {id} on {node} has the wrong size {:?}",
+                        opened.size
+                    );
                     continue;
                 }
                 return Ok(Open {
                     index,
-                    stream: Box::pin(resp.bytes_stream()),
+                    stream: opened.stream,
                     order,
                 });
             }
@@ -281,3 +278,7 @@ fn failover_stream(
         }
     })
 }
+
+#[cfg(test)]
+#[path = "read_tests.rs"]
+mod tests;

@@ -26,7 +26,7 @@ pub async fn once(gw: &Gateway) -> Result<usize, mobula_http::ApiError> {
         for node in &g.nodes {
             match gw.nodes.url(node) {
                 Some(url) => {
-                    if let Err(e) = gw.node_client.delete(&url, &g.data_id).await {
+                    if let Err(e) = gw.data.delete(&url, &g.data_id).await {
                         tracing::debug!("deleting {} on {node}: {e}", g.data_id);
                         all = false;
                     }

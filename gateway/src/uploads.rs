@@ -301,7 +301,7 @@ async fn commit(
     let results = futures::future::join_all(
         targets
             .iter()
-            .map(|(_, url)| gw.node_client.concat(url, &id, ids.clone())),
+            .map(|(_, url)| gw.data.concat(url, &id, ids.clone())),
     )
     .await;
     let nodes: Vec<String> = targets.iter().map(|(n, _)| n.clone()).collect();
@@ -351,3 +351,7 @@ async fn commit(
         }
     }
 }
+
+#[cfg(test)]
+#[path = "uploads_tests.rs"]
+mod tests;

@@ -73,7 +73,7 @@ impl From<NodeError> for ApiError {
     }
 }
 
-fn unreachable(e: reqwest::Error) -> NodeError {
+pub(crate) fn unreachable(e: reqwest::Error) -> NodeError {
     // Our own abort, carried through reqwest and hyper as the body's error.
     let mut src: Option<&(dyn std::error::Error + 'static)> = Some(&e);
     while let Some(s) = src {

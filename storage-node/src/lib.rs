@@ -13,6 +13,9 @@ pub mod api;
 pub mod bench;
 pub mod blocks;
 pub mod client;
+mod data_path;
+#[cfg(feature = "fake")]
+pub mod fake;
 mod scrub;
 mod server;
 mod store;
@@ -23,6 +26,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub use client::{NodeClient, NodeError, UploadAborted};
+pub use data_path::{BodyStream, DataNodes, DataStream, Opened};
 use mobula_metadata::api::Heartbeat;
 use mobula_metadata::MetadataClient;
 pub use store::{Store, Writer};

@@ -46,21 +46,14 @@ pub struct Coordinator {
 #[derive(Debug, Clone)]
 pub(crate) struct Clients {
     /// To the agents (`/tasks/...`).
-    pub agents: reqwest::Client,
+    pub agents: crate::client::AgentClient,
     /// To the storage nodes (archived records).
     pub nodes: mobula_storage_node::NodeClient,
 }
 
 impl Coordinator {
     pub fn new(metadata_url: &str) -> Arc<Coordinator> {
-        let agents = reqwest::Client::builder()
-            .pool_max_idle_per_host(mobula_http::POOL_IDLE_PER_HOST)
-            .pool_idle_timeout(mobula_http::POOL_IDLE_TIMEOUT)
-            .tcp_nodelay(true)
-            .tcp_keepalive(Duration::from_secs(5))
-            .connect_timeout(Duration::from_secs(2))
-            .build()
-            .expect("a plain HTTP client always builds");
+        let agents = crate::client::AgentClient::new();
         Arc::new(Coordinator {
             meta: MetadataClient::new(metadata_url),
             clients: Clients {
@@ -153,3 +146,6 @@ impl Coordinator {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

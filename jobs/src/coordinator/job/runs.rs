@@ -37,13 +37,9 @@ impl Actor {
                 );
                 let node = self.runs.remove(&task).map(|r| r.node);
                 if let Some(url) = node.and_then(|n| self.url(&n)) {
-                    let http = self.http.clone();
+                    let agents = self.agents.clone();
                     self.kills.spawn(async move {
-                        let _ = http
-                            .post(format!("{url}/tasks/kill"))
-                            .json(&Key { key })
-                            .send()
-                            .await;
+                        let _ = agents.kill(&url, &Key { key }).await;
                     });
                 }
             }
@@ -119,28 +115,22 @@ impl Actor {
             let _ = results.send((task, key, r, true));
             return;
         };
-        let http = self.http.clone();
+        let agents = self.agents.clone();
         let u = url.clone();
         let on = node.clone();
         self.tasks.spawn(async move {
-            let r = match http.post(format!("{u}/tasks/run")).json(&req).send().await {
-                Ok(resp) if resp.status().is_success() => {
-                    resp.json::<TaskResult>().await.map_err(|e| e.to_string())
-                }
-                Ok(resp) => Err(format!("agent answered {}", resp.status())),
-                Err(e) => Err(e.to_string()),
-            };
+            let r = agents.run(&u, &req).await;
             let unreachable = r.is_err();
             let r = r.unwrap_or_else(|m| TaskResult {
-                node: on,
-                outputs: Vec::new(),
-                objects: Vec::new(),
                 failure: Some(Failure {
                     internal: true,
                     code: "InternalError".into(),
-                    message: format!("agent on {u}: {m}"),
+                    message: format!("node {on}: {m}"),
                     stderr: None,
                 }),
+                node: on,
+                outputs: Vec::new(),
+                objects: Vec::new(),
             });
             let _ = results.send((task, key, r, unreachable));
         });
@@ -151,7 +141,7 @@ impl Actor {
         }
         let (tx, mut rx) = mpsc::unbounded_channel::<FeedBatch>();
         let key = run.key.clone();
-        let http = self.http.clone();
+        let agents = self.agents.clone();
         self.tasks.spawn(async move {
             let mut sent = 0u64;
             while let Some((mut paths, mut known, mut end)) = rx.recv().await {
@@ -172,9 +162,9 @@ impl Actor {
                 };
                 sent += f.paths.len() as u64;
                 for _ in 0..20 {
-                    match http.post(format!("{url}/tasks/feed")).json(&f).send().await {
-                        Ok(r) if r.status().is_success() => break,
-                        _ => tokio::time::sleep(Duration::from_millis(250)).await,
+                    match agents.feed(&url, &f).await {
+                        Ok(()) => break,
+                        Err(_) => tokio::time::sleep(Duration::from_millis(250)).await,
                     }
                 }
             }
