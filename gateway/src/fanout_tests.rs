@@ -191,5 +191,9 @@ async fn no_node_left_to_take_the_copy_fails_the_put() {
     .await
     .unwrap_err();
     assert_eq!(e.code, Code::ServiceUnavailable);
+    assert!(
+        !e.message.contains("http://"),
+        "no node URL in a public error: {e}"
+    );
     assert_eq!(fake.files_on(&url(1)), 0, "the surviving copy is discarded");
 }

@@ -100,6 +100,7 @@ async fn no_copy_left_ends_the_body_in_an_error() {
         .await
         .unwrap_err();
     assert!(e.contains("ServiceUnavailable"), "{e}");
+    assert!(!e.contains("http://"), "no node URL in a public error: {e}");
     // Nothing readable at all: the open itself fails.
     let (gw, fake) = gateway(2);
     fake.fail(&url(0), Fault::Down);

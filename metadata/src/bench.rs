@@ -1,14 +1,14 @@
 //! For `benches/storage.rs` only (hidden from the docs): fill a directory straight in SQL and
 //! list it, to time a listing page without HTTP in the way.
 
-use mobula_http::ApiError;
+use crate::error::Error;
 
 use crate::api::{ListPage, ListQuery};
 use crate::Db;
 
 /// Create `account` and `n` objectless entries `entry-00000000…` in `/account/stor`, with
 /// mtimes 0..n.
-pub fn fill(db: &Db, account: &str, n: usize) -> Result<(), ApiError> {
+pub fn fill(db: &Db, account: &str, n: usize) -> Result<(), Error> {
     db.write(|tx| crate::namespace::create_account(tx, account))?;
     db.write(|tx| {
         let mut s = tx
@@ -29,6 +29,6 @@ pub fn fill(db: &Db, account: &str, n: usize) -> Result<(), ApiError> {
 }
 
 /// One listing page.
-pub fn list(db: &Db, q: &ListQuery) -> Result<ListPage, ApiError> {
+pub fn list(db: &Db, q: &ListQuery) -> Result<ListPage, Error> {
     db.read(|c| crate::namespace::list(c, q))
 }

@@ -14,6 +14,22 @@ pub struct MetadataClient {
     http: reqwest::Client,
 }
 
+/// The metadata service could not be reached: a 503 whose message names the cause but never
+/// the service's address (it may reach the public).
+fn unreachable(e: reqwest::Error) -> ApiError {
+    let e = e.without_url();
+    let mut msg = e.to_string();
+    let mut src = std::error::Error::source(&e);
+    while let Some(s) = src {
+        msg = format!("{msg}: {s}");
+        src = s.source();
+    }
+    ApiError::new(
+        Code::ServiceUnavailable,
+        format!("metadata unreachable: {msg}"),
+    )
+}
+
 impl MetadataClient {
     /// A client of the service at `base` (e.g. `http://127.0.0.1:7070`).
     pub fn new(base: &str) -> Self {
@@ -45,17 +61,9 @@ impl MetadataClient {
             .json(q)
             .send()
             .await
-            .map_err(|e| {
-                ApiError::new(
-                    Code::ServiceUnavailable,
-                    format!("metadata unreachable: {e}"),
-                )
-            })?;
+            .map_err(unreachable)?;
         let status = resp.status();
-        let body = resp
-            .bytes()
-            .await
-            .map_err(|e| ApiError::new(Code::ServiceUnavailable, format!("metadata: {e}")))?;
+        let body = resp.bytes().await.map_err(unreachable)?;
         if !status.is_success() {
             return Err(ApiError::from_wire(status, &body));
         }
@@ -70,12 +78,7 @@ impl MetadataClient {
             .get(format!("{}/ping", self.base))
             .send()
             .await
-            .map_err(|e| {
-                ApiError::new(
-                    Code::ServiceUnavailable,
-                    format!("metadata unreachable: {e}"),
-                )
-            })?;
+            .map_err(unreachable)?;
         if resp.status().is_success() {
             Ok(())
         } else {

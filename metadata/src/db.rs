@@ -9,7 +9,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
-use mobula_http::ApiError;
+use crate::error::Error;
 use rusqlite::{Connection, OpenFlags, Transaction, TransactionBehavior};
 
 /// Schema migrations, applied in order; `PRAGMA user_version` counts those applied.
@@ -203,8 +203,8 @@ impl Db {
     /// Run `f` in one immediate write transaction; commit if it returns `Ok`.
     pub(crate) fn write<T>(
         &self,
-        f: impl FnOnce(&Transaction<'_>) -> Result<T, ApiError>,
-    ) -> Result<T, ApiError> {
+        f: impl FnOnce(&Transaction<'_>) -> Result<T, Error>,
+    ) -> Result<T, Error> {
         let mut conn = self.writer.lock().unwrap_or_else(|p| p.into_inner());
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -217,8 +217,8 @@ impl Db {
     /// Run `f` on a reader connection (a consistent snapshot for one statement).
     pub(crate) fn read<T>(
         &self,
-        f: impl FnOnce(&Connection) -> Result<T, ApiError>,
-    ) -> Result<T, ApiError> {
+        f: impl FnOnce(&Connection) -> Result<T, Error>,
+    ) -> Result<T, Error> {
         let i = self.next_reader.fetch_add(1, Ordering::Relaxed) % self.readers.len();
         let conn = self.readers[i].lock().unwrap_or_else(|p| p.into_inner());
         f(&conn)
@@ -226,6 +226,6 @@ impl Db {
 }
 
 /// Map a SQLite error to an internal API error.
-pub(crate) fn sql(e: rusqlite::Error) -> ApiError {
-    ApiError::internal(format!("metadata database: {e}"))
+pub(crate) fn sql(e: rusqlite::Error) -> Error {
+    Error::internal(format!("metadata database: {e}"))
 }

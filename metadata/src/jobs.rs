@@ -10,7 +10,9 @@
 //! created in the same transaction; one that cannot be (its path taken by a user's object) is
 //! left out, and so is its `out` record, and its data is queued as garbage.
 
-use mobula_http::{ApiError, Code};
+use mobula_http::Code;
+
+use crate::error::Error;
 use rusqlite::{params, Connection, OptionalExtension};
 
 use crate::api::{
@@ -42,9 +44,9 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<JobRow> {
 }
 
 /// Create a job and its directories.
-pub fn create(tx: &Connection, j: &NewJob) -> Result<(), ApiError> {
+pub fn create(tx: &Connection, j: &NewJob) -> Result<(), Error> {
     if !namespace::account_exists(tx, &j.account)? {
-        return Err(ApiError::new(
+        return Err(Error::refused(
             Code::AccountDoesNotExist,
             format!("account {} does not exist", j.account),
         ));
@@ -61,18 +63,18 @@ pub fn create(tx: &Connection, j: &NewJob) -> Result<(), ApiError> {
 }
 
 /// A job, if it exists.
-pub fn get(conn: &Connection, id: &str) -> Result<Option<JobRow>, ApiError> {
+pub fn get(conn: &Connection, id: &str) -> Result<Option<JobRow>, Error> {
     conn.prepare_cached(&format!("{SELECT} WHERE id = ?1"))
         .and_then(|mut s| s.query_row([id], row).optional())
         .map_err(sql)
 }
 
-fn must(conn: &Connection, id: &str) -> Result<JobRow, ApiError> {
-    get(conn, id)?.ok_or_else(|| ApiError::new(Code::JobNotFound, format!("no job {id}")))
+fn must(conn: &Connection, id: &str) -> Result<JobRow, Error> {
+    get(conn, id)?.ok_or_else(|| Error::refused(Code::JobNotFound, format!("no job {id}")))
 }
 
 /// Ids of the jobs not done yet, oldest first.
-pub fn active(conn: &Connection) -> Result<Vec<String>, ApiError> {
+pub fn active(conn: &Connection) -> Result<Vec<String>, Error> {
     let mut s = conn
         .prepare_cached("SELECT id FROM jobs WHERE state != 'done' ORDER BY created, id")
         .map_err(sql)?;
@@ -86,7 +88,7 @@ fn append(
     kind: &str,
     from: u64,
     values: &[String],
-) -> Result<(), ApiError> {
+) -> Result<(), Error> {
     let mut s = tx
         .prepare_cached("INSERT INTO job_records (job, kind, seq, value) VALUES (?1, ?2, ?3, ?4)")
         .map_err(sql)?;
@@ -98,7 +100,7 @@ fn append(
 }
 
 /// The next record number of a list (from the primary key's end: no scan).
-fn next_seq(tx: &Connection, id: &str, kind: &str) -> Result<u64, ApiError> {
+fn next_seq(tx: &Connection, id: &str, kind: &str) -> Result<u64, Error> {
     tx.query_row(
         "SELECT COALESCE(MAX(seq) + 1, 0) FROM job_records WHERE job = ?1 AND kind = ?2",
         params![id, kind],
@@ -109,10 +111,10 @@ fn next_seq(tx: &Connection, id: &str, kind: &str) -> Result<u64, ApiError> {
 }
 
 /// Add inputs (and end the input when asked).
-pub fn add_inputs(tx: &Connection, a: &AddInputs) -> Result<(), ApiError> {
+pub fn add_inputs(tx: &Connection, a: &AddInputs) -> Result<(), Error> {
     let j = must(tx, &a.id)?;
     if j.end_requested || j.cancel_requested {
-        return Err(ApiError::new(
+        return Err(Error::refused(
             Code::InvalidJobState,
             format!("job {} no longer takes input", a.id),
         ));
@@ -127,7 +129,7 @@ pub fn add_inputs(tx: &Connection, a: &AddInputs) -> Result<(), ApiError> {
 }
 
 /// End a job's input (idempotent).
-pub fn end(tx: &Connection, id: &str) -> Result<(), ApiError> {
+pub fn end(tx: &Connection, id: &str) -> Result<(), Error> {
     must(tx, id)?;
     tx.execute("UPDATE jobs SET end_requested = 1 WHERE id = ?1", [id])
         .map_err(sql)?;
@@ -135,10 +137,10 @@ pub fn end(tx: &Connection, id: &str) -> Result<(), ApiError> {
 }
 
 /// Cancel a job (idempotent until it is done).
-pub fn cancel(tx: &Connection, id: &str) -> Result<(), ApiError> {
+pub fn cancel(tx: &Connection, id: &str) -> Result<(), Error> {
     let j = must(tx, id)?;
     if j.state == "done" && !j.cancel_requested {
-        return Err(ApiError::new(
+        return Err(Error::refused(
             Code::InvalidJobState,
             format!("job {id} is already done"),
         ));
@@ -149,7 +151,7 @@ pub fn cancel(tx: &Connection, id: &str) -> Result<(), ApiError> {
 }
 
 /// Up to `limit` values of one of a job's lists, from position `from`.
-pub fn records(conn: &Connection, q: &JobRecords) -> Result<Vec<String>, ApiError> {
+pub fn records(conn: &Connection, q: &JobRecords) -> Result<Vec<String>, Error> {
     must(conn, &q.id)?;
     let mut s = conn
         .prepare_cached(
@@ -164,10 +166,10 @@ pub fn records(conn: &Connection, q: &JobRecords) -> Result<Vec<String>, ApiErro
 }
 
 /// Log what a coordinator did (see the module docs).
-pub fn log(tx: &Connection, a: &JobAppend) -> Result<(), ApiError> {
+pub fn log(tx: &Connection, a: &JobAppend) -> Result<(), Error> {
     let j = must(tx, &a.id)?;
     if j.events != a.expect_events {
-        return Err(ApiError::new(
+        return Err(Error::refused(
             Code::ConcurrentRequest,
             format!(
                 "job {} has {} events logged, the writer expected {}",
@@ -212,14 +214,14 @@ pub fn log(tx: &Connection, a: &JobAppend) -> Result<(), ApiError> {
 
 /// Create one task output (in a savepoint); false when a user's entry is in its way, its data
 /// then queued as garbage. Internal errors fail the whole log.
-fn create_output(tx: &Connection, o: &PutObject) -> Result<bool, ApiError> {
+fn create_output(tx: &Connection, o: &PutObject) -> Result<bool, Error> {
     tx.execute_batch("SAVEPOINT output").map_err(sql)?;
     match namespace::put_object(tx, o) {
         Ok(_) => {
             tx.execute_batch("RELEASE output").map_err(sql)?;
             Ok(true)
         }
-        Err(e) if e.code == Code::InternalError => Err(e),
+        Err(e) if e.code() == Code::InternalError => Err(e),
         Err(e) => {
             tx.execute_batch("ROLLBACK TO output; RELEASE output")
                 .map_err(sql)?;
@@ -235,7 +237,7 @@ fn create_output(tx: &Connection, o: &PutObject) -> Result<bool, ApiError> {
 }
 
 /// Take or renew a lease.
-pub fn lease(tx: &Connection, l: &Lease) -> Result<bool, ApiError> {
+pub fn lease(tx: &Connection, l: &Lease) -> Result<bool, Error> {
     let now = now_ms();
     let n = tx
         .execute(

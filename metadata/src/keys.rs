@@ -1,7 +1,9 @@
 //! Accounts' SSH public keys. Fingerprints are computed by the caller (the CLI or gateway, which
 //! parse keys); this module stores and finds them by either fingerprint.
 
-use mobula_http::{ApiError, Code};
+use mobula_http::Code;
+
+use crate::error::Error;
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
 use crate::api::{AccountKey, KeyRef};
@@ -19,9 +21,9 @@ fn row(r: &Row<'_>) -> rusqlite::Result<AccountKey> {
 }
 
 /// Add a key (idempotent) to an existing account.
-pub fn add(tx: &Connection, k: &AccountKey) -> Result<(), ApiError> {
+pub fn add(tx: &Connection, k: &AccountKey) -> Result<(), Error> {
     if !account_exists(tx, &k.account)? {
-        return Err(ApiError::new(
+        return Err(Error::refused(
             Code::AccountDoesNotExist,
             format!("account {} does not exist", k.account),
         ));
@@ -36,7 +38,7 @@ pub fn add(tx: &Connection, k: &AccountKey) -> Result<(), ApiError> {
 }
 
 /// The keys of an account.
-pub fn list(conn: &Connection, account: &str) -> Result<Vec<AccountKey>, ApiError> {
+pub fn list(conn: &Connection, account: &str) -> Result<Vec<AccountKey>, Error> {
     let mut s = conn
         .prepare_cached(
             "SELECT account, md5, sha256, public_key, created FROM keys WHERE account = ?1 ORDER BY created, md5",
@@ -47,7 +49,7 @@ pub fn list(conn: &Connection, account: &str) -> Result<Vec<AccountKey>, ApiErro
 }
 
 /// The key named by `r`, if any.
-pub fn get(conn: &Connection, r: &KeyRef) -> Result<Option<AccountKey>, ApiError> {
+pub fn get(conn: &Connection, r: &KeyRef) -> Result<Option<AccountKey>, Error> {
     conn.prepare_cached(
         "SELECT account, md5, sha256, public_key, created FROM keys
          WHERE account = ?1 AND (md5 = ?2 OR sha256 = ?2)",
@@ -60,7 +62,7 @@ pub fn get(conn: &Connection, r: &KeyRef) -> Result<Option<AccountKey>, ApiError
 }
 
 /// Remove the key named by `r`.
-pub fn remove(tx: &Connection, r: &KeyRef) -> Result<(), ApiError> {
+pub fn remove(tx: &Connection, r: &KeyRef) -> Result<(), Error> {
     let n = tx
         .execute(
             "DELETE FROM keys WHERE account = ?1 AND (md5 = ?2 OR sha256 = ?2)",
@@ -68,7 +70,7 @@ pub fn remove(tx: &Connection, r: &KeyRef) -> Result<(), ApiError> {
         )
         .map_err(sql)?;
     if n == 0 {
-        return Err(ApiError::new(
+        return Err(Error::refused(
             Code::KeyDoesNotExist,
             format!("account {} has no key {}", r.account, r.fingerprint),
         ));

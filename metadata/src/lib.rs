@@ -14,6 +14,7 @@ pub mod api;
 pub mod bench;
 pub mod client;
 mod db;
+mod error;
 mod jobs;
 mod keys;
 mod namespace;
@@ -23,6 +24,7 @@ mod uploads;
 
 pub use client::MetadataClient;
 pub use db::Db;
+pub use error::Error;
 pub use server::run as serve;
 
 #[cfg(test)]

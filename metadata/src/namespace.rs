@@ -7,7 +7,9 @@
 //! - a data row's `refs` equals the entries and upload parts pointing at it; when it reaches zero
 //!   the row moves to `garbage` so its copies are deleted from the storage nodes.
 
-use mobula_http::{ApiError, Code};
+use mobula_http::Code;
+
+use crate::error::Error;
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
 use crate::api::*;
@@ -56,7 +58,7 @@ fn row_to_entry(r: &Row<'_>) -> rusqlite::Result<Entry> {
 }
 
 /// The entry at `path`, if any.
-pub fn get(conn: &Connection, path: &str) -> Result<Option<Entry>, ApiError> {
+pub fn get(conn: &Connection, path: &str) -> Result<Option<Entry>, Error> {
     let (parent, name) = split_path(path);
     conn.prepare_cached(&format!("{SELECT} WHERE e.parent = ?1 AND e.name = ?2"))
         .and_then(|mut s| s.query_row(params![parent, name], row_to_entry).optional())
@@ -64,14 +66,14 @@ pub fn get(conn: &Connection, path: &str) -> Result<Option<Entry>, ApiError> {
 }
 
 /// Whether `name` is an account.
-pub fn account_exists(conn: &Connection, name: &str) -> Result<bool, ApiError> {
+pub fn account_exists(conn: &Connection, name: &str) -> Result<bool, Error> {
     conn.prepare_cached("SELECT 1 FROM accounts WHERE name = ?1")
         .and_then(|mut s| s.exists([name]))
         .map_err(sql)
 }
 
 /// All account names, sorted.
-pub fn accounts(conn: &Connection) -> Result<Vec<String>, ApiError> {
+pub fn accounts(conn: &Connection) -> Result<Vec<String>, Error> {
     let mut s = conn
         .prepare_cached("SELECT name FROM accounts ORDER BY name")
         .map_err(sql)?;
@@ -88,7 +90,7 @@ fn insert_dir(conn: &Connection, parent: &str, name: &str, now: i64) -> rusqlite
 }
 
 /// Create account `name` and its areas if missing. Returns whether it was created.
-pub fn create_account(tx: &Connection, name: &str) -> Result<bool, ApiError> {
+pub fn create_account(tx: &Connection, name: &str) -> Result<bool, Error> {
     let now = now_ms();
     let created = tx
         .execute(
@@ -112,22 +114,22 @@ pub fn create_account(tx: &Connection, name: &str) -> Result<bool, ApiError> {
 }
 
 /// Check that the parent of `path` exists and is a directory.
-pub(crate) fn check_parent(conn: &Connection, path: &str) -> Result<(), ApiError> {
+pub(crate) fn check_parent(conn: &Connection, path: &str) -> Result<(), Error> {
     let (parent, _) = split_path(path);
     match get(conn, parent)? {
         Some(e) if e.kind == Kind::Directory => Ok(()),
-        Some(_) => Err(ApiError::new(
+        Some(_) => Err(Error::refused(
             Code::ParentNotDirectory,
             format!("{parent} is not a directory"),
         )),
-        None => Err(ApiError::new(
+        None => Err(Error::refused(
             Code::DirectoryDoesNotExist,
             format!("{parent} does not exist"),
         )),
     }
 }
 
-fn bump_children(conn: &Connection, path: &str, delta: i64) -> Result<(), ApiError> {
+fn bump_children(conn: &Connection, path: &str, delta: i64) -> Result<(), Error> {
     let (parent, _) = split_path(path);
     let (pp, pn) = split_path(parent);
     conn.prepare_cached(
@@ -139,11 +141,11 @@ fn bump_children(conn: &Connection, path: &str, delta: i64) -> Result<(), ApiErr
 }
 
 /// Create directory `path` (idempotent).
-pub fn mkdir(tx: &Connection, path: &str) -> Result<(), ApiError> {
+pub fn mkdir(tx: &Connection, path: &str) -> Result<(), Error> {
     match get(tx, path)? {
         Some(e) if e.kind == Kind::Directory => return Ok(()),
         Some(_) => {
-            return Err(ApiError::new(
+            return Err(Error::refused(
                 Code::InvalidUpdate,
                 format!("{path} is an object; delete it before creating a directory there"),
             ))
@@ -157,7 +159,7 @@ pub fn mkdir(tx: &Connection, path: &str) -> Result<(), ApiError> {
 }
 
 /// Drop one reference to data `id`; queue it for deletion when none is left.
-pub fn unref_data(tx: &Connection, id: &str) -> Result<(), ApiError> {
+pub fn unref_data(tx: &Connection, id: &str) -> Result<(), Error> {
     tx.prepare_cached("UPDATE data SET refs = refs - 1 WHERE id = ?1")
         .and_then(|mut s| s.execute([id]))
         .map_err(sql)?;
@@ -176,8 +178,8 @@ pub fn unref_data(tx: &Connection, id: &str) -> Result<(), ApiError> {
 }
 
 /// Insert a new data row with one reference.
-pub fn insert_data(tx: &Connection, d: &Data) -> Result<(), ApiError> {
-    let nodes = serde_json::to_string(&d.nodes).map_err(ApiError::internal)?;
+pub fn insert_data(tx: &Connection, d: &Data) -> Result<(), Error> {
+    let nodes = serde_json::to_string(&d.nodes).map_err(Error::internal)?;
     tx.prepare_cached(
         "INSERT INTO data (id, size, md5, blake3, durability, nodes, refs)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, 1)",
@@ -205,11 +207,11 @@ fn set_object(
     content_type: &str,
     headers: &Headers,
     pre: &Preconditions,
-) -> Result<Entry, ApiError> {
+) -> Result<Entry, Error> {
     let current = get(tx, path)?;
     if let Some(cur) = &current {
         if cur.kind == Kind::Directory {
-            return Err(ApiError::new(
+            return Err(Error::refused(
                 Code::OperationNotAllowedOnDirectory,
                 format!("{path} is a directory"),
             ));
@@ -219,7 +221,7 @@ fn set_object(
     }
     check_preconditions(current.as_ref(), pre)?;
     let (parent, name) = split_path(path);
-    let headers_json = serde_json::to_string(headers).map_err(ApiError::internal)?;
+    let headers_json = serde_json::to_string(headers).map_err(Error::internal)?;
     tx.prepare_cached(
         "INSERT INTO entries (parent, name, kind, mtime, data_id, content_type, headers)
          VALUES (?1, ?2, 1, ?3, ?4, ?5, ?6)
@@ -242,11 +244,11 @@ fn set_object(
         Some(old) => unref_data(tx, &old.id)?,
         None => bump_children(tx, path, 1)?,
     }
-    get(tx, path)?.ok_or_else(|| ApiError::internal("entry vanished"))
+    get(tx, path)?.ok_or_else(|| Error::internal("entry vanished"))
 }
 
 /// Create or atomically replace an object.
-pub fn put_object(tx: &Connection, req: &PutObject) -> Result<Entry, ApiError> {
+pub fn put_object(tx: &Connection, req: &PutObject) -> Result<Entry, Error> {
     if req.parents {
         mkdirs(tx, split_path(&req.path).0)?;
     }
@@ -262,11 +264,11 @@ pub fn put_object(tx: &Connection, req: &PutObject) -> Result<Entry, ApiError> {
 }
 
 /// Create a snaplink: a new entry sharing the source object's data and headers.
-pub fn put_link(tx: &Connection, req: &PutLink) -> Result<Entry, ApiError> {
+pub fn put_link(tx: &Connection, req: &PutLink) -> Result<Entry, Error> {
     let src = match get(tx, &req.source)? {
         Some(e) => e,
         None => {
-            return Err(ApiError::new(
+            return Err(Error::refused(
                 Code::SourceObjectNotFound,
                 format!("{} does not exist", req.source),
             ))
@@ -275,7 +277,7 @@ pub fn put_link(tx: &Connection, req: &PutLink) -> Result<Entry, ApiError> {
     let data = match (&src.kind, &src.data) {
         (Kind::Object, Some(d)) => d.clone(),
         _ => {
-            return Err(ApiError::new(
+            return Err(Error::refused(
                 Code::LinkNotObject,
                 format!("{} is not an object", req.source),
             ))
@@ -294,44 +296,44 @@ pub fn put_link(tx: &Connection, req: &PutLink) -> Result<Entry, ApiError> {
 }
 
 /// Replace an object's stored headers.
-pub fn update_metadata(tx: &Connection, req: &UpdateMetadata) -> Result<Entry, ApiError> {
+pub fn update_metadata(tx: &Connection, req: &UpdateMetadata) -> Result<Entry, Error> {
     match get(tx, &req.path)? {
         Some(e) if e.kind == Kind::Object => {}
         Some(_) => {
-            return Err(ApiError::new(
+            return Err(Error::refused(
                 Code::OperationNotAllowedOnDirectory,
                 format!("{} is a directory", req.path),
             ))
         }
         None => {
-            return Err(ApiError::new(
+            return Err(Error::refused(
                 Code::ResourceNotFound,
                 format!("{} does not exist", req.path),
             ))
         }
     }
     let (parent, name) = split_path(&req.path);
-    let headers = serde_json::to_string(&req.headers).map_err(ApiError::internal)?;
+    let headers = serde_json::to_string(&req.headers).map_err(Error::internal)?;
     tx.execute(
         "UPDATE entries SET content_type = ?3, headers = ?4, mtime = ?5
          WHERE parent = ?1 AND name = ?2",
         params![parent, name, req.content_type, headers, now_ms()],
     )
     .map_err(sql)?;
-    get(tx, &req.path)?.ok_or_else(|| ApiError::internal("entry vanished"))
+    get(tx, &req.path)?.ok_or_else(|| Error::internal("entry vanished"))
 }
 
 /// Delete an object, link or empty directory.
-pub fn delete(tx: &Connection, req: &DeleteEntry) -> Result<(), ApiError> {
+pub fn delete(tx: &Connection, req: &DeleteEntry) -> Result<(), Error> {
     let cur = get(tx, &req.path)?.ok_or_else(|| {
-        ApiError::new(
+        Error::refused(
             Code::ResourceNotFound,
             format!("{} does not exist", req.path),
         )
     })?;
     check_preconditions(Some(&cur), &req.preconditions)?;
     if cur.kind == Kind::Directory && cur.children > 0 {
-        return Err(ApiError::new(
+        return Err(Error::refused(
             Code::DirectoryNotEmpty,
             format!("{} is not empty", req.path),
         ));
@@ -381,12 +383,12 @@ pub fn list_sql(sort: SortBy, reverse: bool, has_marker: bool) -> String {
 
 /// One page of a directory listing. Uses the (parent, name) and (parent, mtime, name) indexes:
 /// the cost of a page does not grow with the directory.
-pub fn list(conn: &Connection, q: &ListQuery) -> Result<ListPage, ApiError> {
+pub fn list(conn: &Connection, q: &ListQuery) -> Result<ListPage, Error> {
     let dir = get(conn, &q.path)?.ok_or_else(|| {
-        ApiError::new(Code::ResourceNotFound, format!("{} does not exist", q.path))
+        Error::refused(Code::ResourceNotFound, format!("{} does not exist", q.path))
     })?;
     if dir.kind != Kind::Directory {
-        return Err(ApiError::new(
+        return Err(Error::refused(
             Code::InvalidArgument,
             format!("{} is not a directory", q.path),
         ));
@@ -394,7 +396,7 @@ pub fn list(conn: &Connection, q: &ListQuery) -> Result<ListPage, ApiError> {
     let marker_mtime = match (&q.marker, q.sort) {
         (Some(m), SortBy::Mtime) => {
             let e = get(conn, &join_path(&q.path, m))?.ok_or_else(|| {
-                ApiError::new(
+                Error::refused(
                     Code::InvalidArgument,
                     format!("marker {m} does not name an entry (required with sort=mtime)"),
                 )
@@ -419,7 +421,7 @@ pub fn list(conn: &Connection, q: &ListQuery) -> Result<ListPage, ApiError> {
 }
 
 /// Make directory `path` and any missing parents below the account's root (`mkdir -p`).
-pub fn mkdirs(tx: &Connection, path: &str) -> Result<(), ApiError> {
+pub fn mkdirs(tx: &Connection, path: &str) -> Result<(), Error> {
     let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty()).collect();
     let mut at = String::new();
     for (i, p) in parts.iter().enumerate() {

@@ -1,6 +1,6 @@
 //! The storage-node registry (heartbeats, free space) and the reclamation queue.
 
-use mobula_http::ApiError;
+use crate::error::Error;
 use rusqlite::{params, Connection};
 
 use crate::api::{now_ms, Copy, Garbage, Heartbeat, NodeInfo, Repair};
@@ -8,7 +8,7 @@ use crate::db::sql;
 use crate::namespace::data_at;
 
 /// Record a heartbeat: insert or refresh the node.
-pub fn heartbeat(tx: &Connection, hb: &Heartbeat) -> Result<(), ApiError> {
+pub fn heartbeat(tx: &Connection, hb: &Heartbeat) -> Result<(), Error> {
     tx.execute(
         "INSERT INTO nodes (id, url, free_bytes, total_bytes, last_seen, slots)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6)
@@ -29,7 +29,7 @@ pub fn heartbeat(tx: &Connection, hb: &Heartbeat) -> Result<(), ApiError> {
 }
 
 /// Every registered node, with the time since its last heartbeat.
-pub fn nodes(conn: &Connection) -> Result<Vec<NodeInfo>, ApiError> {
+pub fn nodes(conn: &Connection) -> Result<Vec<NodeInfo>, Error> {
     let now = now_ms();
     let mut s = conn
         .prepare_cached(
@@ -52,7 +52,7 @@ pub fn nodes(conn: &Connection) -> Result<Vec<NodeInfo>, ApiError> {
 }
 
 /// Up to `limit` unreferenced data items, oldest first.
-pub fn garbage(conn: &Connection, limit: u32) -> Result<Vec<Garbage>, ApiError> {
+pub fn garbage(conn: &Connection, limit: u32) -> Result<Vec<Garbage>, Error> {
     let mut s = conn
         .prepare_cached("SELECT data_id, nodes FROM garbage ORDER BY queued LIMIT ?1")
         .map_err(sql)?;
@@ -68,7 +68,7 @@ pub fn garbage(conn: &Connection, limit: u32) -> Result<Vec<Garbage>, ApiError> 
 }
 
 /// Forget reclaimed data items.
-pub fn garbage_done(tx: &Connection, ids: &[String]) -> Result<(), ApiError> {
+pub fn garbage_done(tx: &Connection, ids: &[String]) -> Result<(), Error> {
     let mut s = tx
         .prepare_cached("DELETE FROM garbage WHERE data_id = ?1")
         .map_err(sql)?;
@@ -79,8 +79,8 @@ pub fn garbage_done(tx: &Connection, ids: &[String]) -> Result<(), ApiError> {
 }
 
 /// Queue data that was written to nodes but never committed (a failed PUT).
-pub fn queue_garbage(tx: &Connection, g: &Garbage) -> Result<(), ApiError> {
-    let nodes = serde_json::to_string(&g.nodes).map_err(ApiError::internal)?;
+pub fn queue_garbage(tx: &Connection, g: &Garbage) -> Result<(), Error> {
+    let nodes = serde_json::to_string(&g.nodes).map_err(Error::internal)?;
     tx.execute(
         "INSERT OR IGNORE INTO garbage (data_id, nodes, queued) VALUES (?1, ?2, ?3)",
         params![g.data_id, nodes, now_ms()],
@@ -91,7 +91,7 @@ pub fn queue_garbage(tx: &Connection, g: &Garbage) -> Result<(), ApiError> {
 
 /// Of `ids`, those metadata knows (live data or queued garbage); a node deletes the rest
 /// of its old files as orphans of crashed writers.
-pub fn known_data(conn: &Connection, ids: &[String]) -> Result<Vec<String>, ApiError> {
+pub fn known_data(conn: &Connection, ids: &[String]) -> Result<Vec<String>, Error> {
     let mut s = conn
         .prepare_cached(
             "SELECT EXISTS (SELECT 1 FROM data WHERE id = ?1)
@@ -107,7 +107,7 @@ pub fn known_data(conn: &Connection, ids: &[String]) -> Result<Vec<String>, ApiE
     Ok(known)
 }
 
-fn data_nodes(tx: &Connection, id: &str) -> Result<Option<Vec<String>>, ApiError> {
+fn data_nodes(tx: &Connection, id: &str) -> Result<Option<Vec<String>>, Error> {
     use rusqlite::OptionalExtension;
     let nodes: Option<String> = tx
         .query_row("SELECT nodes FROM data WHERE id = ?1", [id], |r| r.get(0))
@@ -116,8 +116,8 @@ fn data_nodes(tx: &Connection, id: &str) -> Result<Option<Vec<String>>, ApiError
     Ok(nodes.map(|n| serde_json::from_str(&n).unwrap_or_default()))
 }
 
-fn set_data_nodes(tx: &Connection, id: &str, nodes: &[String]) -> Result<(), ApiError> {
-    let json = serde_json::to_string(nodes).map_err(ApiError::internal)?;
+fn set_data_nodes(tx: &Connection, id: &str, nodes: &[String]) -> Result<(), Error> {
+    let json = serde_json::to_string(nodes).map_err(Error::internal)?;
     tx.execute(
         "UPDATE data SET nodes = ?2 WHERE id = ?1",
         params![id, json],
@@ -128,7 +128,7 @@ fn set_data_nodes(tx: &Connection, id: &str, nodes: &[String]) -> Result<(), Api
 
 /// A node found its copy of some data bad: stop reading it there and queue a repair.
 /// Unknown data (deleted meanwhile) is ignored.
-pub fn report_bad(tx: &Connection, c: &Copy) -> Result<(), ApiError> {
+pub fn report_bad(tx: &Connection, c: &Copy) -> Result<(), Error> {
     let Some(mut nodes) = data_nodes(tx, &c.data_id)? else {
         return Ok(());
     };
@@ -143,7 +143,7 @@ pub fn report_bad(tx: &Connection, c: &Copy) -> Result<(), ApiError> {
 }
 
 /// Pending repairs, oldest first (repairs of data deleted since are dropped on the way).
-pub fn repairs(conn: &Connection, limit: u32) -> Result<Vec<Repair>, ApiError> {
+pub fn repairs(conn: &Connection, limit: u32) -> Result<Vec<Repair>, Error> {
     let mut s = conn
         .prepare_cached(
             "SELECT r.node, r.queued, d.id, d.size, d.md5, d.blake3, d.durability, d.nodes
@@ -163,7 +163,7 @@ pub fn repairs(conn: &Connection, limit: u32) -> Result<Vec<Repair>, ApiError> {
 }
 
 /// A repair finished: `c.node` holds a good copy again (replacing the lost one).
-pub fn repaired(tx: &Connection, lost_on: &str, c: &Copy) -> Result<(), ApiError> {
+pub fn repaired(tx: &Connection, lost_on: &str, c: &Copy) -> Result<(), Error> {
     tx.execute(
         "DELETE FROM repairs WHERE data_id = ?1 AND node = ?2",
         params![c.data_id, lost_on],
@@ -194,10 +194,10 @@ pub fn data_on_node(
     node: &str,
     after: &str,
     limit: u32,
-) -> Result<Vec<String>, ApiError> {
+) -> Result<Vec<String>, Error> {
     let pattern = format!(
         "%{}%",
-        serde_json::to_string(node).map_err(ApiError::internal)?
+        serde_json::to_string(node).map_err(Error::internal)?
     );
     let mut s = conn
         .prepare_cached("SELECT id FROM data WHERE id > ?1 AND nodes LIKE ?2 ORDER BY id LIMIT ?3")

@@ -9,6 +9,8 @@ use bytes::Bytes;
 use http::{Method, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use mobula_http::{ApiError, Body, Code, Request};
+
+use crate::error::Error;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
@@ -84,8 +86,9 @@ fn parse<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
         .map_err(|e| ApiError::new(Code::InvalidArgument, format!("bad request body: {e}")))
 }
 
+/// Run `f` off the runtime; its [`Error`] becomes the wire error here, at the edge.
 async fn blocking<T: Serialize + Send + 'static>(
-    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+    f: impl FnOnce() -> Result<T, Error> + Send + 'static,
 ) -> Result<http::Response<Body>, ApiError> {
     let out = tokio::task::spawn_blocking(f)
         .await

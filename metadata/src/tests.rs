@@ -25,7 +25,7 @@ fn data(id: &str) -> Data {
     }
 }
 
-fn put(db: &Db, path: &str, d: Data) -> Result<Entry, mobula_http::ApiError> {
+fn put(db: &Db, path: &str, d: Data) -> Result<Entry, crate::Error> {
     db.write(|tx| {
         namespace::put_object(
             tx,
@@ -138,7 +138,7 @@ fn failed_writes_change_nothing() {
             )
         })
         .unwrap_err();
-    assert_eq!(e.code, Code::PreconditionFailed);
+    assert_eq!(e.code(), Code::PreconditionFailed);
     let cur = db
         .read(|c| namespace::get(c, "/a/stor/x"))
         .unwrap()
@@ -149,11 +149,11 @@ fn failed_writes_change_nothing() {
         .unwrap()
         .is_empty());
     assert_eq!(
-        put(&db, "/a/stor/no/x", data("3")).unwrap_err().code,
+        put(&db, "/a/stor/no/x", data("3")).unwrap_err().code(),
         Code::DirectoryDoesNotExist
     );
     assert_eq!(
-        put(&db, "/a/stor/x/y", data("3")).unwrap_err().code,
+        put(&db, "/a/stor/x/y", data("3")).unwrap_err().code(),
         Code::ParentNotDirectory
     );
 }
@@ -206,7 +206,7 @@ fn upload_parts_are_released_on_commit_and_abort() {
     let done = db.read(|c| uploads::get(c, &u.id)).unwrap().unwrap();
     assert_eq!(done.state, "done");
     assert_eq!(
-        db.write(|tx| uploads::abort(tx, &u.id)).unwrap_err().code,
+        db.write(|tx| uploads::abort(tx, &u.id)).unwrap_err().code(),
         Code::InvalidUpdate
     );
 }
@@ -257,7 +257,7 @@ fn a_job_log_creates_its_outputs_and_leaves_out_one_whose_path_is_taken() {
     };
     // A coordinator that has not seen the whole log creates nothing.
     let e = db.write(|tx| crate::jobs::log(tx, &log(5))).unwrap_err();
-    assert_eq!(e.code, Code::ConcurrentRequest);
+    assert_eq!(e.code(), Code::ConcurrentRequest);
     assert!(db.read(|c| namespace::get(c, ok)).unwrap().is_none());
     db.write(|tx| crate::jobs::log(tx, &log(0))).unwrap();
     let got = db.read(|c| namespace::get(c, ok)).unwrap().unwrap();

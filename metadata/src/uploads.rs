@@ -4,7 +4,9 @@
 //! States: `created` → `done` (commit) or `aborted` (abort). Part data is referenced by
 //! `upload_parts` until the upload ends, then released to the reclamation queue.
 
-use mobula_http::{ApiError, Code};
+use mobula_http::Code;
+
+use crate::error::Error;
 use rusqlite::{params, Connection, OptionalExtension};
 
 use crate::api::*;
@@ -12,7 +14,7 @@ use crate::db::sql;
 use crate::namespace::{check_parent, data_at, insert_data, put_object, unref_data};
 
 /// Register a new upload (its `parts` are ignored). The target's parent must exist.
-pub fn create(tx: &Connection, u: &Upload) -> Result<(), ApiError> {
+pub fn create(tx: &Connection, u: &Upload) -> Result<(), Error> {
     check_parent(tx, &u.object_path)?;
     tx.execute(
         "INSERT INTO uploads (id, account, object_path, content_type, headers, durability, nodes,
@@ -22,9 +24,9 @@ pub fn create(tx: &Connection, u: &Upload) -> Result<(), ApiError> {
             u.account,
             u.object_path,
             u.content_type,
-            serde_json::to_string(&u.headers).map_err(ApiError::internal)?,
+            serde_json::to_string(&u.headers).map_err(Error::internal)?,
             u.durability,
-            serde_json::to_string(&u.nodes).map_err(ApiError::internal)?,
+            serde_json::to_string(&u.nodes).map_err(Error::internal)?,
             u.created
         ],
     )
@@ -33,7 +35,7 @@ pub fn create(tx: &Connection, u: &Upload) -> Result<(), ApiError> {
 }
 
 /// The upload `id` with its parts, if it exists.
-pub fn get(conn: &Connection, id: &str) -> Result<Option<Upload>, ApiError> {
+pub fn get(conn: &Connection, id: &str) -> Result<Option<Upload>, Error> {
     let row = conn
         .query_row(
             "SELECT id, account, object_path, content_type, headers, durability, nodes, state,
@@ -81,15 +83,15 @@ pub fn get(conn: &Connection, id: &str) -> Result<Option<Upload>, ApiError> {
     Ok(Some(upload))
 }
 
-fn get_open(tx: &Connection, id: &str) -> Result<Upload, ApiError> {
+fn get_open(tx: &Connection, id: &str) -> Result<Upload, Error> {
     let u = get(tx, id)?.ok_or_else(|| {
-        ApiError::new(
+        Error::refused(
             Code::ResourceNotFound,
             format!("upload {id} does not exist"),
         )
     })?;
     if u.state != "created" {
-        return Err(ApiError::new(
+        return Err(Error::refused(
             Code::InvalidUpdate,
             format!("upload {id} is already {}", u.state),
         ));
@@ -98,7 +100,7 @@ fn get_open(tx: &Connection, id: &str) -> Result<Upload, ApiError> {
 }
 
 /// Record part `n` (replacing an earlier upload of the same part).
-pub fn put_part(tx: &Connection, p: &PutPart) -> Result<(), ApiError> {
+pub fn put_part(tx: &Connection, p: &PutPart) -> Result<(), Error> {
     let u = get_open(tx, &p.upload_id)?;
     insert_data(tx, &p.data)?;
     if let Some(old) = u.parts.iter().find(|old| old.n == p.n) {
@@ -113,7 +115,7 @@ pub fn put_part(tx: &Connection, p: &PutPart) -> Result<(), ApiError> {
     Ok(())
 }
 
-fn release_parts(tx: &Connection, u: &Upload) -> Result<(), ApiError> {
+fn release_parts(tx: &Connection, u: &Upload) -> Result<(), Error> {
     for p in &u.parts {
         unref_data(tx, &p.data.id)?;
     }
@@ -123,7 +125,7 @@ fn release_parts(tx: &Connection, u: &Upload) -> Result<(), ApiError> {
 }
 
 /// Commit: the concatenated data becomes the target object; the parts are released.
-pub fn commit(tx: &Connection, c: &CommitUpload) -> Result<Entry, ApiError> {
+pub fn commit(tx: &Connection, c: &CommitUpload) -> Result<Entry, Error> {
     let u = get_open(tx, &c.upload_id)?;
     let entry = put_object(
         tx,
@@ -141,7 +143,7 @@ pub fn commit(tx: &Connection, c: &CommitUpload) -> Result<Entry, ApiError> {
         "UPDATE uploads SET state = 'done', committed_parts = ?2 WHERE id = ?1",
         params![
             u.id,
-            serde_json::to_string(&c.parts).map_err(ApiError::internal)?
+            serde_json::to_string(&c.parts).map_err(Error::internal)?
         ],
     )
     .map_err(sql)?;
@@ -149,7 +151,7 @@ pub fn commit(tx: &Connection, c: &CommitUpload) -> Result<Entry, ApiError> {
 }
 
 /// Abort: the parts are released.
-pub fn abort(tx: &Connection, id: &str) -> Result<(), ApiError> {
+pub fn abort(tx: &Connection, id: &str) -> Result<(), Error> {
     let u = get_open(tx, id)?;
     release_parts(tx, &u)?;
     tx.execute("UPDATE uploads SET state = 'aborted' WHERE id = ?1", [id])

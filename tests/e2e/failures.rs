@@ -371,3 +371,25 @@ async fn requests_hyper_refuses_get_json_errors() {
     // A good request on a fresh connection is untouched.
     assert_eq!(t.put("/admin/stor/fine", "ok").await.status(), 204);
 }
+
+/// Error bodies that reach the public never name an internal address (a node's or the
+/// metadata service's URL).
+#[tokio::test]
+async fn public_errors_never_name_internal_addresses() {
+    let mut t = T::start(2).await;
+    assert_eq!(t.put("/admin/stor/o", "x").await.status(), 204);
+    t.c.kill_node(0).await;
+    t.c.kill_node(1).await;
+    for r in [
+        t.get("/admin/stor/o").await,
+        t.put("/admin/stor/p", "y").await,
+    ] {
+        let status = r.status();
+        let body = r.text().await.unwrap();
+        assert!(status.is_server_error(), "{status} {body}");
+        assert!(
+            !body.contains("127.0.0.1") && !body.contains("http://"),
+            "{body}"
+        );
+    }
+}
