@@ -12,6 +12,7 @@
 //! API paths ([`path`]) and the node registry cache ([`nodes`]); the handlers are private.
 
 pub mod auth;
+mod buckets;
 mod dirs;
 mod fanout;
 mod headers;
@@ -291,10 +292,13 @@ async fn dispatch(
         return Err(ApiError::new(
             Code::ResourceNotFound,
             format!(
-                "{} is not an area of the account (stor, public, jobs, uploads)",
+                "{} is not an area of the account (stor, public, jobs, uploads, buckets)",
                 path.full()
             ),
         ));
+    }
+    if area == "buckets" {
+        return buckets::route(gw, parts, body, &path).await;
     }
     if jobs::is_api(&m, &path) {
         return jobs::route(gw, parts, body, &path).await;

@@ -38,6 +38,9 @@ impl ApiPath {
         let rest = raw
             .strip_prefix('/')
             .ok_or_else(|| invalid("path must start with /"))?;
+        if let Some(p) = Self::parse_bucket_object(rest)? {
+            return Ok(p);
+        }
         let rest = rest.strip_suffix('/').unwrap_or(rest);
         if rest.is_empty() {
             return Err(invalid("path must name an account"));
@@ -71,6 +74,45 @@ impl ApiPath {
             return Err(invalid(format!("{} is not a valid account name", parts[0])));
         }
         Ok(ApiPath { parts })
+    }
+
+    /// `:account/buckets/:bucket/objects/:key`: the key is everything after `objects/`,
+    /// percent-decoded once as a whole (it may hold `/`, `//`, `.` or `..`: a key is opaque,
+    /// never a file-system path); 1..=1024 bytes of UTF-8 without NUL.
+    fn parse_bucket_object(rest: &str) -> Result<Option<ApiPath>, ApiError> {
+        let mut it = rest.splitn(5, '/');
+        let head: Vec<&str> = it.by_ref().take(4).collect();
+        let key = it.next();
+        let (Some(raw_key), [account, "buckets", bucket, "objects"]) = (key, head.as_slice())
+        else {
+            return Ok(None);
+        };
+        if raw_key.is_empty() {
+            return Ok(None);
+        }
+        let mut p = ApiPath::parse(&format!("/{account}/buckets/{bucket}"))?;
+        let bytes: Vec<u8> = percent_encoding::percent_decode_str(raw_key).collect();
+        let key = String::from_utf8(bytes).map_err(|_| invalid("key is not valid UTF-8"))?;
+        if !mobula_metadata::api::valid_key(&key) {
+            return Err(ApiError::new(
+                Code::KeyTooLong,
+                format!(
+                    "a key is 1 to {} bytes without NUL",
+                    mobula_metadata::api::MAX_KEY
+                ),
+            ));
+        }
+        p.parts.push("objects".into());
+        p.parts.push(key);
+        Ok(Some(p))
+    }
+
+    /// The key of a bucket object path.
+    pub fn bucket_key(&self) -> Option<&str> {
+        match self.parts.as_slice() {
+            [_, b, _, o, key] if b == "buckets" && o == "objects" => Some(key),
+            _ => None,
+        }
     }
 
     /// The account the path belongs to.
@@ -134,6 +176,33 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    #[test]
+    fn bucket_keys_are_opaque() {
+        let p = ApiPath::parse("/admin/buckets/bk/objects/a//b/../c%2Fd/").unwrap();
+        assert_eq!(p.bucket_key(), Some("a//b/../c/d/"));
+        assert_eq!(p.full(), "/admin/buckets/bk/objects/a//b/../c/d/");
+        let long = "k".repeat(1024);
+        assert!(ApiPath::parse(&format!("/admin/buckets/bk/objects/{long}")).is_ok());
+        let err = ApiPath::parse(&format!("/admin/buckets/bk/objects/{long}k")).unwrap_err();
+        assert_eq!(err.code, Code::KeyTooLong);
+        assert!(ApiPath::parse("/admin/buckets/bk/objects/a%00").is_err());
+        assert!(ApiPath::parse("/admin/buckets/bk/objects/%ff").is_err());
+        // The bucket part is still checked as any path.
+        assert!(ApiPath::parse("/admin/buckets/../objects/k").is_err());
+        assert_eq!(
+            ApiPath::parse("/admin/buckets/bk/objects/")
+                .unwrap()
+                .depth(),
+            4
+        );
+        assert_eq!(
+            ApiPath::parse("/admin/stor/x/objects/k")
+                .unwrap()
+                .bucket_key(),
+            None
+        );
     }
 
     #[test]

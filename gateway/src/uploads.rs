@@ -111,13 +111,12 @@ async fn create(
 ) -> Result<Response<Body>, ApiError> {
     let c: CreateBody = json_body(body).await?;
     let target = ApiPath::parse(&c.object_path)?;
-    if target.account() != account
-        || !matches!(target.area(), Some("stor" | "public"))
-        || target.depth() < 3
-    {
+    let object = matches!(target.area(), Some("stor" | "public")) && target.depth() >= 3
+        || target.bucket_key().is_some();
+    if target.account() != account || !object {
         return Err(ApiError::new(
             Code::InvalidArgument,
-            "objectPath must be an object path under the account's /stor or /public",
+            "objectPath must be an object path under the account's /stor, /public or a bucket",
         ));
     }
     let h = to_header_map(&c.headers)?;

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use http::{header, Response, StatusCode};
 use hyper::body::Incoming;
 use mobula_http::{ApiError, Body, Code};
-use mobula_metadata::api::{DeleteEntry, PutLink, PutObject, UpdateMetadata};
+use mobula_metadata::api::{split_path, DeleteEntry, PutLink, PutObject, UpdateMetadata};
 
 use crate::fanout::{discard, write_data};
 use crate::headers;
@@ -68,7 +68,7 @@ pub async fn put(
     let full = path.full();
     // Fail early, before any byte moves: the parent must be a directory and the
     // preconditions must hold now (they are checked again atomically at commit).
-    let (parent, _) = mobula_metadata::api::split_path(&full);
+    let (parent, _) = split_path(&full);
     let (parent_entry, current) = tokio::try_join!(gw.meta.get(parent), async {
         if headers::has_preconditions(h) {
             gw.meta.get(&full).await
@@ -77,6 +77,12 @@ pub async fn put(
         }
     })?;
     match parent_entry {
+        None if mobula_metadata::api::is_bucket(parent) => {
+            return Err(ApiError::new(
+                Code::BucketNotFound,
+                format!("bucket {} does not exist", split_path(parent).1),
+            ))
+        }
         None => {
             return Err(ApiError::new(
                 Code::DirectoryDoesNotExist,

@@ -5,6 +5,8 @@ use std::collections::BTreeMap;
 use mobula_http::{ApiError, Code};
 use serde::{Deserialize, Serialize};
 
+pub use crate::paths::*;
+
 /// Stored HTTP headers of an object (content type excluded), lower-case names.
 pub type Headers = BTreeMap<String, String>;
 
@@ -128,6 +130,51 @@ pub struct ListQuery {
 pub struct ListPage {
     pub total: u64,
     pub entries: Vec<Entry>,
+}
+
+/// A page of a bucket's keys (SPEC §8): keys after `start_after` that begin with `prefix`, in
+/// UTF-8 byte order, those holding `delimiter` after the prefix rolled up into one common
+/// prefix each.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct KeyQuery {
+    /// The bucket's path, `/a/buckets/b`.
+    pub bucket: String,
+    #[serde(default)]
+    pub prefix: String,
+    #[serde(default)]
+    pub delimiter: String,
+    /// Exclusive. When it is itself a common prefix (it ends at a delimiter after `prefix`),
+    /// every key under it is skipped too, so a page may resume after a returned prefix.
+    #[serde(default)]
+    pub start_after: Option<String>,
+    /// Most items (objects plus common prefixes) in the page.
+    pub limit: u32,
+}
+
+/// One item of a key listing.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KeyItem {
+    Object(Box<Entry>),
+    /// A common prefix (it ends with the delimiter).
+    Prefix(String),
+}
+
+impl KeyItem {
+    /// The key or prefix: where the next page starts after.
+    pub fn marker(&self) -> &str {
+        match self {
+            KeyItem::Object(e) => crate::paths::split_path(&e.path).1,
+            KeyItem::Prefix(p) => p,
+        }
+    }
+}
+
+/// A page of a key listing; `truncated` when more items follow the last.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct KeyPage {
+    pub items: Vec<KeyItem>,
+    pub truncated: bool,
 }
 
 /// A storage node's heartbeat.
@@ -260,45 +307,12 @@ pub fn plain_name(s: &str, max: usize) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
 }
 
-/// Split `/a/b/c` into (`/a/b`, `c`); `/a` into (`/`, `a`).
-pub fn split_path(path: &str) -> (&str, &str) {
-    match path.rfind('/') {
-        Some(0) => ("/", &path[1..]),
-        Some(i) => (&path[..i], &path[i + 1..]),
-        None => ("/", path),
-    }
-}
-
-/// Join a parent path and a name (inverse of [`split_path`]).
-pub fn join_path(parent: &str, name: &str) -> String {
-    if parent == "/" {
-        format!("/{name}")
-    } else {
-        format!("{parent}/{name}")
-    }
-}
-
 /// Milliseconds since the Unix epoch, now.
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn split_and_join_are_inverse() {
-        for p in ["/a", "/a/b", "/a/b/c"] {
-            let (parent, name) = split_path(p);
-            assert_eq!(join_path(parent, name), p);
-        }
-        assert_eq!(split_path("/a"), ("/", "a"));
-        assert_eq!(split_path("/a/b/c"), ("/a/b", "c"));
-    }
 }
 
 /// A new job (`job.create`); its directories `/:account/jobs/:id/stor` are made with it.
@@ -381,7 +395,7 @@ pub struct Lease {
 }
 
 /// Top-level areas created with every account.
-pub const AREAS: [&str; 4] = ["stor", "public", "jobs", "uploads"];
+pub const AREAS: [&str; 5] = ["stor", "public", "jobs", "uploads", "buckets"];
 
 fn strip(tag: &str) -> &str {
     tag.trim().trim_start_matches("W/").trim_matches('"')

@@ -151,6 +151,20 @@ impl MetadataClient {
     pub async fn list(&self, q: &ListQuery) -> Result<ListPage, ApiError> {
         self.call("entry.list", q).await
     }
+    /// Create bucket `path` (`/a/buckets/b`).
+    pub async fn create_bucket(&self, path: &str) -> Result<Entry, ApiError> {
+        self.call("bucket.create", &Name { name: path.into() })
+            .await
+    }
+    /// Delete bucket `path` if empty.
+    pub async fn delete_bucket(&self, path: &str) -> Result<(), ApiError> {
+        self.call("bucket.delete", &Name { name: path.into() })
+            .await
+    }
+    /// One page of a bucket's keys.
+    pub async fn list_keys(&self, q: &KeyQuery) -> Result<KeyPage, ApiError> {
+        self.call("bucket.list", q).await
+    }
     pub async fn heartbeat(&self, hb: &Heartbeat) -> Result<(), ApiError> {
         self.call("node.heartbeat", hb).await
     }

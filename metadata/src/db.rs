@@ -141,6 +141,14 @@ CREATE TABLE leases (
     until INTEGER NOT NULL
 ) WITHOUT ROWID;
 "#,
+    r#"
+-- Buckets (SPEC §8): every account gets the `buckets` area; a bucket is a directory row under
+-- it and its objects are rows whose parent is the bucket (keys may hold '/').
+INSERT OR IGNORE INTO entries (parent, name, kind, mtime)
+    SELECT '/' || name, 'buckets', 0, created FROM accounts;
+UPDATE entries SET children = (SELECT COUNT(*) FROM entries c WHERE c.parent = '/' || entries.name)
+    WHERE parent = '/';
+"#,
 ];
 
 const READERS: usize = 4;
@@ -167,8 +175,13 @@ fn configure(conn: &Connection) -> rusqlite::Result<()> {
 }
 
 fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
+    migrate_to(conn, MIGRATIONS.len())
+}
+
+/// Apply the migrations not yet applied, up to the first `n`.
+pub(crate) fn migrate_to(conn: &mut Connection, n: usize) -> rusqlite::Result<()> {
     let applied: usize = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
-    for (i, sql) in MIGRATIONS.iter().enumerate().skip(applied) {
+    for (i, sql) in MIGRATIONS.iter().enumerate().take(n).skip(applied) {
         let tx = conn.transaction_with_behavior(TransactionBehavior::Exclusive)?;
         tx.execute_batch(sql)?;
         tx.pragma_update(None, "user_version", i + 1)?;

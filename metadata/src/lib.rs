@@ -12,12 +12,14 @@
 pub mod api;
 #[doc(hidden)]
 pub mod bench;
+mod buckets;
 pub mod client;
 mod db;
 mod error;
 mod jobs;
 mod keys;
 mod namespace;
+mod paths;
 mod registry;
 mod server;
 mod uploads;
@@ -27,5 +29,7 @@ pub use db::Db;
 pub use error::Error;
 pub use server::run as serve;
 
+#[cfg(test)]
+mod bucket_tests;
 #[cfg(test)]
 mod tests;

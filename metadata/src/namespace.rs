@@ -15,7 +15,7 @@ use rusqlite::{params, Connection, OptionalExtension, Row};
 use crate::api::*;
 use crate::db::sql;
 
-const SELECT: &str =
+pub(crate) const SELECT: &str =
     "SELECT e.parent, e.name, e.kind, e.mtime, e.children, e.content_type, e.headers,
     d.id, d.size, d.md5, d.blake3, d.durability, d.nodes
     FROM entries e LEFT JOIN data d ON d.id = e.data_id";
@@ -32,7 +32,7 @@ pub(crate) fn data_at(r: &Row<'_>, at: usize) -> rusqlite::Result<Data> {
     })
 }
 
-fn row_to_entry(r: &Row<'_>) -> rusqlite::Result<Entry> {
+pub(crate) fn row_to_entry(r: &Row<'_>) -> rusqlite::Result<Entry> {
     let parent: String = r.get(0)?;
     let name: String = r.get(1)?;
     let kind: i64 = r.get(2)?;
@@ -81,7 +81,12 @@ pub fn accounts(conn: &Connection) -> Result<Vec<String>, Error> {
     rows.collect::<rusqlite::Result<_>>().map_err(sql)
 }
 
-fn insert_dir(conn: &Connection, parent: &str, name: &str, now: i64) -> rusqlite::Result<()> {
+pub(crate) fn insert_dir(
+    conn: &Connection,
+    parent: &str,
+    name: &str,
+    now: i64,
+) -> rusqlite::Result<()> {
     conn.execute(
         "INSERT OR IGNORE INTO entries (parent, name, kind, mtime) VALUES (?1, ?2, 0, ?3)",
         params![parent, name, now],
@@ -116,6 +121,9 @@ pub fn create_account(tx: &Connection, name: &str) -> Result<bool, Error> {
 /// Check that the parent of `path` exists and is a directory.
 pub(crate) fn check_parent(conn: &Connection, path: &str) -> Result<(), Error> {
     let (parent, _) = split_path(path);
+    if is_bucket(parent) {
+        return crate::buckets::bucket(conn, parent).map(|_| ());
+    }
     match get(conn, parent)? {
         Some(e) if e.kind == Kind::Directory => Ok(()),
         Some(_) => Err(Error::refused(
@@ -129,7 +137,7 @@ pub(crate) fn check_parent(conn: &Connection, path: &str) -> Result<(), Error> {
     }
 }
 
-fn bump_children(conn: &Connection, path: &str, delta: i64) -> Result<(), Error> {
+pub(crate) fn bump_children(conn: &Connection, path: &str, delta: i64) -> Result<(), Error> {
     let (parent, _) = split_path(path);
     let (pp, pn) = split_path(parent);
     conn.prepare_cached(
@@ -142,6 +150,12 @@ fn bump_children(conn: &Connection, path: &str, delta: i64) -> Result<(), Error>
 
 /// Create directory `path` (idempotent).
 pub fn mkdir(tx: &Connection, path: &str) -> Result<(), Error> {
+    if in_buckets(path) {
+        return Err(Error::refused(
+            Code::InvalidArgument,
+            format!("{path}: buckets hold no directories (a bucket is made with PUT /:account/buckets/:bucket)"),
+        ));
+    }
     match get(tx, path)? {
         Some(e) if e.kind == Kind::Directory => return Ok(()),
         Some(_) => {
@@ -421,7 +435,12 @@ pub fn list(conn: &Connection, q: &ListQuery) -> Result<ListPage, Error> {
 }
 
 /// Make directory `path` and any missing parents below the account's root (`mkdir -p`).
+/// Nothing is made in the `buckets` area: a bucket is made only on purpose, its keys' slashes
+/// are not directories.
 pub fn mkdirs(tx: &Connection, path: &str) -> Result<(), Error> {
+    if in_buckets(path) {
+        return Ok(());
+    }
     let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty()).collect();
     let mut at = String::new();
     for (i, p) in parts.iter().enumerate() {

@@ -17,7 +17,7 @@ use tokio::net::TcpListener;
 
 use crate::api::*;
 use crate::db::Db;
-use crate::{jobs, keys, namespace, registry, uploads};
+use crate::{buckets, jobs, keys, namespace, registry, uploads};
 
 const MAX_BODY: usize = 16 << 20;
 
@@ -144,6 +144,9 @@ async fn route(db: Arc<Db>, req: Request) -> Result<http::Response<Body>, ApiErr
         }
         "entry.delete" => write!(DeleteEntry, |tx, a| namespace::delete(tx, &a)),
         "entry.list" => read!(ListQuery, |c, a| namespace::list(c, &a)),
+        "bucket.create" => write!(Name, |tx, a| buckets::create(tx, &a.name)),
+        "bucket.delete" => write!(Name, |tx, a| buckets::delete(tx, &a.name)),
+        "bucket.list" => read!(KeyQuery, |c, a| buckets::list(c, &a)),
         "node.heartbeat" => write!(Heartbeat, |tx, a| registry::heartbeat(tx, &a)),
         "node.list" => read!((), |c, _a| registry::nodes(c)),
         "garbage.list" => read!(Limit, |c, a| registry::garbage(c, a.limit)),

@@ -3,6 +3,7 @@
 //! separate OS processes of the `mobula` binary.
 
 mod auth;
+mod buckets;
 mod cli;
 mod concurrency;
 mod crash;
