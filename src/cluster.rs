@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use mobula_gateway::s3::S3Config;
 use mobula_gateway::{Gateway, GatewayConfig};
 use mobula_jobs::agent::{Agent, AgentConfig};
 use mobula_metadata::{Db, MetadataClient};
@@ -101,6 +102,27 @@ pub fn start_gateway(listener: TcpListener, url: String, gw: Arc<Gateway>) -> Ru
     })
 }
 
+/// Run the S3 listener of `gw` on `listener` (SPEC §8).
+pub fn start_s3(listener: TcpListener, url: String, gw: Arc<Gateway>, cfg: S3Config) -> Running {
+    spawn_role(url, move |rx| async move {
+        mobula_gateway::s3::run(gw, cfg, listener, stopped(rx)).await
+    })
+}
+
+/// Bind `addr` for a listener of `gw`: its URL is https when the gateway serves TLS (the
+/// certificate is checked now, not in the background).
+pub async fn bind_for(
+    gw: &GatewayConfig,
+    addr: SocketAddr,
+) -> anyhow::Result<(TcpListener, String)> {
+    let (l, mut url) = bind(addr).await?;
+    if let Some((cert, key)) = &gw.tls {
+        mobula_http::tls_acceptor(cert, key)?;
+        url = url.replacen("http://", "https://", 1);
+    }
+    Ok((l, url))
+}
+
 /// Options of an all-in-one cluster.
 #[derive(Debug, Clone)]
 pub struct ClusterConfig {
@@ -111,6 +133,8 @@ pub struct ClusterConfig {
     pub gateway: GatewayConfig,
     /// Run a job agent on every node (needs root), with this `mobula` binary.
     pub agent: Option<AgentOptions>,
+    /// Run an S3 listener on this address.
+    pub s3: Option<(SocketAddr, S3Config)>,
 }
 
 /// How storage nodes run their job agent.
@@ -152,6 +176,7 @@ impl ClusterConfig {
             account: "admin".into(),
             gateway: GatewayConfig::new(""),
             agent: None,
+            s3: None,
         }
     }
 }
@@ -163,6 +188,8 @@ pub struct Cluster {
     pub metadata: Option<Running>,
     pub nodes: Vec<Option<Running>>,
     pub gateway: Option<Running>,
+    /// The S3 listener, when asked for.
+    pub s3: Option<Running>,
     pub gw: Arc<Gateway>,
 }
 
@@ -186,18 +213,19 @@ impl Cluster {
             metadata: Some(metadata),
             nodes: Vec::new(),
             gateway: None,
+            s3: None,
             gw: gw.clone(),
         };
         for i in 0..c.cfg.nodes {
             let n = c.spawn_node(i).await?;
             c.nodes.push(Some(n));
         }
-        let (gl, mut gurl) = bind(c.cfg.listen).await?;
-        if let Some((cert, key)) = &c.cfg.gateway.tls {
-            mobula_http::tls_acceptor(cert, key)?; // fail now, not in the background
-            gurl = gurl.replacen("http://", "https://", 1);
+        let (gl, gurl) = bind_for(&c.cfg.gateway, c.cfg.listen).await?;
+        c.gateway = Some(start_gateway(gl, gurl, gw.clone()));
+        if let Some((addr, s3cfg)) = c.cfg.s3.clone() {
+            let (sl, surl) = bind_for(&c.cfg.gateway, addr).await?;
+            c.s3 = Some(start_s3(sl, surl, gw, s3cfg));
         }
-        c.gateway = Some(start_gateway(gl, gurl, gw));
         c.wait_for_nodes(c.cfg.nodes).await?;
         Ok(c)
     }
@@ -210,6 +238,11 @@ impl Cluster {
     /// The gateway's URL.
     pub fn url(&self) -> &str {
         &self.gateway.as_ref().expect("gateway running").url
+    }
+
+    /// The S3 listener's URL, when it runs.
+    pub fn s3_url(&self) -> Option<&str> {
+        self.s3.as_ref().map(|r| r.url.as_str())
     }
 
     /// Data directory of node `i`.
@@ -293,11 +326,24 @@ impl Cluster {
         self.gw = Gateway::new(gcfg);
         let (gl, _) = bind(addr).await?;
         self.gateway = Some(start_gateway(gl, url, self.gw.clone()));
+        if let (Some(old), Some((_, s3cfg))) = (self.s3.take(), self.cfg.s3.clone()) {
+            let url = old.url.clone();
+            let addr: SocketAddr = url
+                .rsplit_once("://")
+                .map_or(&url[..], |(_, a)| a)
+                .parse()?;
+            old.kill().await;
+            let (sl, _) = bind(addr).await?;
+            self.s3 = Some(start_s3(sl, url, self.gw.clone(), s3cfg));
+        }
         Ok(())
     }
 
     /// Stop everything gracefully.
     pub async fn shutdown(mut self) {
+        if let Some(s) = self.s3.take() {
+            s.stop().await;
+        }
         if let Some(g) = self.gateway.take() {
             g.stop().await;
         }

@@ -9,4 +9,5 @@ pub mod keyfile;
 pub mod sign;
 pub mod ssh_agent;
 pub mod upkey;
+pub mod ups3;
 pub mod upvolume;

@@ -10,6 +10,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use mobula::client::{Client, ClientError};
 use mobula::cluster::{self, Cluster, ClusterConfig};
+use mobula_gateway::s3::S3Config;
 use mobula_gateway::{Gateway, GatewayConfig};
 use mobula_storage_node::NodeConfig;
 
@@ -128,6 +129,15 @@ enum Cmd {
         /// Tasks each storage node runs at once (default: by cores and memory).
         #[arg(long)]
         slots: Option<u32>,
+        /// Address the S3 listener listens on.
+        #[arg(long, default_value = "127.0.0.1:9000")]
+        s3_listen: SocketAddr,
+        /// Run no S3 listener.
+        #[arg(long)]
+        no_s3: bool,
+        /// Base domain of virtual-host-style S3 requests (`bucket.DOMAIN`); repeatable.
+        #[arg(long)]
+        s3_domain: Vec<String>,
     },
     /// Run the metadata service alone.
     Metadata {
@@ -192,6 +202,12 @@ enum Cmd {
         /// PEM private key of --tls-cert.
         #[arg(long, requires = "tls_cert")]
         tls_key: Option<PathBuf>,
+        /// Also serve the S3 API on this address (SPEC §8).
+        #[arg(long)]
+        s3_listen: Option<SocketAddr>,
+        /// Base domain of virtual-host-style S3 requests (`bucket.DOMAIN`); repeatable.
+        #[arg(long, requires = "s3_listen")]
+        s3_domain: Vec<String>,
     },
     /// Upload a file (`-` for stdin).
     Put {
@@ -301,6 +317,33 @@ enum AccountOp {
         #[command(subcommand)]
         op: KeyOp,
     },
+    /// An account's S3 access keys.
+    S3Key {
+        #[command(subcommand)]
+        op: S3KeyOp,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum S3KeyOp {
+    /// Make a new access key for an account; prints AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY
+    /// (the secret is shown only this once).
+    Create {
+        /// Account name.
+        name: String,
+    },
+    /// List an account's access key ids.
+    List {
+        /// Account name.
+        name: String,
+    },
+    /// Remove an access key (it stops working within seconds).
+    Remove {
+        /// Account name.
+        name: String,
+        /// The access key id.
+        access_key: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -363,6 +406,9 @@ async fn serve(cmd: Cmd, up_account: String) -> anyhow::Result<()> {
             tls_key,
             no_jobs,
             slots,
+            s3_listen,
+            no_s3,
+            s3_domain,
         } => {
             // Absolute at the edge: roles and sandboxes work from other directories.
             let data = std::path::absolute(&data)?;
@@ -386,6 +432,9 @@ async fn serve(cmd: Cmd, up_account: String) -> anyhow::Result<()> {
             cfg.gateway.require_signatures = !no_auth;
             cfg.gateway.tls = tls_cert.zip(tls_key);
             cfg.agent = agent_options(no_jobs, slots)?;
+            if !no_s3 {
+                cfg.s3 = Some((s3_listen, S3Config { domains: s3_domain }));
+            }
             let key = mobula::upkey::find_or_make(&data)?;
             let c = Cluster::start(cfg).await?;
             mobula::upkey::register(&c.gw.meta, &up_account, &key).await?;
@@ -409,6 +458,11 @@ async fn serve(cmd: Cmd, up_account: String) -> anyhow::Result<()> {
                 "{}",
                 mobula::upkey::environment(c.url(), &up_account, &key, c.metadata_url())
             );
+            if let Some(s3) = c.s3_url() {
+                let k = mobula::ups3::find_or_make(&data, &c.gw.meta, &up_account).await?;
+                println!("mobula up: S3 listening on {s3}");
+                println!("{}", mobula::ups3::environment(s3, &k));
+            }
             stop.await;
             println!("mobula up: stopping");
             c.shutdown().await;
@@ -468,6 +522,8 @@ async fn serve(cmd: Cmd, up_account: String) -> anyhow::Result<()> {
             require_signatures,
             tls_cert,
             tls_key,
+            s3_listen,
+            s3_domain,
         } => {
             let (l, mut url) = cluster::bind(listen).await?;
             let mut cfg = GatewayConfig::new(&metadata);
@@ -478,9 +534,22 @@ async fn serve(cmd: Cmd, up_account: String) -> anyhow::Result<()> {
                 url = url.replacen("http://", "https://", 1);
             }
             cfg.tls = tls_cert.zip(tls_key);
-            let g = cluster::start_gateway(l, url.clone(), Gateway::new(cfg));
+            let gw = Gateway::new(cfg);
+            let s3 = match s3_listen {
+                Some(addr) => {
+                    let (sl, surl) = cluster::bind_for(&gw.cfg, addr).await?;
+                    println!("mobula gateway: S3 listening on {surl}");
+                    let cfg = S3Config { domains: s3_domain };
+                    Some(cluster::start_s3(sl, surl, gw.clone(), cfg))
+                }
+                None => None,
+            };
+            let g = cluster::start_gateway(l, url.clone(), gw);
             println!("mobula gateway listening on {url}");
             stop.await;
+            if let Some(s) = s3 {
+                s.stop().await;
+            }
             g.stop().await;
         }
         _ => unreachable!("client commands are handled by client()"),
@@ -805,6 +874,25 @@ async fn account(
                 }
             }
             KeyOp::Remove { name, fingerprint } => m.remove_key(&name, &fingerprint).await?,
+        },
+        AccountOp::S3Key { op } => match op {
+            S3KeyOp::Create { name } => {
+                let k = mobula_gateway::s3::keys::generate(&name);
+                m.add_s3_key(&k).await?;
+                println!("AWS_ACCESS_KEY_ID={}", k.access_key);
+                println!("AWS_SECRET_ACCESS_KEY={}", k.secret);
+            }
+            S3KeyOp::List { name } => {
+                for k in m.s3_keys(&name).await? {
+                    let at = std::time::UNIX_EPOCH + Duration::from_millis(k.created.max(0) as u64);
+                    println!(
+                        "{}\tcreated {}",
+                        k.access_key,
+                        humantime::format_rfc3339_seconds(at)
+                    );
+                }
+            }
+            S3KeyOp::Remove { name, access_key } => m.remove_s3_key(&name, &access_key).await?,
         },
     }
     Ok(())

@@ -22,6 +22,7 @@ pub mod path;
 mod read;
 mod reclaim;
 mod repair;
+pub mod s3;
 mod signature;
 #[cfg(test)]
 mod testing;

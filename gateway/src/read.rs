@@ -9,7 +9,7 @@ use bytes::Bytes;
 use futures::{Stream, StreamExt};
 use http::{header, HeaderMap, Method, Response, StatusCode};
 use mobula_http::{ApiError, Body, Code};
-use mobula_metadata::api::{Entry, Kind};
+use mobula_metadata::api::{Data, Entry, Kind};
 
 use crate::path::ApiPath;
 use crate::{dirs, headers, Gateway};
@@ -188,6 +188,26 @@ async fn object(
         }
     }
     Ok(resp)
+}
+
+/// Bytes `start..=end` of `data` from the first copy that answers, continuing on the next copy
+/// whenever one fails mid-stream (the S3 listener's GET).
+pub(crate) async fn data_stream(
+    gw: &Arc<Gateway>,
+    data: &Data,
+    start: u64,
+    end: u64,
+) -> Result<impl Stream<Item = Result<Bytes, ApiError>> + Send + 'static, ApiError> {
+    let order = gw.nodes.read_order(&data.nodes);
+    let first = open(gw, &data.id, data.size, order, start, end).await?;
+    Ok(failover_stream(
+        gw.clone(),
+        data.id.clone(),
+        data.size,
+        first,
+        start,
+        end + 1,
+    ))
 }
 
 /// A copy being read: which of the ordered holders it is, and its byte stream.

@@ -13,7 +13,9 @@ use std::sync::Arc;
 use http::{header, Method, Response, StatusCode};
 use hyper::body::Incoming;
 use mobula_http::{ApiError, Body, Code};
-use mobula_metadata::api::{now_ms, CommitUpload, Data, PutPart, Upload};
+use mobula_metadata::api::{
+    now_ms, CommitUpload, Data, Entry, Headers, Preconditions, PutPart, Upload,
+};
 use mobula_storage_node::api::{new_id, valid_id};
 use serde::Deserialize;
 use serde_json::json;
@@ -187,7 +189,7 @@ fn state(u: &Upload) -> Response<Body> {
     mobula_http::json(StatusCode::OK, &v)
 }
 
-fn targets(gw: &Gateway, u: &Upload) -> Result<Vec<(String, String)>, ApiError> {
+pub(crate) fn targets(gw: &Gateway, u: &Upload) -> Result<Vec<(String, String)>, ApiError> {
     u.nodes
         .iter()
         .map(|n| {
@@ -220,6 +222,7 @@ async fn put_part(
         upload_id: u.id.clone(),
         n,
         data: data.clone(),
+        link: false,
     };
     if let Err(e) = gw.meta.put_part(&p).await {
         discard(gw, &data.id, &data.nodes).await;
@@ -295,6 +298,23 @@ async fn commit(
         }
         ids.push(part.data.id.clone());
     }
+    let e = concat_and_commit(gw, u, ids, etags, Headers::new(), Preconditions::default()).await?;
+    let etag = e.data.map(|d| d.id).unwrap_or_default();
+    Ok(committed(u, &etag))
+}
+
+/// Concatenate the parts `ids` on every node of the upload into new data, then commit it as
+/// the upload's object (with `headers` added and `preconditions` checked in the same
+/// transaction), recording `record` as the parts it was committed with. On any failure the new
+/// data is reclaimed and nothing is visible.
+pub(crate) async fn concat_and_commit(
+    gw: &Arc<Gateway>,
+    u: &Upload,
+    ids: Vec<String>,
+    record: Vec<String>,
+    headers: Headers,
+    preconditions: Preconditions,
+) -> Result<Entry, ApiError> {
     let targets = targets(gw, u)?;
     let id = new_id();
     let results = futures::future::join_all(
@@ -339,11 +359,13 @@ async fn commit(
     };
     let c = CommitUpload {
         upload_id: u.id.clone(),
-        parts: etags,
+        parts: record,
         data,
+        headers,
+        preconditions,
     };
     match gw.meta.commit_upload(&c).await {
-        Ok(_) => Ok(committed(u, &id)),
+        Ok(e) => Ok(e),
         Err(e) => {
             discard(gw, &id, &nodes).await;
             Err(e)

@@ -233,6 +233,15 @@ pub struct AccountKey {
     pub created: i64,
 }
 
+/// An S3 access key of an account (SPEC §8). `secret` is empty in listings.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct S3Key {
+    pub access_key: String,
+    pub account: String,
+    pub secret: String,
+    pub created: i64,
+}
+
 /// Names a key of an account by either fingerprint.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct KeyRef {
@@ -287,6 +296,10 @@ pub struct PutPart {
     pub upload_id: String,
     pub n: u32,
     pub data: Data,
+    /// `data` already exists (an S3 UploadPartCopy of a whole object): take one more reference
+    /// to it instead of recording new data.
+    #[serde(default)]
+    pub link: bool,
 }
 
 /// Finish an upload: the concatenated data becomes the object.
@@ -295,6 +308,25 @@ pub struct CommitUpload {
     pub upload_id: String,
     pub parts: Vec<String>,
     pub data: Data,
+    /// Headers added to the upload's own (an S3 multipart ETag).
+    #[serde(default)]
+    pub headers: Headers,
+    /// Checked atomically against the target object at commit.
+    #[serde(default)]
+    pub preconditions: Preconditions,
+}
+
+/// Open uploads of an account whose target path starts with `prefix`, after the pair
+/// (`after_path`, `after_id`), in (path, id) order.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct UploadQuery {
+    pub account: String,
+    pub prefix: String,
+    #[serde(default)]
+    pub after_path: String,
+    #[serde(default)]
+    pub after_id: String,
+    pub limit: u32,
 }
 
 /// A plain name (snapshot, image, task key, job, account as a directory name): 1 to `max`

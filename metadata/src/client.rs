@@ -151,6 +151,38 @@ impl MetadataClient {
     pub async fn list(&self, q: &ListQuery) -> Result<ListPage, ApiError> {
         self.call("entry.list", q).await
     }
+    /// Store a new S3 access key.
+    pub async fn add_s3_key(&self, k: &S3Key) -> Result<(), ApiError> {
+        self.call("s3key.add", k).await
+    }
+    /// An account's S3 access keys (secrets left out).
+    pub async fn s3_keys(&self, account: &str) -> Result<Vec<S3Key>, ApiError> {
+        self.call(
+            "s3key.list",
+            &Name {
+                name: account.into(),
+            },
+        )
+        .await
+    }
+    /// S3 access key `access_key`, with its secret.
+    pub async fn s3_key(&self, access_key: &str) -> Result<Option<S3Key>, ApiError> {
+        self.call(
+            "s3key.get",
+            &Name {
+                name: access_key.into(),
+            },
+        )
+        .await
+    }
+    /// Remove an account's S3 access key.
+    pub async fn remove_s3_key(&self, account: &str, access_key: &str) -> Result<(), ApiError> {
+        let r = KeyRef {
+            account: account.into(),
+            fingerprint: access_key.into(),
+        };
+        self.call("s3key.remove", &r).await
+    }
     /// Create bucket `path` (`/a/buckets/b`).
     pub async fn create_bucket(&self, path: &str) -> Result<Entry, ApiError> {
         self.call("bucket.create", &Name { name: path.into() })
@@ -232,6 +264,10 @@ impl MetadataClient {
     }
     pub async fn commit_upload(&self, c: &CommitUpload) -> Result<Entry, ApiError> {
         self.call("upload.commit", c).await
+    }
+    /// A page of an account's open uploads (without their parts).
+    pub async fn uploads(&self, q: &UploadQuery) -> Result<Vec<Upload>, ApiError> {
+        self.call("upload.list", q).await
     }
     pub async fn abort_upload(&self, id: &str) -> Result<(), ApiError> {
         self.call("upload.abort", &Name { name: id.into() }).await

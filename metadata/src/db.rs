@@ -149,6 +149,19 @@ INSERT OR IGNORE INTO entries (parent, name, kind, mtime)
 UPDATE entries SET children = (SELECT COUNT(*) FROM entries c WHERE c.parent = '/' || entries.name)
     WHERE parent = '/';
 "#,
+    r#"
+-- S3 credentials (SPEC §8): an access key acts as its account. SigV4 needs the secret itself
+-- (it is an HMAC key), so it is stored as given; the metadata database is the secret store.
+CREATE TABLE s3_keys (
+    access_key TEXT PRIMARY KEY,
+    account TEXT NOT NULL,
+    secret TEXT NOT NULL,
+    created INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX s3_keys_by_account ON s3_keys (account, created);
+-- S3 ListMultipartUploads: an account's open uploads by target path.
+CREATE INDEX uploads_by_path ON uploads (account, state, object_path, id);
+"#,
 ];
 
 const READERS: usize = 4;

@@ -1,4 +1,4 @@
-//! Accounts' SSH public keys. Fingerprints are computed by the caller (the CLI or gateway, which
+//! Accounts' SSH public keys and S3 access keys. Fingerprints are computed by the caller (the CLI or gateway, which
 //! parse keys); this module stores and finds them by either fingerprint.
 
 use mobula_http::Code;
@@ -6,7 +6,7 @@ use mobula_http::Code;
 use crate::error::Error;
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
-use crate::api::{AccountKey, KeyRef};
+use crate::api::{AccountKey, KeyRef, S3Key};
 use crate::db::sql;
 use crate::namespace::account_exists;
 
@@ -73,6 +73,69 @@ pub fn remove(tx: &Connection, r: &KeyRef) -> Result<(), Error> {
         return Err(Error::refused(
             Code::KeyDoesNotExist,
             format!("account {} has no key {}", r.account, r.fingerprint),
+        ));
+    }
+    Ok(())
+}
+
+fn s3_row(r: &Row<'_>) -> rusqlite::Result<S3Key> {
+    Ok(S3Key {
+        access_key: r.get(0)?,
+        account: r.get(1)?,
+        secret: r.get(2)?,
+        created: r.get(3)?,
+    })
+}
+
+/// Store a new S3 access key of an existing account.
+pub fn s3_add(tx: &Connection, k: &S3Key) -> Result<(), Error> {
+    if !account_exists(tx, &k.account)? {
+        return Err(Error::refused(
+            Code::AccountDoesNotExist,
+            format!("account {} does not exist", k.account),
+        ));
+    }
+    tx.execute(
+        "INSERT INTO s3_keys (access_key, account, secret, created) VALUES (?1, ?2, ?3, ?4)",
+        params![k.access_key, k.account, k.secret, k.created],
+    )
+    .map_err(sql)?;
+    Ok(())
+}
+
+/// The S3 access keys of an account, without their secrets.
+pub fn s3_list(conn: &Connection, account: &str) -> Result<Vec<S3Key>, Error> {
+    let mut s = conn
+        .prepare_cached(
+            "SELECT access_key, account, '', created FROM s3_keys WHERE account = ?1
+             ORDER BY created, access_key",
+        )
+        .map_err(sql)?;
+    let rows = s.query_map([account], s3_row).map_err(sql)?;
+    rows.collect::<rusqlite::Result<_>>().map_err(sql)
+}
+
+/// The S3 access key `access_key` with its secret, if any.
+pub fn s3_get(conn: &Connection, access_key: &str) -> Result<Option<S3Key>, Error> {
+    conn.prepare_cached(
+        "SELECT access_key, account, secret, created FROM s3_keys WHERE access_key = ?1",
+    )
+    .and_then(|mut s| s.query_row([access_key], s3_row).optional())
+    .map_err(sql)
+}
+
+/// Remove S3 access key `r.fingerprint` of account `r.account`.
+pub fn s3_remove(tx: &Connection, r: &KeyRef) -> Result<(), Error> {
+    let n = tx
+        .execute(
+            "DELETE FROM s3_keys WHERE account = ?1 AND access_key = ?2",
+            params![r.account, r.fingerprint],
+        )
+        .map_err(sql)?;
+    if n == 0 {
+        return Err(Error::refused(
+            Code::KeyDoesNotExist,
+            format!("account {} has no S3 key {}", r.account, r.fingerprint),
         ));
     }
     Ok(())

@@ -183,6 +183,7 @@ fn upload_parts_are_released_on_commit_and_abort() {
                     upload_id: u.id.clone(),
                     n,
                     data: data(id),
+                    link: false,
                 },
             )
         })
@@ -196,6 +197,8 @@ fn upload_parts_are_released_on_commit_and_abort() {
                 upload_id: u.id.clone(),
                 parts: vec!["4".repeat(32), "6".repeat(32)],
                 data: data("7"),
+                headers: Headers::new(),
+                preconditions: Preconditions::default(),
             },
         )
     })

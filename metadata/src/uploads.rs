@@ -12,6 +12,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 use crate::api::*;
 use crate::db::sql;
 use crate::namespace::{check_parent, data_at, insert_data, put_object, unref_data};
+use crate::paths::prefix_successor;
 
 /// Register a new upload (its `parts` are ignored). The target's parent must exist.
 pub fn create(tx: &Connection, u: &Upload) -> Result<(), Error> {
@@ -102,7 +103,22 @@ fn get_open(tx: &Connection, id: &str) -> Result<Upload, Error> {
 /// Record part `n` (replacing an earlier upload of the same part).
 pub fn put_part(tx: &Connection, p: &PutPart) -> Result<(), Error> {
     let u = get_open(tx, &p.upload_id)?;
-    insert_data(tx, &p.data)?;
+    if p.link {
+        let n = tx
+            .execute(
+                "UPDATE data SET refs = refs + 1 WHERE id = ?1",
+                [&p.data.id],
+            )
+            .map_err(sql)?;
+        if n == 0 {
+            return Err(Error::refused(
+                Code::SourceObjectNotFound,
+                "the copied object is gone",
+            ));
+        }
+    } else {
+        insert_data(tx, &p.data)?;
+    }
     if let Some(old) = u.parts.iter().find(|old| old.n == p.n) {
         unref_data(tx, &old.data.id)?;
     }
@@ -134,8 +150,12 @@ pub fn commit(tx: &Connection, c: &CommitUpload) -> Result<Entry, Error> {
             path: u.object_path.clone(),
             data: c.data.clone(),
             content_type: u.content_type.clone(),
-            headers: u.headers.clone(),
-            preconditions: Preconditions::default(),
+            headers: {
+                let mut h = u.headers.clone();
+                h.extend(c.headers.clone());
+                h
+            },
+            preconditions: c.preconditions.clone(),
         },
     )?;
     release_parts(tx, &u)?;
@@ -157,4 +177,40 @@ pub fn abort(tx: &Connection, id: &str) -> Result<(), Error> {
     tx.execute("UPDATE uploads SET state = 'aborted' WHERE id = ?1", [id])
         .map_err(sql)?;
     Ok(())
+}
+
+/// A page of open uploads (S3 ListMultipartUploads): parts are left out.
+pub fn list(conn: &Connection, q: &UploadQuery) -> Result<Vec<Upload>, Error> {
+    let upper = prefix_successor(&q.prefix);
+    let mut s = conn
+        .prepare_cached(
+            "SELECT id FROM uploads WHERE account = ?1 AND state = 'created'
+             AND object_path >= ?2 AND (?3 IS NULL OR object_path < ?3)
+             AND (object_path, id) > (?4, ?5)
+             ORDER BY object_path, id LIMIT ?6",
+        )
+        .map_err(sql)?;
+    let ids = s
+        .query_map(
+            params![
+                q.account,
+                q.prefix,
+                upper,
+                q.after_path,
+                q.after_id,
+                q.limit
+            ],
+            |r| r.get::<_, String>(0),
+        )
+        .map_err(sql)?
+        .collect::<rusqlite::Result<Vec<_>>>()
+        .map_err(sql)?;
+    let mut out = Vec::with_capacity(ids.len());
+    for id in ids {
+        if let Some(mut u) = get(conn, &id)? {
+            u.parts.clear();
+            out.push(u);
+        }
+    }
+    Ok(out)
 }
