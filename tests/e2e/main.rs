@@ -16,6 +16,7 @@ mod multipart;
 mod node_manta;
 mod objects;
 mod processes;
+mod s3;
 mod sandbox;
 mod tls;
 mod volumes;

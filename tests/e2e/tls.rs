@@ -3,10 +3,9 @@
 
 use crate::T;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_gateway_serves_https() {
-    let dir = tempfile::tempdir().unwrap();
-    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+/// A self-signed certificate for 127.0.0.1 and localhost, made with the openssl CLI in `dir`.
+pub async fn self_signed(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
     let ok = tokio::process::Command::new("openssl")
         .args([
             "req",
@@ -37,6 +36,13 @@ async fn the_gateway_serves_https() {
         "{}",
         String::from_utf8_lossy(&ok.stderr)
     );
+    (cert, key)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gateway_serves_https() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = self_signed(dir.path()).await;
     let (c2, k2) = (cert.clone(), key.clone());
     let t = T::start_with(3, move |c| c.gateway.tls = Some((c2, k2))).await;
     let url = t.c.url().to_string();
