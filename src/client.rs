@@ -57,7 +57,8 @@ pub struct ListEntry {
     pub name: String,
     #[serde(rename = "type")]
     pub kind: String,
-    pub mtime: String,
+    #[serde(default)]
+    pub mtime: Option<String>,
     pub size: Option<u64>,
     pub etag: Option<String>,
 }
@@ -339,7 +340,14 @@ impl Client {
 
     /// Delete an object or empty directory; with `recursive`, a whole tree.
     pub async fn rm(&self, path: &str, recursive: bool) -> Result<(), ClientError> {
-        if recursive {
+        let full = self.expand(path);
+        if recursive && mobula_metadata::api::is_bucket(full.trim_end_matches('/')) {
+            // A bucket: its keys (no delimiter, so every key), then the bucket.
+            let bucket = full.trim_end_matches('/');
+            for e in self.list(bucket).await? {
+                Box::pin(self.rm(&format!("{bucket}/objects/{}", e.name), false)).await?;
+            }
+        } else if recursive {
             let h = self.info(path).await?;
             let is_dir = h
                 .get("content-type")

@@ -627,10 +627,14 @@ async fn client(c: Client, cmd: Cmd) -> Result<(), ClientError> {
         Cmd::Get { path, file } => c.get(&path, &file).await,
         Cmd::Ls { path, long } => {
             for e in c.list(&path).await? {
+                // Directories and buckets hold entries; a bucket listing's groups (common
+                // prefixes) already end with their delimiter.
+                let holds = matches!(e.kind.as_str(), "directory" | "bucket");
                 if long {
-                    let kind = if e.kind == "directory" { "d" } else { "-" };
-                    println!("{kind} {:>12} {} {}", e.size.unwrap_or(0), e.mtime, e.name);
-                } else if e.kind == "directory" {
+                    let kind = if holds || e.kind == "group" { "d" } else { "-" };
+                    let mtime = e.mtime.as_deref().unwrap_or("-");
+                    println!("{kind} {:>12} {mtime} {}", e.size.unwrap_or(0), e.name);
+                } else if holds {
                     println!("{}/", e.name);
                 } else {
                     println!("{}", e.name);

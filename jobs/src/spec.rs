@@ -150,24 +150,39 @@ pub fn valid_path(p: &str) -> bool {
         && p[1..].split('/').count() >= 3
 }
 
-/// May a job of `account` read `p`: its own (any area but uploads), or anyone's `public`?
+/// Is `p` an object of one of `account`'s buckets (`/a/buckets/b/objects/k`)? Only keys that are
+/// also well-formed paths qualify: inside a task the object is the file
+/// `/manta/a/buckets/b/objects/k`, so a key with an empty, `.` or `..` segment cannot be a job's
+/// input or output (the whole path is checked by [`valid_path`] first).
+fn own_bucket_object(p: &str, account: &str) -> bool {
+    matches!(
+        mobula_metadata::api::bucket_object(p),
+        Some((bucket, _)) if bucket.split('/').nth(1) == Some(account)
+    )
+}
+
+/// May a job of `account` read `p`: its own (any area but uploads, its buckets' objects
+/// included), or anyone's `public`?
 pub fn readable_by(p: &str, account: &str) -> bool {
     if !valid_path(p) {
         return false;
     }
     let mut c = p[1..].split('/');
     let (owner, area) = (c.next().unwrap_or(""), c.next().unwrap_or(""));
-    area == "public" || (owner == account && matches!(area, "stor" | "jobs"))
+    area == "public"
+        || (owner == account && matches!(area, "stor" | "jobs"))
+        || own_bucket_object(p, account)
 }
 
-/// May a job of `account` write `p` (its own `stor`, `public` or `jobs`)?
+/// May a job of `account` write `p` (its own `stor`, `public`, `jobs`, or an object of one of
+/// its buckets)?
 pub fn writable_by(p: &str, account: &str) -> bool {
     if !valid_path(p) {
         return false;
     }
     let mut c = p[1..].split('/');
     let (owner, area) = (c.next().unwrap_or(""), c.next().unwrap_or(""));
-    owner == account && matches!(area, "stor" | "public" | "jobs")
+    owner == account && matches!(area, "stor" | "public" | "jobs") || own_bucket_object(p, account)
 }
 
 #[cfg(test)]
@@ -210,6 +225,14 @@ mod tests {
         assert!(!readable_by("/a/uploads/x", "a"));
         assert!(!readable_by("/a/stor", "a"));
         assert!(writable_by("/a/jobs/j/stor/x", "a"));
+        assert!(readable_by("/a/buckets/b/objects/k/l", "a"));
+        assert!(writable_by("/a/buckets/b/objects/k", "a"));
+        assert!(!readable_by("/b/buckets/b/objects/k", "a"));
+        assert!(!writable_by("/b/buckets/b/objects/k", "a"));
+        assert!(!readable_by("/a/buckets/b/objects/x/../y", "a"));
+        assert!(!readable_by("/a/buckets/b/objects/x//y", "a"));
+        assert!(!readable_by("/a/buckets/b", "a"));
+        assert!(!writable_by("/a/buckets/b/other/k", "a"));
         assert!(!writable_by("/b/public/x", "a"));
         assert!(!writable_by("/a/stor//x", "a"));
     }

@@ -84,3 +84,32 @@ async fn cli_round_trip() {
     let ls = ok(&t, &["ls", "/admin/stor"]).await;
     assert_eq!(ls, "link\np/\n");
 }
+
+#[tokio::test]
+async fn cli_on_bucket_paths() {
+    let t = T::start(3).await;
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("in.bin");
+    let body = bytes(1 << 20, 9);
+    std::fs::write(&src, &body).unwrap();
+    ok(&t, &["mkdir", "~~/buckets/cli-bucket"]).await;
+    let file = src.to_str().unwrap();
+    ok(&t, &["put", file, "~~/buckets/cli-bucket/objects/x/y.bin"]).await;
+    ok(&t, &["put", file, "/admin/buckets/cli-bucket/objects/top"]).await;
+    assert_eq!(ok(&t, &["ls", "/admin/buckets"]).await, "cli-bucket/\n");
+    let ls = ok(&t, &["ls", "/admin/buckets/cli-bucket"]).await;
+    assert_eq!(ls, "top\nx/y.bin\n");
+    let out = dir.path().join("out.bin");
+    let key = "/admin/buckets/cli-bucket/objects/x/y.bin";
+    ok(&t, &["get", key, out.to_str().unwrap()]).await;
+    assert!(std::fs::read(&out).unwrap() == body);
+    let info = ok(&t, &["info", key]).await;
+    assert!(info.contains("content-length: 1048576"), "{info}");
+    // A bucket with objects is not removed without -r; with it, keys then the bucket.
+    assert!(!run(&t, &["rm", "/admin/buckets/cli-bucket"])
+        .await
+        .status
+        .success());
+    ok(&t, &["rm", "-r", "/admin/buckets/cli-bucket"]).await;
+    assert_eq!(ok(&t, &["ls", "/admin/buckets"]).await, "");
+}

@@ -148,7 +148,7 @@ async fn assert_uppercased(t: &T, job: &str, objs: &[(String, String)]) {
 }
 
 /// Every line of every node's task log.
-fn task_log(t: &T) -> Vec<Value> {
+pub fn task_log(t: &T) -> Vec<Value> {
     (0..t.c.cfg.nodes)
         .flat_map(|i| {
             std::fs::read_to_string(t.c.node_dir(i).join("agent").join("tasks.log"))

@@ -190,3 +190,77 @@ async fn s3cmd_round_trips() {
 async fn rclone_copies_checks_lists_and_deletes() {
     cli("rclone", "rclone").await;
 }
+
+/// Map/reduce beside the data of objects boto3 wrote; the result goes into a bucket.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_job_over_objects_written_by_boto3() {
+    use serde_json::json;
+    let python = new_python();
+    if !has_boto3(&python) {
+        return skip(&format!("{python} has no boto3"));
+    }
+    let addr: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    let Some(t) =
+        crate::jobs::cluster_with(3, move |c| c.s3 = Some((addr, S3Config::default()))).await
+    else {
+        return;
+    };
+    let key = mobula_gateway::s3::keys::generate("admin");
+    t.c.gw.meta.add_s3_key(&key).await.unwrap();
+    let script = r#"
+import boto3, os
+s3 = boto3.client("s3")
+s3.create_bucket(Bucket="job-in")
+s3.create_bucket(Bucket="job-out")
+for i in range(6):
+    s3.put_object(Bucket="job-in", Key=f"logs/day{i}.txt", Body=(" ".join(["w"] * (i + 1)) + "\n").encode())
+print("ok")
+"#;
+    let env = vec![
+        (
+            "AWS_ENDPOINT_URL".to_string(),
+            t.c.s3_url().unwrap().to_string(),
+        ),
+        ("AWS_ACCESS_KEY_ID".into(), key.access_key.clone()),
+        ("AWS_SECRET_ACCESS_KEY".into(), key.secret.clone()),
+        ("AWS_DEFAULT_REGION".into(), "us-east-1".into()),
+    ];
+    run(&python, &["-c", script], &env).await;
+    let inputs: Vec<String> = (0..6)
+        .map(|i| format!("/admin/buckets/job-in/objects/logs/day{i}.txt"))
+        .collect();
+    let job = crate::jobs::create(
+        &t,
+        json!({"name": "bucket-wc", "phases": [
+            // Inside the task the object is the file /manta/:account/buckets/:bucket/objects/:key.
+            {"type": "map", "exec":
+                "test \"$MANTA_INPUT_FILE\" = \"/manta$MANTA_INPUT_OBJECT\" && wc -w < /manta/admin/buckets/job-in/objects/logs/$(basename $MANTA_INPUT_OBJECT)"},
+            {"type": "reduce",
+             "exec": "awk '{s+=$1} END {print s}' | mpipe /admin/buckets/job-out/objects/total.txt"}
+        ]}),
+    )
+    .await;
+    crate::jobs::add(&t, &job, &inputs, true).await;
+    let s = crate::jobs::wait(&t, &job, 90).await;
+    assert_eq!(s["stats"]["errors"], 0, "{s}");
+    // Every map ran on a node holding its input.
+    let log = crate::jobs::task_log(&t);
+    let maps: Vec<_> = log.iter().filter(|l| l["input"].is_string()).collect();
+    assert_eq!(maps.len(), 6);
+    for m in maps {
+        assert_eq!(m["local"], true, "{m}");
+    }
+    // The total (1 + 2 + … + 6 words) is in the bucket, readable with boto3 and the Manta API.
+    assert_eq!(
+        t.get_bytes("/admin/buckets/job-out/objects/total.txt")
+            .await,
+        b"21\n"
+    );
+    let check = r#"
+import boto3
+b = boto3.client("s3").get_object(Bucket="job-out", Key="total.txt")["Body"].read()
+assert b == b"21\n", b
+print("ok")
+"#;
+    run(&python, &["-c", check], &env).await;
+}
