@@ -20,9 +20,16 @@ const SUITES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/s3");
 async fn start(
     tls: Option<(std::path::PathBuf, std::path::PathBuf)>,
 ) -> (T, Vec<(String, String)>) {
+    start_with(tls, S3Config::default()).await
+}
+
+async fn start_with(
+    tls: Option<(std::path::PathBuf, std::path::PathBuf)>,
+    s3: S3Config,
+) -> (T, Vec<(String, String)>) {
     let addr: SocketAddr = "127.0.0.1:0".parse().unwrap();
     let t = T::start_with(3, move |c| {
-        c.s3 = Some((addr, S3Config::default()));
+        c.s3 = Some((addr, s3));
         c.gateway.tls = tls;
     })
     .await;
@@ -150,6 +157,20 @@ async fn boto3_over_tls_sends_aws_chunked_with_trailing_checksums() {
     env.push(("S3_PART".into(), "tls".into()));
     env.push(("S3_TAG".into(), "tls".into()));
     env.push(("S3_CA".into(), cert.display().to_string()));
+    run(&python, &[&format!("{SUITES}/boto3_suite.py")], &env).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn virtual_host_style_addressing() {
+    let python = new_python();
+    if !has_boto3(&python) {
+        return skip(&format!("{python} has no boto3"));
+    }
+    let domains = vec!["s3.mobula.test".to_string()];
+    let (_t, mut env) = start_with(None, S3Config { domains }).await;
+    env.push(("S3_PART".into(), "vhost".into()));
+    env.push(("S3_TAG".into(), "vh".into()));
+    env.push(("S3_DOMAIN".into(), "s3.mobula.test".into()));
     run(&python, &[&format!("{SUITES}/boto3_suite.py")], &env).await;
 }
 

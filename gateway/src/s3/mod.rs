@@ -56,12 +56,33 @@ pub fn service(gw: Arc<Gateway>, cfg: &S3Config) -> S3Service {
     });
     b.set_auth(keys::KeyAuth(keys));
     if !cfg.domains.is_empty() {
-        match s3s::host::MultiDomain::new(&cfg.domains) {
-            Ok(h) => b.set_host(h),
-            Err(e) => tracing::error!("--s3-domain: {e}"),
-        }
+        b.set_host(Domains(cfg.domains.clone()));
     }
     b.build()
+}
+
+/// Virtual-host-style addressing: `bucket.DOMAIN[:port]` names a bucket; any other host (the
+/// domain itself, an IP address, `localhost`) is path style. (s3s's `MultiDomain` would take an
+/// unknown host, port included, for a bucket name, which breaks path-style clients.)
+#[derive(Debug)]
+struct Domains(Vec<String>);
+
+impl s3s::host::S3Host for Domains {
+    fn parse_host_header<'a>(&'a self, host: &'a str) -> S3Result<s3s::host::VirtualHost<'a>> {
+        let name = match host.rsplit_once(':') {
+            Some((h, port)) if port.parse::<u16>().is_ok() => h,
+            _ => host,
+        };
+        for d in &self.0 {
+            if let Some(bucket) = name
+                .strip_suffix(d.as_str())
+                .and_then(|h| h.strip_suffix('.'))
+            {
+                return Ok(s3s::host::VirtualHost::new(d.as_str()).with_bucket(bucket));
+            }
+        }
+        Ok(s3s::host::VirtualHost::new(name))
+    }
 }
 
 /// Serve S3 on `listener` (TLS when the gateway has a certificate) until `shutdown`.
