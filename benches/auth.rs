@@ -23,6 +23,8 @@ async fn up(dir: &std::path::Path, extra: &[&str]) -> (Child, String, String) {
     let mut child = Command::new(BIN)
         .args([
             "up",
+            "--s3-listen",
+            "127.0.0.1:0",
             "--volume",
             "plain",
             "--listen",

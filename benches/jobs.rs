@@ -37,6 +37,8 @@ async fn up(dir: &std::path::Path) -> (Child, String) {
     // Plain volume: the figures stay comparable with earlier sessions' (ext4).
     cmd.args([
         "up",
+        "--s3-listen",
+        "127.0.0.1:0",
         "--no-auth",
         "--volume",
         "plain",

@@ -1,4 +1,4 @@
-//! For `benches/storage.rs` only (hidden from the docs): fill a directory straight in SQL and
+//! For `benches/` only (hidden from the docs): fill a directory or a bucket straight in SQL and
 //! list it, to time a listing page without HTTP in the way.
 
 use crate::error::Error;
@@ -31,4 +31,31 @@ pub fn fill(db: &Db, account: &str, n: usize) -> Result<(), Error> {
 /// One listing page.
 pub fn list(db: &Db, q: &ListQuery) -> Result<ListPage, Error> {
     db.read(|c| crate::namespace::list(c, q))
+}
+
+/// Create `account`, its bucket `bucket` and `n` keys `dir<i % 100>/key<i>` without data (a
+/// listing never reads data), straight in SQL.
+pub fn fill_bucket(db: &Db, account: &str, bucket: &str, n: usize) -> Result<(), Error> {
+    db.write(|tx| crate::namespace::create_account(tx, account))?;
+    let path = format!("/{account}/buckets/{bucket}");
+    db.write(|tx| crate::buckets::create(tx, &path))?;
+    db.write(|tx| {
+        let mut s = tx
+            .prepare("INSERT INTO entries (parent, name, kind, mtime) VALUES (?1, ?2, 1, ?3)")
+            .map_err(crate::db::sql)?;
+        for i in 0..n {
+            s.execute(rusqlite::params![
+                path,
+                format!("dir{:02}/key{i:08}", i % 100),
+                i as i64
+            ])
+            .map_err(crate::db::sql)?;
+        }
+        tx.execute(
+            "UPDATE entries SET children = ?1 WHERE parent = ?2 AND name = ?3",
+            rusqlite::params![n as i64, format!("/{account}/buckets"), bucket],
+        )
+        .map_err(crate::db::sql)?;
+        Ok(())
+    })
 }

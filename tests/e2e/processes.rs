@@ -142,6 +142,8 @@ async fn up_keeps_state_across_restarts_and_stops_on_ctrl_c() {
     let http = reqwest::Client::new();
     let (mut up, url) = spawn(&[
         "up",
+        "--s3-listen",
+        "127.0.0.1:0",
         "--data",
         &data,
         "--listen",
@@ -167,6 +169,8 @@ async fn up_keeps_state_across_restarts_and_stops_on_ctrl_c() {
     assert!(status.success(), "Ctrl-C stops cleanly: {status}");
     let (_up, url) = spawn(&[
         "up",
+        "--s3-listen",
+        "127.0.0.1:0",
         "--data",
         &data,
         "--listen",
@@ -187,6 +191,8 @@ async fn up_with_home(data: &str, home: &std::path::Path) -> (Child, Vec<(String
     let mut child = Command::new(BIN)
         .args([
             "up",
+            "--s3-listen",
+            "127.0.0.1:0",
             "--data",
             data,
             "--listen",
@@ -212,7 +218,7 @@ async fn up_with_home(data: &str, home: &std::path::Path) -> (Child, Vec<(String
                     let (k, v) = kv.split_once('=').unwrap();
                     vars.push((k.to_string(), v.to_string()));
                 }
-                if l.contains("MANTA_") {
+                if l.contains("AWS_") {
                     return;
                 }
             }
@@ -312,12 +318,74 @@ async fn up_requires_signatures_and_prints_a_working_environment() {
         "{}",
         String::from_utf8_lossy(&o.stderr)
     );
+    // S3: the AWS_* line `up` printed works with boto3, and `mobula account s3-key` manages keys
+    // with what `up` printed.
+    let endpoint = get("AWS_ENDPOINT_URL");
+    assert!(endpoint.starts_with("http://127.0.0.1:"), "{endpoint}");
+    let python = std::env::var("MOBULA_BOTO3_PYTHON").unwrap_or_else(|_| "python3".into());
+    let mut py = Command::new(&python);
+    py.args([
+        "-c",
+        "import boto3; s3 = boto3.client('s3'); s3.create_bucket(Bucket='from-up'); \
+         print([b['Name'] for b in s3.list_buckets()['Buckets']])",
+    ]);
+    for (k, v) in &vars {
+        py.env(k, v);
+    }
+    match py.output().await {
+        Ok(o) if o.status.success() => {
+            assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "['from-up']")
+        }
+        Ok(o) => {
+            let err = String::from_utf8_lossy(&o.stderr).to_string();
+            if err.contains("No module named 'boto3'") {
+                crate::skip(&format!("{python} has no boto3"));
+            } else {
+                panic!("boto3 with up's environment: {err}");
+            }
+        }
+        Err(e) => crate::skip(&format!("{python}: {e}")),
+    }
+    let o = cli(&["account", "s3-key", "create", "admin"])
+        .await
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let out = String::from_utf8_lossy(&o.stdout).to_string();
+    let new_id = out
+        .lines()
+        .find_map(|l| l.strip_prefix("AWS_ACCESS_KEY_ID="))
+        .unwrap()
+        .to_string();
+    assert!(out.contains("AWS_SECRET_ACCESS_KEY="), "{out}");
+    let listed = |o: std::process::Output| String::from_utf8_lossy(&o.stdout).to_string();
+    let l = listed(cli(&["account", "s3-key", "list", "admin"]).await.unwrap());
+    assert!(
+        l.contains(&new_id) && l.contains(&get("AWS_ACCESS_KEY_ID")),
+        "{l}"
+    );
+    assert!(
+        !l.contains(&get("AWS_SECRET_ACCESS_KEY")),
+        "secrets are shown once: {l}"
+    );
+    let o = cli(&["account", "s3-key", "remove", "admin", &new_id])
+        .await
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let l = listed(cli(&["account", "s3-key", "list", "admin"]).await.unwrap());
+    assert!(!l.contains(&new_id), "{l}");
     // Restarted, it keeps the same key and still answers the same client.
     let pid = nix::unistd::Pid::from_raw(up.id().unwrap() as i32);
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
     up.wait().await.unwrap();
     let (_up, vars2) = up_with_home(&data, &home).await;
     assert!(vars2.iter().any(|(k, v)| k == "MOBULA_KEY" && *v == key));
+    let s3_key = get("AWS_ACCESS_KEY_ID");
+    assert!(
+        vars2
+            .iter()
+            .any(|(k, v)| k == "AWS_ACCESS_KEY_ID" && *v == s3_key),
+        "the same S3 key after a restart"
+    );
     let mut c = Command::new(BIN);
     c.args(["get", "~~/stor/f"]);
     for (k, v) in &vars2 {
@@ -369,6 +437,8 @@ async fn up_gives_back_its_connections_after_a_burst() {
     let data = dir.path().join("data").to_string_lossy().to_string();
     let (up, url) = spawn(&[
         "up",
+        "--s3-listen",
+        "127.0.0.1:0",
         "--data",
         &data,
         "--listen",

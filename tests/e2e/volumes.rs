@@ -172,7 +172,15 @@ async fn up_with_a_btrfs_image() {
     let data = dir.path().join("data");
     let image = dir.path().join("nodes.img");
     let mut child = tokio::process::Command::new(BIN)
-        .args(["up", "--no-auth", "--listen", "127.0.0.1:0", "--data"])
+        .args([
+            "up",
+            "--s3-listen",
+            "127.0.0.1:0",
+            "--no-auth",
+            "--listen",
+            "127.0.0.1:0",
+            "--data",
+        ])
         .arg(&data)
         .arg("--btrfs-image")
         .arg(&image)
@@ -221,6 +229,8 @@ async fn up_on(data: &std::path::Path, extra: &[&str]) -> (tokio::process::Child
     let mut child = tokio::process::Command::new(BIN)
         .args([
             "up",
+            "--s3-listen",
+            "127.0.0.1:0",
             "--no-auth",
             "--listen",
             "127.0.0.1:0",

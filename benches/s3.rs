@@ -1,0 +1,335 @@
+//! S3 benchmark: one Rust load client (reqwest, presigned SigV4 URLs computed here) against
+//! Mobula's S3 listener, Mobula's Manta API (same `mobula up` process) and — when built
+//! (`cargo install garage --version 2.5.0 --locked --root /var/tmp/garage`) — Garage 2.5 with
+//! three nodes on loopback, replication 2, `data_fsync` and `metadata_fsync` on.
+//!
+//! `cargo bench --bench s3` (`-- --quick` for a short run). Prints ops/s or MB/s per load, the
+//! ListObjectsV2-with-delimiter time over 100,000 keys, and the servers' CPU-seconds per 1,000
+//! operations (utime + stime of their processes, from /proc).
+
+#[path = "s3/garage.rs"]
+mod garage;
+#[path = "s3/sigv4.rs"]
+mod sigv4;
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures::{StreamExt, TryStreamExt};
+use tokio::process::{Child, Command};
+
+const BIN: &str = env!("CARGO_BIN_EXE_mobula");
+
+/// Makes an object's URL from (method, name).
+pub type ObjectUrl = Box<dyn Fn(&str, &str) -> String + Send + Sync>;
+
+/// Makes a ListObjectsV2 URL from (prefix, delimiter, continuation token).
+pub type ListUrl = Box<dyn Fn(&str, &str, &str) -> String + Send + Sync>;
+
+/// Where a load goes: a URL maker for object `name` (PUT or GET) and the processes to charge.
+pub struct Target {
+    pub label: &'static str,
+    /// A presigned (or plain) URL for (method, object name).
+    pub url: ObjectUrl,
+    /// A presigned ListObjectsV2 (prefix, delimiter, continuation token), for S3 targets.
+    pub list: Option<ListUrl>,
+    pub pids: Vec<u32>,
+}
+
+struct Load {
+    name: &'static str,
+    size: u64,
+    ops: usize,
+    concurrency: usize,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// CPU seconds (user + system) used so far by `pids`.
+pub fn cpu(pids: &[u32]) -> f64 {
+    pids.iter()
+        .map(|p| {
+            let s = std::fs::read_to_string(format!("/proc/{p}/stat")).unwrap_or_default();
+            let after = s.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+            let f: Vec<&str> = after.split_whitespace().collect();
+            let t = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+            (t(11) + t(12)) / 100.0
+        })
+        .sum()
+}
+
+fn body(size: u64, chunk: &Bytes) -> reqwest::Body {
+    if size <= chunk.len() as u64 {
+        return reqwest::Body::from(chunk.slice(..size as usize));
+    }
+    let c = chunk.clone();
+    let n = size / chunk.len() as u64;
+    reqwest::Body::wrap_stream(futures::stream::iter(
+        (0..n).map(move |_| Ok::<_, std::io::Error>(c.clone())),
+    ))
+}
+
+/// PUTs then GETs of one load: (put secs, get secs, cpu secs of both).
+async fn run(http: &reqwest::Client, t: &Target, l: &Load, chunk: &Bytes) -> (f64, f64, f64) {
+    let cpu0 = cpu(&t.pids);
+    let start = Instant::now();
+    futures::stream::iter(0..l.ops)
+        .map(|i| {
+            let url = (t.url)("PUT", &format!("{}-{i}", l.name));
+            async move {
+                let r = http
+                    .put(url)
+                    .header("content-length", l.size)
+                    .body(body(l.size, chunk))
+                    .send()
+                    .await
+                    .unwrap();
+                let st = r.status();
+                assert!(
+                    st.is_success(),
+                    "PUT {st} {}",
+                    r.text().await.unwrap_or_default()
+                );
+            }
+        })
+        .buffer_unordered(l.concurrency)
+        .collect::<Vec<_>>()
+        .await;
+    let put = start.elapsed().as_secs_f64();
+    let start = Instant::now();
+    futures::stream::iter(0..l.ops)
+        .map(|i| {
+            let url = (t.url)("GET", &format!("{}-{i}", l.name));
+            async move {
+                let r = http.get(url).send().await.unwrap();
+                assert!(r.status().is_success(), "GET {}", r.status());
+                let n = r
+                    .bytes_stream()
+                    .try_fold(0u64, |n, b| async move { Ok(n + b.len() as u64) })
+                    .await
+                    .unwrap();
+                assert_eq!(n, l.size);
+            }
+        })
+        .buffer_unordered(l.concurrency)
+        .collect::<Vec<_>>()
+        .await;
+    (put, start.elapsed().as_secs_f64(), cpu(&t.pids) - cpu0)
+}
+
+/// Seconds for a ListObjectsV2 walk with delimiter `/` over the whole bucket (the 100 groups),
+/// then one group paged through 1,000 keys at a time: (groups secs, keys secs, keys seen).
+async fn list(http: &reqwest::Client, t: &Target) -> Option<(f64, f64, usize)> {
+    let url = t.list.as_ref()?;
+    let start = Instant::now();
+    let text = http
+        .get(url("", "/", ""))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        text.contains("<CommonPrefixes>"),
+        "{}",
+        &text[..text.len().min(300)]
+    );
+    let groups = start.elapsed().as_secs_f64();
+    let start = Instant::now();
+    let mut token = String::new();
+    let mut keys = 0;
+    loop {
+        let text = http
+            .get(url("dir07/", "/", &token))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        keys += text.matches("<Key>").count();
+        match text.split_once("<NextContinuationToken>") {
+            Some((_, rest)) => token = rest.split('<').next().unwrap().to_string(),
+            None => break,
+        }
+    }
+    Some((groups, start.elapsed().as_secs_f64(), keys))
+}
+
+fn rate(l: &Load, secs: f64) -> (f64, &'static str) {
+    if l.size <= 4096 {
+        (l.ops as f64 / secs, "ops/s")
+    } else {
+        (l.ops as f64 * l.size as f64 / secs / 1e6, "MB/s")
+    }
+}
+
+/// `mobula up` with its S3 listener, a bucket `bench` holding `keys` listing keys (filled in
+/// SQL before it starts); the Manta target, the S3 target and the child.
+async fn mobula(dir: &Path, keys: usize) -> (Target, Target, Child) {
+    std::fs::create_dir_all(dir.join("metadata")).unwrap();
+    let db = mobula_metadata::Db::open(&dir.join("metadata").join("mobula.db")).unwrap();
+    mobula_metadata::bench::fill_bucket(&db, "admin", "list", keys).unwrap();
+    drop(db);
+    let (http_port, s3_port) = (free_port(), free_port());
+    let child = Command::new(BIN)
+        .args([
+            "up",
+            "--volume",
+            "plain",
+            "--no-jobs",
+            "--no-auth",
+            "--data",
+        ])
+        .arg(dir)
+        .args(["--listen", &format!("127.0.0.1:{http_port}")])
+        .args(["--s3-listen", &format!("127.0.0.1:{s3_port}")])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let key_file = dir.join("s3-key");
+    for _ in 0..400 {
+        if key_file.exists() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let text = std::fs::read_to_string(&key_file).expect("mobula up wrote its S3 key");
+    let (ak, sk) = text.trim().split_once(' ').unwrap();
+    let pid = child.id().unwrap();
+    let http = reqwest::Client::new();
+    let base = format!("http://127.0.0.1:{http_port}");
+    http.put(format!("{base}/admin/buckets/bench"))
+        .send()
+        .await
+        .unwrap();
+    let signer = sigv4::Signer::new(&format!("127.0.0.1:{s3_port}"), ak, sk);
+    let s2 = signer.clone();
+    let s3 = Target {
+        label: "Mobula S3",
+        url: Box::new(move |m, k| signer.presign(m, "bench", k, &[])),
+        list: Some(Box::new(move |p, d, t| s2.list("list", p, d, t))),
+        pids: vec![pid],
+    };
+    let manta = Target {
+        label: "Mobula Manta",
+        url: Box::new(move |_, k| format!("{base}/admin/buckets/bench/objects/{k}")),
+        list: None,
+        pids: vec![pid],
+    };
+    (manta, s3, child)
+}
+
+#[tokio::main]
+async fn main() {
+    let quick = std::env::args().any(|a| a == "--quick");
+    let keys = if quick { 20_000 } else { 100_000 };
+    let loads = if quick {
+        vec![
+            Load {
+                name: "small",
+                size: 4096,
+                ops: 1000,
+                concurrency: 32,
+            },
+            Load {
+                name: "mid",
+                size: 1 << 20,
+                ops: 128,
+                concurrency: 32,
+            },
+            Load {
+                name: "big",
+                size: 64 << 20,
+                ops: 2,
+                concurrency: 2,
+            },
+        ]
+    } else {
+        vec![
+            Load {
+                name: "small",
+                size: 4096,
+                ops: 4000,
+                concurrency: 32,
+            },
+            Load {
+                name: "mid",
+                size: 1 << 20,
+                ops: 512,
+                concurrency: 32,
+            },
+            Load {
+                name: "big",
+                size: 256 << 20,
+                ops: 4,
+                concurrency: 4,
+            },
+        ]
+    };
+    let dir = tempfile::tempdir_in("/var/tmp").unwrap();
+    let (manta, s3, _child) = mobula(&dir.path().join("mobula"), keys).await;
+    let garage = garage::start(&dir.path().join("garage"), keys).await;
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(64)
+        .build()
+        .unwrap();
+    let chunk = Bytes::from(vec![7u8; 1 << 20]);
+    let mut targets = vec![&manta, &s3];
+    if let Some((g, _)) = &garage {
+        targets.push(g);
+    }
+    println!(
+        "| load | op | {} |",
+        targets
+            .iter()
+            .map(|t| t.label)
+            .collect::<Vec<_>>()
+            .join(" | ")
+    );
+    println!("|---|---|{}", "---|".repeat(targets.len()));
+    for l in &loads {
+        let mut put = Vec::new();
+        let mut get = Vec::new();
+        let mut cpus = Vec::new();
+        for t in &targets {
+            let (p, g, c) = run(&http, t, l, &chunk).await;
+            let (pr, unit) = rate(l, p);
+            let (gr, _) = rate(l, g);
+            put.push(format!("{pr:.0} {unit}"));
+            get.push(format!("{gr:.0} {unit}"));
+            cpus.push(format!("{:.2} s", c / (2.0 * l.ops as f64) * 1000.0));
+        }
+        let what = format!(
+            "{} × {} KiB, {} clients",
+            l.ops,
+            l.size >> 10,
+            l.concurrency
+        );
+        println!("| {what} | PUT | {} |", put.join(" | "));
+        println!("| {what} | GET | {} |", get.join(" | "));
+        println!("| {what} | CPU-s per 1,000 ops | {} |", cpus.join(" | "));
+    }
+    let mut lists = Vec::new();
+    for t in &targets {
+        lists.push(match list(&http, t).await {
+            Some((g, k, n)) => format!("{:.1} ms (groups), {:.0} ms ({n} keys)", g * 1e3, k * 1e3),
+            None => "-".into(),
+        });
+    }
+    println!(
+        "| ListObjectsV2 over {keys} keys, delimiter / | list | {} |",
+        lists.join(" | ")
+    );
+}
