@@ -208,14 +208,17 @@ pub async fn put(m: &Mobula, req: S3Request<PutObjectInput>) -> R<PutObjectOutpu
     }))
 }
 
-/// The object at `bucket`/`key` of the request's account.
+/// The object at `bucket`/`key` of the request's account. One metadata lookup when it exists;
+/// only a missing object costs a second, to tell `NoSuchBucket` from `NoSuchKey`.
 async fn entry<T>(m: &Mobula, req: &S3Request<T>, bucket: &str, key: &str) -> S3Result<Entry> {
-    let b = m.bucket(req, bucket).await?;
-    let account = b.split('/').nth(1).unwrap_or_default();
-    let path = object_path(account, bucket, key)?;
+    let account = m.keys.account(&req.credentials).await?;
+    let path = object_path(&account, bucket, key)?;
     match m.gw.meta.get(&path).await.map_err(s3_err)? {
         Some(e) if e.data.is_some() => Ok(e),
-        _ => Err(s3_error!(NoSuchKey, "no such key")),
+        _ => {
+            m.bucket(req, bucket).await?;
+            Err(s3_error!(NoSuchKey, "no such key"))
+        }
     }
 }
 
