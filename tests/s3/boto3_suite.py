@@ -85,6 +85,14 @@ def basics(b):
     check(r["Metadata"] == {"colour": "blue"}, "metadata")
     h = s3.head_object(Bucket=b, Key="dir/obj.bin")
     check(h["ContentLength"] == len(body), "HEAD length")
+    when = real_datetime.datetime(2030, 1, 2, 3, 4, 5, tzinfo=real_datetime.timezone.utc)
+    s3.put_object(Bucket=b, Key="headers", Body=b"h", CacheControl="max-age=60",
+                  ContentDisposition="attachment", ContentLanguage="fr", Expires=when)
+    h = s3.head_object(Bucket=b, Key="headers")
+    check(h["CacheControl"] == "max-age=60" and h["ContentDisposition"] == "attachment"
+          and h["ContentLanguage"] == "fr", f"content headers {h}")
+    check(h.get("Expires") == when or h.get("ExpiresString", "").startswith("Wed, 02 Jan 2030"),
+          f"Expires {h.get('Expires')} {h.get('ExpiresString')}")
     r = s3.get_object(Bucket=b, Key="dir/obj.bin", Range="bytes=10-19")
     check(r["Body"].read() == body[10:20], "Range")
     check(r["ContentRange"] == "bytes 10-19/100000", "Content-Range")

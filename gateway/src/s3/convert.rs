@@ -76,7 +76,7 @@ pub fn time(ms: i64) -> Timestamp {
 /// Headers to store from S3 user metadata and the standard content headers.
 pub fn stored(
     metadata: Option<Metadata>,
-    content: [(&str, Option<String>); 4],
+    content: [(&str, Option<String>); 5],
 ) -> S3Result<Headers> {
     let mut h = Headers::new();
     let mut size = 0;
@@ -106,6 +106,23 @@ pub fn metadata(e: &Entry) -> Option<Metadata> {
         .filter_map(|(k, v)| Some((k.strip_prefix("m-")?.to_string(), v.clone())))
         .collect();
     (!m.is_empty()).then_some(m)
+}
+
+/// `Expires` as stored (an HTTP date).
+pub fn expires(t: Option<Timestamp>) -> Option<String> {
+    let mut out = Vec::new();
+    t?.format(s3s::dto::TimestampFormat::HttpDate, &mut out)
+        .ok()?;
+    String::from_utf8(out).ok()
+}
+
+/// A stored `Expires` back as S3's timestamp.
+pub fn expires_of(e: &Entry) -> Option<Timestamp> {
+    Timestamp::parse(
+        s3s::dto::TimestampFormat::HttpDate,
+        e.headers.get("expires")?,
+    )
+    .ok()
 }
 
 /// A stored header of an object.

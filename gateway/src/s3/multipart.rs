@@ -11,7 +11,7 @@ use mobula_storage_node::api::new_id;
 use s3s::dto::*;
 use s3s::{s3_error, S3Request, S3Response, S3Result};
 
-use super::convert::{md5_hex, object_path, s3_err, stored, time, S3_ETAG};
+use super::convert::{self, md5_hex, object_path, s3_err, stored, time, S3_ETAG};
 use super::object::{source, store, Upload as Body, DEFAULT_TYPE};
 use super::sums::{fill, Sums};
 use super::{Mobula, R};
@@ -64,6 +64,7 @@ pub async fn create(
             ("content-disposition", i.content_disposition),
             ("content-encoding", i.content_encoding),
             ("content-language", i.content_language),
+            ("expires", convert::expires(i.expires)),
         ],
     )?;
     let nodes = m.gw.nodes.place(durability, 0).map_err(s3_err)?;

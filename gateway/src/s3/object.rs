@@ -146,9 +146,8 @@ pub async fn put(m: &Mobula, req: S3Request<PutObjectInput>) -> R<PutObjectOutpu
     let i = req.input;
     let path = object_path(&account, &i.bucket, &i.key)?;
     let pre = write_preconditions(m, &path, i.if_match.as_ref(), i.if_none_match.as_ref()).await?;
-    if pre.if_none_match.is_some() && m.gw.meta.get(&path).await.map_err(s3_err)?.is_some() {
-        return Err(s3_error!(PreconditionFailed, "the key exists"));
-    }
+    // `If-None-Match: *` is checked in the commit's transaction only: the body is read whole before
+    // any answer, so a client still sending never meets an early response on its connection.
     let sums = Sums::new(
         &req.headers,
         [
@@ -167,6 +166,7 @@ pub async fn put(m: &Mobula, req: S3Request<PutObjectInput>) -> R<PutObjectOutpu
             ("content-disposition", i.content_disposition),
             ("content-encoding", i.content_encoding),
             ("content-language", i.content_language),
+            ("expires", convert::expires(i.expires)),
         ],
     )?;
     let size = i.content_length.unwrap_or(0).max(0) as u64;
@@ -327,6 +327,7 @@ pub async fn get(m: &Mobula, req: S3Request<GetObjectInput>) -> R<GetObjectOutpu
             .response_content_language
             .clone()
             .or(h("content-language")),
+        expires: convert::expires_of(&e),
         metadata: convert::metadata(&e),
         checksum_crc32: c.checksum_crc32,
         checksum_crc32c: c.checksum_crc32c,
@@ -371,6 +372,7 @@ pub async fn head(m: &Mobula, req: S3Request<HeadObjectInput>) -> R<HeadObjectOu
         cache_control: h("cache-control"),
         content_encoding: h("content-encoding"),
         content_language: h("content-language"),
+        expires: convert::expires_of(&e),
         metadata: convert::metadata(&e),
         checksum_crc32: c.checksum_crc32,
         checksum_crc32c: c.checksum_crc32c,
@@ -510,6 +512,7 @@ pub async fn copy(m: &Mobula, req: S3Request<CopyObjectInput>) -> R<CopyObjectOu
                 ("content-disposition", i.content_disposition),
                 ("content-encoding", i.content_encoding),
                 ("content-language", i.content_language),
+                ("expires", convert::expires(i.expires)),
             ],
         )?;
         for (k, v) in &src.headers {
