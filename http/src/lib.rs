@@ -281,10 +281,23 @@ async fn connection<S, H, F>(
         activity.handling.fetch_add(1, Ordering::Relaxed);
         activity.responding.fetch_add(1, Ordering::Relaxed);
         let guard = Handling(activity.clone());
+        let expects_continue = req
+            .headers()
+            .get(http::header::EXPECT)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
         let fut = handler(req);
         async move {
-            let resp = fut.await;
+            let mut resp = fut.await;
             drop(guard);
+            // A refusal sent before the body was asked for: the client may never send that body
+            // (it waited for `100 Continue`), so the connection cannot be reused — whatever it
+            // sends next would be read as the old request's body. Close it after this answer.
+            if expects_continue && resp.status().as_u16() >= 300 {
+                resp.headers_mut().insert(
+                    http::header::CONNECTION,
+                    http::HeaderValue::from_static("close"),
+                );
+            }
             Ok::<_, Infallible>(resp.map(|body| Tracked { body, activity }.boxed_unsync()))
         }
     });

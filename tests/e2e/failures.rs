@@ -64,6 +64,39 @@ async fn stalled_upload_times_out_and_leaves_nothing() {
     assert_err(t.get("/admin/stor/x").await, 404, "ResourceNotFound").await;
 }
 
+/// A PUT refused before its body was asked for (`Expect: 100-continue`, a failed precondition):
+/// the client never sends that body, so the connection is closed after the refusal — the next
+/// request on it must not be read as the old request's body.
+#[tokio::test]
+async fn a_refusal_before_100_continue_closes_the_connection() {
+    let t = T::start(3).await;
+    assert_eq!(t.put("/admin/stor/exists", "x").await.status(), 204);
+    let mut s = raw(&t).await;
+    s.write_all(
+        b"PUT /admin/stor/exists HTTP/1.1\r\nhost: x\r\ncontent-length: 8\r\n\
+          if-none-match: *\r\nexpect: 100-continue\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let resp = read_status(&mut s).await;
+    assert!(resp.starts_with("HTTP/1.1 412"), "{resp}");
+    assert!(
+        resp.to_ascii_lowercase().contains("connection: close"),
+        "{resp}"
+    );
+    // The client, as it may, sends its next request instead of the body: the server has closed.
+    let _ = s
+        .write_all(b"GET /admin/stor/exists HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await;
+    let mut buf = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap_or(0);
+    assert_eq!(n, 0, "{}", String::from_utf8_lossy(&buf[..n]));
+    assert_eq!(t.get_bytes("/admin/stor/exists").await, b"x");
+}
+
 #[tokio::test]
 async fn expect_100_continue_is_honoured() {
     let t = T::start(3).await;

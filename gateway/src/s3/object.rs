@@ -146,8 +146,10 @@ pub async fn put(m: &Mobula, req: S3Request<PutObjectInput>) -> R<PutObjectOutpu
     let i = req.input;
     let path = object_path(&account, &i.bucket, &i.key)?;
     let pre = write_preconditions(m, &path, i.if_match.as_ref(), i.if_none_match.as_ref()).await?;
-    // `If-None-Match: *` is checked in the commit's transaction only: the body is read whole before
-    // any answer, so a client still sending never meets an early response on its connection.
+    // Fail early, before any byte moves (checked again, atomically, in the commit).
+    if pre.if_none_match.is_some() && m.gw.meta.get(&path).await.map_err(s3_err)?.is_some() {
+        return Err(s3_error!(PreconditionFailed, "the key exists"));
+    }
     let sums = Sums::new(
         &req.headers,
         [
