@@ -166,6 +166,11 @@ def multipart(b, key="mp"):
         done.append({"PartNumber": n, "ETag": r["ETag"]})
     ups = s3.list_multipart_uploads(Bucket=b).get("Uploads", [])
     check(any(u["UploadId"] == up["UploadId"] for u in ups), "upload listed")
+    other = s3.create_multipart_upload(Bucket=b, Key="mpdir/x")
+    r = s3.list_multipart_uploads(Bucket=b, Delimiter="/")
+    check([p["Prefix"] for p in r.get("CommonPrefixes", [])] == ["mpdir/"], f"upload groups {r}")
+    check([u["Key"] for u in r.get("Uploads", [])] == [key], "uploads outside groups")
+    s3.abort_multipart_upload(Bucket=b, Key="mpdir/x", UploadId=other["UploadId"])
     lp = s3.list_parts(Bucket=b, Key=key, UploadId=up["UploadId"])["Parts"]
     check([p["Size"] for p in lp] == [len(p) for p in parts], "parts listed")
     r = s3.complete_multipart_upload(Bucket=b, Key=key, UploadId=up["UploadId"],

@@ -11,7 +11,7 @@ use mobula_storage_node::api::new_id;
 use s3s::dto::*;
 use s3s::{s3_error, S3Request, S3Response, S3Result};
 
-use super::convert::{self, md5_hex, object_path, s3_err, stored, time, S3_ETAG};
+use super::convert::{self, encode, md5_hex, object_path, s3_err, stored, time, S3_ETAG};
 use super::object::{source, store, Upload as Body, DEFAULT_TYPE};
 use super::sums::{fill, Sums};
 use super::{Mobula, R};
@@ -312,8 +312,35 @@ pub async fn list_uploads(
             .unwrap_or_default()
             .to_string()
     };
+    // With a delimiter, uploads whose key holds it after the prefix roll up into one common
+    // prefix each (within this page), as keys do in a listing.
+    let prefix = i.prefix.clone().unwrap_or_default();
+    let delimiter = i.delimiter.clone().filter(|d| !d.is_empty());
+    let mut groups: Vec<CommonPrefix> = Vec::new();
+    ups.retain(|u| {
+        let k = key(u);
+        let Some(d) = &delimiter else { return true };
+        let Some(at) = k.get(prefix.len()..).and_then(|rest| rest.find(d.as_str())) else {
+            return true;
+        };
+        let cp = k[..prefix.len() + at + d.len()].to_string();
+        if groups.last().and_then(|g| g.prefix.as_ref()) != Some(&cp) {
+            groups.push(CommonPrefix { prefix: Some(cp) });
+        }
+        false
+    });
+    let url = i
+        .encoding_type
+        .as_ref()
+        .is_some_and(|e| e.as_str() == EncodingType::URL);
+    for g in &mut groups {
+        g.prefix = g.prefix.take().map(|p| encode(&p, url));
+    }
     Ok(S3Response::new(ListMultipartUploadsOutput {
         bucket: Some(i.bucket),
+        delimiter: i.delimiter,
+        common_prefixes: Some(groups),
+        encoding_type: i.encoding_type,
         prefix: i.prefix,
         key_marker: i.key_marker,
         upload_id_marker: i.upload_id_marker,
@@ -324,7 +351,7 @@ pub async fn list_uploads(
         uploads: Some(
             ups.iter()
                 .map(|u| MultipartUpload {
-                    key: Some(key(u)),
+                    key: Some(encode(&key(u), url)),
                     upload_id: Some(u.id.clone()),
                     initiated: Some(time(u.created)),
                     storage_class: Some(StorageClass::from("STANDARD".to_string())),
