@@ -165,6 +165,16 @@ async fn list(http: &reqwest::Client, t: &Target) -> Option<(f64, f64, usize)> {
     Some((groups, start.elapsed().as_secs_f64(), keys))
 }
 
+/// Peak resident memory of process `pid`, KiB.
+fn hwm(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("VmHWM"))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        .unwrap_or(0)
+}
+
 fn rate(l: &Load, secs: f64) -> (f64, &'static str) {
     if l.size <= 4096 {
         (l.ops as f64 / secs, "ops/s")
@@ -310,6 +320,12 @@ async fn main() {
             put.push(format!("{pr:.0} {unit}"));
             get.push(format!("{gr:.0} {unit}"));
             cpus.push(format!("{:.2} s", c / (2.0 * l.ops as f64) * 1000.0));
+            eprintln!(
+                "after {} via {}: peak RSS {} MiB",
+                l.name,
+                t.label,
+                hwm(t.pids[0]) >> 10
+            );
         }
         let what = format!(
             "{} × {} KiB, {} clients",
@@ -334,20 +350,8 @@ async fn main() {
     );
     // Streams stay streams: the peak resident memory of the whole `mobula up` process (gateway,
     // S3 listener, metadata, three nodes) after every load above, 256 MiB objects included.
-    let hwm = std::fs::read_to_string(format!("/proc/{}/status", manta.pids[0]))
-        .unwrap_or_default()
-        .lines()
-        .find(|l| l.starts_with("VmHWM"))
-        .map(|l| {
-            l.split_whitespace()
-                .nth(1)
-                .unwrap_or("0")
-                .parse::<u64>()
-                .unwrap_or(0)
-        })
-        .unwrap_or(0);
     println!(
         "\nmobula up peak RSS (VmHWM) after all loads: {} MiB",
-        hwm >> 10
+        hwm(manta.pids[0]) >> 10
     );
 }
