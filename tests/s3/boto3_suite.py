@@ -263,22 +263,25 @@ def sign(key, msg):
     return hmac.new(key, msg.encode(), hashlib.sha256).digest()
 
 
-def chunked_put(b, key, chunks, tamper):
-    """A STREAMING-AWS4-HMAC-SHA256-PAYLOAD PUT built by hand; `tamper` breaks chunk 2's signature."""
+def chunked_put(b, key, chunks, tamper, trailer=None, tamper_trailer=False):
+    """A signed aws-chunked PUT built by hand: STREAMING-AWS4-HMAC-SHA256-PAYLOAD, or with
+    `trailer` (a CRC32 value) STREAMING-AWS4-HMAC-SHA256-PAYLOAD-TRAILER with a signed trailer.
+    `tamper` breaks chunk 2's signature, `tamper_trailer` the trailer's."""
     u = urllib.parse.urlparse(EP)
     now = real_datetime.datetime.now(real_datetime.timezone.utc)
     amz, day = now.strftime("%Y%m%dT%H%M%SZ"), now.strftime("%Y%m%d")
     scope = f"{day}/us-east-1/s3/aws4_request"
     total = sum(len(c) for c in chunks)
-    sig_len = lambda n: len(f"{n:x};chunk-signature=") + 64 + 2 + n + 2
-    length = sum(sig_len(len(c)) for c in chunks) + sig_len(0)
     path = f"/{b}/{key}"
-    headers = {"host": u.netloc, "x-amz-content-sha256": "STREAMING-AWS4-HMAC-SHA256-PAYLOAD",
+    mode = "STREAMING-AWS4-HMAC-SHA256-PAYLOAD" + ("-TRAILER" if trailer else "")
+    headers = {"host": u.netloc, "x-amz-content-sha256": mode,
                "x-amz-date": amz, "x-amz-decoded-content-length": str(total),
-               "content-encoding": "aws-chunked", "content-length": str(length)}
+               "content-encoding": "aws-chunked"}
+    if trailer:
+        headers["x-amz-trailer"] = "x-amz-checksum-crc32"
     names = sorted(headers)
     canonical = "\n".join(["PUT", path, "", *[f"{n}:{headers[n]}" for n in names], "",
-                           ";".join(names), "STREAMING-AWS4-HMAC-SHA256-PAYLOAD"])
+                           ";".join(names), mode])
     k = sign(sign(sign(sign(("AWS4" + SK).encode(), day), "us-east-1"), "s3"), "aws4_request")
     sts = "\n".join(["AWS4-HMAC-SHA256", amz, scope, hashlib.sha256(canonical.encode()).hexdigest()])
     prev = hmac.new(k, sts.encode(), hashlib.sha256).hexdigest()
@@ -291,6 +294,15 @@ def chunked_put(b, key, chunks, tamper):
         prev = hmac.new(k, s.encode(), hashlib.sha256).hexdigest()
         shown = ("0" * 64) if (tamper and i == 1) else prev
         body += f"{len(c):x};chunk-signature={shown}\r\n".encode() + c + b"\r\n"
+    if trailer:
+        canon = f"x-amz-checksum-crc32:{trailer}\n"
+        s = "\n".join(["AWS4-HMAC-SHA256-TRAILER", amz, scope, prev,
+                       hashlib.sha256(canon.encode()).hexdigest()])
+        tsig = hmac.new(k, s.encode(), hashlib.sha256).hexdigest()
+        if tamper_trailer:
+            tsig = "0" * 64
+        body += f"x-amz-checksum-crc32:{trailer}\r\nx-amz-trailer-signature:{tsig}\r\n\r\n".encode()
+    headers["content-length"] = str(len(body))
     conn = http.client.HTTPConnection(u.hostname, u.port)
     conn.request("PUT", path, body=body, headers=headers)
     r = conn.getresponse()
@@ -349,6 +361,20 @@ def bad_input(b):
     st, body = chunked_put(b, "chunked-bad", [b"a" * 70000, b"b" * 100], tamper=True)
     check(st == 403 and raw_code(body) == "SignatureDoesNotMatch", f"tampered chunk: {st} {body[:300]}")
     check(err(lambda: s3.head_object(Bucket=b, Key="chunked-bad")) in ("404", "NoSuchKey"), "nothing stored")
+    # aws-chunked, signed, with a signed trailing CRC32: right, wrong, and a tampered trailer.
+    import zlib
+    data = [b"t" * 70000, b"u" * 10]
+    crc = base64.b64encode(zlib.crc32(b"".join(data)).to_bytes(4, "big")).decode()
+    st, body = chunked_put(b, "trailer-ok", data, tamper=False, trailer=crc)
+    check(st == 200, f"signed aws-chunked with trailer: {st} {body[:300]}")
+    r = s3.head_object(Bucket=b, Key="trailer-ok", ChecksumMode="ENABLED")
+    check(r.get("ChecksumCRC32") == crc, f"the trailer's CRC32 kept: {r.get('ChecksumCRC32')} vs {crc}")
+    st, body = chunked_put(b, "trailer-bad", data, tamper=False, trailer="AAAAAA==")
+    check(st == 400 and raw_code(body) == "BadDigest", f"wrong trailing CRC32: {st} {body[:300]}")
+    st, body = chunked_put(b, "trailer-forged", data, tamper=False, trailer=crc, tamper_trailer=True)
+    check(st == 403 and raw_code(body) == "SignatureDoesNotMatch", f"tampered trailer: {st} {body[:300]}")
+    for k in ("trailer-bad", "trailer-forged"):
+        check(err(lambda: s3.head_object(Bucket=b, Key=k)) in ("404", "NoSuchKey"), f"{k}: nothing stored")
     # Digests.
     other_md5 = base64.b64encode(hashlib.md5(b"other").digest()).decode()
     check(err(lambda: s3.put_object(Bucket=b, Key="md5", Body=b"body", ContentMD5=other_md5)) == "BadDigest",
