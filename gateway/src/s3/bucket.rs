@@ -93,6 +93,14 @@ fn is_url(e: &Option<EncodingType>) -> bool {
     e.as_ref().is_some_and(|e| e.as_str() == EncodingType::URL)
 }
 
+/// Where the next page starts, when there is one: after the page's last key or prefix.
+fn next_marker(page: &KeyPage) -> Option<&str> {
+    page.items
+        .last()
+        .filter(|_| page.truncated)
+        .map(KeyItem::marker)
+}
+
 fn token(marker: &str) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(marker)
 }
@@ -215,10 +223,7 @@ pub async fn list_objects_v2(
         .await?;
     let url = is_url(&i.encoding_type);
     let (contents, prefixes) = split(&page, url);
-    let next = page
-        .truncated
-        .then(|| page.items.last().map(|l| token(l.marker())))
-        .flatten();
+    let next = next_marker(&page).map(token);
     ok(ListObjectsV2Output {
         name: Some(i.bucket),
         prefix: Some(encode(&i.prefix.unwrap_or_default(), url)),
@@ -250,10 +255,7 @@ pub async fn list_objects_v1(m: &Mobula, req: S3Request<ListObjectsInput>) -> R<
         .await?;
     let url = is_url(&i.encoding_type);
     let (contents, prefixes) = split(&page, url);
-    let next = page
-        .truncated
-        .then(|| page.items.last().map(|l| encode(l.marker(), url)))
-        .flatten();
+    let next = next_marker(&page).map(|m| encode(m, url));
     ok(ListObjectsOutput {
         name: Some(i.bucket),
         prefix: Some(encode(&i.prefix.unwrap_or_default(), url)),
@@ -304,10 +306,7 @@ pub async fn list_versions(
             }),
         }
     }
-    let next = page
-        .truncated
-        .then(|| page.items.last().map(|l| encode(l.marker(), url)))
-        .flatten();
+    let next = next_marker(&page).map(|m| encode(m, url));
     ok(ListObjectVersionsOutput {
         name: Some(i.bucket),
         prefix: Some(encode(&i.prefix.unwrap_or_default(), url)),

@@ -73,6 +73,21 @@ pub fn time(ms: i64) -> Timestamp {
     Timestamp::from(UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64))
 }
 
+/// The standard content headers of an S3 input (PutObject, CopyObject, CreateMultipartUpload
+/// share the field names), as [`stored`] takes them.
+macro_rules! content_headers {
+    ($i:expr) => {
+        [
+            ("cache-control", $i.cache_control),
+            ("content-disposition", $i.content_disposition),
+            ("content-encoding", $i.content_encoding),
+            ("content-language", $i.content_language),
+            ("expires", $crate::s3::convert::expires($i.expires)),
+        ]
+    };
+}
+pub(crate) use content_headers;
+
 /// Headers to store from S3 user metadata and the standard content headers.
 pub fn stored(
     metadata: Option<Metadata>,

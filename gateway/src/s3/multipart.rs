@@ -11,9 +11,11 @@ use mobula_storage_node::api::new_id;
 use s3s::dto::*;
 use s3s::{s3_error, S3Request, S3Response, S3Result};
 
-use super::convert::{self, encode, md5_hex, object_path, s3_err, stored, time, S3_ETAG};
+use super::convert::{
+    content_headers, encode, md5_hex, object_path, s3_err, stored, time, S3_ETAG,
+};
 use super::object::{source, store, Upload as Body, DEFAULT_TYPE};
-use super::sums::{fill, Sums};
+use super::sums::{claimed, fill, Sums};
 use super::{Mobula, R};
 use crate::fanout::discard;
 use crate::uploads::{concat_and_commit, targets};
@@ -57,16 +59,7 @@ pub async fn create(
     let durability = crate::headers::durability(&req.headers).map_err(s3_err)?;
     let i = req.input;
     let path = object_path(&account, &i.bucket, &i.key)?;
-    let headers = stored(
-        i.metadata,
-        [
-            ("cache-control", i.cache_control),
-            ("content-disposition", i.content_disposition),
-            ("content-encoding", i.content_encoding),
-            ("content-language", i.content_language),
-            ("expires", convert::expires(i.expires)),
-        ],
-    )?;
+    let headers = stored(i.metadata, content_headers!(i))?;
     let nodes = m.gw.nodes.place(durability, 0).map_err(s3_err)?;
     let u = Upload {
         id: new_id(),
@@ -133,17 +126,7 @@ pub async fn upload_part(m: &Mobula, req: S3Request<UploadPartInput>) -> R<Uploa
     )
     .await?;
     let i = req.input;
-    let sums = Sums::new(
-        &req.headers,
-        [
-            i.checksum_crc32.clone(),
-            i.checksum_crc32c.clone(),
-            i.checksum_crc64nvme.clone(),
-            i.checksum_sha1.clone(),
-            i.checksum_sha256.clone(),
-        ],
-        i.checksum_algorithm.as_ref(),
-    );
+    let sums = Sums::new(&req.headers, claimed!(i), i.checksum_algorithm.as_ref());
     let targets = targets(&m.gw, &u).map_err(s3_err)?;
     let up = Body {
         body: i.body,

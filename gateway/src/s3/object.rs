@@ -13,8 +13,10 @@ use mobula_metadata::api::{
 use s3s::dto::*;
 use s3s::{s3_error, S3Error, S3Request, S3Response, S3Result};
 
-use super::convert::{self, etag, etag_of, object_path, s3_err, stored, time, CHECKSUMS};
-use super::sums::{fill, Sums};
+use super::convert::{
+    self, content_headers, etag, etag_of, object_path, s3_err, stored, time, CHECKSUMS,
+};
+use super::sums::{claimed, fill, Sums};
 use super::{Mobula, R};
 use crate::fanout::{discard, write_data};
 use crate::Gateway;
@@ -150,27 +152,8 @@ pub async fn put(m: &Mobula, req: S3Request<PutObjectInput>) -> R<PutObjectOutpu
     if pre.if_none_match.is_some() && m.gw.meta.get(&path).await.map_err(s3_err)?.is_some() {
         return Err(s3_error!(PreconditionFailed, "the key exists"));
     }
-    let sums = Sums::new(
-        &req.headers,
-        [
-            i.checksum_crc32.clone(),
-            i.checksum_crc32c.clone(),
-            i.checksum_crc64nvme.clone(),
-            i.checksum_sha1.clone(),
-            i.checksum_sha256.clone(),
-        ],
-        i.checksum_algorithm.as_ref(),
-    );
-    let mut headers = stored(
-        i.metadata,
-        [
-            ("cache-control", i.cache_control),
-            ("content-disposition", i.content_disposition),
-            ("content-encoding", i.content_encoding),
-            ("content-language", i.content_language),
-            ("expires", convert::expires(i.expires)),
-        ],
-    )?;
+    let sums = Sums::new(&req.headers, claimed!(i), i.checksum_algorithm.as_ref());
+    let mut headers = stored(i.metadata, content_headers!(i))?;
     let size = i.content_length.unwrap_or(0).max(0) as u64;
     let durability = crate::headers::durability(&req.headers).map_err(s3_err)?;
     let targets = m.gw.nodes.place(durability, size).map_err(s3_err)?;
@@ -507,16 +490,7 @@ pub async fn copy(m: &Mobula, req: S3Request<CopyObjectInput>) -> R<CopyObjectOu
             .await
             .map_err(s3_err)?;
     if replace {
-        let mut headers: Headers = stored(
-            i.metadata,
-            [
-                ("cache-control", i.cache_control),
-                ("content-disposition", i.content_disposition),
-                ("content-encoding", i.content_encoding),
-                ("content-language", i.content_language),
-                ("expires", convert::expires(i.expires)),
-            ],
-        )?;
+        let mut headers: Headers = stored(i.metadata, content_headers!(i))?;
         for (k, v) in &src.headers {
             if k.starts_with("x-amz-checksum-") || k == convert::S3_ETAG {
                 headers.insert(k.clone(), v.clone());

@@ -12,6 +12,21 @@ use s3s::{s3_error, S3Result, TrailingHeaders};
 
 use super::convert::CHECKSUMS;
 
+/// The checksums an input claims (PutObject and UploadPart share the field names), in
+/// [`CHECKSUMS`] order, as [`Sums::new`] takes them.
+macro_rules! claimed {
+    ($i:expr) => {
+        [
+            $i.checksum_crc32.clone(),
+            $i.checksum_crc32c.clone(),
+            $i.checksum_crc64nvme.clone(),
+            $i.checksum_sha1.clone(),
+            $i.checksum_sha256.clone(),
+        ]
+    };
+}
+pub(crate) use claimed;
+
 /// Checksums being computed over one body, and the values the client claimed.
 #[derive(Clone)]
 pub struct Sums {
