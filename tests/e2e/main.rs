@@ -17,6 +17,7 @@ mod node_manta;
 mod objects;
 mod processes;
 mod s3;
+mod s3_signed;
 mod sandbox;
 mod tls;
 mod volumes;

@@ -17,7 +17,7 @@ use crate::{skip, T};
 const SUITES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/s3");
 
 /// A cluster with an S3 listener, an access key for `admin`, and another account's bucket.
-async fn start(
+pub async fn start(
     tls: Option<(std::path::PathBuf, std::path::PathBuf)>,
 ) -> (T, Vec<(String, String)>) {
     start_with(tls, S3Config::default()).await

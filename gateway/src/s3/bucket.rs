@@ -24,9 +24,27 @@ impl Mobula {
         let account = self.keys.account(&req.credentials).await?;
         let path = bucket_path(&account, bucket);
         match self.gw.meta.get(&path).await.map_err(s3_err)? {
-            Some(_) => Ok(path),
+            Some(_) => {
+                self.known.saw(&path);
+                Ok(path)
+            }
             None => Err(s3_error!(NoSuchBucket, "bucket {bucket} does not exist")),
         }
+    }
+
+    /// [`Mobula::bucket`] for a write whose metadata commit checks the bucket again: a bucket
+    /// seen in the last few seconds costs no round trip.
+    pub(super) async fn bucket_for_write<T>(
+        &self,
+        req: &S3Request<T>,
+        bucket: &str,
+    ) -> S3Result<String> {
+        let account = self.keys.account(&req.credentials).await?;
+        let path = bucket_path(&account, bucket);
+        if self.known.fresh(&path) {
+            return Ok(path);
+        }
+        self.bucket(req, bucket).await
     }
 
     /// One page of keys.
@@ -138,6 +156,7 @@ pub async fn head(m: &Mobula, req: S3Request<HeadBucketInput>) -> R<HeadBucketOu
 
 pub async fn delete(m: &Mobula, req: S3Request<DeleteBucketInput>) -> R<DeleteBucketOutput> {
     let path = m.bucket(&req, &req.input.bucket).await?;
+    m.known.forget(&path);
     m.gw.meta.delete_bucket(&path).await.map_err(s3_err)?;
     ok(DeleteBucketOutput::default())
 }

@@ -14,6 +14,7 @@
 mod bucket;
 mod convert;
 pub mod keys;
+mod known;
 mod multipart;
 mod object;
 mod sums;
@@ -38,6 +39,8 @@ use keys::Keys;
 pub struct Mobula {
     gw: Arc<Gateway>,
     keys: Arc<Keys>,
+    /// Buckets seen to exist in the last few seconds, for writes (see [`Mobula::bucket_for_write`]).
+    known: Arc<known::Known>,
 }
 
 /// S3 listener settings.
@@ -53,6 +56,7 @@ pub fn service(gw: Arc<Gateway>, cfg: &S3Config) -> S3Service {
     let mut b = S3ServiceBuilder::new(Mobula {
         gw,
         keys: keys.clone(),
+        known: Arc::default(),
     });
     b.set_auth(keys::KeyAuth(keys));
     if !cfg.domains.is_empty() {

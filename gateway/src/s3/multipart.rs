@@ -35,7 +35,7 @@ async fn open<T>(
     key: &str,
     id: &str,
 ) -> S3Result<Upload> {
-    let b = m.bucket(req, bucket).await?;
+    let b = m.bucket_for_write(req, bucket).await?;
     let path = object_path(account_of(&b), bucket, key)?;
     let u = if mobula_storage_node::api::valid_id(id) {
         m.gw.meta.upload(id).await.map_err(s3_err)?
@@ -54,7 +54,7 @@ pub async fn create(
     m: &Mobula,
     req: S3Request<CreateMultipartUploadInput>,
 ) -> R<CreateMultipartUploadOutput> {
-    let b = m.bucket(&req, &req.input.bucket).await?;
+    let b = m.bucket_for_write(&req, &req.input.bucket).await?;
     let account = account_of(&b).to_string();
     let durability = crate::headers::durability(&req.headers).map_err(s3_err)?;
     let i = req.input;

@@ -143,7 +143,7 @@ async fn write_preconditions(
 }
 
 pub async fn put(m: &Mobula, req: S3Request<PutObjectInput>) -> R<PutObjectOutput> {
-    let bucket = m.bucket(&req, &req.input.bucket).await?;
+    let bucket = m.bucket_for_write(&req, &req.input.bucket).await?;
     let account = bucket.split('/').nth(1).unwrap_or_default().to_string();
     let i = req.input;
     let path = object_path(&account, &i.bucket, &i.key)?;
@@ -451,7 +451,7 @@ pub async fn source<T>(m: &Mobula, req: &S3Request<T>, src: &CopySource) -> S3Re
 }
 
 pub async fn copy(m: &Mobula, req: S3Request<CopyObjectInput>) -> R<CopyObjectOutput> {
-    let dst_bucket = m.bucket(&req, &req.input.bucket).await?;
+    let dst_bucket = m.bucket_for_write(&req, &req.input.bucket).await?;
     let src = source(m, &req, &req.input.copy_source).await?;
     let i = req.input;
     check_read(
