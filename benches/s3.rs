@@ -77,47 +77,61 @@ fn body(size: u64, chunk: &Bytes) -> reqwest::Body {
     ))
 }
 
+/// A key of its own for every target, load, round and op: the Manta and S3 targets share one
+/// bucket, and a PUT over another target's object would pay for reclaiming the old data.
+fn name(t: &Target, l: &Load, round: usize, i: usize) -> String {
+    format!("{}-{}-{round}-{i}", t.label.replace(' ', "_"), l.name)
+}
+
 /// PUTs then GETs of one load: (put secs, get secs, cpu secs of both).
-async fn run(http: &reqwest::Client, t: &Target, l: &Load, chunk: &Bytes) -> (f64, f64, f64) {
+async fn run(
+    http: &reqwest::Client,
+    t: &Target,
+    l: &Load,
+    round: usize,
+    chunk: &Bytes,
+) -> (f64, f64, f64) {
+    // Every URL is signed before the clock starts: the load client's own signing would take
+    // CPU from the servers on a two-core machine, and only the servers are measured.
+    let urls = |method: &str| -> Vec<String> {
+        (0..l.ops)
+            .map(|i| (t.url)(method, &name(t, l, round, i)))
+            .collect()
+    };
+    let (puts, gets) = (urls("PUT"), urls("GET"));
     let cpu0 = cpu(&t.pids);
     let start = Instant::now();
-    futures::stream::iter(0..l.ops)
-        .map(|i| {
-            let url = (t.url)("PUT", &format!("{}-{i}", l.name));
-            async move {
-                let r = http
-                    .put(url)
-                    .header("content-length", l.size)
-                    .body(body(l.size, chunk))
-                    .send()
-                    .await
-                    .unwrap();
-                let st = r.status();
-                assert!(
-                    st.is_success(),
-                    "PUT {st} {}",
-                    r.text().await.unwrap_or_default()
-                );
-            }
+    futures::stream::iter(puts)
+        .map(|url| async move {
+            let r = http
+                .put(url)
+                .header("content-length", l.size)
+                .body(body(l.size, chunk))
+                .send()
+                .await
+                .unwrap();
+            let st = r.status();
+            assert!(
+                st.is_success(),
+                "PUT {st} {}",
+                r.text().await.unwrap_or_default()
+            );
         })
         .buffer_unordered(l.concurrency)
         .collect::<Vec<_>>()
         .await;
     let put = start.elapsed().as_secs_f64();
     let start = Instant::now();
-    futures::stream::iter(0..l.ops)
-        .map(|i| {
-            let url = (t.url)("GET", &format!("{}-{i}", l.name));
-            async move {
-                let r = http.get(url).send().await.unwrap();
-                assert!(r.status().is_success(), "GET {}", r.status());
-                let n = r
-                    .bytes_stream()
-                    .try_fold(0u64, |n, b| async move { Ok(n + b.len() as u64) })
-                    .await
-                    .unwrap();
-                assert_eq!(n, l.size);
-            }
+    futures::stream::iter(gets)
+        .map(|url| async move {
+            let r = http.get(url).send().await.unwrap();
+            assert!(r.status().is_success(), "GET {}", r.status());
+            let n = r
+                .bytes_stream()
+                .try_fold(0u64, |n, b| async move { Ok(n + b.len() as u64) })
+                .await
+                .unwrap();
+            assert_eq!(n, l.size);
         })
         .buffer_unordered(l.concurrency)
         .collect::<Vec<_>>()
@@ -163,6 +177,11 @@ async fn list(http: &reqwest::Client, t: &Target) -> Option<(f64, f64, usize)> {
         }
     }
     Some((groups, start.elapsed().as_secs_f64(), keys))
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
 }
 
 /// Peak resident memory of process `pid`, KiB.
@@ -244,7 +263,18 @@ async fn mobula(dir: &Path, keys: usize) -> (Target, Target, Child) {
 #[tokio::main]
 async fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
-    let keys = if quick { 20_000 } else { 100_000 };
+    let arg = |name: &str| std::env::args().skip_while(|a| a != name).nth(1);
+    // `--only NAME` keeps one load (small, mid, big) and skips the listing: for profiling, with
+    // `--target` below. `--rounds N` (default 3, 1 with --quick) alternates the targets N times.
+    let only = arg("--only");
+    let rounds: usize = arg("--rounds")
+        .map(|r| r.parse().expect("--rounds N"))
+        .unwrap_or(if quick { 1 } else { 3 });
+    let keys = match (&only, quick) {
+        (Some(_), _) => 0,
+        (None, true) => 20_000,
+        (None, false) => 100_000,
+    };
     let loads = if quick {
         vec![
             Load {
@@ -288,9 +318,19 @@ async fn main() {
             },
         ]
     };
+    let loads: Vec<Load> = loads
+        .into_iter()
+        .filter(|l| only.as_deref().is_none_or(|o| o == l.name))
+        .collect();
     let dir = tempfile::tempdir_in("/var/tmp").unwrap();
     let (manta, s3, _child) = mobula(&dir.path().join("mobula"), keys).await;
-    let garage = garage::start(&dir.path().join("garage"), keys).await;
+    // Garage starts only when it is measured: its background work would otherwise take CPU
+    // from the Mobula runs at random moments.
+    let target = arg("--target");
+    let garage = match &target {
+        Some(t) if !"Garage 2.5".contains(t.as_str()) => None,
+        _ => garage::start(&dir.path().join("garage"), keys).await,
+    };
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(64)
         .build()
@@ -299,6 +339,10 @@ async fn main() {
     let mut targets = vec![&manta, &s3];
     if let Some((g, _)) = &garage {
         targets.push(g);
+    }
+    // `--target LABEL-PART` (e.g. `S3`, `Manta`, `Garage`) keeps the matching targets.
+    if let Some(want) = target {
+        targets.retain(|t| t.label.contains(want.as_str()));
     }
     println!(
         "| load | op | {} |",
@@ -310,44 +354,90 @@ async fn main() {
     );
     println!("|---|---|{}", "---|".repeat(targets.len()));
     for l in &loads {
-        let mut put = Vec::new();
-        let mut get = Vec::new();
-        let mut cpus = Vec::new();
-        for t in &targets {
-            let (p, g, c) = run(&http, t, l, &chunk).await;
-            let (pr, unit) = rate(l, p);
-            let (gr, _) = rate(l, g);
-            put.push(format!("{pr:.0} {unit}"));
-            get.push(format!("{gr:.0} {unit}"));
-            cpus.push(format!("{:.2} s", c / (2.0 * l.ops as f64) * 1000.0));
-            eprintln!(
-                "after {} via {}: peak RSS {} MiB",
-                l.name,
-                t.label,
-                hwm(t.pids[0]) >> 10
-            );
+        // samples[target] = (put rate, get rate, cpu per 1,000 ops) of each round; the targets
+        // alternate inside a round so that a slow minute of the machine falls on all of them.
+        let mut samples = vec![Vec::new(); targets.len()];
+        let mut unit = "";
+        for round in 0..rounds {
+            for (k, t) in targets.iter().enumerate() {
+                let (p, g, c) = run(&http, t, l, round, &chunk).await;
+                let (pr, u) = rate(l, p);
+                unit = u;
+                samples[k].push((pr, rate(l, g).0, c / (2.0 * l.ops as f64) * 1000.0));
+                let (put, get, cpu) = samples[k][round];
+                eprintln!(
+                    "round {round}, {} via {}: PUT {put:.0}, GET {get:.0} {unit}, \
+                     {cpu:.2} CPU-s per 1,000 ops; peak RSS {} MiB",
+                    l.name,
+                    t.label,
+                    hwm(t.pids[0]) >> 10
+                );
+            }
         }
+        let col = |f: fn(&(f64, f64, f64)) -> f64| -> Vec<f64> {
+            samples
+                .iter()
+                .map(|s| median(s.iter().map(f).collect()))
+                .collect()
+        };
         let what = format!(
             "{} × {} KiB, {} clients",
             l.ops,
             l.size >> 10,
             l.concurrency
         );
-        println!("| {what} | PUT | {} |", put.join(" | "));
-        println!("| {what} | GET | {} |", get.join(" | "));
-        println!("| {what} | CPU-s per 1,000 ops | {} |", cpus.join(" | "));
+        let fmt = |v: Vec<f64>, u: &str| {
+            v.iter()
+                .map(|x| format!("{x:.0} {u}"))
+                .collect::<Vec<_>>()
+                .join(" | ")
+        };
+        println!("| {what} | PUT | {} |", fmt(col(|s| s.0), unit));
+        println!("| {what} | GET | {} |", fmt(col(|s| s.1), unit));
+        let cpus = col(|s| s.2).into_iter().map(|c| format!("{c:.2} s"));
+        println!(
+            "| {what} | CPU-s per 1,000 ops | {} |",
+            cpus.collect::<Vec<_>>().join(" | ")
+        );
+        // Per-round ratios of the second target to the first (S3 / Manta), their median.
+        if samples.len() >= 2 && rounds > 1 {
+            let ratio = |f: fn(&(f64, f64, f64)) -> f64| {
+                let r: Vec<f64> = (0..rounds)
+                    .map(|i| f(&samples[1][i]) / f(&samples[0][i]))
+                    .collect();
+                let (lo, hi) = r
+                    .iter()
+                    .fold((f64::MAX, 0f64), |(a, b), x| (a.min(*x), b.max(*x)));
+                format!("{:.2} ({lo:.2}–{hi:.2})", median(r))
+            };
+            println!(
+                "| {what} | {}/{} per round: PUT {}, GET {} |",
+                targets[1].label,
+                targets[0].label,
+                ratio(|s| s.0),
+                ratio(|s| s.1)
+            );
+        }
     }
     let mut lists = Vec::new();
-    for t in &targets {
-        lists.push(match list(&http, t).await {
+    for t in targets.iter().filter(|_| only.is_none()) {
+        let mut runs = Vec::new();
+        for _ in 0..5 {
+            runs.extend(list(&http, t).await);
+        }
+        let walk = |f: fn(&(f64, f64, usize)) -> f64| median(runs.iter().map(f).collect());
+        let first = runs.first().map(|r| r.2);
+        lists.push(match first.map(|n| (walk(|r| r.0), walk(|r| r.1), n)) {
             Some((g, k, n)) => format!("{:.1} ms (groups), {:.0} ms ({n} keys)", g * 1e3, k * 1e3),
             None => "-".into(),
         });
     }
-    println!(
-        "| ListObjectsV2 over {keys} keys, delimiter / | list | {} |",
-        lists.join(" | ")
-    );
+    if only.is_none() {
+        println!(
+            "| ListObjectsV2 over {keys} keys, delimiter / | list (median of 5) | {} |",
+            lists.join(" | ")
+        );
+    }
     // Streams stay streams: the peak resident memory of the whole `mobula up` process (gateway,
     // S3 listener, metadata, three nodes) after every load above, 256 MiB objects included.
     println!(
