@@ -264,16 +264,17 @@ async fn mobula(dir: &Path, keys: usize) -> (Target, Target, Child) {
 async fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
     let arg = |name: &str| std::env::args().skip_while(|a| a != name).nth(1);
-    // `--only NAME` keeps one load (small, mid, big) and skips the listing: for profiling, with
+    // `--only NAME` keeps one load (small, mid, big) or the listing (list): for profiling, with
     // `--target` below. `--rounds N` (default 3, 1 with --quick) alternates the targets N times.
     let only = arg("--only");
     let rounds: usize = arg("--rounds")
         .map(|r| r.parse().expect("--rounds N"))
         .unwrap_or(if quick { 1 } else { 3 });
-    let keys = match (&only, quick) {
-        (Some(_), _) => 0,
-        (None, true) => 20_000,
-        (None, false) => 100_000,
+    let listing = only.as_deref().is_none_or(|o| o == "list");
+    let keys = match (listing, quick) {
+        (false, _) => 0,
+        (true, true) => 20_000,
+        (true, false) => 100_000,
     };
     let loads = if quick {
         vec![
@@ -420,9 +421,9 @@ async fn main() {
         }
     }
     let mut lists = Vec::new();
-    for t in targets.iter().filter(|_| only.is_none()) {
+    for t in targets.iter().filter(|_| listing) {
         let mut runs = Vec::new();
-        for _ in 0..5 {
+        for _ in 0..5 * rounds {
             runs.extend(list(&http, t).await);
         }
         let walk = |f: fn(&(f64, f64, usize)) -> f64| median(runs.iter().map(f).collect());
@@ -432,9 +433,10 @@ async fn main() {
             None => "-".into(),
         });
     }
-    if only.is_none() {
+    if listing {
         println!(
-            "| ListObjectsV2 over {keys} keys, delimiter / | list (median of 5) | {} |",
+            "| ListObjectsV2 over {keys} keys, delimiter / | list (median of {} walks) | {} |",
+            5 * rounds,
             lists.join(" | ")
         );
     }

@@ -256,8 +256,8 @@ fn listing_matches_the_model_page_by_page() {
 #[test]
 fn key_listing_is_an_index_range_scan() {
     let (_d, db) = db();
-    for inclusive in [false, true] {
-        let sql_text = buckets::list_sql(inclusive);
+    for (inclusive, bounded) in [(false, false), (true, false), (false, true), (true, true)] {
+        let sql_text = buckets::list_sql(inclusive, bounded);
         let plan: Vec<String> = db
             .read(|c| {
                 let mut s = c
@@ -276,6 +276,12 @@ fn key_listing_is_an_index_range_scan() {
             plan.contains("SEARCH e USING PRIMARY KEY (parent=? AND name>"),
             "{plan}"
         );
+        if bounded {
+            assert!(
+                plan.contains("AND name<?)"),
+                "both ends bound the range: {plan}"
+            );
+        }
         assert!(!plan.contains("TEMP B-TREE"), "no sort step: {plan}");
         assert!(!plan.contains("SCAN e"), "no full scan: {plan}");
     }
@@ -352,6 +358,46 @@ fn a_delimiter_skips_a_common_prefix_in_one_seek() {
     assert!(
         later <= first * 2 + 5,
         "first page {first}, deep page {later}"
+    );
+}
+
+#[test]
+fn a_prefixs_last_page_does_not_walk_the_keys_after_it() {
+    let (_d, db) = db();
+    db.write(|tx| {
+        for i in 0..20 {
+            put_tx(tx, &format!("a/{i:02}"), false)?;
+        }
+        Ok(())
+    })
+    .unwrap();
+    let cost = |db: &Db| {
+        let q = KeyQuery {
+            bucket: "/a/buckets/bkt".into(),
+            prefix: "a/".into(),
+            limit: 100,
+            ..KeyQuery::default()
+        };
+        db.read(|c| {
+            Ok(steps(c, |c| {
+                let page = buckets::list(c, &q).unwrap();
+                assert_eq!((page.items.len(), page.truncated), (20, false));
+            }))
+        })
+        .unwrap()
+    };
+    let alone = cost(&db);
+    db.write(|tx| {
+        for i in 0..20_000 {
+            put_tx(tx, &format!("b/{i}"), false)?;
+        }
+        Ok(())
+    })
+    .unwrap();
+    let followed = cost(&db);
+    assert!(
+        followed <= alone * 2 + 5,
+        "20 keys under a/ cost {alone} steps alone, {followed} before 20,000 keys under b/"
     );
 }
 

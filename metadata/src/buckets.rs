@@ -74,11 +74,13 @@ pub fn delete(tx: &Connection, path: &str) -> Result<(), Error> {
 
 /// The SQL of one seek of a key listing. Parameters: ?1 bucket, ?2 start, ?3 exclusive upper
 /// bound or NULL, ?4 limit. `inclusive` says whether `start` itself may be returned.
-pub fn list_sql(inclusive: bool) -> String {
+pub fn list_sql(inclusive: bool, bounded: bool) -> String {
     let cmp = if inclusive { ">=" } else { ">" };
+    // The upper bound is written only when there is one: `(?3 IS NULL OR name < ?3)` would not
+    // bound the index range, and a prefix's last page would walk every key after the prefix.
+    let upper = if bounded { "AND e.name < ?3" } else { "" };
     format!(
-        "{} WHERE e.parent = ?1 AND e.name {cmp} ?2 AND (?3 IS NULL OR e.name < ?3)
-         ORDER BY e.name LIMIT ?4",
+        "{} WHERE e.parent = ?1 AND e.name {cmp} ?2 {upper} ORDER BY e.name LIMIT ?4",
         namespace::SELECT
     )
 }
@@ -117,7 +119,7 @@ pub fn list(conn: &Connection, q: &KeyQuery) -> Result<KeyPage, Error> {
     let (mut from, mut inclusive) = start(q);
     let mut items = Vec::new();
     'seek: loop {
-        let sql_text = list_sql(inclusive);
+        let sql_text = list_sql(inclusive, upper.is_some());
         let mut s = conn.prepare_cached(&sql_text).map_err(sql)?;
         let want = (limit - items.len().min(limit) + 1) as i64;
         let rows = s

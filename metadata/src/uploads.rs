@@ -181,11 +181,13 @@ pub fn abort(tx: &Connection, id: &str) -> Result<(), Error> {
 
 /// A page of open uploads (S3 ListMultipartUploads): parts are left out.
 pub fn list(conn: &Connection, q: &UploadQuery) -> Result<Vec<Upload>, Error> {
-    let upper = prefix_successor(&q.prefix);
+    // A bound on both ends of the range (`?3 IS NULL OR …` would leave the upper end open and
+    // walk every later upload of the account); a prefix always has a successor in practice.
+    let upper = prefix_successor(&q.prefix).unwrap_or_else(|| char::MAX.to_string());
     let mut s = conn
         .prepare_cached(
             "SELECT id FROM uploads WHERE account = ?1 AND state = 'created'
-             AND object_path >= ?2 AND (?3 IS NULL OR object_path < ?3)
+             AND object_path >= ?2 AND object_path < ?3
              AND (object_path, id) > (?4, ?5)
              ORDER BY object_path, id LIMIT ?6",
         )
