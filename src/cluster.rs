@@ -207,6 +207,8 @@ impl Cluster {
         meta.create_account(&cfg.account).await?;
         let mut gcfg = cfg.gateway.clone();
         gcfg.metadata_url = murl.clone();
+        // The nodes run in this process: the gateway reads their copies from their stores.
+        gcfg.local_nodes = Some(gcfg.local_nodes.unwrap_or_default());
         let gw = Gateway::new(gcfg);
         let mut c = Cluster {
             cfg,
@@ -254,6 +256,7 @@ impl Cluster {
         let (l, url) = bind("127.0.0.1:0".parse()?).await?;
         let mut ncfg = NodeConfig::new(self.node_dir(i), self.metadata_url());
         ncfg.heartbeat = Duration::from_millis(500);
+        ncfg.local = self.gw.cfg.local_nodes.clone();
         if let Some(a) = &self.cfg.agent {
             ncfg.extension = Some(agent_for(&self.node_dir(i), &url, self.metadata_url(), a)?);
         }

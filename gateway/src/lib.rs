@@ -65,6 +65,9 @@ pub struct GatewayConfig {
     pub tls: Option<(std::path::PathBuf, std::path::PathBuf)>,
     /// Run the jobs coordinator in this gateway (one of several takes the lease).
     pub coordinate: bool,
+    /// Storage nodes running in this process: copies they hold are read from their stores
+    /// directly, not over loopback HTTP (`mobula up`).
+    pub local_nodes: Option<mobula_storage_node::LocalNodes>,
 }
 
 impl GatewayConfig {
@@ -79,6 +82,7 @@ impl GatewayConfig {
             require_signatures: false,
             tls: None,
             coordinate: true,
+            local_nodes: None,
         }
     }
 }
@@ -117,7 +121,11 @@ impl Gateway {
     }
 
     pub fn with_auth(cfg: GatewayConfig, auth: Box<dyn Authenticator>) -> Arc<Gateway> {
-        Self::with_data(cfg, auth, Arc::new(NodeClient::new()))
+        let data: Arc<dyn DataNodes> = match &cfg.local_nodes {
+            Some(l) => Arc::new(mobula_storage_node::LocalFirst::new(l.clone())),
+            None => Arc::new(NodeClient::new()),
+        };
+        Self::with_data(cfg, auth, data)
     }
 
     /// A gateway whose data path to the nodes is `data` (a fake one in unit tests).

@@ -16,6 +16,7 @@ pub mod client;
 mod data_path;
 #[cfg(feature = "fake")]
 pub mod fake;
+mod local;
 mod scrub;
 mod server;
 mod store;
@@ -27,6 +28,7 @@ use std::time::Duration;
 
 pub use client::{NodeClient, NodeError, UploadAborted};
 pub use data_path::{BodyStream, DataNodes, DataStream, Opened};
+pub use local::{LocalFirst, LocalNodes};
 use mobula_metadata::api::Heartbeat;
 use mobula_metadata::MetadataClient;
 pub use store::{Store, Writer};
@@ -51,6 +53,8 @@ pub struct NodeConfig {
     pub scrub_rate: u64,
     /// Requests under `/tasks/` go to this handler (the job agent; `None`: no agent).
     pub extension: Option<Extension>,
+    /// Nodes of this process the gateway reads from directly; the node joins while it runs.
+    pub local: Option<LocalNodes>,
 }
 
 /// Handler of a request the node itself does not serve.
@@ -86,6 +90,7 @@ impl NodeConfig {
             scrub_every: Some(Duration::from_secs(24 * 3600)),
             scrub_rate: 64 << 20,
             extension: None,
+            local: None,
         }
     }
 }
@@ -105,6 +110,10 @@ pub async fn run(
         .unwrap_or_else(|| format!("http://{addr}"));
     let meta = MetadataClient::new(&cfg.metadata_url);
     let (bad_tx, bad_rx) = tokio::sync::mpsc::unbounded_channel();
+    let _local = cfg
+        .local
+        .as_ref()
+        .map(|l| l.register(&url, store.clone(), bad_tx.clone()));
     let slots = cfg.extension.as_ref().map_or(0, |e| e.slots);
     let beat = heartbeat_loop(
         store.clone(),

@@ -73,7 +73,7 @@ pub async fn run(
     .await
 }
 
-fn io_err(e: std::io::Error) -> ApiError {
+pub(crate) fn io_err(e: std::io::Error) -> ApiError {
     match e.kind() {
         std::io::ErrorKind::NotFound => ApiError::new(Code::ResourceNotFound, e.to_string()),
         std::io::ErrorKind::AlreadyExists => ApiError::new(Code::InvalidUpdate, e.to_string()),
