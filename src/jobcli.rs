@@ -269,21 +269,49 @@ pub async fn job(c: &Client, op: JobOp) -> Result<(), ClientError> {
     Ok(())
 }
 
-/// Poll until the job is done, calling `each` with every status seen.
+/// The job's status and its version (`Job-Version`), waiting first until the version differs
+/// from `since` when one is given (the gateway holds the request up to 10 s).
+async fn status_since(
+    c: &Client,
+    job: &str,
+    since: Option<&str>,
+) -> Result<(Value, Option<String>), ClientError> {
+    let query = since.map(|v| format!("since={v}")).unwrap_or_default();
+    let r = c
+        .send(Method::GET, &format!("{job}/live/status"), &query, None)
+        .await?;
+    let version = r
+        .headers()
+        .get("job-version")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.'))
+        .map(str::to_string);
+    let t = r.text().await.map_err(ClientError::local)?;
+    let s = serde_json::from_str(&t).map_err(|e| ClientError::local(format!("status: {e}")))?;
+    Ok((s, version))
+}
+
+/// Follow the job until it is done, calling `each` with every status seen: each request waits
+/// at the gateway for the next change, so the end is seen as soon as it is logged (a gateway
+/// without `Job-Version` is polled instead).
 async fn wait_done(
     c: &Client,
     job: &str,
     mut each: impl FnMut(&Value),
 ) -> Result<Value, ClientError> {
+    let mut seen: Option<String> = None;
     let mut delay = Duration::from_millis(50);
     loop {
-        let s = status(c, job).await?;
+        let (s, version) = status_since(c, job, seen.as_deref()).await?;
         each(&s);
         if s["state"] == "done" {
             return Ok(s);
         }
-        tokio::time::sleep(delay).await;
-        delay = (delay * 2).min(Duration::from_millis(500));
+        if version.is_none() {
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_millis(500));
+        }
+        seen = version;
     }
 }
 

@@ -3,6 +3,10 @@
 //! coordinate serves it just the same. Everything else under `/:account/jobs` (the job
 //! directories, outputs, archived records, and `GET /:account/jobs` as the list of jobs) is
 //! the storage API.
+//!
+//! `GET live/status` carries the job's version in `Job-Version`; with `?since=<version>` it
+//! waits (at most 10 s, a Mobula extension) until the job's version differs, so a watcher is told
+//! of every change at once without polling.
 
 use std::sync::Arc;
 
@@ -16,6 +20,8 @@ use crate::path::ApiPath;
 use crate::Gateway;
 
 const MAX_SPEC: usize = 1 << 20;
+/// How long `live/status?since=` waits for a change.
+const STATUS_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 const MAX_INPUT_BODY: usize = 64 << 20;
 
 /// Is this request for the jobs API (rather than the storage API)?
@@ -94,10 +100,21 @@ pub async fn route(
             gw.jobs.poke();
             Ok(mobula_http::status(StatusCode::ACCEPTED))
         }
-        (Method::GET | Method::HEAD, ["status"]) => Ok(mobula_http::json(
-            StatusCode::OK,
-            &mobula_jobs::status::status(&job),
-        )),
+        (Method::GET | Method::HEAD, ["status"]) => {
+            let job = match crate::query(&parts).get("since") {
+                Some(seen) if *seen == job.version() => gw
+                    .meta
+                    .job_wait(&job.id, seen, STATUS_WAIT)
+                    .await?
+                    .unwrap_or(job),
+                _ => job,
+            };
+            let mut r = mobula_http::json(StatusCode::OK, &mobula_jobs::status::status(&job));
+            if let Ok(v) = job.version().parse() {
+                r.headers_mut().insert("job-version", v);
+            }
+            Ok(r)
+        }
         (Method::GET | Method::HEAD, [kind @ ("in" | "out" | "fail" | "err")]) => {
             let lines = records(gw, &job.id, kind).await?;
             let ct = if *kind == "err" {

@@ -381,6 +381,31 @@ pub struct JobRow {
     pub events: u64,
 }
 
+impl JobRow {
+    /// What a watcher of the job has seen: changes whenever its state, counters, inputs or
+    /// requests change (`job.wait` answers when it differs from the caller's).
+    pub fn version(&self) -> String {
+        format!(
+            "{}.{}.{}.{}.{}{}",
+            self.state,
+            self.events,
+            self.inputs,
+            self.consumed,
+            u8::from(self.end_requested),
+            u8::from(self.cancel_requested)
+        )
+    }
+}
+
+/// Wait for a job to change (`job.wait`): answers as soon as its version differs from `seen`
+/// (at once when it already does), or after `timeout_ms` (at most 10 s) with it unchanged.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JobWait {
+    pub id: String,
+    pub seen: String,
+    pub timeout_ms: u64,
+}
+
 /// Add inputs to a job (and maybe end its input).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct AddInputs {

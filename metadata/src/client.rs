@@ -279,6 +279,20 @@ impl MetadataClient {
     pub async fn job(&self, id: &str) -> Result<Option<JobRow>, ApiError> {
         self.call("job.get", &Name { name: id.into() }).await
     }
+    /// The job once it differs from version `seen` (or after `timeout`, at most 10 s).
+    pub async fn job_wait(
+        &self,
+        id: &str,
+        seen: &str,
+        timeout: std::time::Duration,
+    ) -> Result<Option<JobRow>, ApiError> {
+        let w = JobWait {
+            id: id.into(),
+            seen: seen.into(),
+            timeout_ms: timeout.as_millis() as u64,
+        };
+        self.call("job.wait", &w).await
+    }
     pub async fn jobs_active(&self) -> Result<Vec<String>, ApiError> {
         self.call("job.active", &()).await
     }

@@ -14,6 +14,7 @@ use crate::error::Error;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 
 use crate::api::*;
 use crate::db::Db;
@@ -54,23 +55,32 @@ pub struct Repaired {
     pub copy: Copy,
 }
 
+/// The longest a `job.wait` holds its request.
+const MAX_WAIT: Duration = Duration::from_secs(10);
+
 /// Serve the metadata API on `listener` until `shutdown` resolves.
 pub async fn run(
     listener: TcpListener,
     db: Arc<Db>,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
+    // Bumped after every committed write to a job: what `job.wait` sleeps on.
+    let changes = Arc::new(watch::channel(0u64).0);
     mobula_http::serve(
         listener,
-        move |req| handle(db.clone(), req),
+        move |req| handle(db.clone(), changes.clone(), req),
         shutdown,
         Duration::from_secs(5),
     )
     .await
 }
 
-async fn handle(db: Arc<Db>, req: Request) -> http::Response<Body> {
-    match route(db, req).await {
+async fn handle(
+    db: Arc<Db>,
+    changes: Arc<watch::Sender<u64>>,
+    req: Request,
+) -> http::Response<Body> {
+    match route(db, changes, req).await {
         Ok(resp) => resp,
         Err(e) => {
             if e.code == Code::InternalError {
@@ -96,7 +106,37 @@ async fn blocking<T: Serialize + Send + 'static>(
     Ok(mobula_http::json(StatusCode::OK, &out))
 }
 
-async fn route(db: Arc<Db>, req: Request) -> Result<http::Response<Body>, ApiError> {
+/// `job.wait`: the job's row once its version differs from `seen`, or when the time is up.
+async fn wait_job(
+    db: Arc<Db>,
+    changes: &watch::Sender<u64>,
+    a: JobWait,
+) -> Result<http::Response<Body>, ApiError> {
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(a.timeout_ms).min(MAX_WAIT);
+    let mut changed = changes.subscribe();
+    loop {
+        // Marked seen before the read: a write committed after it wakes the wait below.
+        changed.borrow_and_update();
+        let (d, id) = (db.clone(), a.id.clone());
+        let row = tokio::task::spawn_blocking(move || d.read(|c| jobs::get(c, &id)))
+            .await
+            .map_err(ApiError::internal)??;
+        let now_differs = row.as_ref().is_none_or(|r| r.version() != a.seen);
+        if now_differs
+            || tokio::time::timeout_at(deadline, changed.changed())
+                .await
+                .is_err()
+        {
+            return Ok(mobula_http::json(StatusCode::OK, &row));
+        }
+    }
+}
+
+async fn route(
+    db: Arc<Db>,
+    changes: Arc<watch::Sender<u64>>,
+    req: Request,
+) -> Result<http::Response<Body>, ApiError> {
     let path = req.uri().path().to_string();
     if req.method() == Method::GET && path == "/ping" {
         return Ok(mobula_http::status(StatusCode::OK));
@@ -119,6 +159,14 @@ async fn route(db: Arc<Db>, req: Request) -> Result<http::Response<Body>, ApiErr
         ($ty:ty, |$tx:ident, $a:ident| $e:expr) => {{
             let $a: $ty = parse(&body)?;
             blocking(move || db.write(|$tx| $e)).await
+        }};
+    }
+    // A write to a job wakes its watchers once committed.
+    macro_rules! job_write {
+        ($ty:ty, |$tx:ident, $a:ident| $e:expr) => {{
+            let out = write!($ty, |$tx, $a| $e);
+            changes.send_modify(|n| *n += 1);
+            out
         }};
     }
     macro_rules! read {
@@ -171,14 +219,15 @@ async fn route(db: Arc<Db>, req: Request) -> Result<http::Response<Body>, ApiErr
         "upload.commit" => write!(CommitUpload, |tx, a| uploads::commit(tx, &a)),
         "upload.list" => read!(UploadQuery, |c, a| uploads::list(c, &a)),
         "upload.abort" => write!(Name, |tx, a| uploads::abort(tx, &a.name)),
-        "job.create" => write!(NewJob, |tx, a| jobs::create(tx, &a)),
+        "job.create" => job_write!(NewJob, |tx, a| jobs::create(tx, &a)),
         "job.get" => read!(Name, |c, a| jobs::get(c, &a.name)),
         "job.active" => read!((), |c, _a| jobs::active(c)),
-        "job.add_inputs" => write!(AddInputs, |tx, a| jobs::add_inputs(tx, &a)),
-        "job.end" => write!(Name, |tx, a| jobs::end(tx, &a.name)),
-        "job.cancel" => write!(Name, |tx, a| jobs::cancel(tx, &a.name)),
+        "job.add_inputs" => job_write!(AddInputs, |tx, a| jobs::add_inputs(tx, &a)),
+        "job.end" => job_write!(Name, |tx, a| jobs::end(tx, &a.name)),
+        "job.cancel" => job_write!(Name, |tx, a| jobs::cancel(tx, &a.name)),
+        "job.wait" => wait_job(db, &changes, parse(&body)?).await,
         "job.records" => read!(JobRecords, |c, a| jobs::records(c, &a)),
-        "job.log" => write!(JobAppend, |tx, a| jobs::log(tx, &a)),
+        "job.log" => job_write!(JobAppend, |tx, a| jobs::log(tx, &a)),
         "lease.take" => write!(Lease, |tx, a| jobs::lease(tx, &a)),
         other => Err(ApiError::new(
             Code::ResourceNotFound,

@@ -10,6 +10,7 @@ mod crash;
 mod failures;
 mod images;
 mod integrity;
+mod job_watch;
 mod jobs;
 mod listing;
 mod multipart;
