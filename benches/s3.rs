@@ -66,14 +66,28 @@ pub fn cpu(pids: &[u32]) -> f64 {
         .sum()
 }
 
-fn body(size: u64, chunk: &Bytes) -> reqwest::Body {
-    if size <= chunk.len() as u64 {
-        return reqwest::Body::from(chunk.slice(..size as usize));
+/// Bytes no two PUTs share: every 1 MiB block of every body is a different slice of a random
+/// pool. Garage stores blocks by content hash (a block it holds is not written again) and
+/// zstd-compresses them, so a body of repeated or constant blocks would cost it nothing.
+fn body(size: u64, pool: &Bytes, op: u64) -> reqwest::Body {
+    const BLOCK: u64 = 1 << 20;
+    let span = pool.len() as u64 - BLOCK;
+    let slice = move |k: u64, len: u64| {
+        let at = (op
+            .wrapping_mul(1_000_003)
+            .wrapping_add(k.wrapping_mul(7_919))
+            .wrapping_mul(4_099))
+            % span;
+        pool.slice(at as usize..(at + len) as usize)
+    };
+    if size <= BLOCK {
+        return reqwest::Body::from(slice(0, size));
     }
-    let c = chunk.clone();
-    let n = size / chunk.len() as u64;
+    let blocks: Vec<Bytes> = (0..size.div_ceil(BLOCK))
+        .map(|k| slice(k, BLOCK.min(size - k * BLOCK)))
+        .collect();
     reqwest::Body::wrap_stream(futures::stream::iter(
-        (0..n).map(move |_| Ok::<_, std::io::Error>(c.clone())),
+        blocks.into_iter().map(Ok::<_, std::io::Error>),
     ))
 }
 
@@ -89,7 +103,7 @@ async fn run(
     t: &Target,
     l: &Load,
     round: usize,
-    chunk: &Bytes,
+    pool: &Bytes,
 ) -> (f64, f64, f64) {
     // Every URL is signed before the clock starts: the load client's own signing would take
     // CPU from the servers on a two-core machine, and only the servers are measured.
@@ -99,14 +113,16 @@ async fn run(
             .collect()
     };
     let (puts, gets) = (urls("PUT"), urls("GET"));
+    // Distinct bodies across targets, rounds and ops.
+    let salt = (round as u64 * 3 + t.label.len() as u64) * l.ops as u64;
     let cpu0 = cpu(&t.pids);
     let start = Instant::now();
-    futures::stream::iter(puts)
-        .map(|url| async move {
+    futures::stream::iter(puts.into_iter().enumerate())
+        .map(|(i, url)| async move {
             let r = http
                 .put(url)
                 .header("content-length", l.size)
-                .body(body(l.size, chunk))
+                .body(body(l.size, pool, salt + i as u64))
                 .send()
                 .await
                 .unwrap();
@@ -336,7 +352,12 @@ async fn main() {
         .pool_max_idle_per_host(64)
         .build()
         .unwrap();
-    let chunk = Bytes::from(vec![7u8; 1 << 20]);
+    let pool: Bytes = {
+        use rand::RngCore;
+        let mut b = vec![0u8; 64 << 20];
+        rand::thread_rng().fill_bytes(&mut b);
+        b.into()
+    };
     let mut targets = vec![&manta, &s3];
     if let Some((g, _)) = &garage {
         targets.push(g);
@@ -361,7 +382,7 @@ async fn main() {
         let mut unit = "";
         for round in 0..rounds {
             for (k, t) in targets.iter().enumerate() {
-                let (p, g, c) = run(&http, t, l, round, &chunk).await;
+                let (p, g, c) = run(&http, t, l, round, &pool).await;
                 let (pr, u) = rate(l, p);
                 unit = u;
                 samples[k].push((pr, rate(l, g).0, c / (2.0 * l.ops as f64) * 1000.0));

@@ -1,8 +1,9 @@
 //! Nodes that run in the gateway's own process (`mobula up`, the test cluster): the gateway
-//! reads their copies straight from the node's [`Store`] — the same verified block reader and
-//! the same report of bad copies to the node's quarantine as `GET /data/:id` — instead of a
-//! loopback HTTP exchange that copies every byte twice more. Writes, deletes and
-//! concatenations still go over HTTP, so each node keeps its own fsync and commit rules.
+//! reads and writes their copies straight through the node's [`Store`] instead of a loopback
+//! HTTP exchange that copies every byte twice more — reads with the same verified block reader
+//! and report of bad copies to the node's quarantine as `GET /data/:id`, writes with the same
+//! code as `PUT /data/:id` (written on a blocking thread, MD5 checked, fsync'd and committed
+//! before the answer). Deletes and concatenations, rare and small, still go over HTTP.
 //!
 //! Invariant: a node is in [`LocalNodes`] exactly while its `run` future is alive (the
 //! registration is dropped with it), so a stopped node's copies are reached over HTTP and fail
@@ -19,7 +20,7 @@ use mobula_http::{ApiError, Code};
 use tokio::sync::mpsc::UnboundedSender;
 
 use crate::api::{valid_id, Written};
-use crate::client::{NodeClient, NodeError};
+use crate::client::{NodeClient, NodeError, UploadAborted};
 use crate::data_path::{BodyStream, DataNodes, Opened};
 use crate::store::Store;
 
@@ -147,6 +148,47 @@ async fn open(l: Local, id: &str, range: Option<(u64, u64)>) -> Result<Opened, N
     })
 }
 
+/// Write `body` as `id` into a local node's store, answering as `PUT /data/:id` would: the
+/// caller's own abort is `Aborted`, another failure of its body or the node stopping midway
+/// `Unreachable` (a broken connection), the node's own errors `Answered`.
+async fn put(
+    l: Local,
+    id: &str,
+    body: BodyStream,
+    expected_md5: Option<&str>,
+) -> Result<Written, NodeError> {
+    if !valid_id(id) {
+        let e = ApiError::new(Code::InvalidArgument, "bad data id");
+        return Err(NodeError::Answered(e));
+    }
+    let cause: Arc<std::sync::Mutex<Option<NodeError>>> = Arc::default();
+    let (why, alive) = (cause.clone(), l.alive.clone());
+    let body = body.map(move |r| {
+        let broke = match r {
+            _ if !alive.load(Ordering::SeqCst) => {
+                NodeError::Unreachable("the storage node stopped".into())
+            }
+            Ok(b) => return Ok(b),
+            Err(e) if e.get_ref().is_some_and(|i| i.is::<UploadAborted>()) => NodeError::Aborted,
+            Err(e) => NodeError::Unreachable(format!("the body failed: {e}")),
+        };
+        let message = broke.to_string();
+        *why.lock().unwrap_or_else(|p| p.into_inner()) = Some(broke);
+        Err(ApiError::new(Code::InvalidArgument, message))
+    });
+    let done = crate::server::store_stream(&l.store, id, body, expected_md5.map(str::to_string));
+    let written = done.await;
+    let broke = cause.lock().unwrap_or_else(|p| p.into_inner()).take();
+    match (written, broke) {
+        (_, Some(e)) => Err(e),
+        (Err(e), None) => Err(NodeError::Answered(e)),
+        (Ok(_), None) if !l.alive.load(Ordering::SeqCst) => {
+            Err(NodeError::Unreachable("the storage node stopped".into()))
+        }
+        (Ok(w), None) => Ok(w),
+    }
+}
+
 impl DataNodes for LocalFirst {
     fn put<'a>(
         &'a self,
@@ -155,7 +197,10 @@ impl DataNodes for LocalFirst {
         body: BodyStream,
         expected_md5: Option<&'a str>,
     ) -> BoxFuture<'a, Result<Written, NodeError>> {
-        DataNodes::put(&self.http, url, id, body, expected_md5)
+        match self.local.get(url) {
+            Some(l) => Box::pin(put(l, id, body, expected_md5)),
+            None => DataNodes::put(&self.http, url, id, body, expected_md5),
+        }
     }
 
     fn open<'a>(
@@ -185,112 +230,5 @@ impl DataNodes for LocalFirst {
 }
 
 #[cfg(test)]
-mod tests {
-    use std::io::{Seek, SeekFrom, Write};
-
-    use futures::TryStreamExt;
-
-    use super::*;
-
-    /// Nothing listens here: whatever answers for this URL answered from the store.
-    const NOWHERE: &str = "http://127.0.0.1:9";
-
-    fn stored(store: &Store, bytes: &[u8]) -> String {
-        let id = crate::api::new_id();
-        let mut w = store.writer(&id, false).unwrap();
-        w.write(bytes).unwrap();
-        w.commit(&id).unwrap();
-        id
-    }
-
-    async fn read(data: &LocalFirst, id: &str, range: Option<(u64, u64)>) -> Vec<u8> {
-        let opened = data.open(NOWHERE, id, range).await.unwrap();
-        let chunks: Vec<bytes::Bytes> = opened.stream.try_collect().await.unwrap();
-        chunks.concat()
-    }
-
-    #[tokio::test]
-    async fn reads_come_from_the_store_of_a_node_in_this_process_and_stop_with_it() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
-        let bytes: Vec<u8> = (0..(3 << 20) + 5).map(|i| (i % 251) as u8).collect();
-        let id = stored(&store, &bytes);
-        let local = LocalNodes::default();
-        let data = LocalFirst::new(local.clone());
-        let (bad_tx, mut bad_rx) = tokio::sync::mpsc::unbounded_channel();
-        let registered = local.register(NOWHERE, store.clone(), bad_tx);
-        assert!(local.contains(NOWHERE));
-
-        let opened = data.open(NOWHERE, &id, None).await.unwrap();
-        assert_eq!(opened.size, Some(bytes.len() as u64));
-        drop(opened);
-        assert_eq!(read(&data, &id, None).await, bytes);
-        let (a, b) = ((1 << 20) - 3, (2 << 20) + 9);
-        assert_eq!(
-            read(&data, &id, Some((a, b))).await,
-            &bytes[a as usize..=b as usize]
-        );
-
-        // The node's own errors, as GET /data/:id gives them.
-        let past = bytes.len() as u64;
-        let e = data
-            .open(NOWHERE, &id, Some((past, past + 1)))
-            .await
-            .err()
-            .unwrap();
-        assert_eq!(
-            e.answered().unwrap().code,
-            Code::RequestedRangeNotSatisfiable
-        );
-        let e = data
-            .open(NOWHERE, &crate::api::new_id(), None)
-            .await
-            .err()
-            .unwrap();
-        assert_eq!(e.answered().unwrap().code, Code::ResourceNotFound);
-        assert!(!e.is_node_fault());
-
-        // A flipped byte in the second block: the first block is served, then the stream
-        // breaks (the gateway goes on from another copy) and the node hears of the bad copy.
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .open(store.path(&id))
-            .unwrap();
-        f.seek(SeekFrom::Start((1 << 20) + 7)).unwrap();
-        f.write_all(&[bytes[(1 << 20) + 7] ^ 1]).unwrap();
-        drop(f);
-        let mut stream = data.open(NOWHERE, &id, None).await.unwrap().stream;
-        let first = stream.try_next().await.unwrap().unwrap();
-        assert_eq!(&first[..], &bytes[..first.len()]);
-        let mut broke = None;
-        while let Some(r) = stream.next().await {
-            if let Err(e) = r {
-                broke = Some(e);
-                break;
-            }
-        }
-        assert!(
-            broke.is_some_and(|e| e.is_node_fault()),
-            "the bad block is never served"
-        );
-        assert_eq!(bad_rx.recv().await.as_deref(), Some(id.as_str()));
-
-        // Once the node stops, its URL is just a URL: nothing answers there, and a read that
-        // was streaming from it breaks at its next block.
-        let id = stored(&store, &bytes);
-        let mut streaming = data.open(NOWHERE, &id, None).await.unwrap().stream;
-        assert!(streaming.try_next().await.unwrap().is_some());
-        drop(registered);
-        let mut stopped = false;
-        while let Some(r) = streaming.next().await {
-            if r.is_err() {
-                stopped = true;
-                break;
-            }
-        }
-        assert!(stopped, "a read from a stopped node breaks");
-        assert!(!local.contains(NOWHERE));
-        let e = data.open(NOWHERE, &id, None).await.err().unwrap();
-        assert!(matches!(e, NodeError::Unreachable(_)), "{e}");
-    }
-}
+#[path = "local_tests.rs"]
+mod tests;

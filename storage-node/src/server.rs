@@ -262,6 +262,21 @@ async fn put(store: &Store, id: &str, req: Request) -> Result<Response<Body>, Ap
         .into_body()
         .into_data_stream()
         .map_err(|e| ApiError::new(Code::InvalidArgument, format!("body: {e}")));
+    let w = store_stream(store, id, body, expected_md5).await?;
+    Ok(mobula_http::json(StatusCode::CREATED, &w))
+}
+
+/// A node's PUT of `id` (over HTTP, or from the gateway of its own process): write `body`,
+/// check it against `expected_md5`, commit (fsync'd). What this returns is acknowledged.
+pub(crate) async fn store_stream<S>(
+    store: &Store,
+    id: &str,
+    body: S,
+    expected_md5: Option<String>,
+) -> Result<Written, ApiError>
+where
+    S: futures::Stream<Item = Result<bytes::Bytes, ApiError>> + Unpin,
+{
     let w = write_stream(store, id, expected_md5.is_some(), body).await?;
     if let (Some(want), Some(got)) = (expected_md5, w.md5()) {
         if want != got {
@@ -271,9 +286,14 @@ async fn put(store: &Store, id: &str, req: Request) -> Result<Response<Body>, Ap
             ));
         }
     }
-    let resp = commit(w, id).await?;
+    let id = id.to_string();
+    let c = blocking(move || w.commit(&id)).await?;
     fail::fail_point!("put-before-ack", |_| Err(ApiError::internal("failpoint")));
-    Ok(resp)
+    Ok(Written {
+        size: c.size,
+        md5: c.md5.unwrap_or_default(),
+        blake3: c.blake3,
+    })
 }
 
 /// Parse `bytes=a-b` (the only form the gateway sends) into `start..end` (exclusive).
