@@ -237,6 +237,54 @@ impl Cgroups {
         s
     }
 
+    /// Where the counters stand before one task of a group: [`Cgroups::stats_since`] then
+    /// tells that task's limit events and peak memory apart from its predecessors'. The peak is
+    /// reset: v1's `memory.max_usage_in_bytes` by writing 0; v2's `memory.peak` through a
+    /// descriptor kept in the mark (Linux 6.12+; older kernels report the group's peak so far).
+    pub fn mark(&self) -> Mark {
+        let mut m = Mark::default();
+        for (c, dir) in &self.dirs {
+            if self.v2 || c == "memory" {
+                m.oom_kills = event(dir, OOM_EVENTS[self.v2 as usize], "oom_kill ");
+            }
+            if self.v2 || c == "pids" {
+                m.pids_max = event(dir, "pids.events", "max ");
+            }
+            if self.v2 {
+                m.peak = fs::OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .open(dir.join("memory.peak"))
+                    .ok()
+                    .filter(|mut f| io::Write::write_all(&mut f, b"reset").is_ok());
+            } else if c == "memory" {
+                let _ = fs::write(dir.join("memory.max_usage_in_bytes"), "0");
+            }
+        }
+        m
+    }
+
+    /// The statistics of what ran since `m`.
+    pub fn stats_since(&self, m: &Mark) -> Stats {
+        let mut s = self.stats();
+        for (c, dir) in &self.dirs {
+            if self.v2 || c == "memory" {
+                s.oom_killed = event(dir, OOM_EVENTS[self.v2 as usize], "oom_kill ") > m.oom_kills;
+            }
+            if self.v2 || c == "pids" {
+                s.pids_limit_hit = event(dir, "pids.events", "max ") > m.pids_max;
+            }
+        }
+        if let Some(mut f) = m.peak.as_ref() {
+            let mut text = String::new();
+            use std::io::{Read, Seek};
+            if f.rewind().is_ok() && f.read_to_string(&mut text).is_ok() {
+                s.memory_peak = text.trim().parse().unwrap_or(s.memory_peak);
+            }
+        }
+        s
+    }
+
     /// SIGKILL everything inside, wait (≤ 5 s) until the leaves are empty, remove them.
     pub fn destroy(&self) -> io::Result<()> {
         for (i, (_, dir)) in self.dirs.iter().enumerate() {
@@ -250,6 +298,26 @@ impl Cgroups {
         }
         Ok(())
     }
+}
+
+/// The file counting OOM kills: v1, v2.
+const OOM_EVENTS: [&str; 2] = ["memory.oom_control", "memory.events"];
+
+/// A group task's starting point (see [`Cgroups::mark`]).
+#[derive(Debug, Default)]
+pub struct Mark {
+    oom_kills: u64,
+    pids_max: u64,
+    peak: Option<fs::File>,
+}
+
+/// Counter `key` of a flat-keyed cgroup file.
+fn event(dir: &Path, file: &str, key: &str) -> u64 {
+    fs::read_to_string(dir.join(file))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix(key)?.trim().parse().ok())
+        .unwrap_or(0)
 }
 
 fn procs(dir: &Path) -> Vec<i32> {

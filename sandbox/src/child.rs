@@ -64,6 +64,16 @@ fn setup_and_run(
     sync_fd: RawFd,
     prog: &seccompiler::BpfProgram,
 ) -> Result<(i32, u64, u64), String> {
+    enter(sync_fd)?;
+    let prepared = Prepared::new(spec, None)?;
+    let task = start(&prepared, prog)?;
+    null_stdio();
+    reap_all(task)
+}
+
+/// pid 1's own set-up, once the helper says go: root of the new namespaces, `PDEATHSIG`, not
+/// dumpable, its cgroup namespace and host name, its `/proc`.
+pub(crate) fn enter(sync_fd: RawFd) -> Result<(), String> {
     let mut go = [0u8; 1];
     // SAFETY: reading one byte into a local buffer from an fd we own.
     if unsafe { libc::read(sync_fd, go.as_mut_ptr().cast(), 1) } != 1 {
@@ -78,21 +88,11 @@ fn setup_and_run(
     nix::sys::prctl::set_dumpable(false).map_err(|e| format!("dumpable: {e}"))?;
     unshare(CloneFlags::CLONE_NEWCGROUP).map_err(|e| format!("cgroup ns: {e}"))?;
     nix::unistd::sethostname("task").map_err(|e| format!("hostname: {e}"))?;
-    enter_root().map_err(|e| e.to_string())?;
+    enter_root().map_err(|e| e.to_string())
+}
 
-    let prepared = Prepared::new(spec)?;
-    // The task shares pid 1's memory until its execve (CLONE_VM | CLONE_VFORK, as posix_spawn
-    // does): no page tables to copy, no copied address space to tear down at exec. Its own fd
-    // table, cwd, signal handlers and credentials (no CLONE_FILES/FS/SIGHAND) take the changes
-    // below; pid 1 (single-threaded) stays suspended meanwhile, so even the allocations of the
-    // error path are safe.
-    let mut stack = vec![0u8; 256 << 10];
-    let flags = CloneFlags::CLONE_VM | CloneFlags::CLONE_VFORK;
-    let cb = Box::new(|| task(&prepared, prog));
-    // SAFETY: see above; `task` only makes system calls and then execs or exits.
-    let task = unsafe { nix::sched::clone(cb, &mut stack, flags, Some(libc::SIGCHLD)) }
-        .map_err(|e| format!("clone task: {e}"))?;
-    // pid 1 keeps no pipe open: stdout/stderr end when the task's tree closes them.
+/// pid 1 keeps no pipe open: stdout/stderr end when the task's tree closes them.
+pub(crate) fn null_stdio() {
     if let Ok(null) = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
@@ -102,11 +102,26 @@ fn setup_and_run(
             let _ = nix::unistd::dup2(std::os::fd::AsRawFd::as_raw_fd(&null), fd);
         }
     }
-    reap_all(task.as_raw())
+}
+
+/// Start the task process; returns its pid.
+pub(crate) fn start(prepared: &Prepared, prog: &seccompiler::BpfProgram) -> Result<i32, String> {
+    // The task shares pid 1's memory until its execve (CLONE_VM | CLONE_VFORK, as posix_spawn
+    // does): no page tables to copy, no copied address space to tear down at exec. Its own fd
+    // table, cwd, signal handlers and credentials (no CLONE_FILES/FS/SIGHAND) take the changes
+    // made in `task`; pid 1 (single-threaded) stays suspended meanwhile, so even the
+    // allocations of the error path are safe.
+    let mut stack = vec![0u8; 256 << 10];
+    let flags = CloneFlags::CLONE_VM | CloneFlags::CLONE_VFORK;
+    let cb = Box::new(|| task(prepared, prog));
+    // SAFETY: see above; `task` only makes system calls and then execs or exits.
+    let task = unsafe { nix::sched::clone(cb, &mut stack, flags, Some(libc::SIGCHLD)) }
+        .map_err(|e| format!("clone task: {e}"))?;
+    Ok(task.as_raw())
 }
 
 /// Reap until no child is left; kill the rest of the namespace once the task has exited.
-fn reap_all(task: i32) -> Result<(i32, u64, u64), String> {
+pub(crate) fn reap_all(task: i32) -> Result<(i32, u64, u64), String> {
     let (mut utime, mut stime, mut status_of_task) = (0u64, 0u64, None);
     loop {
         let mut status = 0;
@@ -134,12 +149,15 @@ fn reap_all(task: i32) -> Result<(i32, u64, u64), String> {
 }
 
 /// Everything the task process needs, allocated before `fork`.
-struct Prepared {
+pub(crate) struct Prepared {
     path: CString,
     argv: Vec<CString>,
     env: Vec<CString>,
     cwd: CString,
     nofile: u64,
+    /// Descriptors to become the task's stdin, stdout and stderr (a group's tasks); else it
+    /// keeps pid 1's.
+    stdio: Option<[RawFd; 3]>,
 }
 
 fn cstr(s: &str) -> Result<CString, String> {
@@ -147,7 +165,7 @@ fn cstr(s: &str) -> Result<CString, String> {
 }
 
 impl Prepared {
-    fn new(spec: &TaskSpec) -> Result<Prepared, String> {
+    pub(crate) fn new(spec: &TaskSpec, stdio: Option<[RawFd; 3]>) -> Result<Prepared, String> {
         let mut env: Vec<(String, String)> = vec![
             ("PATH".into(), DEFAULT_PATH.into()),
             ("HOME".into(), "/tmp".into()),
@@ -187,6 +205,7 @@ impl Prepared {
                 .collect::<Result<_, _>>()?,
             cwd: cstr(&spec.cwd)?,
             nofile: spec.limits.nofile,
+            stdio,
         })
     }
 }
@@ -220,6 +239,14 @@ fn task(p: &Prepared, prog: &seccompiler::BpfProgram) -> ! {
         libc::sigprocmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
     }
     let _ = nix::unistd::setsid();
+    if let Some(fds) = p.stdio {
+        for (to, from) in fds.into_iter().enumerate() {
+            // SAFETY: duplicating descriptors pid 1 received for this task onto 0..2.
+            if unsafe { libc::dup2(from, to as i32) } < 0 {
+                fail("dup2", std::io::Error::last_os_error().to_string());
+            }
+        }
+    }
     // SAFETY: closes every descriptor above stderr; nothing here uses them.
     unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) };
     // SAFETY: chdir to a NUL-terminated path.

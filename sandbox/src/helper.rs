@@ -50,6 +50,10 @@ pub struct HelperArgs {
     pub report: PathBuf,
     /// First host uid/gid of the range the task's ids map to (65,536 ids).
     pub id_base: u32,
+    /// A group container ([`crate::group`]): fd 0 is the caller's control socket, and tasks
+    /// come over it; `spec` gives the image, the group's binds and limits, not a program.
+    #[serde(default)]
+    pub group: bool,
 }
 
 /// Entry point, in a fresh fork of the zygote (pid `zygote`). Returns the exit code.
@@ -89,7 +93,7 @@ fn set_pdeathsig() -> Result<(), String> {
     nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(|e| format!("pdeathsig: {e}"))
 }
 
-fn pipe() -> Result<(OwnedFd, OwnedFd), String> {
+pub(crate) fn pipe() -> Result<(OwnedFd, OwnedFd), String> {
     nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))
 }
 
@@ -158,6 +162,9 @@ fn run_in_cgroup(
     let scratch = fs::File::open(&layout.scratch).map_err(|e| format!("scratch: {e}"))?;
     cg.pin().map_err(|e| format!("cgroups: {e}"))?;
     pivot_into(&layout.root).map_err(|e| format!("pivot: {e}"))?;
+    if a.group {
+        return crate::group::helper::serve(a, report, cg, sigfd, prog, &scratch);
+    }
 
     let (sync_r, sync_w) = pipe()?;
     let (status_r, status_w) = pipe()?;
@@ -209,7 +216,7 @@ fn run_in_cgroup(
     Ok(())
 }
 
-fn reap(pid: Pid) {
+pub(crate) fn reap(pid: Pid) {
     loop {
         match nix::sys::wait::waitpid(pid, None) {
             Err(nix::errno::Errno::EINTR) => continue,

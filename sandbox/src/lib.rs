@@ -16,6 +16,7 @@
 
 pub mod cgroup;
 pub mod child;
+pub mod group;
 pub mod helper;
 pub mod image;
 pub mod lockdown;
@@ -149,18 +150,18 @@ impl Sandbox {
         &self.images
     }
 
-    /// Start a task.
-    pub fn spawn(&self, spec: &TaskSpec, stdin: Input) -> io::Result<Running> {
+    /// The helper's arguments for `spec` (checked), as JSON.
+    fn helper_args(
+        &self,
+        spec: &TaskSpec,
+        name: String,
+        report: PathBuf,
+        group: bool,
+    ) -> io::Result<Vec<u8>> {
         for b in &spec.binds {
             spec::check_inside(&b.inside).map_err(io::Error::other)?;
         }
         let image = self.images.resolve(&spec.image)?;
-        let name = format!(
-            "{}-{}",
-            std::process::id(),
-            self.seq.fetch_add(1, Ordering::Relaxed)
-        );
-        let report = helper::report_path(&self.cfg.run_dir.join("reports"), &name);
         let args = helper::HelperArgs {
             spec: spec.clone(),
             name,
@@ -168,10 +169,22 @@ impl Sandbox {
             host_dirs: image.host_dirs,
             read_only_root: image.read_only_root,
             mount_dir: self.cfg.run_dir.join("mnt"),
-            report: report.clone(),
+            report,
             id_base: self.cfg.id_base,
+            group,
         };
-        let json = serde_json::to_vec(&args).map_err(io::Error::other)?;
+        serde_json::to_vec(&args).map_err(io::Error::other)
+    }
+
+    /// Start a task.
+    pub fn spawn(&self, spec: &TaskSpec, stdin: Input) -> io::Result<Running> {
+        let name = format!(
+            "{}-{}",
+            std::process::id(),
+            self.seq.fetch_add(1, Ordering::Relaxed)
+        );
+        let report = helper::report_path(&self.cfg.run_dir.join("reports"), &name);
+        let json = self.helper_args(spec, name, report.clone(), false)?;
         let mut stdin_tx = None;
         let stdin_fd: OwnedFd = match stdin {
             Input::Null => File::open("/dev/null")?.into(),
@@ -250,6 +263,15 @@ async fn read_capped(r: Option<impl AsyncRead + Unpin>, cap: usize) -> (Vec<u8>,
     (out, truncated)
 }
 
+/// The pid behind a pidfd.
+fn pid_of(pidfd: &OwnedFd) -> Option<u32> {
+    let fd = pidfd.as_raw_fd();
+    std::fs::read_to_string(format!("/proc/self/fdinfo/{fd}"))
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("Pid:")?.trim().parse().ok())
+}
+
 fn sweep_reports(dir: &Path) {
     for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
@@ -268,11 +290,7 @@ impl Running {
 
     /// The helper's pid (for tests that kill it).
     pub fn helper_pid(&self) -> Option<u32> {
-        let fd = self.pidfd.as_raw_fd();
-        std::fs::read_to_string(format!("/proc/self/fdinfo/{fd}"))
-            .ok()?
-            .lines()
-            .find_map(|l| l.strip_prefix("Pid:")?.trim().parse().ok())
+        pid_of(&self.pidfd)
     }
 
     /// Wait for the end and read the report.

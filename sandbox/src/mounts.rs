@@ -77,7 +77,7 @@ fn bind_ro(src: &Path, dst: &Path, writable: bool) -> io::Result<()> {
 }
 
 /// Create every missing directory of `rel` below `root`, refusing symbolic links on the way.
-fn mkdirs_nofollow(root: &Path, rel: &str) -> io::Result<PathBuf> {
+pub(crate) fn mkdirs_nofollow(root: &Path, rel: &str) -> io::Result<PathBuf> {
     let mut p = root.to_path_buf();
     for c in rel.split('/').filter(|c| !c.is_empty()) {
         p.push(c);

@@ -20,7 +20,7 @@
 
 #![allow(unsafe_code)]
 
-use std::io::{self, IoSlice, IoSliceMut, Read, Write};
+use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
@@ -29,9 +29,9 @@ use std::sync::Mutex;
 
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::SignalFd;
-use nix::sys::socket::{recvmsg, sendmsg, ControlMessage, ControlMessageOwned, MsgFlags};
 
 pub use super::sys::ZYGOTE_ARG;
+use super::sys::{recv_with_fds, send_with_fds};
 
 const MAX_REQUEST: usize = 1 << 20;
 
@@ -40,37 +40,6 @@ const MAX_REQUEST: usize = 1 << 20;
 pub struct Zygote {
     sock: Mutex<UnixStream>,
     child: std::process::Child,
-}
-
-fn send_with_fds(sock: &UnixStream, data: &[u8], fds: &[RawFd]) -> io::Result<()> {
-    let cmsg = [ControlMessage::ScmRights(fds)];
-    let cmsgs: &[ControlMessage] = if fds.is_empty() { &[] } else { &cmsg };
-    let n = sendmsg::<()>(
-        sock.as_raw_fd(),
-        &[IoSlice::new(data)],
-        cmsgs,
-        MsgFlags::empty(),
-        None,
-    )?;
-    if n != data.len() {
-        return Err(io::Error::other("short send to zygote"));
-    }
-    Ok(())
-}
-
-/// Receive up to `buf.len()` bytes and any descriptors sent with them.
-fn recv_with_fds(sock: RawFd, buf: &mut [u8]) -> io::Result<(usize, Vec<OwnedFd>)> {
-    let mut space = nix::cmsg_space!([RawFd; 8]);
-    let mut iov = [IoSliceMut::new(buf)];
-    let msg = recvmsg::<()>(sock, &mut iov, Some(&mut space), MsgFlags::MSG_CMSG_CLOEXEC)?;
-    let mut fds = Vec::new();
-    for c in msg.cmsgs()? {
-        if let ControlMessageOwned::ScmRights(v) = c {
-            // SAFETY: descriptors just received are ours to own.
-            fds.extend(v.into_iter().map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }));
-        }
-    }
-    Ok((msg.bytes, fds))
 }
 
 impl Zygote {
@@ -96,7 +65,7 @@ impl Zygote {
         let mut msg = (args.len() as u32).to_le_bytes().to_vec();
         msg.extend_from_slice(args);
         let fds = stdio.map(|f| f.as_raw_fd());
-        send_with_fds(&sock, &msg[..4], &fds)?;
+        send_with_fds(sock.as_raw_fd(), &msg[..4], &fds)?;
         (&*sock).write_all(&msg[4..])?;
         let mut ok = [0u8; 1];
         let (n, mut fds) = recv_with_fds(sock.as_raw_fd(), &mut ok)?;
@@ -204,7 +173,7 @@ fn serve_one(sock: &UnixStream, pool: &mut NetPool) -> bool {
     }
     let zygote = std::process::id() as i32;
     let Ok(netns) = pool.take() else {
-        return send_with_fds(sock, &[0], &[]).is_ok();
+        return send_with_fds(sock.as_raw_fd(), &[0], &[]).is_ok();
     };
     // SAFETY: this process is single-threaded; the child runs the helper and exits.
     match unsafe { nix::unistd::fork() } {
@@ -231,13 +200,13 @@ fn serve_one(sock: &UnixStream, pool: &mut NetPool) -> bool {
             pool.lent.insert(child.as_raw(), netns);
             let reply = super::sys::pidfd_open(child);
             match reply {
-                Ok(pidfd) => send_with_fds(sock, &[1], &[pidfd.as_raw_fd()]).is_ok(),
-                Err(_) => send_with_fds(sock, &[0], &[]).is_ok(),
+                Ok(pidfd) => send_with_fds(sock.as_raw_fd(), &[1], &[pidfd.as_raw_fd()]).is_ok(),
+                Err(_) => send_with_fds(sock.as_raw_fd(), &[0], &[]).is_ok(),
             }
         }
         Err(_) => {
             pool.free.push(netns);
-            send_with_fds(sock, &[0], &[]).is_ok()
+            send_with_fds(sock.as_raw_fd(), &[0], &[]).is_ok()
         }
     }
 }

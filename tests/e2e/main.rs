@@ -8,6 +8,7 @@ mod cli;
 mod concurrency;
 mod crash;
 mod failures;
+mod groups;
 mod images;
 mod integrity;
 mod job_watch;
