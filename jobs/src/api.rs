@@ -70,4 +70,17 @@ pub struct TaskLog {
     pub data_id: Option<String>,
     pub local: bool,
     pub failed: bool,
+    /// Which container ran it: the task's place in its task group (1 = the container's first
+    /// task, which ran the phase's `init`), 0 for a container of its own (reducers).
+    #[serde(default)]
+    pub group_task: u64,
+    /// The container's identity on this node (tasks of one group share it).
+    #[serde(default)]
+    pub container: u64,
+    /// CPU time (user + system) of the task's processes, milliseconds.
+    #[serde(default)]
+    pub cpu_ms: u64,
+    /// Peak memory of the container while the task ran, bytes.
+    #[serde(default)]
+    pub memory_peak: u64,
 }

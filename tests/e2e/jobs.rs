@@ -475,8 +475,9 @@ async fn cancel_stops_tasks_and_leaves_nothing() {
         assert!(Instant::now() < end, "cancelled tasks still run");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    for i in 0..2 {
-        let dir = t.c.node_dir(i).join("agent").join("t");
+    // Task directories and task-group containers (their directories) all go.
+    for (i, d) in [(0, "t"), (1, "t"), (0, "g"), (1, "g")] {
+        let dir = t.c.node_dir(i).join("agent").join(d);
         let end = Instant::now() + Duration::from_secs(5);
         while std::fs::read_dir(&dir).unwrap().count() > 0 {
             assert!(
@@ -515,8 +516,9 @@ async fn a_node_lost_mid_job_reruns_its_tasks_elsewhere() {
     // Kill a node while it runs map tasks.
     let end = Instant::now() + Duration::from_secs(30);
     let victim = loop {
+        // A map task runs in a task group's container (a directory under agent/g).
         let busy = (0..3).find(|i| {
-            std::fs::read_dir(t.c.node_dir(*i).join("agent").join("t")).is_ok_and(|d| d.count() > 0)
+            std::fs::read_dir(t.c.node_dir(*i).join("agent").join("g")).is_ok_and(|d| d.count() > 0)
         });
         if let Some(i) = busy {
             break i;

@@ -21,6 +21,7 @@ mod processes;
 mod s3;
 mod s3_signed;
 mod sandbox;
+mod task_groups;
 mod tls;
 mod volumes;
 

@@ -1,5 +1,6 @@
-//! The job agent of one storage node: runs the tasks the coordinator places here, each in a
-//! fresh [`Sandbox`], beside the data (SPEC §4).
+//! The job agent of one storage node: runs the tasks the coordinator places here beside the
+//! data (SPEC §4), map tasks in their phase's task group (a container reused by successive
+//! tasks of one job phase, SPEC §5), reducers each in a fresh [`Sandbox`] container.
 //!
 //! Owns: the table of task runs by key (a run happens once per key, whoever asks; a finished
 //! run's result is kept a while for a coordinator that restarts), the node's task log, and the
@@ -11,8 +12,11 @@
 //! - `objects.rs`: storing what a task emits — first copy on this node, then replicated, then
 //!   committed to the namespace as the job's account.
 //! - `socket.rs`: the in-task tools' unix socket, one per task, acting only as the job's account.
+//! - `groups.rs`: the idle containers of task groups, reaped after a second.
 
 mod argv;
+mod groups;
+mod launch;
 mod objects;
 mod socket;
 mod task;
@@ -167,6 +171,7 @@ pub(crate) struct Shared {
     pub sandbox: Sandbox,
     pub objects: objects::Objects,
     pub log: Mutex<std::fs::File>,
+    pub groups: groups::Groups,
 }
 
 /// The agent of one node.
@@ -175,6 +180,8 @@ pub struct Agent {
     runs: Mutex<HashMap<String, Arc<Entry>>>,
     swept: Mutex<Instant>,
     tasks: Mutex<JoinSet<()>>,
+    /// The idle-container reaper runs (started with the first task).
+    reaping: AtomicBool,
 }
 
 impl std::fmt::Debug for Agent {
@@ -187,11 +194,12 @@ impl Agent {
     /// Start the agent (and its sandbox zygote) for the node in `cfg.node_dir`.
     pub fn new(cfg: AgentConfig) -> std::io::Result<Arc<Agent>> {
         let dir = cfg.node_dir.join("agent");
-        for d in ["t", "bin", "cache"] {
+        for d in ["t", "g", "bin", "cache"] {
             std::fs::create_dir_all(dir.join(d))?;
         }
-        // Fresh per-task directories and cached inputs only live as long as their task.
-        for d in ["t", "cache"] {
+        // Fresh per-task and per-container directories and cached inputs only live as long as
+        // their task or container.
+        for d in ["t", "g", "cache"] {
             for e in std::fs::read_dir(dir.join(d))?.flatten() {
                 let _ =
                     std::fs::remove_dir_all(e.path()).or_else(|_| std::fs::remove_file(e.path()));
@@ -219,10 +227,12 @@ impl Agent {
                 sandbox,
                 objects,
                 log: Mutex::new(log),
+                groups: groups::Groups::new(dir.join("g")),
             }),
             runs: Mutex::new(HashMap::new()),
             swept: Mutex::new(Instant::now()),
             tasks: Mutex::new(JoinSet::new()),
+            reaping: AtomicBool::new(false),
         }))
     }
 
@@ -302,6 +312,10 @@ impl Agent {
             }
             "/tasks/kill" => {
                 let k: Key = serde_json::from_slice(&body).map_err(bad)?;
+                // A kill is a cancel or a retry elsewhere: the job's idle containers go too.
+                if let Some(job) = k.key.split('.').next() {
+                    self.shared.groups.drop_job(job);
+                }
                 let e = self.entry(&k.key);
                 e.killed.store(true, Ordering::SeqCst);
                 e.kill.notify_waiters();
@@ -314,6 +328,11 @@ impl Agent {
         }
     }
 
+    /// Idle task-group containers on this node.
+    pub fn idle_containers(&self) -> usize {
+        self.shared.groups.idle_count()
+    }
+
     /// Run `r` (once per key) and wait for its result.
     async fn run(&self, r: TaskRequest) -> TaskResult {
         self.sweep();
@@ -323,6 +342,15 @@ impl Agent {
             let (sh, e2) = (self.shared.clone(), e.clone());
             let mut tasks = self.tasks.lock().unwrap_or_else(|p| p.into_inner());
             while tasks.try_join_next().is_some() {}
+            if !self.reaping.swap(true, Ordering::SeqCst) {
+                let sh = self.shared.clone();
+                tasks.spawn(async move {
+                    loop {
+                        tokio::time::sleep(groups::MAX_IDLE / 4).await;
+                        sh.groups.reap(groups::MAX_IDLE);
+                    }
+                });
+            }
             tasks.spawn(async move {
                 let result = task::run(&sh, &e2, r).await;
                 *e2.finished_at.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());

@@ -21,15 +21,15 @@ use tokio::net::unix::pipe;
 use tokio::sync::mpsc;
 
 use super::argv;
+use super::launch::launch;
 use super::objects::{output, LocalFile, Objects};
-use super::socket::{Scope, ToolServer};
 use super::{Entry, FeedMsg, Shared};
 use crate::api::{TaskLog, TaskRequest, TaskResult};
 use crate::schedule::{Failure, Output, TaskInput};
-use crate::tools::{SOCKET, TOOLS_BIN, TOOLS_EXE};
+use crate::tools::{SOCKET, TOOLS_BIN};
 use mobula_sandbox::{spec::DEFAULT_PATH, Bind, Input, Report, TaskSpec};
 
-fn failed(
+pub(crate) fn failed(
     node: &str,
     internal: bool,
     code: &str,
@@ -156,6 +156,10 @@ pub(crate) async fn run(sh: &Arc<Shared>, e: &Arc<Entry>, req: TaskRequest) -> T
         data_id: None,
         local: true,
         failed: true,
+        group_task: 0,
+        container: 0,
+        cpu_ms: 0,
+        memory_peak: 0,
     };
     let r = prepare_and_run(sh, e, &req, &mut record).await;
     record.failed = r.failure.is_some();
@@ -173,8 +177,6 @@ async fn prepare_and_run(
     let base = output_base(req);
     let p = &req.spec;
     let mut spec = TaskSpec::new(Vec::new());
-    let (argv, shell_env) = argv::argv(&p.exec, p.init.as_deref(), &spec.cwd);
-    spec.argv = argv;
     spec.image = p.image().to_string();
     spec.limits.memory_mib = p.memory_mib();
     spec.limits.disk_mib = p.disk_mib();
@@ -185,51 +187,20 @@ async fn prepare_and_run(
         ("MANTA_OUTPUT_BASE".into(), base.clone()),
         ("MOBULA_TOOLS_SOCKET".into(), SOCKET.into()),
     ];
-    spec.env.extend(shell_env);
     let mut held: Vec<LocalFile> = Vec::new();
     let stdin = match inputs(sh, req, &mut spec, record, &mut held).await {
         Ok(i) => i,
         Err(r) => return r,
     };
-    let agent_dir = sh.cfg.node_dir.join("agent");
-    let sock = agent_dir.join("t").join(format!("{}.sock", req.key));
-    let listener = match make_socket(&sock) {
-        Ok(l) => l,
-        Err(e) => return internal(node, format!("tools socket: {e}")),
-    };
-    let _cleanup = RemoveFile(sock.clone());
-    for (host, inside) in [
-        (sock.clone(), SOCKET),
-        (agent_dir.join("bin"), TOOLS_BIN),
-        (sh.cfg.exe.clone(), TOOLS_EXE),
-    ] {
-        spec.binds.push(Bind {
-            host: host.to_string_lossy().into_owned(),
-            inside: inside.into(),
-            writable: false,
-        });
-    }
     if e.is_killed() {
         return cancelled_result(node);
     }
-    let tools = ToolServer::start(
-        sh.clone(),
-        listener,
-        Scope {
-            account: req.account.clone(),
-            base: base.clone(),
-        },
-    );
-    let mut running = match sh.sandbox.spawn(&spec, stdin) {
-        Ok(r) => r,
-        Err(err) => {
-            tools.stop().await;
-            let m = format!("could not start the task: {err}");
-            return failed(node, false, "TaskInitError", m, None);
-        }
-    };
-    let feeder = feed(sh, e.take_feed(), running.stdin.take()).fuse();
-    let (stdout, stderr) = (running.stdout.take(), running.stderr.take());
+    let (mut running, (stdin, stdout, stderr), tools) =
+        match launch(sh, req, spec, stdin, &base).await {
+            Ok(l) => l,
+            Err(r) => return r,
+        };
+    let feeder = feed(sh, e.take_feed(), stdin).fuse();
     let copies = async { tokio::join!(copy(&sh.objects, stdout), copy(&sh.objects, stderr)) };
     tokio::pin!(feeder);
     tokio::pin!(copies);
@@ -251,16 +222,24 @@ async fn prepare_and_run(
         Ok(r) => r,
         Err(err) => return internal(node, format!("sandbox: {err}")),
     };
+    let problem = classify(
+        &report,
+        p.init.is_some() && running.ran_init(),
+        p.memory_mib(),
+    );
     let (Ok((out_file, out_len)), Ok((err_file, _))) = (out, err) else {
+        running.finish(sh, false, record, &report);
         return internal(node, "reading the task's output failed".into());
     };
+    // The container serves the phase's next task only after a clean success.
+    let clean = problem.is_none() && report.error.is_none() && !e.is_killed();
+    running.finish(sh, clean, record, &report);
     if e.is_killed() {
         return cancelled_result(node);
     }
     if let Some(m) = &report.error {
         return internal(node, format!("sandbox: {m}"));
     }
-    let problem = classify(&report, p.init.is_some(), p.memory_mib());
     if let Some((code, message)) = problem {
         let stderr = if let Some((err_id, err_w)) = err_file {
             let path = format!("{base}stderr.{}", uuid::Uuid::new_v4());
@@ -413,7 +392,7 @@ fn classify(r: &Report, has_init: bool, memory: u64) -> Option<(&'static str, St
 }
 
 /// The task's own tools socket at `path` (bound at [`SOCKET`] inside its sandbox).
-fn make_socket(path: &std::path::Path) -> std::io::Result<tokio::net::UnixListener> {
+pub(crate) fn make_socket(path: &std::path::Path) -> std::io::Result<tokio::net::UnixListener> {
     let _ = std::fs::remove_file(path);
     let l = tokio::net::UnixListener::bind(path)?;
     // The task's ids are unmapped on the host: it connects as "other".
@@ -421,7 +400,7 @@ fn make_socket(path: &std::path::Path) -> std::io::Result<tokio::net::UnixListen
     Ok(l)
 }
 
-struct RemoveFile(std::path::PathBuf);
+pub(crate) struct RemoveFile(pub std::path::PathBuf);
 
 impl Drop for RemoveFile {
     fn drop(&mut self) {

@@ -12,6 +12,9 @@ struct Node {
     slots: u32,
     running: u32,
     up: bool,
+    /// Map tasks of each phase that finished here and whose container (a task group on the
+    /// node's agent) no task placed since has taken: likely idle, ready for the next task.
+    idle_groups: BTreeMap<usize, u32>,
 }
 
 #[derive(Debug, PartialEq)]
@@ -116,6 +119,7 @@ impl Machine {
         match ev {
             Event::NodeUp { node, slots } => {
                 let n = self.nodes.entry(node).or_insert(Node {
+                    idle_groups: BTreeMap::new(),
                     slots,
                     running: 0,
                     up: true,
@@ -301,14 +305,18 @@ impl Machine {
     }
 
     fn finished(&mut self, id: TaskId, outputs: Vec<Output>, out: &mut Vec<Command>) {
-        if self.release(id).is_none() {
+        let Some(node) = self.release(id) else {
             return; // not running (a late report after a retry or a cancel)
-        }
-        self.stats.tasks_done += 1;
-        let (phase, p0) = {
-            let t = &self.tasks[&id];
-            (t.phase, t.p0input.clone())
         };
+        self.stats.tasks_done += 1;
+        let (phase, p0, map) = {
+            let t = &self.tasks[&id];
+            let map = matches!(t.input, TaskInput::Object { .. });
+            (t.phase, t.p0input.clone(), map)
+        };
+        if let Some(n) = self.nodes.get_mut(&node).filter(|_| map) {
+            *n.idle_groups.entry(phase).or_default() += 1;
+        }
         self.stats.phases[phase].done += 1;
         for o in outputs {
             self.route(phase + 1, o, p0.clone(), out);
@@ -375,7 +383,8 @@ impl Machine {
     }
 
     /// Pick the node for a task: live, a free slot, holding its input if it has copies, not
-    /// tried before when possible; least loaded first, then by name.
+    /// tried before when possible; a node with an idle container of the task's phase first
+    /// (a map task there skips a container's start), then least loaded, then by name.
     fn place(&self, t: &Task) -> Option<NodeId> {
         let (holders, reducer): (&[NodeId], bool) = match &t.input {
             TaskInput::Object { nodes, .. } => (nodes, false),
@@ -389,8 +398,11 @@ impl Machine {
         let free: Vec<(&NodeId, &Node)> = self.nodes.iter().filter(ok).collect();
         let fresh = free.iter().filter(|(id, _)| !t.tried.contains(id));
         let pick = |it: &mut dyn Iterator<Item = &(&NodeId, &Node)>| {
-            it.min_by_key(|(id, n)| (n.running * 1000 / n.slots.max(1), (*id).clone()))
-                .map(|(id, _)| (*id).clone())
+            it.min_by_key(|(id, n)| {
+                let idle = !reducer && n.idle_groups.get(&t.phase).is_some_and(|&k| k > 0);
+                (!idle, n.running * 1000 / n.slots.max(1), (*id).clone())
+            })
+            .map(|(id, _)| (*id).clone())
         };
         pick(&mut fresh.into_iter()).or_else(|| pick(&mut free.iter()))
     }
@@ -439,10 +451,11 @@ impl Machine {
                 continue;
             };
             if !reducer {
-                self.nodes
-                    .get_mut(&node)
-                    .expect("placed on a known node")
-                    .running += 1;
+                let n = self.nodes.get_mut(&node).expect("placed on a known node");
+                n.running += 1;
+                if let Some(k) = n.idle_groups.get_mut(&t.phase) {
+                    *k = k.saturating_sub(1);
+                }
                 full = self.slots_full();
             }
             let t = self.tasks.get_mut(&id).expect("task exists");

@@ -539,3 +539,21 @@ fn a_late_report_for_a_task_waiting_to_retry_changes_nothing() {
     assert!(cmds.contains(&Command::JobDone));
     assert_eq!(m.stats().tasks_done, 2);
 }
+
+#[test]
+fn a_node_with_an_idle_container_of_the_phase_is_preferred() {
+    let mut s = Sim::new(vec![map()], &[("a", 2), ("b", 2)]);
+    // A task of the phase ran on b (only b held its input) and finished: b likely keeps its
+    // container idle for a moment.
+    s.input("/u/stor/y0", &["b"]);
+    let id = *s.running.keys().next().unwrap();
+    s.complete(id, |_| None);
+    // The next task held by both goes to b, though a comes first by name at equal load.
+    s.input("/u/stor/y1", &["a", "b"]);
+    let next = *s.running.keys().next().unwrap();
+    assert_eq!(s.running[&next].0, "b", "b's idle container beats a's name");
+    // That container is now taken: the one after goes by load (a is idle, b runs one).
+    s.input("/u/stor/y2", &["a", "b"]);
+    let on_a = s.running.values().filter(|(n, _, _)| n == "a").count();
+    assert_eq!(on_a, 1, "{:?}", s.running);
+}
