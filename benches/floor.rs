@@ -11,6 +11,10 @@
 //!   a fresh `/proc`, `pivot_root`, the old root detached, `exec`;
 //! - `+ seccomp + cgroups`: that, with Mobula's seccomp program loaded and memory + pids leaves
 //!   created, joined and removed (SPEC §4 limits);
+//! - `task in a live container (task group)`: SPEC §5's task groups at their least: one live
+//!   container per worker (built once, as above, with cgroups), pid 1 running task after task:
+//!   a fresh read-only tmpfs `/manta` with the input bound in, fork, seccomp, exec `true`, every
+//!   leftover process killed and reaped, `/manta` detached;
 //! - `2 durable copies`: a 9-byte output written, fsync'd, renamed and its directory fsync'd,
 //!   in two directories (one per copy; here on the same disk);
 //! - `SQLite commit`: one row inserted in WAL mode with `synchronous=FULL` (the metadata's
@@ -102,8 +106,9 @@ fn exec_true() {
     assert!(ok.success());
 }
 
-/// Inside the new namespaces: build the root, pivot, exec `true`.
-fn container_child(root: &Path, go: &OwnedFd, seccomp: bool) -> isize {
+/// Inside the new namespaces: build the root, pivot, exec `true` — or, for a task group,
+/// run `tasks` tasks one after another in the live container.
+fn container_child(root: &Path, go: &OwnedFd, seccomp: bool, tasks: usize) -> isize {
     let mut b = [0u8; 1];
     if nix::unistd::read(go.as_raw_fd(), &mut b) != Ok(1) {
         return 10;
@@ -120,7 +125,7 @@ fn container_child(root: &Path, go: &OwnedFd, seccomp: bool) -> isize {
             MsFlags::empty(),
             Some("size=8m"),
         )?;
-        for d in ["usr", "tmp", "dev", "proc", "old"] {
+        for d in ["usr", "tmp", "dev", "proc", "old", "manta"] {
             nix::unistd::mkdir(
                 &root.join(d),
                 nix::sys::stat::Mode::from_bits_truncate(0o755),
@@ -162,6 +167,9 @@ fn container_child(root: &Path, go: &OwnedFd, seccomp: bool) -> isize {
     if step().is_err() {
         return 11;
     }
+    if tasks > 0 {
+        return group_tasks(tasks);
+    }
     if seccomp {
         // Built by the parent before the clone (cached), so this only loads it.
         let Ok(p) = mobula_sandbox::seccomp::program() else {
@@ -177,7 +185,75 @@ fn container_child(root: &Path, go: &OwnedFd, seccomp: bool) -> isize {
     13
 }
 
+/// pid 1 of a live container serving `n` tasks, each the least SPEC §5 asks between tasks: a
+/// fresh read-only `/manta` (tmpfs) with the input bound in, the task forked and exec'd (with
+/// the seccomp program), every leftover process killed and reaped, `/manta` detached.
+fn group_tasks(n: usize) -> isize {
+    let none: Option<&str> = None;
+    let t = CString::new("/usr/bin/true").unwrap_or_default();
+    let Ok(prog) = mobula_sandbox::seccomp::program() else {
+        return 12;
+    };
+    for _ in 0..n {
+        let mount_input = || -> nix::Result<()> {
+            mount(
+                Some("m"),
+                "/manta",
+                Some("tmpfs"),
+                MsFlags::empty(),
+                Some("size=64k"),
+            )?;
+            fs::write("/manta/in", b"").map_err(|_| nix::Error::EIO)?;
+            mount(
+                Some("/usr/bin/true"),
+                "/manta/in",
+                none,
+                MsFlags::MS_BIND,
+                none,
+            )?;
+            let ro = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY;
+            mount(none, "/manta", none, ro, none)
+        };
+        if mount_input().is_err() {
+            return 14;
+        }
+        // SAFETY: pid 1 is single-threaded; the child only loads the filter and execs.
+        match unsafe { fork() } {
+            Ok(ForkResult::Child) => {
+                let _ = nix::sys::prctl::set_no_new_privs();
+                if mobula_sandbox::seccomp::install(prog).is_ok() {
+                    let _ = nix::unistd::execv(&t, &[&t]);
+                }
+                // SAFETY: leave the forked child at once.
+                unsafe { nix::libc::_exit(13) }
+            }
+            Ok(ForkResult::Parent { child }) => {
+                if waitpid(child, None) != Ok(WaitStatus::Exited(child, 0)) {
+                    return 15;
+                }
+            }
+            Err(_) => return 16,
+        }
+        // SAFETY: signals every other process of this pid namespace (none are left here).
+        unsafe { nix::libc::kill(-1, nix::libc::SIGKILL) };
+        while waitpid(None, None).is_ok() {}
+        if umount2("/manta", MntFlags::MNT_DETACH).is_err() {
+            return 17;
+        }
+    }
+    0
+}
+
 fn container(dir: &Path, i: usize, full: bool) {
+    container_with(dir, i, full, 0)
+}
+
+/// A live container per worker serving `tasks` tasks (see [`group_tasks`]).
+fn task_group(dir: &Path, i: usize, tasks: usize) {
+    container_with(dir, i, true, tasks)
+}
+
+fn container_with(dir: &Path, i: usize, full: bool, tasks: usize) {
     let root = dir.join(format!("root{}", i / 1_000_000));
     let _ = fs::create_dir(&root);
     if full {
@@ -194,7 +270,7 @@ fn container(dir: &Path, i: usize, full: bool) {
         | CloneFlags::CLONE_NEWPID
         | CloneFlags::CLONE_NEWIPC
         | CloneFlags::CLONE_NEWUTS;
-    let cb = Box::new(|| container_child(&root, &go_r, full));
+    let cb = Box::new(|| container_child(&root, &go_r, full, tasks));
     // SAFETY: this worker process is single-threaded; the child runs `container_child` only.
     let pid = unsafe { clone(cb, &mut stack, flags, Some(nix::libc::SIGCHLD)) }.expect("clone");
     let map = format!("0 {} 65536\n", mobula_sandbox::DEFAULT_ID_BASE);
@@ -341,6 +417,15 @@ fn main() {
             Box::new(|| cpu_ms(n, || in_processes(n, &|i| container(d, i, true)))),
         ),
         (
+            "task in a live container (task group)",
+            privileged,
+            Box::new(|| {
+                cpu_ms(n, || {
+                    in_processes(WORKERS, &|i| task_group(d, i, n / WORKERS));
+                })
+            }),
+        ),
+        (
             "2 durable copies",
             true,
             Box::new(|| cpu_ms(n, || in_processes(n, &|i| durable_copies(d, i)))),
@@ -384,6 +469,17 @@ fn main() {
         get("wc -w of 1 MiB"),
     ) {
         let floor = (full - exec) + dur + sq + 3.0 * http;
+        if let Some(g) = get("task in a live container (task group)") {
+            let gfloor = (g - exec).max(0.0) + dur + sq + 3.0 * http;
+            println!(
+                "task-group floor per map task over a plain exec: task in a live container {:.2} \
+                 + copies {dur:.2} + commit {sq:.2} + 3 messages {:.2} = {gfloor:.2} ms; so at \
+                 best {:.2}x the local pipeline",
+                g - exec,
+                3.0 * http,
+                (wc + gfloor) / wc
+            );
+        }
         println!(
             "floor per map task over a plain exec: container {:.2} + copies {dur:.2} + commit \
              {sq:.2} + 3 messages {:.2} = {floor:.2} ms; word count over 1 MiB inputs: \
