@@ -3,7 +3,9 @@
 //! Invariants: one writer connection (SQLite allows one writer at a time; we serialise writers
 //! here instead of retrying on SQLITE_BUSY), a small pool of reader connections (WAL lets them
 //! read while the writer commits), `synchronous=FULL` so a commit is on stable storage before it
-//! is acknowledged. Every write runs in one `BEGIN IMMEDIATE` transaction.
+//! is acknowledged. Every write runs in a `BEGIN IMMEDIATE` transaction — its own
+//! ([`Db::write`]) or, from the server, one shared with the writes that arrived together (group
+//! commit, [`crate::commit`]).
 
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -169,6 +171,8 @@ const READERS: usize = 4;
 /// The metadata database: one writer, a few readers.
 pub struct Db {
     writer: Mutex<Connection>,
+    /// Writes waiting for the next group commit ([`crate::commit`]).
+    pending: Mutex<Vec<crate::commit::Job>>,
     readers: Vec<Mutex<Connection>>,
     next_reader: AtomicUsize,
 }
@@ -221,6 +225,7 @@ impl Db {
             .collect::<rusqlite::Result<Vec<_>>>()?;
         Ok(Db {
             writer: Mutex::new(writer),
+            pending: Mutex::new(Vec::new()),
             readers,
             next_reader: AtomicUsize::new(0),
         })
@@ -238,6 +243,16 @@ impl Db {
         let out = f(&tx)?;
         tx.commit().map_err(sql)?;
         Ok(out)
+    }
+
+    /// The writer connection (held while a batch commits).
+    pub(crate) fn writer(&self) -> std::sync::MutexGuard<'_, Connection> {
+        self.writer.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Writes queued for the next group commit.
+    pub(crate) fn pending(&self) -> std::sync::MutexGuard<'_, Vec<crate::commit::Job>> {
+        self.pending.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Run `f` on a reader connection (a consistent snapshot for one statement).

@@ -14,6 +14,7 @@ pub mod api;
 pub mod bench;
 mod buckets;
 pub mod client;
+mod commit;
 mod db;
 mod error;
 mod jobs;

@@ -158,7 +158,7 @@ async fn route(
     macro_rules! write {
         ($ty:ty, |$tx:ident, $a:ident| $e:expr) => {{
             let $a: $ty = parse(&body)?;
-            blocking(move || db.write(|$tx| $e)).await
+            blocking(move || db.write_grouped(move |$tx| $e)).await
         }};
     }
     // A write to a job wakes its watchers once committed.
