@@ -11,7 +11,7 @@
 //! others. Needs root (task sandboxes).
 //!
 //! `cargo bench --bench jobs`. Env: FILES (1000), TOTAL_MIB (1024), NOOP (30 runs), TINY (1000
-//! objects; 0 skips), SLOTS (tasks per node; default: `up`'s).
+//! objects; 0 skips), SLOTS (tasks per node; default: `up`'s), DIR (where the files go).
 
 #[path = "common/words.rs"]
 mod words;
@@ -217,7 +217,13 @@ async fn main() {
         return;
     }
     let (files, total) = (env("FILES", 1000), env("TOTAL_MIB", 1024) << 20);
-    let dir = tempfile::tempdir_in("/var/tmp").unwrap();
+    // DIR: where the cluster's and the pipeline's files go (default /var/tmp). On an ext4
+    // without a journal (this VM's root), every inode allocation skips the inodes deleted in
+    // the last minutes one by one (`recently_deleted`), so a run right after another one's
+    // clean-up is slower for reasons outside both contenders: point DIR at a fresh file
+    // system (e.g. a journaled ext4 loop image) for comparable runs.
+    let base = std::env::var("DIR").unwrap_or_else(|_| "/var/tmp".into());
+    let dir = tempfile::tempdir_in(base).unwrap();
     let local = dir.path().join("local");
     std::fs::create_dir_all(&local).unwrap();
     let (_child, url) = up(&dir.path().join("up")).await;

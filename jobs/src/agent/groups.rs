@@ -8,9 +8,8 @@
 //! with it). Dropping a [`Pooled`] ends its container (no process, mount or cgroup remains)
 //! and removes its directory.
 //!
-//! Each container has a directory of its own under `agent/g/`, bound at `/run/mobula`: every
-//! task's tools socket is made there as `sock` (the socket's scope is the task's), so the
-//! container needs no new mount for it.
+//! Each container has a directory of its own under `agent/g/`, bound at `/run/mobula`, holding
+//! its tools socket `sock`: bound once, served for each task in turn with that task's scope.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -40,6 +39,10 @@ pub(crate) struct Pooled {
     pub dir: PathBuf,
     /// This node's number for the container (the task log's `container`).
     pub id: u64,
+    /// The tools socket `sock` in `dir`, bound once for the container's life (a socket bound
+    /// and unlinked per task cost inode churn on the node's file system) and served for one
+    /// task at a time, each with its own scope.
+    pub listener: Option<tokio::net::UnixListener>,
 }
 
 impl Drop for Pooled {

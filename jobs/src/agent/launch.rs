@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use mobula_sandbox::{Bind, Input, Report, Running, TaskSpec};
 use tokio::net::unix::pipe;
+use tokio::net::UnixListener;
 
 use super::argv;
 use super::groups::{GroupKey, Pooled};
@@ -28,9 +29,8 @@ pub(crate) enum Handle {
         run: Option<Running>,
         _socket: RemoveFile,
     },
-    /// A task group's container (fresh: this task is its first, and ran `init`), and the path
-    /// of the task's tools socket.
-    Group(Pooled, std::path::PathBuf, bool),
+    /// A task group's container (fresh: this task is its first, and ran `init`).
+    Group(Pooled, bool),
 }
 
 /// The task's stdin (a reducer's pipe), stdout and stderr.
@@ -44,7 +44,7 @@ impl Handle {
     pub fn cancel(&mut self) {
         match self {
             Handle::Single { run, .. } => run.iter().for_each(Running::cancel),
-            Handle::Group(p, ..) => p.group.cancel(),
+            Handle::Group(p, _) => p.group.cancel(),
         }
     }
 
@@ -55,25 +55,32 @@ impl Handle {
                 Some(r) => r.wait().await,
                 None => Err(std::io::Error::other("waited twice")),
             },
-            Handle::Group(p, ..) => p.group.wait().await,
+            Handle::Group(p, _) => p.group.wait().await,
         }
     }
 
     /// Whether the phase's `init` ran before this task's command (in its container).
     pub fn ran_init(&self) -> bool {
-        !matches!(self, Handle::Group(_, _, false))
+        !matches!(self, Handle::Group(_, false))
     }
 
-    /// After the task: keep a group's container for the next task of its phase if `reuse`.
-    pub fn finish(self, sh: &Shared, reuse: bool, record: &mut TaskLog, report: &Report) {
+    /// After the task (its tools server stopped, which gave back `listener`): keep a group's
+    /// container, with its tools socket, for the next task of its phase if `reuse`.
+    pub fn finish(
+        self,
+        sh: &Shared,
+        reuse: bool,
+        listener: Option<UnixListener>,
+        record: &mut TaskLog,
+        report: &Report,
+    ) {
         record.cpu_ms = report.cpu_user_ms + report.cpu_sys_ms;
         record.memory_peak = report.memory_peak;
-        if let Handle::Group(p, sock, _) = self {
+        if let Handle::Group(mut p, _) = self {
             record.group_task = p.group.tasks;
             record.container = p.id;
-            // Before the container can serve another task, whose socket has this path.
-            let _ = std::fs::remove_file(&sock);
-            if reuse && !p.group.is_over() {
+            if reuse && !p.group.is_over() && listener.is_some() {
+                p.listener = listener;
                 sh.groups.put(p);
             }
         }
@@ -162,6 +169,7 @@ pub(crate) async fn launch(
                 key,
                 dir,
                 id,
+                listener: None,
             };
             (pooled, true)
         }
@@ -172,12 +180,15 @@ pub(crate) async fn launch(
     spec.argv = argv;
     spec.env.extend(env);
     spec.binds = inputs;
-    let sock = pooled.dir.join("sock");
-    let listener = make_socket(&sock).map_err(|e| internal(node, format!("tools socket: {e}")))?;
+    let listener = match pooled.listener.take() {
+        Some(l) => l,
+        None => make_socket(&pooled.dir.join("sock"))
+            .map_err(|e| internal(node, format!("tools socket: {e}")))?,
+    };
     let server = ToolServer::start(sh.clone(), listener, scope);
     match pooled.group.spawn(&spec, stdin) {
         Ok(s) => Ok((
-            Handle::Group(pooled, sock, fresh),
+            Handle::Group(pooled, fresh),
             (s.stdin, s.stdout, s.stderr),
             server,
         )),

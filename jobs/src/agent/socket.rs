@@ -24,10 +24,11 @@ pub(crate) struct Scope {
     pub base: String,
 }
 
-/// A running tools server; [`ToolServer::stop`] ends it and returns what the tools emitted.
+/// A running tools server; [`ToolServer::stop`] ends it and returns what the tools emitted,
+/// and the listener (a task group's container keeps its socket for its next task).
 pub(crate) struct ToolServer {
     stop: oneshot::Sender<()>,
-    handle: JoinHandle<(Vec<Output>, bool)>,
+    handle: JoinHandle<(Vec<Output>, bool, Option<UnixListener>)>,
 }
 
 impl ToolServer {
@@ -50,17 +51,27 @@ impl ToolServer {
             while let Some(r) = conns.join_next().await {
                 outputs.extend(r.unwrap_or_default());
             }
-            (outputs, used)
+            (outputs, used, drain(listener))
         });
         ToolServer { stop, handle }
     }
 
     /// Stop accepting, finish the requests in flight (the task is gone, so they end), and
-    /// return the outputs and whether any tool was used.
-    pub async fn stop(self) -> (Vec<Output>, bool) {
+    /// return the outputs, whether any tool was used, and the listener with nothing pending.
+    pub async fn stop(self) -> (Vec<Output>, bool, Option<UnixListener>) {
         let _ = self.stop.send(());
         self.handle.await.unwrap_or_default()
     }
+}
+
+/// The listener with any connection still queued dropped: the task that made it is gone (its
+/// container's pid 1 killed every process of it before the task was reported), so it must not
+/// reach the next task's server, whose scope differs.
+fn drain(listener: UnixListener) -> Option<UnixListener> {
+    let l = listener.into_std().ok()?;
+    l.set_nonblocking(true).ok()?;
+    while l.accept().is_ok() {}
+    UnixListener::from_std(l).ok()
 }
 
 async fn handle(sh: Arc<Shared>, c: UnixStream, scope: Scope) -> Vec<Output> {

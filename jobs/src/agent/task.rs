@@ -216,7 +216,7 @@ async fn prepare_and_run(
         }
     };
     let report = running.wait().await;
-    let (mut outputs, used_tools) = tools.stop().await;
+    let (mut outputs, used_tools, listener) = tools.stop().await;
     drop(held);
     let report = match report {
         Ok(r) => r,
@@ -228,12 +228,12 @@ async fn prepare_and_run(
         p.memory_mib(),
     );
     let (Ok((out_file, out_len)), Ok((err_file, _))) = (out, err) else {
-        running.finish(sh, false, record, &report);
+        running.finish(sh, false, None, record, &report);
         return internal(node, "reading the task's output failed".into());
     };
     // The container serves the phase's next task only after a clean success.
     let clean = problem.is_none() && report.error.is_none() && !e.is_killed();
-    running.finish(sh, clean, record, &report);
+    running.finish(sh, clean, listener, record, &report);
     if e.is_killed() {
         return cancelled_result(node);
     }
