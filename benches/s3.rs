@@ -97,14 +97,14 @@ fn name(t: &Target, l: &Load, round: usize, i: usize) -> String {
     format!("{}-{}-{round}-{i}", t.label.replace(' ', "_"), l.name)
 }
 
-/// PUTs then GETs of one load: (put secs, get secs, cpu secs of both).
+/// PUTs then GETs of one load: (put secs, get secs, cpu secs of both, cpu secs of the GETs).
 async fn run(
     http: &reqwest::Client,
     t: &Target,
     l: &Load,
     round: usize,
     pool: &Bytes,
-) -> (f64, f64, f64) {
+) -> (f64, f64, f64, f64) {
     // Every URL is signed and parsed before the clock starts: the load client's own signing
     // and parsing (a presigned URL is ~400 bytes) would take CPU from the servers on a
     // two-core machine, and only the servers are measured.
@@ -138,6 +138,7 @@ async fn run(
         .collect::<Vec<_>>()
         .await;
     let put = start.elapsed().as_secs_f64();
+    let cpu_mid = cpu(&t.pids);
     let start = Instant::now();
     futures::stream::iter(gets)
         .map(|url| async move {
@@ -153,7 +154,13 @@ async fn run(
         .buffer_unordered(l.concurrency)
         .collect::<Vec<_>>()
         .await;
-    (put, start.elapsed().as_secs_f64(), cpu(&t.pids) - cpu0)
+    let cpu1 = cpu(&t.pids);
+    (
+        put,
+        start.elapsed().as_secs_f64(),
+        cpu1 - cpu0,
+        cpu1 - cpu_mid,
+    )
 }
 
 /// Seconds for a ListObjectsV2 walk with delimiter `/` over the whole bucket (the 100 groups),
@@ -383,16 +390,17 @@ async fn main() {
         let mut unit = "";
         for round in 0..rounds {
             for (k, t) in targets.iter().enumerate() {
-                let (p, g, c) = run(&http, t, l, round, &pool).await;
+                let (p, g, c, cg) = run(&http, t, l, round, &pool).await;
                 let (pr, u) = rate(l, p);
                 unit = u;
                 samples[k].push((pr, rate(l, g).0, c / (2.0 * l.ops as f64) * 1000.0));
                 let (put, get, cpu) = samples[k][round];
                 eprintln!(
                     "round {round}, {} via {}: PUT {put:.0}, GET {get:.0} {unit}, \
-                     {cpu:.2} CPU-s per 1,000 ops; peak RSS {} MiB",
+                     {cpu:.2} CPU-s per 1,000 ops ({:.2} per 1,000 GETs); peak RSS {} MiB",
                     l.name,
                     t.label,
+                    cg / l.ops as f64 * 1000.0,
                     hwm(t.pids[0]) >> 10
                 );
             }

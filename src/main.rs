@@ -665,15 +665,22 @@ async fn client(c: Client, cmd: Cmd) -> Result<(), ClientError> {
 }
 
 /// With the `failpoints` feature: `MOBULA_CRASH_AT=a,b` makes the process abort (no cleanup, as
-/// a SIGKILL would) when it reaches any of those crash points.
+/// a SIGKILL would) when it reaches any of those crash points; `a@N` at the Nth time it does.
 #[cfg(feature = "failpoints")]
 fn arm_crash_points() {
     if let Ok(points) = std::env::var("MOBULA_CRASH_AT") {
         for p in points.split(',').filter(|p| !p.is_empty()) {
-            let name = p.to_string();
-            fail::cfg_callback(p, move || {
-                eprintln!("mobula: crash point {name} reached: aborting");
-                std::process::abort();
+            let (name, nth) = match p.split_once('@') {
+                Some((n, k)) => (n.to_string(), k.parse::<usize>().expect("point@N")),
+                None => (p.to_string(), 1),
+            };
+            let hits = std::sync::atomic::AtomicUsize::new(0);
+            let point = name.clone();
+            fail::cfg_callback(point, move || {
+                if hits.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1 >= nth {
+                    eprintln!("mobula: crash point {name} reached: aborting");
+                    std::process::abort();
+                }
             })
             .expect("valid crash point");
         }

@@ -326,6 +326,18 @@ where
     })
 }
 
+/// After a metadata write that referred to data `id` failed with `err`: queue the data for
+/// deletion from `nodes` — unless the service may have committed the write after all (no
+/// answer came back: [`mobula_metadata::client::outcome_unknown`]); then the data stays, and
+/// the nodes' orphan sweep deletes it later only if the service does not know it.
+pub async fn discard_after(gw: &Gateway, err: &ApiError, id: &str, nodes: &[String]) {
+    if mobula_metadata::client::outcome_unknown(err) {
+        tracing::warn!("{id}: the metadata write's outcome is unknown ({err}); data kept");
+        return;
+    }
+    discard(gw, id, nodes).await
+}
+
 /// Queue data that will never be committed for deletion from `nodes`.
 pub async fn discard(gw: &Gateway, id: &str, nodes: &[String]) {
     let g = Garbage {

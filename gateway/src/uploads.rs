@@ -20,7 +20,7 @@ use mobula_storage_node::api::{new_id, valid_id};
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::fanout::{discard, write_data};
+use crate::fanout::{discard, discard_after, write_data};
 use crate::path::ApiPath;
 use crate::{headers, Gateway};
 
@@ -225,7 +225,7 @@ async fn put_part(
         link: false,
     };
     if let Err(e) = gw.meta.put_part(&p).await {
-        discard(gw, &data.id, &data.nodes).await;
+        discard_after(gw, &e, &data.id, &data.nodes).await;
         return Err(e);
     }
     let mut r = mobula_http::status(StatusCode::NO_CONTENT);
@@ -367,7 +367,7 @@ pub(crate) async fn concat_and_commit(
     match gw.meta.commit_upload(&c).await {
         Ok(e) => Ok(e),
         Err(e) => {
-            discard(gw, &id, &nodes).await;
+            discard_after(gw, &e, &id, &nodes).await;
             Err(e)
         }
     }

@@ -12,7 +12,7 @@ use hyper::body::Incoming;
 use mobula_http::{ApiError, Body, Code};
 use mobula_metadata::api::{split_path, DeleteEntry, PutLink, PutObject, UpdateMetadata};
 
-use crate::fanout::{discard, write_data};
+use crate::fanout::{discard_after, write_data};
 use crate::headers;
 use crate::path::ApiPath;
 use crate::Gateway;
@@ -113,7 +113,7 @@ pub async fn put(
     match gw.meta.put_object(&req).await {
         Ok(e) => Ok(written(&data.id, e.mtime, Some(&data.md5))),
         Err(err) => {
-            discard(gw, &data.id, &data.nodes).await;
+            discard_after(gw, &err, &data.id, &data.nodes).await;
             Err(err)
         }
     }

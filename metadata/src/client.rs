@@ -15,8 +15,11 @@ pub struct MetadataClient {
 }
 
 /// The metadata service could not be reached: a 503 whose message names the cause but never
-/// the service's address (it may reach the public).
+/// the service's address (it may reach the public). A request that may have been sent (the
+/// connection broke after it was made) is told apart: its outcome is unknown
+/// ([`outcome_unknown`]).
 fn unreachable(e: reqwest::Error) -> ApiError {
+    let sent = !e.is_connect();
     let e = e.without_url();
     let mut msg = e.to_string();
     let mut src = std::error::Error::source(&e);
@@ -24,10 +27,19 @@ fn unreachable(e: reqwest::Error) -> ApiError {
         msg = format!("{msg}: {s}");
         src = s.source();
     }
-    ApiError::new(
-        Code::ServiceUnavailable,
-        format!("metadata unreachable: {msg}"),
-    )
+    let what = if sent { LOST } else { "metadata unreachable" };
+    ApiError::new(Code::ServiceUnavailable, format!("{what}: {msg}"))
+}
+
+/// The start of the message of an error whose request may have reached the service.
+const LOST: &str = "metadata answer lost";
+
+/// True when a write failed without an answer: the service may have committed it (it crashed
+/// or the connection broke after the request was sent). Whatever the write referred to must
+/// then be kept — data a failed PUT wrote is left for the nodes' orphan sweep, which asks
+/// the service what it knows — never deleted on the spot.
+pub fn outcome_unknown(e: &ApiError) -> bool {
+    e.code == Code::ServiceUnavailable && e.message.starts_with(LOST)
 }
 
 impl MetadataClient {

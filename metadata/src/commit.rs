@@ -102,7 +102,9 @@ fn run(conn: &mut Connection, batch: Vec<Job>) {
         }
     };
     let deliver: Vec<Deliver> = batch.into_iter().map(|j| (j.run)(&t)).collect();
+    fail::fail_point!("meta-batch-before-commit");
     let committed = t.commit().map_err(|e| sql(e).to_string());
+    fail::fail_point!("meta-batch-before-ack");
     for d in deliver {
         d(committed.as_ref().err().map(String::as_str));
     }

@@ -177,10 +177,13 @@ pub fn unref_data(tx: &Connection, id: &str) -> Result<(), Error> {
     tx.prepare_cached("UPDATE data SET refs = refs - 1 WHERE id = ?1")
         .and_then(|mut s| s.execute([id]))
         .map_err(sql)?;
+    // Already queued (by a writer that did not hear its commit succeed)? Then with the
+    // nodes the data is really on.
     let moved = tx
         .prepare_cached(
-            "INSERT OR IGNORE INTO garbage (data_id, nodes, queued)
-             SELECT id, nodes, ?2 FROM data WHERE id = ?1 AND refs <= 0",
+            "INSERT INTO garbage (data_id, nodes, queued)
+             SELECT id, nodes, ?2 FROM data WHERE id = ?1 AND refs <= 0
+             ON CONFLICT (data_id) DO UPDATE SET nodes = excluded.nodes",
         )
         .and_then(|mut s| s.execute(params![id, now_ms()]))
         .map_err(sql)?;

@@ -51,10 +51,15 @@ pub fn nodes(conn: &Connection) -> Result<Vec<NodeInfo>, Error> {
     rows.collect::<rusqlite::Result<_>>().map_err(sql)
 }
 
-/// Up to `limit` unreferenced data items, oldest first.
+/// Up to `limit` unreferenced data items, oldest first. An item whose data is live after all
+/// (queued by a writer that did not hear its commit succeed) is never handed out.
 pub fn garbage(conn: &Connection, limit: u32) -> Result<Vec<Garbage>, Error> {
     let mut s = conn
-        .prepare_cached("SELECT data_id, nodes FROM garbage ORDER BY queued LIMIT ?1")
+        .prepare_cached(
+            "SELECT data_id, nodes FROM garbage
+             WHERE NOT EXISTS (SELECT 1 FROM data WHERE data.id = garbage.data_id)
+             ORDER BY queued LIMIT ?1",
+        )
         .map_err(sql)?;
     let rows = s
         .query_map([limit], |r| {

@@ -275,3 +275,28 @@ fn a_job_log_creates_its_outputs_and_leaves_out_one_whose_path_is_taken() {
     assert_eq!(db.read(|c| crate::jobs::records(c, &q)).unwrap(), [ok]);
     assert_eq!(garbage(&db), [data("3").id]);
 }
+
+/// A writer that did not hear its commit succeed queues the data as garbage: live data is
+/// never handed to the reclaimer all the same.
+#[test]
+fn live_data_queued_as_garbage_is_not_reclaimed() {
+    let (_d, db) = db();
+    put(&db, "/a/stor/x", data("7")).unwrap();
+    let g = Garbage {
+        data_id: "7".repeat(32),
+        nodes: vec!["n1".into()],
+    };
+    db.write(|tx| registry::queue_garbage(tx, &g)).unwrap();
+    assert!(garbage(&db).is_empty(), "live data reclaimed");
+    db.write(|tx| {
+        namespace::delete(
+            tx,
+            &DeleteEntry {
+                path: "/a/stor/x".into(),
+                preconditions: Preconditions::default(),
+            },
+        )
+    })
+    .unwrap();
+    assert_eq!(garbage(&db), vec!["7".repeat(32)]);
+}

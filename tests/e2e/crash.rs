@@ -28,7 +28,7 @@ struct Harness {
     _tmp: tempfile::TempDir,
 }
 
-async fn spawn_node(dir: &Path, murl: &str, crash_at: &str) -> (Child, String) {
+pub(crate) async fn spawn_node(dir: &Path, murl: &str, crash_at: &str) -> (Child, String) {
     let mut child = Command::new(BIN)
         .args([
             "storage-node",

@@ -7,6 +7,7 @@ mod buckets;
 mod cli;
 mod concurrency;
 mod crash;
+mod crash_meta;
 mod failures;
 mod groups;
 mod images;

@@ -17,7 +17,7 @@ use super::convert::{
 use super::object::{source, store, Upload as Body, DEFAULT_TYPE};
 use super::sums::{claimed, fill, Sums};
 use super::{Mobula, R};
-use crate::fanout::discard;
+use crate::fanout::discard_after;
 use crate::uploads::{concat_and_commit, targets};
 
 /// S3's part numbers.
@@ -108,7 +108,7 @@ async fn record(
     };
     if let Err(e) = m.gw.meta.put_part(&p).await {
         if !link {
-            discard(&m.gw, &data.id, &data.nodes).await;
+            discard_after(&m.gw, &e, &data.id, &data.nodes).await;
         }
         return Err(s3_err(e));
     }

@@ -18,7 +18,7 @@ use super::convert::{
 };
 use super::sums::{claimed, fill, Sums};
 use super::{Mobula, R};
-use crate::fanout::{discard, write_data};
+use crate::fanout::{discard, discard_after, write_data};
 use crate::Gateway;
 
 /// S3's content type when none is given.
@@ -176,7 +176,7 @@ pub async fn put(m: &Mobula, req: S3Request<PutObjectInput>) -> R<PutObjectOutpu
     let e = match m.gw.meta.put_object(&put).await {
         Ok(e) => e,
         Err(err) => {
-            discard(&m.gw, &data.id, &data.nodes).await;
+            discard_after(&m.gw, &err, &data.id, &data.nodes).await;
             return Err(s3_err(err));
         }
     };
