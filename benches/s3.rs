@@ -300,7 +300,9 @@ async fn main() {
         (true, true) => 20_000,
         (true, false) => 100_000,
     };
-    let loads = if quick {
+    // `--small-ops N`: the 4 KiB load's operations per round (for profiling its GETs).
+    let small_ops: Option<usize> = arg("--small-ops").map(|n| n.parse().expect("--small-ops N"));
+    let mut loads = if quick {
         vec![
             Load {
                 name: "small",
@@ -343,6 +345,9 @@ async fn main() {
             },
         ]
     };
+    if let Some(n) = small_ops {
+        loads[0].ops = n;
+    }
     let loads: Vec<Load> = loads
         .into_iter()
         .filter(|l| only.as_deref().is_none_or(|o| o == l.name))

@@ -8,7 +8,7 @@
 //! 2. replace `/manta` in the container's mount namespace: a short-lived child of the helper
 //!    enters it (`setns` on pid 1's pidfd), detaches the previous task's `/manta`, mounts a
 //!    fresh read-only tmpfs there and attaches the task's inputs — detached read-only mounts
-//!    the caller made with `open_tree` and sent along ([`crate::sys::move_mount_here`]);
+//!    the caller made with `open_tree` and sent along (`sys::move_mount_here`);
 //! 3. pass the task (spec and stdio) to pid 1 and wait for its status, pid 1's end, a signal or
 //!    the task's wall clock; on timeout or signal pid 1 is killed, which ends the container;
 //! 4. answer the caller with the task's [`Report`].

@@ -1,5 +1,5 @@
 //! pid 1 of a group container: the container's init for its whole life. After the same set-up
-//! as a single task's pid 1 ([`crate::child::enter`]) it serves one task at a time from the
+//! as a single task's pid 1 (`child::enter`) it serves one task at a time from the
 //! helper, over a `SOCK_SEQPACKET` socket: a message is the task's [`TaskSpec`] (JSON; argv,
 //! env, cwd, open-file limit) with its stdin, stdout and stderr attached; pid 1 starts the task
 //! on those descriptors (closing its own copies at once), reaps until the task has exited,
