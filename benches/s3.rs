@@ -9,6 +9,8 @@
 
 #[path = "s3/garage.rs"]
 mod garage;
+#[path = "common/load.rs"]
+mod load;
 #[path = "s3/sigv4.rs"]
 mod sigv4;
 
@@ -16,152 +18,11 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use futures::{StreamExt, TryStreamExt};
 use tokio::process::{Child, Command};
 
+use load::{free_port, hwm, median, rate, run, Load, Target};
+
 const BIN: &str = env!("CARGO_BIN_EXE_mobula");
-
-/// Makes an object's URL from (method, name).
-pub type ObjectUrl = Box<dyn Fn(&str, &str) -> String + Send + Sync>;
-
-/// Makes a ListObjectsV2 URL from (prefix, delimiter, continuation token).
-pub type ListUrl = Box<dyn Fn(&str, &str, &str) -> String + Send + Sync>;
-
-/// Where a load goes: a URL maker for object `name` (PUT or GET) and the processes to charge.
-pub struct Target {
-    pub label: &'static str,
-    /// A presigned (or plain) URL for (method, object name).
-    pub url: ObjectUrl,
-    /// A presigned ListObjectsV2 (prefix, delimiter, continuation token), for S3 targets.
-    pub list: Option<ListUrl>,
-    pub pids: Vec<u32>,
-}
-
-struct Load {
-    name: &'static str,
-    size: u64,
-    ops: usize,
-    concurrency: usize,
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// CPU seconds (user + system) used so far by `pids`.
-pub fn cpu(pids: &[u32]) -> f64 {
-    pids.iter()
-        .map(|p| {
-            let s = std::fs::read_to_string(format!("/proc/{p}/stat")).unwrap_or_default();
-            let after = s.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-            let f: Vec<&str> = after.split_whitespace().collect();
-            let t = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-            (t(11) + t(12)) / 100.0
-        })
-        .sum()
-}
-
-/// Bytes no two PUTs share: every 1 MiB block of every body is a different slice of a random
-/// pool. Garage stores blocks by content hash (a block it holds is not written again) and
-/// zstd-compresses them, so a body of repeated or constant blocks would cost it nothing.
-fn body(size: u64, pool: &Bytes, op: u64) -> reqwest::Body {
-    const BLOCK: u64 = 1 << 20;
-    let span = pool.len() as u64 - BLOCK;
-    let slice = move |k: u64, len: u64| {
-        let at = (op
-            .wrapping_mul(1_000_003)
-            .wrapping_add(k.wrapping_mul(7_919))
-            .wrapping_mul(4_099))
-            % span;
-        pool.slice(at as usize..(at + len) as usize)
-    };
-    if size <= BLOCK {
-        return reqwest::Body::from(slice(0, size));
-    }
-    let blocks: Vec<Bytes> = (0..size.div_ceil(BLOCK))
-        .map(|k| slice(k, BLOCK.min(size - k * BLOCK)))
-        .collect();
-    reqwest::Body::wrap_stream(futures::stream::iter(
-        blocks.into_iter().map(Ok::<_, std::io::Error>),
-    ))
-}
-
-/// A key of its own for every target, load, round and op: the Manta and S3 targets share one
-/// bucket, and a PUT over another target's object would pay for reclaiming the old data.
-fn name(t: &Target, l: &Load, round: usize, i: usize) -> String {
-    format!("{}-{}-{round}-{i}", t.label.replace(' ', "_"), l.name)
-}
-
-/// PUTs then GETs of one load: (put secs, get secs, cpu secs of both, cpu secs of the GETs).
-async fn run(
-    http: &reqwest::Client,
-    t: &Target,
-    l: &Load,
-    round: usize,
-    pool: &Bytes,
-) -> (f64, f64, f64, f64) {
-    // Every URL is signed and parsed before the clock starts: the load client's own signing
-    // and parsing (a presigned URL is ~400 bytes) would take CPU from the servers on a
-    // two-core machine, and only the servers are measured.
-    let urls = |method: &str| -> Vec<reqwest::Url> {
-        (0..l.ops)
-            .map(|i| (t.url)(method, &name(t, l, round, i)).parse().unwrap())
-            .collect()
-    };
-    let (puts, gets) = (urls("PUT"), urls("GET"));
-    // Distinct bodies across targets, rounds and ops.
-    let salt = (round as u64 * 3 + t.label.len() as u64) * l.ops as u64;
-    let cpu0 = cpu(&t.pids);
-    let start = Instant::now();
-    futures::stream::iter(puts.into_iter().enumerate())
-        .map(|(i, url)| async move {
-            let r = http
-                .put(url)
-                .header("content-length", l.size)
-                .body(body(l.size, pool, salt + i as u64))
-                .send()
-                .await
-                .unwrap();
-            let st = r.status();
-            assert!(
-                st.is_success(),
-                "PUT {st} {}",
-                r.text().await.unwrap_or_default()
-            );
-        })
-        .buffer_unordered(l.concurrency)
-        .collect::<Vec<_>>()
-        .await;
-    let put = start.elapsed().as_secs_f64();
-    let cpu_mid = cpu(&t.pids);
-    let start = Instant::now();
-    futures::stream::iter(gets)
-        .map(|url| async move {
-            let r = http.get(url).send().await.unwrap();
-            assert!(r.status().is_success(), "GET {}", r.status());
-            let n = r
-                .bytes_stream()
-                .try_fold(0u64, |n, b| async move { Ok(n + b.len() as u64) })
-                .await
-                .unwrap();
-            assert_eq!(n, l.size);
-        })
-        .buffer_unordered(l.concurrency)
-        .collect::<Vec<_>>()
-        .await;
-    let cpu1 = cpu(&t.pids);
-    (
-        put,
-        start.elapsed().as_secs_f64(),
-        cpu1 - cpu0,
-        cpu1 - cpu_mid,
-    )
-}
 
 /// Seconds for a ListObjectsV2 walk with delimiter `/` over the whole bucket (the 100 groups),
 /// then one group paged through 1,000 keys at a time: (groups secs, keys secs, keys seen).
@@ -201,29 +62,6 @@ async fn list(http: &reqwest::Client, t: &Target) -> Option<(f64, f64, usize)> {
         }
     }
     Some((groups, start.elapsed().as_secs_f64(), keys))
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
-/// Peak resident memory of process `pid`, KiB.
-fn hwm(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find(|l| l.starts_with("VmHWM"))
-        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        .unwrap_or(0)
-}
-
-fn rate(l: &Load, secs: f64) -> (f64, &'static str) {
-    if l.size <= 4096 {
-        (l.ops as f64 / secs, "ops/s")
-    } else {
-        (l.ops as f64 * l.size as f64 / secs / 1e6, "MB/s")
-    }
 }
 
 /// `mobula up` with its S3 listener, a bucket `bench` holding `keys` listing keys (filled in
@@ -274,12 +112,14 @@ async fn mobula(dir: &Path, keys: usize) -> (Target, Target, Child) {
         url: Box::new(move |m, k| signer.presign(m, "bench", k, &[])),
         list: Some(Box::new(move |p, d, t| s2.list("list", p, d, t))),
         pids: vec![pid],
+        durability_header: false,
     };
     let manta = Target {
         label: "Mobula Manta",
         url: Box::new(move |_, k| format!("{base}/admin/buckets/bench/objects/{k}")),
         list: None,
         pids: vec![pid],
+        durability_header: true,
     };
     (manta, s3, child)
 }
@@ -304,45 +144,15 @@ async fn main() {
     let small_ops: Option<usize> = arg("--small-ops").map(|n| n.parse().expect("--small-ops N"));
     let mut loads = if quick {
         vec![
-            Load {
-                name: "small",
-                size: 4096,
-                ops: 1000,
-                concurrency: 32,
-            },
-            Load {
-                name: "mid",
-                size: 1 << 20,
-                ops: 128,
-                concurrency: 32,
-            },
-            Load {
-                name: "big",
-                size: 64 << 20,
-                ops: 2,
-                concurrency: 2,
-            },
+            Load::new("small", 4096, 1000, 32),
+            Load::new("mid", 1 << 20, 128, 32),
+            Load::new("big", 64 << 20, 2, 2),
         ]
     } else {
         vec![
-            Load {
-                name: "small",
-                size: 4096,
-                ops: 4000,
-                concurrency: 32,
-            },
-            Load {
-                name: "mid",
-                size: 1 << 20,
-                ops: 512,
-                concurrency: 32,
-            },
-            Load {
-                name: "big",
-                size: 256 << 20,
-                ops: 4,
-                concurrency: 4,
-            },
+            Load::new("small", 4096, 4000, 32),
+            Load::new("mid", 1 << 20, 512, 32),
+            Load::new("big", 256 << 20, 4, 4),
         ]
     };
     if let Some(n) = small_ops {
@@ -365,12 +175,7 @@ async fn main() {
         .pool_max_idle_per_host(64)
         .build()
         .unwrap();
-    let pool: Bytes = {
-        use rand::RngCore;
-        let mut b = vec![0u8; 64 << 20];
-        rand::thread_rng().fill_bytes(&mut b);
-        b.into()
-    };
+    let pool = load::random_pool();
     let mut targets = vec![&manta, &s3];
     if let Some((g, _)) = &garage {
         targets.push(g);
@@ -395,10 +200,11 @@ async fn main() {
         let mut unit = "";
         for round in 0..rounds {
             for (k, t) in targets.iter().enumerate() {
-                let (p, g, c, cg) = run(&http, t, l, round, &pool).await;
-                let (pr, u) = rate(l, p);
+                let m = run(&http, t, l, round, &pool).await;
+                let (pr, u) = rate(l, m.put_secs);
                 unit = u;
-                samples[k].push((pr, rate(l, g).0, c / (2.0 * l.ops as f64) * 1000.0));
+                let (c, cg) = (m.put_cpu + m.get_cpu, m.get_cpu);
+                samples[k].push((pr, rate(l, m.get_secs).0, c / (2.0 * l.ops as f64) * 1000.0));
                 let (put, get, cpu) = samples[k][round];
                 eprintln!(
                     "round {round}, {} via {}: PUT {put:.0}, GET {get:.0} {unit}, \

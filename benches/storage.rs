@@ -1,347 +1,246 @@
-//! Storage benchmark: Mobula (roles as separate release processes: metadata, 3 storage nodes,
-//! gateway) beside nginx (static GET with sendfile, `dav_methods PUT`) on the same machine, in
-//! the same run, with the same client. Prints MB/s and ops/s and the Mobula/nginx ratios, and the
-//! gateway's peak RSS while one large object streams through it.
+//! Storage benchmark: Mobula (`mobula up --no-auth`, plain volume, 3 nodes, 2 fsync'd copies)
+//! beside nginx (static GET with `sendfile`, DAV PUT, one copy, no fsync) and — when built —
+//! Garage 2.5 (three nodes, replication 2, `data_fsync` and `metadata_fsync` on), the same load
+//! client for all (`common/load.rs`: distinct random bodies, URLs made before the clock), the
+//! targets alternated in `--rounds N` rounds (default 3), medians. Every figure has its p99
+//! latency beside it and the servers' CPU-seconds per 1,000 operations (from /proc, every
+//! process of the system). Then a mixed load (70% GET / 30% PUT, sizes mostly under 64 KiB with
+//! a tail to 256 MiB), the gateway's memory while a 4 GiB object streams through it, and listing
+//! pages in a directory of 1,000,000 entries.
 //!
-//! `cargo bench --bench storage` (add `-- --quick` for a short run). nginx comes from Debian
-//! (`apt-get install nginx-light`); without it the peer columns are skipped with a note.
-//!
-//! Mobula acknowledges a PUT only after 2 copies are fsynced on 2 nodes and the metadata commit
-//! is fsynced; nginx writes one copy without fsync. The ratios include that difference.
+//! `cargo bench --bench storage` (`-- --quick` for a short run; `--only 4k|1m|256m|mixed`).
+//! nginx from Debian (`apt-get install nginx-light`), Garage with `cargo install garage
+//! --version 2.5.0 --locked --root /var/tmp/garage`; without them their columns are skipped.
 
-use std::path::{Path, PathBuf};
+#[path = "s3/garage.rs"]
+mod garage;
+#[path = "storage/listing.rs"]
+mod listing;
+#[path = "common/load.rs"]
+mod load;
+#[path = "storage/mixed.rs"]
+mod mixed;
+#[path = "storage/nginx.rs"]
+mod nginx;
+#[path = "s3/sigv4.rs"]
+mod sigv4;
+
 use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use bytes::Bytes;
-use futures::{StreamExt, TryStreamExt};
-use tokio::io::{AsyncBufReadExt, BufReader};
+use load::{free_port, hwm, median, p99, rate, run, Load, Target};
 use tokio::process::{Child, Command};
 
 const BIN: &str = env!("CARGO_BIN_EXE_mobula");
 
-struct Load {
-    name: &'static str,
-    size: u64,
-    ops: usize,
-    concurrency: usize,
-}
-
-async fn spawn(args: &[&str]) -> (Child, String) {
-    let mut child = Command::new(BIN)
-        .args(args)
+/// `mobula up` on `dir`; its target (Manta API, `/admin/stor/bench/…`) and the child.
+async fn mobula(dir: &std::path::Path) -> (Target, Child) {
+    let port = free_port();
+    let child = Command::new(BIN)
+        .args([
+            "up",
+            "--volume",
+            "plain",
+            "--no-jobs",
+            "--no-auth",
+            "--no-s3",
+        ])
+        .arg("--data")
+        .arg(dir)
+        .args(["--listen", &format!("127.0.0.1:{port}")])
         .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
+        .stdout(Stdio::null())
         .kill_on_drop(true)
         .spawn()
-        .expect("spawn mobula");
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let mut url = String::new();
-    while let Some(l) = lines.next_line().await.unwrap() {
-        if let Some(i) = l.find("http://") {
-            url = l[i..].split_whitespace().next().unwrap().to_string();
+        .expect("spawn mobula up");
+    let base = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    for _ in 0..200 {
+        let r = http
+            .put(format!("{base}/admin/stor/bench"))
+            .header("content-type", "application/json; type=directory")
+            .send()
+            .await;
+        if r.is_ok_and(|r| r.status().is_success()) {
             break;
         }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    (child, url)
+    let pid = child.id().unwrap();
+    let t = Target {
+        label: "Mobula",
+        url: Box::new(move |_, k| format!("{base}/admin/stor/bench/{k}")),
+        list: None,
+        pids: vec![pid],
+        durability_header: true,
+    };
+    (t, child)
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn nginx_binary() -> Option<PathBuf> {
-    ["/usr/sbin/nginx", "/usr/bin/nginx"]
-        .iter()
-        .map(PathBuf::from)
-        .find(|p| p.exists())
-}
-
-async fn start_nginx(dir: &Path) -> Option<(Child, String)> {
-    let bin = nginx_binary()?;
-    let port = free_port();
-    std::fs::create_dir_all(dir.join("www")).unwrap();
-    std::fs::create_dir_all(dir.join("body")).unwrap();
-    let conf = format!(
-        "user root; worker_processes 2; daemon off; pid {d}/nginx.pid; error_log {d}/error.log;
-events {{ worker_connections 1024; }}
-http {{ access_log off; sendfile on; tcp_nopush on; client_max_body_size 0;
-  client_body_temp_path {d}/body; keepalive_requests 100000;
-  server {{ listen 127.0.0.1:{port}; root {d}/www;
-    location / {{ dav_methods PUT; create_full_put_path on; }} }} }}",
-        d = dir.display()
-    );
-    std::fs::write(dir.join("nginx.conf"), conf).unwrap();
-    let child = Command::new(bin)
-        .arg("-c")
-        .arg(dir.join("nginx.conf"))
-        .kill_on_drop(true)
-        .spawn()
-        .ok()?;
-    let url = format!("http://127.0.0.1:{port}");
-    for _ in 0..100 {
-        if reqwest::get(&url).await.is_ok() {
-            return Some((child, url));
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    None
-}
-
-fn body(size: u64, chunk: &Bytes) -> reqwest::Body {
-    if size <= chunk.len() as u64 {
-        return reqwest::Body::from(chunk.slice(..size as usize));
-    }
-    let n = size / chunk.len() as u64;
-    let c = chunk.clone();
-    reqwest::Body::wrap_stream(futures::stream::iter(
-        (0..n).map(move |_| Ok::<_, std::io::Error>(c.clone())),
-    ))
-}
-
-/// Run `ops` PUTs then `ops` GETs of `size` bytes at `concurrency`; returns (put, get) seconds.
-async fn run(
-    http: &reqwest::Client,
-    base: &str,
-    prefix: &str,
-    l: &Load,
-    chunk: &Bytes,
-) -> (f64, f64) {
-    let t = Instant::now();
-    futures::stream::iter(0..l.ops)
-        .map(|i| {
-            let url = format!("{base}{prefix}/{}-{i}", l.name);
-            async move {
-                let r = http
-                    .put(url)
-                    .header("content-length", l.size)
-                    .body(body(l.size, chunk))
-                    .send()
-                    .await
-                    .unwrap();
-                assert!(r.status().is_success(), "PUT {}", r.status());
-            }
-        })
-        .buffer_unordered(l.concurrency)
-        .collect::<Vec<_>>()
-        .await;
-    let put = t.elapsed().as_secs_f64();
-    let t = Instant::now();
-    futures::stream::iter(0..l.ops)
-        .map(|i| {
-            let url = format!("{base}{prefix}/{}-{i}", l.name);
-            async move {
-                let r = http.get(url).send().await.unwrap();
-                assert!(r.status().is_success());
-                let n = r
-                    .bytes_stream()
-                    .try_fold(0u64, |n, b| async move { Ok(n + b.len() as u64) })
-                    .await
-                    .unwrap();
-                assert_eq!(n, l.size);
-            }
-        })
-        .buffer_unordered(l.concurrency)
-        .collect::<Vec<_>>()
-        .await;
-    (put, t.elapsed().as_secs_f64())
-}
-
-fn rate(l: &Load, secs: f64) -> (f64, &'static str) {
-    if l.size <= 4096 {
-        (l.ops as f64 / secs, "ops/s")
-    } else {
-        (l.ops as f64 * l.size as f64 / secs / 1e6, "MB/s")
-    }
-}
-
-fn vm(pid: u32, key: &str) -> u64 {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    s.lines()
-        .find(|l| l.starts_with(key))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
-
-/// Time listing pages at the start and deep inside a directory of `n` entries (metadata only,
-/// on a real SQLite file): the cost of a page must not grow with its position or the directory.
-fn listing(dir: &Path, n: usize) {
-    use mobula_metadata::api::{ListQuery, SortBy};
-    let db = mobula_metadata::Db::open(&dir.join("listing.db")).unwrap();
-    let t = Instant::now();
-    mobula_metadata::bench::fill(&db, "a", n).unwrap();
-    println!(
-        "\nlisting: {n} entries inserted in {:.1} s",
-        t.elapsed().as_secs_f64()
-    );
-    println!("| page (limit 1024) | median of 50 |\n|---|---|");
-    for (what, marker, sort) in [
-        ("first page, by name", None, SortBy::Name),
-        (
-            "page at entry 500,000, by name",
-            Some(format!("entry-{:08}", n / 2)),
-            SortBy::Name,
-        ),
-        (
-            "last page, by name",
-            Some(format!("entry-{:08}", n - 1000)),
-            SortBy::Name,
-        ),
-        ("first page, by mtime", None, SortBy::Mtime),
-        (
-            "page at entry 500,000, by mtime",
-            Some(format!("entry-{:08}", n / 2)),
-            SortBy::Mtime,
-        ),
-    ] {
-        let q = ListQuery {
-            path: "/a/stor".into(),
-            marker,
-            limit: 1024,
-            sort,
-            reverse: false,
-        };
-        let mut times: Vec<f64> = (0..50)
-            .map(|_| {
-                let t = Instant::now();
-                let page = mobula_metadata::bench::list(&db, &q).unwrap();
-                assert!(!page.entries.is_empty() && page.total == n as u64);
-                t.elapsed().as_secs_f64() * 1e3
-            })
-            .collect();
-        times.sort_by(f64::total_cmp);
-        println!("| {what} | {:.2} ms |", times[25]);
-    }
+/// "rate (p99 ms)" of a target's samples, medians over the rounds.
+fn cell(rates: &[f64], p99s: &[f64], unit: &str) -> String {
+    format!(
+        "{:.0} {unit} (p99 {:.1} ms)",
+        median(rates.to_vec()),
+        median(p99s.to_vec()) * 1e3
+    )
 }
 
 #[tokio::main]
 async fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
+    let arg = |name: &str| std::env::args().skip_while(|a| a != name).nth(1);
+    let only = arg("--only");
+    let rounds: usize = arg("--rounds")
+        .map(|r| r.parse().expect("--rounds N"))
+        .unwrap_or(if quick { 1 } else { 3 });
+    let base = std::env::var("DIR").unwrap_or_else(|_| "/var/tmp".into());
     let dir = tempfile::Builder::new()
         .prefix("mobula-bench")
-        .tempdir_in("/var/tmp")
+        .tempdir_in(base)
         .unwrap();
-    let d = |s: &str| dir.path().join(s).to_string_lossy().to_string();
-    let (_meta, murl) = spawn(&[
-        "metadata",
-        "--data",
-        &d("meta"),
-        "--listen",
-        "127.0.0.1:0",
-        "--create-account",
-        "admin",
-    ])
-    .await;
-    let mut nodes = Vec::new();
-    for i in 0..3 {
-        nodes.push(
-            spawn(&[
-                "storage-node",
-                "--data",
-                &d(&format!("n{i}")),
-                "--metadata",
-                &murl,
-            ])
-            .await
-            .0,
-        );
-    }
-    let (gw, gurl) = spawn(&["gateway", "--listen", "127.0.0.1:0", "--metadata", &murl]).await;
-    let gw_pid = gw.id().unwrap();
+    let (mobula, up) = mobula(&dir.path().join("mobula")).await;
+    let ng = nginx::start_nginx(&dir.path().join("nginx")).await;
+    let nginx_t = ng.as_ref().map(|(c, url)| {
+        let url = url.clone();
+        Target {
+            label: "nginx",
+            url: Box::new(move |_, k| format!("{url}/bench/{k}")),
+            list: None,
+            pids: nginx::pids(c.id().unwrap()),
+            durability_header: false,
+        }
+    });
+    let garage = garage::start(&dir.path().join("garage"), 0).await;
+    let mut targets: Vec<&Target> = vec![&mobula];
+    targets.extend(nginx_t.as_ref());
+    targets.extend(garage.as_ref().map(|(g, _)| g));
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(128)
         .tcp_nodelay(true)
         .build()
         .unwrap();
-    for _ in 0..100 {
-        let r = http
-            .put(format!("{gurl}/admin/stor/bench"))
-            .header("content-type", "application/json; type=directory")
-            .send()
-            .await;
-        if r.is_ok_and(|r| r.status().is_success())
-            && http
-                .put(format!("{gurl}/admin/stor/bench/probe"))
-                .body("x")
-                .send()
-                .await
-                .is_ok_and(|r| r.status().is_success())
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let nginx = start_nginx(&dir.path().join("nginx")).await;
-    let chunk = Bytes::from(vec![0x5au8; 1 << 20]);
-
-    // Gateway memory while one large object streams through it (PUT then GET).
-    let big = if quick { 1u64 << 30 } else { 4u64 << 30 };
-    let rss_before = vm(gw_pid, "VmRSS:");
-    let big_load = Load {
-        name: "stream",
-        size: big,
-        ops: 1,
-        concurrency: 1,
-    };
-    let (bp, bg) = run(&http, &gurl, "/admin/stor/bench", &big_load, &chunk).await;
-    let hwm = vm(gw_pid, "VmHWM:");
-    println!(
-        "gateway RSS: {} MiB before, peak {} MiB after streaming a {} GiB object (PUT {:.0} MB/s, GET {:.0} MB/s)",
-        rss_before / 1024,
-        hwm / 1024,
-        big >> 30,
-        big as f64 / bp / 1e6,
-        big as f64 / bg / 1e6
-    );
+    let pool = load::random_pool();
 
     let scale = if quick { 4 } else { 1 };
+    let mut durable1 = Load::new("256m-d1", 256 << 20, 8 / scale.min(2), 4);
+    durable1.durability = Some(1);
     let loads = [
-        Load {
-            name: "4k",
-            size: 4096,
-            ops: 4000 / scale,
-            concurrency: 32,
-        },
-        Load {
-            name: "1m",
-            size: 1 << 20,
-            ops: 1024 / scale,
-            concurrency: 32,
-        },
-        Load {
-            name: "256m",
-            size: 256 << 20,
-            ops: 8 / scale.min(2),
-            concurrency: 4,
-        },
+        Load::new("4k", 4096, 4000 / scale, 32),
+        Load::new("1m", 1 << 20, 1024 / scale, 32),
+        Load::new("256m", 256 << 20, 8 / scale.min(2), 4),
+        durable1,
     ];
-    println!("\n| load | op | Mobula | nginx | Mobula/nginx |\n|---|---|---|---|---|");
-    for l in &loads {
-        let (mp, mg) = run(&http, &gurl, "/admin/stor/bench", l, &chunk).await;
-        let (np, ng) = match &nginx {
-            Some((_, nurl)) => run(&http, nurl, "/bench", l, &chunk).await,
-            None => (f64::NAN, f64::NAN),
-        };
-        for (op, m, n) in [("PUT", mp, np), ("GET", mg, ng)] {
-            let (mr, unit) = rate(l, m);
-            let (nr, _) = rate(l, n);
-            println!(
-                "| {} × {} B, {} clients | {op} | {mr:.0} {unit} | {nr:.0} {unit} | {:.2} |",
+    let labels: Vec<&str> = targets.iter().map(|t| t.label).collect();
+    println!(
+        "| load | op | {} | Mobula/nginx |\n|---|---|{}---|",
+        labels.join(" | "),
+        "---|".repeat(labels.len())
+    );
+    for l in loads
+        .iter()
+        .filter(|l| only.as_deref().is_none_or(|o| l.name.starts_with(o)))
+    {
+        // s[target][round] = (put rate, get rate, put p99, get p99, put cpu, get cpu)
+        let mut s = vec![Vec::new(); targets.len()];
+        let mut unit = "";
+        for round in 0..rounds {
+            for (k, t) in targets.iter().enumerate() {
+                // Garage keeps its replication: a durability-1 line is Mobula's and nginx's.
+                if l.durability.is_some() && t.label.starts_with("Garage") {
+                    continue;
+                }
+                let m = run(&http, t, l, round, &pool).await;
+                let (pr, u) = rate(l, m.put_secs);
+                unit = u;
+                let per_k = |c: f64| c / l.ops as f64 * 1000.0;
+                s[k].push((
+                    pr,
+                    rate(l, m.get_secs).0,
+                    p99(m.put_lat),
+                    p99(m.get_lat),
+                    per_k(m.put_cpu),
+                    per_k(m.get_cpu),
+                ));
+                eprintln!(
+                    "round {round}, {} via {}: {:?}",
+                    l.name, t.label, s[k][round]
+                );
+            }
+        }
+        let what = match l.durability {
+            Some(d) => format!(
+                "{} × {} KiB, {} clients, {d} copy",
                 l.ops,
-                l.size,
-                l.concurrency,
-                mr / nr
+                l.size >> 10,
+                l.concurrency
+            ),
+            None => format!(
+                "{} × {} KiB, {} clients",
+                l.ops,
+                l.size >> 10,
+                l.concurrency
+            ),
+        };
+        type Row = (f64, f64, f64, f64, f64, f64);
+        let col = |k: usize, f: fn(&Row) -> f64| -> Vec<f64> { s[k].iter().map(f).collect() };
+        let ratio = |f: fn(&Row) -> f64| match labels.iter().position(|l| *l == "nginx") {
+            Some(n) if !s[n].is_empty() => {
+                let r: Vec<f64> = (0..rounds).map(|i| f(&s[0][i]) / f(&s[n][i])).collect();
+                format!("{:.2}", median(r))
+            }
+            _ => "–".into(),
+        };
+        for (op, rate_of, p99_of, cpu_of) in [
+            (
+                "PUT",
+                (|r: &Row| r.0) as fn(&Row) -> f64,
+                (|r: &Row| r.2) as fn(&Row) -> f64,
+                (|r: &Row| r.4) as fn(&Row) -> f64,
+            ),
+            ("GET", |r: &Row| r.1, |r: &Row| r.3, |r: &Row| r.5),
+        ] {
+            let cells: Vec<String> = (0..targets.len())
+                .map(|k| {
+                    if s[k].is_empty() {
+                        "–".into()
+                    } else {
+                        format!(
+                            "{}, {:.2} CPU-s/1k",
+                            cell(&col(k, rate_of), &col(k, p99_of), unit),
+                            median(col(k, cpu_of))
+                        )
+                    }
+                })
+                .collect();
+            println!(
+                "| {what} | {op} | {} | {} |",
+                cells.join(" | "),
+                ratio(rate_of)
             );
         }
     }
-    listing(dir.path(), 1_000_000);
-    if nginx.is_none() {
-        println!("\n(nginx not installed: `apt-get install nginx-light` for the peer columns)");
+    if only.as_deref().is_none_or(|o| o == "mixed") {
+        mixed::run_all(&http, &targets, &pool, if quick { 300 } else { 1000 }).await;
+    }
+    if only.is_none() {
+        // The gateway's memory while one large object streams through it (PUT then GET).
+        let big = if quick { 1u64 << 30 } else { 4u64 << 30 };
+        let before = hwm(up.id().unwrap());
+        let m = run(&http, &mobula, &Load::new("stream", big, 1, 1), 0, &pool).await;
+        println!(
+            "\n`mobula up` peak RSS: {} MiB before, {} MiB after streaming a {} GiB object \
+             (PUT {:.0} MB/s, GET {:.0} MB/s)",
+            before >> 10,
+            hwm(up.id().unwrap()) >> 10,
+            big >> 30,
+            big as f64 / m.put_secs / 1e6,
+            big as f64 / m.get_secs / 1e6
+        );
+        listing::listing(dir.path(), 1_000_000);
+    }
+    match ng {
+        Some((master, _)) => nginx::stop(master).await,
+        None => println!("\n(nginx not installed: `apt-get install nginx-light` for its column)"),
     }
 }

@@ -9,8 +9,8 @@ use std::time::Duration;
 use futures::StreamExt;
 use tokio::process::{Child, Command};
 
+use crate::load::{free_port, Target};
 use crate::sigv4::Signer;
-use crate::{free_port, Target};
 
 fn binary() -> Option<PathBuf> {
     let p = std::env::var("GARAGE_BIN").unwrap_or_else(|_| "/var/tmp/garage/bin/garage".into());
@@ -137,6 +137,7 @@ pub async fn start(dir: &Path, keys: usize) -> Option<(Target, Vec<Child>)> {
             url: Box::new(move |m, k| signer.presign(m, "bench", k, &[])),
             list: Some(Box::new(move |p, d, t| s2.list("list", p, d, t))),
             pids,
+            durability_header: false,
         },
         children,
     ))
