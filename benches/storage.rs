@@ -151,6 +151,13 @@ async fn main() {
                     continue;
                 }
                 let m = run(&http, t, l, round, &pool).await;
+                if l.size >= 1 << 20 {
+                    // Keep the disk from filling, and let the deletes (Mobula reclaims in the
+                    // background) and the page cache settle before the next run is timed.
+                    load::delete_all(&http, t, l, round).await;
+                    tokio::time::sleep(Duration::from_secs(3)).await;
+                    nix::unistd::sync();
+                }
                 let (pr, u) = rate(l, m.put_secs);
                 unit = u;
                 let per_k = |c: f64| c / l.ops as f64 * 1000.0;

@@ -196,6 +196,21 @@ pub async fn run(
     }
 }
 
+/// Delete what [`run`] wrote for `l` in `round` (large loads: the disk is not endless).
+pub async fn delete_all(http: &reqwest::Client, t: &Target, l: &Load, round: usize) {
+    futures::stream::iter(0..l.ops)
+        .map(|i| {
+            let url = (t.url)("DELETE", &name(t, l, round, i));
+            async move {
+                let r = http.delete(url).send().await.unwrap();
+                assert!(r.status().is_success(), "DELETE {}", r.status());
+            }
+        })
+        .buffer_unordered(8)
+        .collect::<Vec<_>>()
+        .await;
+}
+
 pub fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]

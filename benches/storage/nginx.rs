@@ -27,7 +27,7 @@ events {{ worker_connections 1024; }}
 http {{ access_log off; sendfile on; tcp_nopush on; client_max_body_size 0;
   client_body_temp_path {d}/body; keepalive_requests 100000;
   server {{ listen 127.0.0.1:{port}; root {d}/www;
-    location / {{ dav_methods PUT; create_full_put_path on; }} }} }}",
+    location / {{ dav_methods PUT DELETE; create_full_put_path on; }} }} }}",
         d = dir.display()
     );
     std::fs::write(dir.join("nginx.conf"), conf).unwrap();
