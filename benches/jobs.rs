@@ -11,7 +11,7 @@
 //! others. Needs root (task sandboxes).
 //!
 //! `cargo bench --bench jobs`. Env: FILES (1000), TOTAL_MIB (1024), NOOP (30 runs), TINY (1000
-//! objects; 0 skips), SLOTS (tasks per node; default: `up`'s), DIR (where the files go).
+//! objects; 0 skips), SMALL (10,000 objects of 4 KiB: task overhead at scale; 0 skips), SLOTS (tasks per node; default: `up`'s), DIR (where the files go).
 
 #[path = "common/words.rs"]
 mod words;
@@ -322,6 +322,29 @@ async fn main() {
         println!(
             "per-task constant, {tiny} tiny inputs: {secs:.2} s, {:.1} ms of CPU per task (CPUs {:.0}% busy)",
             secs * cores * cpu * 1000.0 / tiny as f64,
+            cpu * 100.0
+        );
+    }
+    // Task overhead alone at scale: 10,000 inputs of 4 KiB (SMALL=0 skips).
+    let small = env("SMALL", 10_000);
+    if small > 0 {
+        let body = |i| words::text(i, 4096);
+        let want: usize = (0..small)
+            .map(|i| String::from_utf8_lossy(&body(i)).split_whitespace().count())
+            .sum();
+        let inputs = store(&http, &url, "small", small, body, None).await;
+        settle(dir.path()).await;
+        let (t, cpu0) = (Instant::now(), busy());
+        let words = job(&http, &url, wc.clone(), &inputs).await;
+        let secs = t.elapsed().as_secs_f64();
+        let cpu = busy_since(cpu0);
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get()) as f64;
+        assert_eq!(words.trim(), want.to_string());
+        println!(
+            "{small} inputs of 4 KiB: {secs:.2} s, {:.0} tasks per second per core, {:.1} ms of \
+             CPU per task (CPUs {:.0}% busy)",
+            small as f64 / secs / cores,
+            secs * cores * cpu * 1000.0 / small as f64,
             cpu * 100.0
         );
     }
