@@ -19,6 +19,7 @@ mod db;
 mod error;
 mod jobs;
 mod keys;
+mod local;
 mod namespace;
 mod paths;
 mod registry;

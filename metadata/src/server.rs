@@ -66,6 +66,14 @@ pub async fn run(
 ) {
     // Bumped after every committed write to a job: what `job.wait` sleeps on.
     let changes = Arc::new(watch::channel(0u64).0);
+    // Clients in this process call straight in while this serves (`crate::local`).
+    let _local = listener.local_addr().ok().map(|a| {
+        let l = crate::local::Local {
+            db: db.clone(),
+            changes: changes.clone(),
+        };
+        crate::local::register(&format!("http://{a}"), Arc::new(l))
+    });
     mobula_http::serve(
         listener,
         move |req| handle(db.clone(), changes.clone(), req),
@@ -80,7 +88,12 @@ async fn handle(
     changes: Arc<watch::Sender<u64>>,
     req: Request,
 ) -> http::Response<Body> {
-    match route(db, changes, req).await {
+    answer(route(db, changes, req).await)
+}
+
+/// The response of a method's outcome (an error as its JSON `{code, message}`).
+pub(crate) fn answer(r: Result<http::Response<Body>, ApiError>) -> http::Response<Body> {
+    match r {
         Ok(resp) => resp,
         Err(e) => {
             if e.code == Code::InternalError {
@@ -155,6 +168,16 @@ async fn route(
         .await
         .map_err(|e| ApiError::new(Code::InvalidArgument, format!("reading body: {e}")))?
         .to_bytes();
+    dispatch(db, changes, &method, body).await
+}
+
+/// Run RPC `method` with its JSON arguments `body`.
+pub(crate) async fn dispatch(
+    db: Arc<Db>,
+    changes: Arc<watch::Sender<u64>>,
+    method: &str,
+    body: Bytes,
+) -> Result<http::Response<Body>, ApiError> {
     macro_rules! write {
         ($ty:ty, |$tx:ident, $a:ident| $e:expr) => {{
             let $a: $ty = parse(&body)?;
@@ -175,7 +198,7 @@ async fn route(
             blocking(move || db.read(|$c| $e)).await
         }};
     }
-    match method.as_str() {
+    match method {
         "account.create" => write!(Name, |tx, a| namespace::create_account(tx, &a.name)),
         "account.exists" => read!(Name, |c, a| namespace::account_exists(c, &a.name)),
         "account.list" => read!((), |c, _a| namespace::accounts(c)),
