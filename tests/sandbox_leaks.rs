@@ -1,8 +1,10 @@
-//! 1,000 sequential and 100 concurrent sandbox spawns leak no mount, cgroup, fd, process, report
-//! or scratch directory. Its own test binary, so nothing else runs in this process meanwhile and
+//! 1,000 sequential and 100 concurrent sandbox spawns, then task groups (500 tasks in one
+//! container, each with an input mounted in; 20 containers at once; one cancelled and one dropped
+//! mid-task) leak no mount, cgroup, fd, process, report or scratch directory. Its own test binary, so nothing else runs in this process meanwhile and
 //! the counts can be exact. Needs root (a failure under MOBULA_REQUIRE_PRIVILEGED=1).
 
-use mobula_sandbox::{cgroup, Input, Sandbox, SandboxConfig, TaskSpec};
+use mobula_sandbox::{cgroup, Bind, Input, Sandbox, SandboxConfig, TaskSpec};
+use tokio::io::AsyncReadExt;
 
 fn count(dir: &str) -> usize {
     std::fs::read_dir(dir).map(|d| d.count()).unwrap_or(0)
@@ -64,6 +66,48 @@ async fn a_thousand_sequential_and_a_hundred_concurrent_spawns_leak_nothing() {
     let outs = futures::future::join_all((0..100).map(|i| run(format!("echo {i}")))).await;
     for (i, o) in outs.iter().enumerate() {
         assert_eq!(String::from_utf8_lossy(o), format!("{i}\n"));
+    }
+    // Task groups.
+    let input = dir.path().join("input.txt");
+    std::fs::write(&input, "x\n").unwrap();
+    let mut task = TaskSpec::shell("cat /manta/in");
+    task.binds.push(Bind {
+        host: input.to_string_lossy().into(),
+        inside: "/manta/in".into(),
+        writable: false,
+    });
+    let group = |n: usize| {
+        let (sb, task) = (&sb, &task);
+        async move {
+            let mut g = sb.group(&TaskSpec::shell("")).unwrap();
+            for _ in 0..n {
+                let s = g.spawn(task, Input::Null).unwrap();
+                let mut out = String::new();
+                s.stdout.unwrap().read_to_string(&mut out).await.unwrap();
+                let r = g.wait().await.unwrap();
+                assert!(r.success(), "{r:?}");
+                assert_eq!(out, "x\n");
+            }
+            g.close().await;
+        }
+    };
+    group(500).await;
+    futures::future::join_all((0..20).map(|_| group(5))).await;
+    let mut g = sb.group(&TaskSpec::shell("")).unwrap();
+    let s = g.spawn(&TaskSpec::shell("sleep 30"), Input::Null).unwrap();
+    g.cancel();
+    assert!(g.wait().await.unwrap().cancelled);
+    g.close().await;
+    drop(s);
+    let mut g = sb.group(&TaskSpec::shell("")).unwrap();
+    let s = g.spawn(&TaskSpec::shell("sleep 30"), Input::Null).unwrap();
+    let helper = g.helper_pid().unwrap();
+    drop((g, s));
+    for _ in 0..250 {
+        if !std::path::Path::new(&format!("/proc/{helper}")).exists() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     // The zygote (a child of this process, holding pooled network namespaces) goes with it.
     drop(sb);

@@ -78,6 +78,11 @@ pub fn main(json: &str, zygote: i32, netns: OwnedFd) -> i32 {
     if let Err(e) = run(&args, &mut report, t0, zygote, netns) {
         report.error = Some(e);
     }
+    if args.group {
+        // A group's tasks were reported over its control socket; no one reads a file (and one
+        // written after the caller dropped the group would be left behind).
+        return 0;
+    }
     let tmp = report_path.with_extension("tmp");
     let body = serde_json::to_vec(&report).unwrap_or_default();
     if fs::write(&tmp, body)

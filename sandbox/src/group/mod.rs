@@ -44,6 +44,8 @@ pub struct Group {
     busy: bool,
     /// The helper said it ends (or is gone).
     over: bool,
+    /// [`Group::cancel`] was called.
+    cancelled: bool,
     /// Tasks run so far.
     pub tasks: u64,
 }
@@ -85,6 +87,7 @@ impl Sandbox {
             report,
             busy: false,
             over: false,
+            cancelled: false,
             tasks: 0,
         })
     }
@@ -161,6 +164,11 @@ impl Group {
         self.busy = false;
         let report = match n {
             Ok(n) if n > 0 => serde_json::from_slice(&buf[..n]).map_err(io::Error::other)?,
+            // Cancelled before the helper took the task: it never ran.
+            _ if self.cancelled => Report {
+                cancelled: true,
+                ..Default::default()
+            },
             _ => Report {
                 error: Some("the group's helper ended without a report".into()),
                 ..Default::default()
@@ -181,6 +189,7 @@ impl Group {
     /// Stop the running task and end the container (its report says cancelled).
     pub fn cancel(&mut self) {
         self.over = true;
+        self.cancelled = true;
         sys::pidfd_signal(&self.pidfd, libc::SIGTERM);
     }
 
@@ -203,8 +212,8 @@ impl Group {
 
 impl Drop for Group {
     fn drop(&mut self) {
-        // Closing the control socket ends the helper, and the container with it; the report
-        // file it leaves is swept with the helper's pid.
+        // Closing the control socket ends the helper, and the container with it (a group's
+        // helper writes no report file).
         let _ = std::fs::remove_file(&self.report);
     }
 }
