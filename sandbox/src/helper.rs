@@ -173,36 +173,19 @@ fn run_in_cgroup(
 
     let (sync_r, sync_w) = pipe()?;
     let (status_r, status_w) = pipe()?;
-    let mut stack = vec![0u8; 1 << 20];
-    let flags = CloneFlags::CLONE_NEWUSER
-        | CloneFlags::CLONE_NEWNS
-        | CloneFlags::CLONE_NEWPID
-        | CloneFlags::CLONE_NEWIPC
-        | CloneFlags::CLONE_NEWUTS;
     let (sync_fd, status_fd) = (sync_r.as_raw_fd(), status_w.as_raw_fd());
-    let cb = Box::new(move || child::pid1(&a.spec, sync_fd, status_fd, prog));
-    // SAFETY: the helper is single-threaded, so the child (a copy of this process, no shared
-    // memory) cannot inherit a lock held by another thread; it runs `child::pid1` only.
-    let pid1 = unsafe { clone(cb, &mut stack, flags, Some(libc::SIGCHLD)) }
-        .map_err(|e| format!("clone: {e}"))?;
+    let started = start_pid1(
+        Box::new(move || child::pid1(&a.spec, sync_fd, status_fd, prog)),
+        a.id_base,
+        cg,
+        sync_w,
+        false,
+    );
     drop(sync_r);
     drop(status_w);
-    let started = (|| {
-        let map = format!("0 {} 65536\n", a.id_base);
-        fs::write(format!("/proc/{pid1}/uid_map"), &map).map_err(|e| format!("uid_map: {e}"))?;
-        fs::write(format!("/proc/{pid1}/gid_map"), &map).map_err(|e| format!("gid_map: {e}"))?;
-        cg.add(pid1.as_raw())
-            .map_err(|e| format!("join cgroups: {e}"))?;
-        nix::unistd::write(&sync_w, b"g").map_err(|e| format!("release task: {e}"))
-    })();
-    drop(sync_w);
     report.setup_us = t0.elapsed().as_micros() as u64;
     let t_run = Instant::now();
-    if let Err(e) = started {
-        let _ = kill(pid1, Signal::SIGKILL);
-        reap(pid1);
-        return Err(e);
-    }
+    let pid1 = started?;
     let ended = wait(pid1, sigfd, a.spec.limits.timeout_ms, report)?;
     report.run_us = t_run.elapsed().as_micros() as u64;
     let t_down = Instant::now();
@@ -219,6 +202,47 @@ fn run_in_cgroup(
     }
     report.teardown_us = t_down.elapsed().as_micros() as u64;
     Ok(())
+}
+
+/// Clone pid 1 of a container running `body` into new user, mount, pid, ipc and uts
+/// namespaces, map its ids to the dedicated range from `id_base`, put it in the cgroups, and
+/// release it (a byte on `sync_w`, which `body` waits for). `oom_protect`: the OOM killer spares
+/// pid 1 (a task group's, which must report its task's OOM kill). A failure after the clone
+/// kills and reaps pid 1.
+pub(crate) fn start_pid1(
+    body: nix::sched::CloneCb<'_>,
+    id_base: u32,
+    cg: &Cgroups,
+    sync_w: OwnedFd,
+    oom_protect: bool,
+) -> Result<Pid, String> {
+    let mut stack = vec![0u8; 1 << 20];
+    let flags = CloneFlags::CLONE_NEWUSER
+        | CloneFlags::CLONE_NEWNS
+        | CloneFlags::CLONE_NEWPID
+        | CloneFlags::CLONE_NEWIPC
+        | CloneFlags::CLONE_NEWUTS;
+    // SAFETY: the helper is single-threaded, so the child (a copy of this process, no shared
+    // memory) cannot inherit a lock held by another thread; it runs `body` only.
+    let pid1 = unsafe { clone(body, &mut stack, flags, Some(libc::SIGCHLD)) }
+        .map_err(|e| format!("clone: {e}"))?;
+    let released = (|| {
+        let map = format!("0 {id_base} 65536\n");
+        fs::write(format!("/proc/{pid1}/uid_map"), &map).map_err(|e| format!("uid_map: {e}"))?;
+        fs::write(format!("/proc/{pid1}/gid_map"), &map).map_err(|e| format!("gid_map: {e}"))?;
+        if oom_protect {
+            let _ = fs::write(format!("/proc/{pid1}/oom_score_adj"), "-1000");
+        }
+        cg.add(pid1.as_raw())
+            .map_err(|e| format!("join cgroups: {e}"))?;
+        nix::unistd::write(&sync_w, b"g").map_err(|e| format!("release pid 1: {e}"))
+    })();
+    if let Err(e) = released {
+        let _ = kill(pid1, Signal::SIGKILL);
+        reap(pid1);
+        return Err(e);
+    }
+    Ok(pid1)
 }
 
 pub(crate) fn reap(pid: Pid) {

@@ -113,6 +113,19 @@ pub struct Captured {
     pub stderr_truncated: bool,
 }
 
+/// The descriptor a task's stdin is, and the write end the caller keeps for [`Input::Pipe`].
+fn stdin_fds(stdin: Input) -> io::Result<(OwnedFd, Option<OwnedFd>)> {
+    Ok(match stdin {
+        Input::Null => (File::open("/dev/null")?.into(), None),
+        Input::File(f) => (f.into(), None),
+        Input::Inherit => (std::io::stdin().as_fd().try_clone_to_owned()?, None),
+        Input::Pipe => {
+            let (r, w) = pipe_pair()?;
+            (r, Some(w))
+        }
+    })
+}
+
 fn pipe_pair() -> io::Result<(OwnedFd, OwnedFd)> {
     Ok(nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?)
 }
@@ -185,17 +198,7 @@ impl Sandbox {
         );
         let report = helper::report_path(&self.cfg.run_dir.join("reports"), &name);
         let json = self.helper_args(spec, name, report.clone(), false)?;
-        let mut stdin_tx = None;
-        let stdin_fd: OwnedFd = match stdin {
-            Input::Null => File::open("/dev/null")?.into(),
-            Input::File(f) => f.into(),
-            Input::Inherit => std::io::stdin().as_fd().try_clone_to_owned()?,
-            Input::Pipe => {
-                let (r, w) = pipe_pair()?;
-                stdin_tx = Some(w);
-                r
-            }
-        };
+        let (stdin_fd, stdin_tx) = stdin_fds(stdin)?;
         let (out_r, out_w) = pipe_pair()?;
         let (err_r, err_w) = pipe_pair()?;
         let (life_r, life_w) = pipe_pair()?;

@@ -20,7 +20,7 @@ use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use nix::sched::{clone, CloneFlags};
+use nix::sched::CloneFlags;
 use nix::sys::signal::{kill, Signal};
 use nix::sys::signalfd::SignalFd;
 use nix::unistd::Pid;
@@ -29,7 +29,7 @@ use serde::{Deserialize, Serialize};
 use super::init::MAX_MESSAGE;
 use crate::cgroup::Cgroups;
 use crate::child::parse_status;
-use crate::helper::{pipe, reap, HelperArgs};
+use crate::helper::{pipe, reap, start_pid1, HelperArgs};
 use crate::spec::{Report, TaskSpec};
 use crate::sys::{move_mount_here, pidfd_open, poll_any, recv_with_fds, send_with_fds};
 
@@ -57,31 +57,17 @@ pub(crate) fn serve(
 ) -> Result<(), String> {
     let (sync_r, sync_w) = pipe()?;
     let (ours, theirs) = crate::sys::seqpacket_pair().map_err(|e| format!("socketpair: {e}"))?;
-    let mut stack = vec![0u8; 1 << 20];
-    let flags = CloneFlags::CLONE_NEWUSER
-        | CloneFlags::CLONE_NEWNS
-        | CloneFlags::CLONE_NEWPID
-        | CloneFlags::CLONE_NEWIPC
-        | CloneFlags::CLONE_NEWUTS;
     let (sync_fd, ctl_fd) = (sync_r.as_raw_fd(), theirs.as_raw_fd());
-    let cb = Box::new(move || super::init::pid1(sync_fd, ctl_fd, prog));
-    // SAFETY: the helper is single-threaded (see crate::helper).
-    let pid1 = unsafe { clone(cb, &mut stack, flags, Some(libc::SIGCHLD)) }
-        .map_err(|e| format!("clone: {e}"))?;
+    // A task's OOM kill (memory.oom.group kills the cgroup) leaves pid 1 to report it.
+    let pid1 = start_pid1(
+        Box::new(move || super::init::pid1(sync_fd, ctl_fd, prog)),
+        a.id_base,
+        cg,
+        sync_w,
+        true,
+    )?;
     drop((sync_r, theirs));
-    let started = (|| {
-        let map = format!("0 {} 65536\n", a.id_base);
-        fs::write(format!("/proc/{pid1}/uid_map"), &map).map_err(|e| format!("uid_map: {e}"))?;
-        fs::write(format!("/proc/{pid1}/gid_map"), &map).map_err(|e| format!("gid_map: {e}"))?;
-        // A task's OOM kill (memory.oom.group kills the cgroup) leaves pid 1 to report it.
-        let _ = fs::write(format!("/proc/{pid1}/oom_score_adj"), "-1000");
-        cg.add(pid1.as_raw())
-            .map_err(|e| format!("join cgroups: {e}"))?;
-        nix::unistd::write(&sync_w, b"g").map_err(|e| format!("release pid 1: {e}"))?;
-        pidfd_open(pid1)
-    })();
-    drop(sync_w);
-    let pidfd = match started {
+    let pidfd = match pidfd_open(pid1) {
         Ok(p) => p,
         Err(e) => {
             let _ = kill(pid1, Signal::SIGKILL);

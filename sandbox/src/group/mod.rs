@@ -20,8 +20,7 @@ pub mod init;
 
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
-use std::path::PathBuf;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::atomic::Ordering;
 
 use tokio::io::unix::AsyncFd;
@@ -30,7 +29,7 @@ use tokio::net::unix::pipe;
 
 use crate::spec::{self, Report, TaskSpec};
 use crate::sys::{self, open_tree_ro, recv_with_fds, send_with_fds};
-use crate::{pipe_pair, Input, Sandbox};
+use crate::{pipe_pair, stdin_fds, Input, Sandbox};
 pub use helper::GroupTask;
 
 /// A live group container.
@@ -39,7 +38,6 @@ pub struct Group {
     ctl: AsyncFd<OwnedFd>,
     pidfd: OwnedFd,
     lifeline: pipe::Receiver,
-    report: PathBuf,
     /// A task was spawned and its report not read yet.
     busy: bool,
     /// The helper said it ends (or is gone).
@@ -67,7 +65,7 @@ impl Sandbox {
             self.seq.fetch_add(1, Ordering::Relaxed)
         );
         let report = crate::helper::report_path(&self.cfg.run_dir.join("reports"), &name);
-        let json = self.helper_args(spec, name, report.clone(), true)?;
+        let json = self.helper_args(spec, name, report, true)?;
         let (ours, theirs) = sys::seqpacket_pair()?;
         let null: OwnedFd = File::open("/dev/null")?.into();
         let (life_r, life_w) = pipe_pair()?;
@@ -84,7 +82,6 @@ impl Sandbox {
             ctl,
             pidfd,
             lifeline: pipe::Receiver::from_owned_fd(life_r)?,
-            report,
             busy: false,
             over: false,
             cancelled: false,
@@ -120,17 +117,7 @@ impl Group {
             inputs,
         };
         let json = serde_json::to_vec(&task).map_err(io::Error::other)?;
-        let mut stdin_tx = None;
-        let stdin_fd: OwnedFd = match stdin {
-            Input::Null => File::open("/dev/null")?.into(),
-            Input::File(f) => f.into(),
-            Input::Inherit => std::io::stdin().as_fd().try_clone_to_owned()?,
-            Input::Pipe => {
-                let (r, w) = pipe_pair()?;
-                stdin_tx = Some(w);
-                r
-            }
-        };
+        let (stdin_fd, stdin_tx) = stdin_fds(stdin)?;
         let (out_r, out_w) = pipe_pair()?;
         let (err_r, err_w) = pipe_pair()?;
         let mut fds = vec![stdin_fd.as_raw_fd(), out_w.as_raw_fd(), err_w.as_raw_fd()];
@@ -206,14 +193,5 @@ impl Group {
         );
         let mut buf = [0u8; 16];
         while matches!(self.lifeline.read(&mut buf).await, Ok(n) if n > 0) {}
-        let _ = std::fs::remove_file(&self.report);
-    }
-}
-
-impl Drop for Group {
-    fn drop(&mut self) {
-        // Closing the control socket ends the helper, and the container with it (a group's
-        // helper writes no report file).
-        let _ = std::fs::remove_file(&self.report);
     }
 }
