@@ -118,6 +118,34 @@ async fn job(http: &reqwest::Client, url: &str, phases: serde_json::Value, input
         .unwrap()
 }
 
+fn cores() -> f64 {
+    std::thread::available_parallelism().map_or(2, |n| n.get()) as f64
+}
+
+/// The word-count job over `n` objects `<name>/fNNNNN` of `body(i)`, checked against the
+/// words of the bodies: (seconds, ms of CPU per task, % of the CPUs busy).
+async fn overhead(
+    http: &reqwest::Client,
+    url: &str,
+    dir: &std::path::Path,
+    wc: &serde_json::Value,
+    name: &str,
+    n: usize,
+    body: impl Fn(usize) -> Vec<u8>,
+) -> (f64, f64, f64) {
+    let want: usize = (0..n)
+        .map(|i| String::from_utf8_lossy(&body(i)).split_whitespace().count())
+        .sum();
+    let inputs = store(http, url, name, n, body, None).await;
+    settle(dir).await;
+    let (t, cpu0) = (Instant::now(), busy());
+    let words = job(http, url, wc.clone(), &inputs).await;
+    let secs = t.elapsed().as_secs_f64();
+    let cpu = busy_since(cpu0);
+    assert_eq!(words.trim(), want.to_string());
+    (secs, secs * cores() * cpu * 1000.0 / n as f64, cpu * 100.0)
+}
+
 /// Store `n` objects `/admin/stor/<name>/fNNNNN` with `body(i)` (and as files in `local`);
 /// their paths, one per line.
 async fn store(
@@ -311,41 +339,22 @@ async fn main() {
     let tiny = env("TINY", 1000);
     if tiny > 0 {
         let body = |i| format!("tiny object {i}\n").into_bytes();
-        let inputs = store(&http, &url, "tiny", tiny, body, None).await;
-        settle(dir.path()).await;
-        let (t, cpu0) = (Instant::now(), busy());
-        let words = job(&http, &url, wc.clone(), &inputs).await;
-        let secs = t.elapsed().as_secs_f64();
-        let cpu = busy_since(cpu0);
-        let cores = std::thread::available_parallelism().map_or(2, |n| n.get()) as f64;
-        assert_eq!(words.trim(), (3 * tiny).to_string());
+        let (secs, per_task, busy) =
+            overhead(&http, &url, dir.path(), &wc, "tiny", tiny, body).await;
         println!(
-            "per-task constant, {tiny} tiny inputs: {secs:.2} s, {:.1} ms of CPU per task (CPUs {:.0}% busy)",
-            secs * cores * cpu * 1000.0 / tiny as f64,
-            cpu * 100.0
+            "per-task constant, {tiny} tiny inputs: {secs:.2} s, {per_task:.1} ms of CPU per task (CPUs {busy:.0}% busy)"
         );
     }
     // Task overhead alone at scale: 10,000 inputs of 4 KiB (SMALL=0 skips).
     let small = env("SMALL", 10_000);
     if small > 0 {
         let body = |i| words::text(i, 4096);
-        let want: usize = (0..small)
-            .map(|i| String::from_utf8_lossy(&body(i)).split_whitespace().count())
-            .sum();
-        let inputs = store(&http, &url, "small", small, body, None).await;
-        settle(dir.path()).await;
-        let (t, cpu0) = (Instant::now(), busy());
-        let words = job(&http, &url, wc.clone(), &inputs).await;
-        let secs = t.elapsed().as_secs_f64();
-        let cpu = busy_since(cpu0);
-        let cores = std::thread::available_parallelism().map_or(2, |n| n.get()) as f64;
-        assert_eq!(words.trim(), want.to_string());
+        let (secs, per_task, busy) =
+            overhead(&http, &url, dir.path(), &wc, "small", small, body).await;
         println!(
-            "{small} inputs of 4 KiB: {secs:.2} s, {:.0} tasks per second per core, {:.1} ms of \
-             CPU per task (CPUs {:.0}% busy)",
-            small as f64 / secs / cores,
-            secs * cores * cpu * 1000.0 / small as f64,
-            cpu * 100.0
+            "{small} inputs of 4 KiB: {secs:.2} s, {:.0} tasks per second per core, {per_task:.1} \
+             ms of CPU per task (CPUs {busy:.0}% busy)",
+            small as f64 / secs / cores()
         );
     }
     // No-op job latency.

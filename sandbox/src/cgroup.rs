@@ -266,20 +266,25 @@ impl Cgroups {
 
     /// The statistics of what ran since `m`.
     pub fn stats_since(&self, m: &Mark) -> Stats {
-        let mut s = self.stats();
+        let mut s = Stats::default();
+        let read = |dir: &Path, f: &str| fs::read_to_string(dir.join(f)).unwrap_or_default();
         for (c, dir) in &self.dirs {
             if self.v2 || c == "memory" {
                 s.oom_killed = event(dir, OOM_EVENTS[self.v2 as usize], "oom_kill ") > m.oom_kills;
+                // v1: reset by the mark; v2: through the mark's descriptor, else the group's.
+                let peak = match m.peak.as_ref() {
+                    Some(mut f) => {
+                        use std::io::{Read, Seek};
+                        let mut text = String::new();
+                        let _ = f.rewind().and_then(|_| f.read_to_string(&mut text));
+                        text
+                    }
+                    None => read(dir, PEAK[self.v2 as usize]),
+                };
+                s.memory_peak = peak.trim().parse().unwrap_or(0);
             }
             if self.v2 || c == "pids" {
                 s.pids_limit_hit = event(dir, "pids.events", "max ") > m.pids_max;
-            }
-        }
-        if let Some(mut f) = m.peak.as_ref() {
-            let mut text = String::new();
-            use std::io::{Read, Seek};
-            if f.rewind().is_ok() && f.read_to_string(&mut text).is_ok() {
-                s.memory_peak = text.trim().parse().unwrap_or(s.memory_peak);
             }
         }
         s
@@ -302,6 +307,8 @@ impl Cgroups {
 
 /// The file counting OOM kills: v1, v2.
 const OOM_EVENTS: [&str; 2] = ["memory.oom_control", "memory.events"];
+/// The file of the peak memory: v1, v2.
+const PEAK: [&str; 2] = ["memory.max_usage_in_bytes", "memory.peak"];
 
 /// A group task's starting point (see [`Cgroups::mark`]).
 #[derive(Debug, Default)]

@@ -28,16 +28,12 @@ struct Harness {
     _tmp: tempfile::TempDir,
 }
 
-pub(crate) async fn spawn_node(dir: &Path, murl: &str, crash_at: &str) -> (Child, String) {
+/// A `mobula` role process (`args`, then `--data dir`) armed with `crash_at`; returns once it
+/// printed the URL it serves (its first line), with that URL.
+pub(crate) async fn spawn_armed(args: &[&str], dir: &Path, crash_at: &str) -> (Child, String) {
     let mut child = Command::new(BIN)
-        .args([
-            "storage-node",
-            "--scrub-every",
-            "0",
-            "--metadata",
-            murl,
-            "--data",
-        ])
+        .args(args)
+        .arg("--data")
         .arg(dir)
         .env("MOBULA_CRASH_AT", crash_at)
         .env("RUST_LOG", "error")
@@ -51,6 +47,11 @@ pub(crate) async fn spawn_node(dir: &Path, murl: &str, crash_at: &str) -> (Child
     let url = l[l.find("http://").unwrap()..].trim().to_string();
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
     (child, url)
+}
+
+pub(crate) async fn spawn_node(dir: &Path, murl: &str, crash_at: &str) -> (Child, String) {
+    let args = ["storage-node", "--scrub-every", "0", "--metadata", murl];
+    spawn_armed(&args, dir, crash_at).await
 }
 
 impl Harness {

@@ -6,43 +6,19 @@
 //! have committed it). Needs the `failpoints` feature.
 #![cfg(feature = "failpoints")]
 
-use std::process::Stdio;
 use std::time::Duration;
 
 use futures::StreamExt;
 use mobula::cluster;
 use mobula_gateway::{Gateway, GatewayConfig};
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 
-use crate::crash::spawn_node;
-
-const BIN: &str = env!("CARGO_BIN_EXE_mobula");
+use crate::crash::{spawn_armed, spawn_node};
 
 /// The metadata service on `addr`, armed with `crash_at`; returns once it listens.
 async fn metadata(dir: &std::path::Path, addr: &str, crash_at: &str) -> Child {
-    let mut child = Command::new(BIN)
-        .args([
-            "metadata",
-            "--create-account",
-            "admin",
-            "--listen",
-            addr,
-            "--data",
-        ])
-        .arg(dir)
-        .env("MOBULA_CRASH_AT", crash_at)
-        .env("RUST_LOG", "error")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let l = lines.next_line().await.unwrap().unwrap();
-    assert!(l.contains("listening"), "{l}");
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    child
+    let args = ["metadata", "--create-account", "admin", "--listen", addr];
+    spawn_armed(&args, dir, crash_at).await.0
 }
 
 fn body(i: usize) -> Vec<u8> {
