@@ -25,6 +25,8 @@ async fn up(dir: &std::path::Path, extra: &[&str]) -> (Child, String, String) {
             "up",
             "--s3-listen",
             "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
             "--volume",
             "plain",
             "--listen",

@@ -39,6 +39,8 @@ async fn up(dir: &std::path::Path) -> (Child, String) {
         "up",
         "--s3-listen",
         "127.0.0.1:0",
+        "--admin-listen",
+        "127.0.0.1:0",
         "--no-auth",
         "--volume",
         "plain",

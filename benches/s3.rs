@@ -84,6 +84,7 @@ async fn mobula(dir: &Path, keys: usize) -> (Target, Target, Child) {
         .arg(dir)
         .args(["--listen", &format!("127.0.0.1:{http_port}")])
         .args(["--s3-listen", &format!("127.0.0.1:{s3_port}")])
+        .args(["--admin-listen", "127.0.0.1:0"])
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .kill_on_drop(true)

@@ -44,6 +44,8 @@ async fn mobula(dir: &std::path::Path) -> (Target, Child) {
             "--no-jobs",
             "--no-auth",
             "--no-s3",
+            "--admin-listen",
+            "127.0.0.1:0",
         ])
         .arg("--data")
         .arg(dir)

@@ -46,7 +46,8 @@ impl Running {
     }
 }
 
-fn spawn_role<F>(url: String, f: impl FnOnce(oneshot::Receiver<()>) -> F) -> Running
+/// Run `f` (given the stop signal) as a role of this process, known by `url`.
+pub fn spawn_role<F>(url: String, f: impl FnOnce(oneshot::Receiver<()>) -> F) -> Running
 where
     F: std::future::Future<Output = ()> + Send + 'static,
 {

@@ -36,8 +36,25 @@ struct Cli {
     /// `<data>/metadata.url`, else http://127.0.0.1:7070).
     #[arg(long = "metadata-url", global = true, env = "MOBULA_METADATA_URL")]
     metadata_url: Option<String>,
+    /// Log lines of server roles: text, or one JSON object per line (with the request id
+    /// each line was written for).
+    #[arg(
+        long,
+        global = true,
+        env = "MOBULA_LOG_FORMAT",
+        value_enum,
+        default_value = "text"
+    )]
+    log_format: LogFormat,
     #[command(subcommand)]
     cmd: Cmd,
+}
+
+/// How server roles write their log lines.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand, Debug)]
@@ -138,6 +155,9 @@ enum Cmd {
         /// Base domain of virtual-host-style S3 requests (`bucket.DOMAIN`); repeatable.
         #[arg(long)]
         s3_domain: Vec<String>,
+        /// Address of the admin listener: Prometheus metrics at /metrics, /health/ready, /health/live.
+        #[arg(long, default_value = "127.0.0.1:9090")]
+        admin_listen: SocketAddr,
     },
     /// Run the metadata service alone.
     Metadata {
@@ -150,6 +170,9 @@ enum Cmd {
         /// Create these accounts if missing.
         #[arg(long = "create-account")]
         create_account: Vec<String>,
+        /// Serve metrics (/metrics) and health (/health/ready, /health/live) on this address.
+        #[arg(long)]
+        admin_listen: Option<SocketAddr>,
     },
     /// Run one storage node alone, or administer one (snapshots, scrub).
     #[command(args_conflicts_with_subcommands = true)]
@@ -180,6 +203,9 @@ enum Cmd {
         /// Tasks this node runs at once (default: by cores and memory).
         #[arg(long)]
         slots: Option<u32>,
+        /// Serve metrics (/metrics) and health (/health/ready, /health/live) on this address.
+        #[arg(long)]
+        admin_listen: Option<SocketAddr>,
     },
     /// Run a gateway alone.
     Gateway {
@@ -208,6 +234,9 @@ enum Cmd {
         /// Base domain of virtual-host-style S3 requests (`bucket.DOMAIN`); repeatable.
         #[arg(long, requires = "s3_listen")]
         s3_domain: Vec<String>,
+        /// Serve metrics (/metrics) and health (/health/ready, /health/live) on this address.
+        #[arg(long)]
+        admin_listen: Option<SocketAddr>,
     },
     /// Upload a file (`-` for stdin).
     Put {
@@ -296,6 +325,15 @@ enum Cmd {
         #[command(subcommand)]
         op: AccountOp,
     },
+    /// One screen for the operator: roles, storage nodes, the data's health, running jobs.
+    Status {
+        /// The `mobula up` data directory whose recorded URLs to use when none is given.
+        #[arg(long, default_value = "./mobula-data")]
+        data: PathBuf,
+        /// Admin listener for per-node figures (default: the one `mobula up` recorded).
+        #[arg(long = "admin-url", env = "MOBULA_ADMIN_URL")]
+        admin_url: Option<String>,
+    },
     /// Map/reduce jobs over objects, run beside the data.
     Job {
         #[command(subcommand)]
@@ -369,13 +407,16 @@ enum KeyOp {
     },
 }
 
-fn init_logging() {
+fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
+    let fmt = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => fmt.init(),
+        LogFormat::Json => fmt.json().init(),
+    }
 }
 
 /// Resolves at Ctrl-C or SIGTERM. The handlers are installed when this is called, not when it
@@ -390,8 +431,10 @@ fn terminate() -> impl std::future::Future<Output = ()> {
     }
 }
 
-async fn serve(cmd: Cmd, up_account: String) -> anyhow::Result<()> {
-    init_logging();
+async fn serve(cmd: Cmd, up_account: String, log: LogFormat) -> anyhow::Result<()> {
+    init_logging(log);
+    // Before any role starts: the handles they take at start must record.
+    mobula_http::telemetry::install();
     let stop = terminate();
     match cmd {
         Cmd::Up {
@@ -409,6 +452,7 @@ async fn serve(cmd: Cmd, up_account: String) -> anyhow::Result<()> {
             s3_listen,
             no_s3,
             s3_domain,
+            admin_listen,
         } => {
             // Absolute at the edge: roles and sandboxes work from other directories.
             let data = std::path::absolute(&data)?;
@@ -443,6 +487,11 @@ async fn serve(cmd: Cmd, up_account: String) -> anyhow::Result<()> {
                 data.join(cluster::METADATA_URL_FILE),
                 format!("{}\n", c.metadata_url()),
             )?;
+            let admin = mobula::admin::start(admin_listen, mobula::admin::for_cluster(&c)).await?;
+            std::fs::write(
+                data.join(mobula::status::ADMIN_URL_FILE),
+                format!("{}\n", admin.url),
+            )?;
             println!("mobula up: gateway listening on {}", c.url());
             println!(
                 "  data: {}  nodes: {nodes}  account: {up_account}  key: {}{}",
@@ -456,15 +505,26 @@ async fn serve(cmd: Cmd, up_account: String) -> anyhow::Result<()> {
             );
             println!(
                 "{}",
-                mobula::upkey::environment(c.url(), &up_account, &key, c.metadata_url())
+                mobula::upkey::environment(
+                    c.url(),
+                    &up_account,
+                    &key,
+                    c.metadata_url(),
+                    &admin.url
+                )
             );
             if let Some(s3) = c.s3_url() {
                 let k = mobula::ups3::find_or_make(&data, &c.gw.meta, &up_account).await?;
                 println!("mobula up: S3 listening on {s3}");
                 println!("{}", mobula::ups3::environment(s3, &k));
             }
+            println!(
+                "mobula up: metrics at {0}/metrics, health at {0}/health",
+                admin.url
+            );
             stop.await;
             println!("mobula up: stopping");
+            admin.stop().await;
             c.shutdown().await;
             if mounted {
                 mobula_storage_node::volume::loopback::unmount(&nodes_dir)?;
@@ -474,6 +534,7 @@ async fn serve(cmd: Cmd, up_account: String) -> anyhow::Result<()> {
             data,
             listen,
             create_account,
+            admin_listen,
         } => {
             let (l, url) = cluster::bind(listen).await?;
             let m = cluster::start_metadata(l, url.clone(), &data.join("mobula.db"))?;
@@ -482,7 +543,9 @@ async fn serve(cmd: Cmd, up_account: String) -> anyhow::Result<()> {
                 client.create_account(&a).await?;
             }
             println!("mobula metadata listening on {url}");
+            let admin = start_admin(admin_listen, |h| mobula::admin::metadata(h, &url)).await?;
             stop.await;
+            stop_admin(admin).await;
             m.stop().await;
         }
         Cmd::StorageNode {
@@ -498,6 +561,7 @@ async fn serve(cmd: Cmd, up_account: String) -> anyhow::Result<()> {
             scrub_rate,
             no_jobs,
             slots,
+            admin_listen,
         } => {
             let data = data.ok_or_else(|| anyhow::anyhow!("--data is required"))?;
             let metadata = metadata.ok_or_else(|| anyhow::anyhow!("--metadata is required"))?;
@@ -511,8 +575,13 @@ async fn serve(cmd: Cmd, up_account: String) -> anyhow::Result<()> {
                 cfg.extension = Some(cluster::agent_for(&cfg.dir, &me, &metadata, &a)?);
             }
             println!("mobula storage-node listening on {url}");
+            let admin = start_admin(admin_listen, |h| {
+                mobula::admin::node(h, "node", &url, &metadata)
+            })
+            .await?;
             let n = cluster::start_node(l, url, cfg);
             stop.await;
+            stop_admin(admin).await;
             n.stop().await;
         }
         Cmd::Gateway {
@@ -524,6 +593,7 @@ async fn serve(cmd: Cmd, up_account: String) -> anyhow::Result<()> {
             tls_key,
             s3_listen,
             s3_domain,
+            admin_listen,
         } => {
             let (l, mut url) = cluster::bind(listen).await?;
             let mut cfg = GatewayConfig::new(&metadata);
@@ -544,9 +614,12 @@ async fn serve(cmd: Cmd, up_account: String) -> anyhow::Result<()> {
                 }
                 None => None,
             };
+            let admin =
+                start_admin(admin_listen, |h| mobula::admin::gateway(h, gw.clone())).await?;
             let g = cluster::start_gateway(l, url.clone(), gw);
             println!("mobula gateway listening on {url}");
             stop.await;
+            stop_admin(admin).await;
             if let Some(s) = s3 {
                 s.stop().await;
             }
@@ -555,6 +628,30 @@ async fn serve(cmd: Cmd, up_account: String) -> anyhow::Result<()> {
         _ => unreachable!("client commands are handled by client()"),
     }
     Ok(())
+}
+
+/// Start the admin listener when `addr` is given, with the checks `f` adds; says where.
+async fn start_admin(
+    addr: Option<SocketAddr>,
+    f: impl FnOnce(&mut mobula_http::telemetry::Health),
+) -> anyhow::Result<Option<cluster::Running>> {
+    let Some(addr) = addr else {
+        return Ok(None);
+    };
+    let mut h = mobula_http::telemetry::Health::default();
+    f(&mut h);
+    let admin = mobula::admin::start(addr, h).await?;
+    println!(
+        "admin: metrics at {0}/metrics, health at {0}/health",
+        admin.url
+    );
+    Ok(Some(admin))
+}
+
+async fn stop_admin(admin: Option<cluster::Running>) {
+    if let Some(a) = admin {
+        a.stop().await;
+    }
 }
 
 /// Parse `10G`, `512M`, `4096` into bytes.
@@ -737,7 +834,7 @@ async fn async_main() -> ExitCode {
         cmd @ (Cmd::Up { .. }
         | Cmd::Metadata { .. }
         | Cmd::StorageNode { .. }
-        | Cmd::Gateway { .. }) => match serve(cmd, cli.account).await {
+        | Cmd::Gateway { .. }) => match serve(cmd, cli.account, cli.log_format).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("mobula: {e:#}");
@@ -751,6 +848,28 @@ async fn async_main() -> ExitCode {
                 ExitCode::from(125)
             }
         },
+        Cmd::Status { data, admin_url } => {
+            let admin = admin_url.or_else(|| {
+                std::fs::read_to_string(data.join(mobula::status::ADMIN_URL_FILE))
+                    .ok()
+                    .map(|s| s.trim().to_string())
+            });
+            let t = mobula::status::Targets {
+                metadata: metadata_url(cli.metadata_url, &data),
+                gateway: cli.url.clone(),
+                admin,
+            };
+            match mobula::status::render(&t).await {
+                Ok(s) => {
+                    print!("{s}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("mobula: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Cmd::Account { data, op } => match account(cli.metadata_url, &data, op).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

@@ -87,11 +87,12 @@ pub async fn register(meta: &MetadataClient, account: &str, key: &UpKey) -> anyh
     Ok(())
 }
 
-/// The environment block `up` prints (`MOBULA_METADATA_URL` for `mobula account …`).
-pub fn environment(url: &str, account: &str, key: &UpKey, metadata: &str) -> String {
+/// The environment block `up` prints (`MOBULA_METADATA_URL` for `mobula account …`,
+/// `MOBULA_ADMIN_URL` for `mobula status`).
+pub fn environment(url: &str, account: &str, key: &UpKey, metadata: &str, admin: &str) -> String {
     format!(
         "  export MOBULA_URL={url} MOBULA_ACCOUNT={account} MOBULA_KEY={key} \
-         MOBULA_METADATA_URL={metadata}\n  \
+         MOBULA_METADATA_URL={metadata} MOBULA_ADMIN_URL={admin}\n  \
          export MANTA_URL={url} MANTA_USER={account} MANTA_KEY_ID={md5}",
         key = key.private.display(),
         md5 = key.md5,

@@ -90,8 +90,12 @@ fn open(gw: &Gateway, node: &str, url: &str, id: &str, md5: Option<&str>) -> Cop
     });
     let data = gw.data.clone();
     let (url, id, md5) = (url.to_string(), id.to_string(), md5.map(String::from));
-    let task =
-        tokio::spawn(async move { data.put(&url, &id, Box::pin(body), md5.as_deref()).await });
+    let put = async move { data.put(&url, &id, Box::pin(body), md5.as_deref()).await };
+    // The copy's task serves the same client request: it carries its id to the node.
+    let task = match mobula_http::reqid::current() {
+        Some(rid) => tokio::spawn(mobula_http::reqid::scope(rid, put)),
+        None => tokio::spawn(put),
+    };
     Copy {
         node: node.to_string(),
         tx: Some(tx),

@@ -18,6 +18,7 @@ mod fanout;
 mod headers;
 mod jobs;
 pub mod nodes;
+mod ops;
 pub mod path;
 mod read;
 mod reclaim;
@@ -207,12 +208,17 @@ pub async fn run(
         },
         None => None,
     };
-    let server = mobula_http::serve_tls(
+    let limits = mobula_http::Limits {
+        api: Some("manta"),
+        ..Default::default()
+    };
+    let server = mobula_http::serve_with(
         listener,
         tls,
         move |req| handle(g.clone(), req),
         shutdown,
         Duration::from_secs(10),
+        limits,
     );
     tokio::select! {
         _ = server => {}
@@ -223,29 +229,49 @@ pub async fn run(
     }
 }
 
-/// Handle one request: route it, render errors, stamp `x-request-id`.
+/// Handle one request: route it, render errors, stamp `x-request-id`, count it. Everything
+/// it does — log lines, and calls to nodes and metadata — carries its request id.
 pub async fn handle(gw: Arc<Gateway>, req: Request) -> Response<Body> {
+    let started = std::time::Instant::now();
     let request_id = uuid::Uuid::new_v4().to_string();
     let method = req.method().clone();
     let uri = req.uri().clone();
-    let mut resp = match route(&gw, req).await {
-        Ok(r) => r,
-        Err(e) => {
-            if e.code == Code::InternalError {
-                tracing::error!(%request_id, "{method} {uri}: {e}");
-            } else {
-                tracing::debug!(%request_id, "{method} {uri}: {e}");
+    let counted = mobula_http::telemetry::enabled().then(|| ops::put_kind(req.headers()));
+    let rid: Arc<str> = Arc::from(request_id.as_str());
+    let serve = async {
+        let resp = match route(&gw, req).await {
+            Ok(r) => r,
+            Err(e) => {
+                if e.code == Code::InternalError {
+                    tracing::error!("{method} {uri}: {e}");
+                } else {
+                    tracing::debug!("{method} {uri}: {e}");
+                }
+                let head = method == Method::HEAD;
+                let mut r = e.into_response();
+                if head {
+                    *r.body_mut() = mobula_http::empty();
+                }
+                r
             }
-            let head = method == Method::HEAD;
-            let mut r = e.into_response();
-            if head {
-                *r.body_mut() = mobula_http::empty();
-            }
-            r
-        }
+        };
+        tracing::debug!("{method} {uri}: {}", resp.status());
+        resp
     };
+    let mut resp = mobula_http::reqid::scope(rid, serve).await;
     if let Ok(v) = HeaderValue::from_str(&request_id) {
         resp.headers_mut().insert("x-request-id", v);
+    }
+    if let Some(put) = counted {
+        let (api, op) = if uri.path() == "/ping" {
+            ("manta", "Ping")
+        } else {
+            let path = ApiPath::parse(uri.path()).ok();
+            let ct = resp.headers().get(http::header::CONTENT_TYPE);
+            let ct = ct.and_then(|v| v.to_str().ok());
+            ops::classify(&method, path.as_ref(), put, ct)
+        };
+        mobula_http::telemetry::request(api, op, resp.status(), started);
     }
     resp
 }

@@ -53,6 +53,7 @@ pub async fn once(gw: &Gateway) -> Result<usize, mobula_http::ApiError> {
                     )
                     .await?;
                 tracing::info!("repaired {}: new copy on {target}", r.data.id);
+                metrics::counter!("mobula_copies_repaired_total", "node" => target).increment(1);
                 done += 1;
             }
             Err(e) => tracing::warn!("repairing {} onto {target}: {e}", r.data.id),

@@ -30,6 +30,9 @@ pub struct Limits {
     /// A connection that moves no byte for this long while no handler is running is closed
     /// (a client that stopped sending a body, or stopped reading a response).
     pub idle: Duration,
+    /// The API this listener serves, for its byte counters (`mobula_bytes_*_total{api}`);
+    /// `None` counts nothing.
+    pub api: Option<&'static str>,
 }
 
 impl Default for Limits {
@@ -37,6 +40,7 @@ impl Default for Limits {
         Limits {
             header_read: Duration::from_secs(30),
             idle: Duration::from_secs(120),
+            api: None,
         }
     }
 }
@@ -81,14 +85,17 @@ pub struct Front<S> {
     activity: Arc<Activity>,
     /// Replacement bytes still to write, from this offset.
     pending: Option<(Vec<u8>, usize)>,
+    /// Bytes received and sent, when the listener counts them.
+    traffic: Option<(metrics::Counter, metrics::Counter)>,
 }
 
 impl<S> Front<S> {
-    pub fn new(inner: S, activity: Arc<Activity>) -> Self {
+    pub fn new(inner: S, activity: Arc<Activity>, api: Option<&'static str>) -> Self {
         Front {
             inner,
             activity,
             pending: None,
+            traffic: api.map(crate::telemetry::traffic),
         }
     }
 }
@@ -175,8 +182,12 @@ impl<S: AsyncRead + Unpin> AsyncRead for Front<S> {
     ) -> Poll<io::Result<()>> {
         let before = buf.filled().len();
         let r = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if buf.filled().len() > before {
+        let n = buf.filled().len() - before;
+        if n > 0 {
             self.activity.touch();
+            if let Some((received, _)) = &self.traffic {
+                received.increment(n as u64);
+            }
         }
         r
     }
@@ -193,8 +204,11 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Front<S> {
             return Poll::Ready(Ok(buf.len()));
         }
         let r = ready!(Pin::new(&mut self.inner).poll_write(cx, buf));
-        if matches!(r, Ok(n) if n > 0) {
+        if let Ok(n @ 1..) = r {
             self.activity.touch();
+            if let Some((_, sent)) = &self.traffic {
+                sent.increment(n as u64);
+            }
         }
         Poll::Ready(r)
     }
@@ -212,8 +226,11 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Front<S> {
             }
         }
         let r = ready!(Pin::new(&mut self.inner).poll_write_vectored(cx, bufs));
-        if matches!(r, Ok(n) if n > 0) {
+        if let Ok(n @ 1..) = r {
             self.activity.touch();
+            if let Some((_, sent)) = &self.traffic {
+                sent.increment(n as u64);
+            }
         }
         Poll::Ready(r)
     }

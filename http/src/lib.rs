@@ -13,6 +13,8 @@
 
 mod error;
 mod front;
+pub mod reqid;
+pub mod telemetry;
 pub mod zstd;
 pub use error::{ApiError, Code};
 pub use front::Limits;
@@ -305,7 +307,10 @@ async fn connection<S, H, F>(
         .keep_alive(true)
         .timer(hyper_util::rt::TokioTimer::new())
         .header_read_timeout(limits.header_read)
-        .serve_connection(TokioIo::new(Front::new(stream, activity.clone())), svc);
+        .serve_connection(
+            TokioIo::new(Front::new(stream, activity.clone(), limits.api)),
+            svc,
+        );
     tokio::pin!(conn);
     let mut tick = tokio::time::interval((limits.idle / 4).max(Duration::from_millis(50)));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

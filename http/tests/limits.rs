@@ -11,6 +11,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 const LIMITS: Limits = Limits {
+    api: None,
     header_read: Duration::from_millis(400),
     idle: Duration::from_millis(600),
 };

@@ -203,6 +203,21 @@ pub struct NodeInfo {
     pub slots: u32,
 }
 
+/// The state of the data as a whole, for `mobula status` (`cluster.summary`; a scan of every
+/// data item: an operator's question, not a request path's).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ClusterSummary {
+    /// Data items (an object and its snaplinks share one).
+    pub data: u64,
+    /// Data items with fewer copies on healthy nodes (heard from within [`STALE`]) than their
+    /// durability asks for.
+    pub under_replicated: u64,
+    /// Copies found bad or missing, waiting to be re-made.
+    pub repairs: u64,
+    /// Data items no object refers to any more, waiting to be deleted from their nodes.
+    pub garbage: u64,
+}
+
 /// A node that has not heartbeated for this long is not healthy.
 pub const STALE: std::time::Duration = std::time::Duration::from_secs(5);
 

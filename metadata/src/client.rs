@@ -76,13 +76,14 @@ impl MetadataClient {
             return serde_json::from_slice(&body)
                 .map_err(|e| ApiError::internal(format!("metadata answer: {e}")));
         }
-        let resp = self
+        let mut req = self
             .http
             .post(format!("{}/rpc/{method}", self.base))
-            .json(q)
-            .send()
-            .await
-            .map_err(unreachable)?;
+            .json(q);
+        if let Some(id) = mobula_http::reqid::current() {
+            req = req.header(mobula_http::reqid::HEADER, &*id);
+        }
+        let resp = req.send().await.map_err(unreachable)?;
         let status = resp.status();
         let body = resp.bytes().await.map_err(unreachable)?;
         if !status.is_success() {
@@ -226,6 +227,10 @@ impl MetadataClient {
     }
     pub async fn nodes(&self) -> Result<Vec<NodeInfo>, ApiError> {
         self.call("node.list", &()).await
+    }
+    /// How the data stands as a whole (scans every data item).
+    pub async fn summary(&self) -> Result<crate::api::ClusterSummary, ApiError> {
+        self.call("cluster.summary", &()).await
     }
     pub async fn garbage(&self, limit: u32) -> Result<Vec<Garbage>, ApiError> {
         self.call("garbage.list", &Limit { limit }).await

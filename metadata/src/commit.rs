@@ -91,6 +91,8 @@ fn savepoint<T>(
 
 /// One batch: every job in one transaction, one commit, then every result.
 fn run(conn: &mut Connection, batch: Vec<Job>) {
+    let started = std::time::Instant::now();
+    let writes = batch.len();
     let t = match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
         Ok(t) => t,
         Err(e) => {
@@ -104,6 +106,8 @@ fn run(conn: &mut Connection, batch: Vec<Job>) {
     let deliver: Vec<Deliver> = batch.into_iter().map(|j| (j.run)(&t)).collect();
     fail::fail_point!("meta-batch-before-commit");
     let committed = t.commit().map_err(|e| sql(e).to_string());
+    metrics::histogram!("mobula_metadata_transaction_seconds").record(started.elapsed());
+    metrics::histogram!("mobula_metadata_transaction_writes").record(writes as f64);
     fail::fail_point!("meta-batch-before-ack");
     for d in deliver {
         d(committed.as_ref().err().map(String::as_str));

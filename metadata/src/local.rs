@@ -57,9 +57,12 @@ pub(crate) fn get(url: &str) -> Option<Arc<Local>> {
 impl Local {
     /// Call `method` with JSON `body`: the answer's status and JSON body.
     pub async fn call(&self, method: &str, body: Bytes) -> (StatusCode, Bytes) {
+        let started = std::time::Instant::now();
         let r = crate::server::dispatch(self.db.clone(), self.changes.clone(), method, body).await;
         let resp = crate::server::answer(r);
         let status = resp.status();
+        let op = crate::server::method_name(method);
+        mobula_http::telemetry::request("metadata", op, status, started);
         let bytes = match resp.into_body().collect().await {
             Ok(b) => b.to_bytes(),
             Err(_) => Bytes::new(),

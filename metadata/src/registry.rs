@@ -3,7 +3,7 @@
 use crate::error::Error;
 use rusqlite::{params, Connection};
 
-use crate::api::{now_ms, Copy, Garbage, Heartbeat, NodeInfo, Repair};
+use crate::api::{now_ms, ClusterSummary, Copy, Garbage, Heartbeat, NodeInfo, Repair, STALE};
 use crate::db::sql;
 use crate::namespace::data_at;
 
@@ -26,6 +26,27 @@ pub fn heartbeat(tx: &Connection, hb: &Heartbeat) -> Result<(), Error> {
     )
     .map_err(sql)?;
     Ok(())
+}
+
+/// How the data stands as a whole (see [`ClusterSummary`]).
+pub fn summary(conn: &Connection) -> Result<ClusterSummary, Error> {
+    let fresh_since = now_ms() - STALE.as_millis() as i64;
+    let count = |q: &str, p: &[&dyn rusqlite::ToSql]| -> Result<u64, Error> {
+        conn.query_row(q, p, |r| r.get::<_, i64>(0))
+            .map(|n| n as u64)
+            .map_err(sql)
+    };
+    Ok(ClusterSummary {
+        data: count("SELECT count(*) FROM data", &[])?,
+        under_replicated: count(
+            "SELECT count(*) FROM data d WHERE d.durability > (
+                SELECT count(*) FROM json_each(d.nodes) j
+                JOIN nodes n ON n.id = j.value AND n.last_seen >= ?1)",
+            &[&fresh_since],
+        )?,
+        repairs: count("SELECT count(*) FROM repairs", &[])?,
+        garbage: count("SELECT count(*) FROM garbage", &[])?,
+    })
 }
 
 /// Every registered node, with the time since its last heartbeat.

@@ -74,11 +74,17 @@ pub async fn run(
         };
         crate::local::register(&format!("http://{a}"), Arc::new(l))
     });
-    mobula_http::serve(
+    let limits = mobula_http::Limits {
+        api: Some("metadata"),
+        ..Default::default()
+    };
+    mobula_http::serve_with(
         listener,
+        None,
         move |req| handle(db.clone(), changes.clone(), req),
         shutdown,
         Duration::from_secs(5),
+        limits,
     )
     .await
 }
@@ -88,7 +94,85 @@ async fn handle(
     changes: Arc<watch::Sender<u64>>,
     req: Request,
 ) -> http::Response<Body> {
-    answer(route(db, changes, req).await)
+    let started = std::time::Instant::now();
+    let op = match req.uri().path() {
+        "/ping" => "ping",
+        p => p.strip_prefix("/rpc/").map_or("invalid", method_name),
+    };
+    let resp = match mobula_http::reqid::from_headers(req.headers()) {
+        Some(id) => {
+            let r = mobula_http::reqid::scope(id, async move {
+                let r = answer(route(db, changes, req).await);
+                tracing::debug!("metadata {op}: {}", r.status());
+                r
+            });
+            r.await
+        }
+        None => answer(route(db, changes, req).await),
+    };
+    mobula_http::telemetry::request("metadata", op, resp.status(), started);
+    resp
+}
+
+/// Every RPC method, for the request metrics (anything else is `unknown`).
+const METHODS: &[&str] = &[
+    "account.create",
+    "account.exists",
+    "account.list",
+    "key.add",
+    "key.list",
+    "key.get",
+    "key.remove",
+    "s3key.add",
+    "s3key.list",
+    "s3key.get",
+    "s3key.remove",
+    "entry.get",
+    "entry.mkdir",
+    "entry.put_object",
+    "entry.put_link",
+    "entry.update_metadata",
+    "entry.delete",
+    "entry.list",
+    "bucket.create",
+    "bucket.delete",
+    "bucket.list",
+    "node.heartbeat",
+    "node.list",
+    "cluster.summary",
+    "garbage.list",
+    "garbage.done",
+    "garbage.queue",
+    "data.known",
+    "data.on_node",
+    "data.bad",
+    "repair.list",
+    "repair.done",
+    "upload.create",
+    "upload.get",
+    "upload.put_part",
+    "upload.commit",
+    "upload.list",
+    "upload.abort",
+    "job.create",
+    "job.get",
+    "job.active",
+    "job.add_inputs",
+    "job.end",
+    "job.cancel",
+    "job.wait",
+    "job.records",
+    "job.log",
+    "lease.take",
+];
+
+/// `method` as a name from [`METHODS`], or `unknown`.
+pub(crate) fn method_name(method: &str) -> &'static str {
+    METHODS
+        .iter()
+        .find(|m| **m == method)
+        .copied()
+        .unwrap_or("unknown")
 }
 
 /// The response of a method's outcome (an error as its JSON `{code, message}`).
@@ -224,6 +308,7 @@ pub(crate) async fn dispatch(
         "bucket.list" => read!(KeyQuery, |c, a| buckets::list(c, &a)),
         "node.heartbeat" => write!(Heartbeat, |tx, a| registry::heartbeat(tx, &a)),
         "node.list" => read!((), |c, _a| registry::nodes(c)),
+        "cluster.summary" => read!((), |c, _a| registry::summary(c)),
         "garbage.list" => read!(Limit, |c, a| registry::garbage(c, a.limit)),
         "garbage.done" => write!(Ids, |tx, a| registry::garbage_done(tx, &a.ids)),
         "garbage.queue" => write!(Garbage, |tx, a| registry::queue_garbage(tx, &a)),

@@ -136,6 +136,9 @@ impl NodeClient {
         if let Some(m) = expected_md5 {
             req = req.header("x-expected-md5", m);
         }
+        if let Some(id) = mobula_http::reqid::current() {
+            req = req.header(mobula_http::reqid::HEADER, &*id);
+        }
         let resp = req.send().await.map_err(unreachable)?;
         let resp = check(resp).await?;
         resp.json().await.map_err(unreachable)
@@ -151,6 +154,9 @@ impl NodeClient {
         let mut req = self.http.get(format!("{url}/data/{id}"));
         if let Some((a, b)) = range {
             req = req.header("range", format!("bytes={a}-{b}"));
+        }
+        if let Some(id) = mobula_http::reqid::current() {
+            req = req.header(mobula_http::reqid::HEADER, &*id);
         }
         let resp = req.send().await.map_err(unreachable)?;
         check(resp).await

@@ -103,6 +103,7 @@ pub async fn run(
 ) -> std::io::Result<()> {
     let store = Store::open(&cfg.dir)?;
     let id = store.node_id()?;
+    let store = store.counted_as(&id);
     let addr: SocketAddr = listener.local_addr()?;
     let url = cfg
         .advertise_url
@@ -161,7 +162,9 @@ async fn quarantine_loop(
     meta: MetadataClient,
     mut bad: tokio::sync::mpsc::UnboundedReceiver<String>,
 ) {
+    let found_bad = metrics::counter!("mobula_copies_bad_total", "node" => node.clone());
     while let Some(id) = bad.recv().await {
+        found_bad.increment(1);
         let s = store.clone();
         let i = id.clone();
         if let Err(e) = tokio::task::spawn_blocking(move || s.quarantine(&i)).await {
@@ -215,8 +218,10 @@ async fn heartbeat_loop(
     meta: MetadataClient,
     every: Duration,
 ) {
+    let free = metrics::gauge!("mobula_node_free_bytes", "node" => id.clone());
     loop {
         let (free_bytes, total_bytes) = store.space();
+        free.set(free_bytes as f64);
         let hb = Heartbeat {
             id: id.clone(),
             url: url.clone(),

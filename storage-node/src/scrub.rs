@@ -54,13 +54,19 @@ pub async fn scrub(
         .await
         .map_err(std::io::Error::other)??;
     let mut report = ScrubReport::default();
+    let node = store.node_id()?;
+    let verified = metrics::counter!("mobula_copies_verified_total", "node" => node.clone());
+    let checked = metrics::gauge!("mobula_scrub_files_checked", "node" => node.clone());
+    checked.set(0.0);
     for (id, _) in ids {
+        checked.increment(1.0);
         let (s, i) = (store.clone(), id.clone());
         match tokio::task::spawn_blocking(move || verify(&s, &i))
             .await
             .map_err(std::io::Error::other)?
         {
             Ok(n) => {
+                verified.increment(1);
                 report.files += 1;
                 report.bytes += n;
             }
@@ -81,5 +87,9 @@ pub async fn scrub(
         }
     }
     report.seconds = t.elapsed().as_secs_f64();
+    metrics::counter!("mobula_scrub_passes_total", "node" => node.clone()).increment(1);
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+    metrics::gauge!("mobula_scrub_last_pass_timestamp_seconds", "node" => node)
+        .set(now.map_or(0.0, |d| d.as_secs_f64()));
     Ok(report)
 }

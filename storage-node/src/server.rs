@@ -51,26 +51,64 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()>,
 ) {
     let state = Arc::new(state);
-    mobula_http::serve(
+    let limits = mobula_http::Limits {
+        api: Some("node"),
+        ..Default::default()
+    };
+    mobula_http::serve_with(
         listener,
+        None,
         move |req| {
             let state = state.clone();
             async move {
-                match route(&state, req).await {
-                    Ok(r) => r,
-                    Err(e) => {
-                        if e.code == Code::InternalError {
-                            tracing::error!("storage node: {e}");
+                let started = std::time::Instant::now();
+                let op = op_name(req.method(), req.uri().path());
+                let rid = mobula_http::reqid::from_headers(req.headers());
+                let serve = async {
+                    let r = match route(&state, req).await {
+                        Ok(r) => r,
+                        Err(e) => {
+                            if e.code == Code::InternalError {
+                                tracing::error!("storage node: {e}");
+                            }
+                            e.into_response()
                         }
-                        e.into_response()
-                    }
-                }
+                    };
+                    tracing::debug!("node {op}: {}", r.status());
+                    r
+                };
+                let resp = match rid {
+                    Some(id) => mobula_http::reqid::scope(id, serve).await,
+                    None => serve.await,
+                };
+                mobula_http::telemetry::request("node", op, resp.status(), started);
+                resp
             }
         },
         shutdown,
         Duration::from_secs(5),
+        limits,
     )
     .await
+}
+
+/// The operation of a request to the node API, for its metrics (a closed set of names).
+fn op_name(m: &Method, path: &str) -> &'static str {
+    let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    match (m.as_str(), parts.as_slice()) {
+        (_, ["tasks", ..]) => "Tasks",
+        ("GET", ["ping"]) => "Ping",
+        ("GET", ["status"]) => "Status",
+        (_, ["snapshots", ..]) => "Snapshots",
+        ("POST", ["scrub"]) => "Scrub",
+        ("GET", ["quarantine"]) => "Quarantine",
+        ("PUT", ["data", _]) => "PutData",
+        ("GET", ["data", _]) => "GetData",
+        ("DELETE", ["data", _]) => "DeleteData",
+        ("POST", ["data", _, "fetch"]) => "FetchData",
+        ("POST", ["data", _, "concat"]) => "ConcatData",
+        _ => "Other",
+    }
 }
 
 pub(crate) fn io_err(e: std::io::Error) -> ApiError {

@@ -35,6 +35,10 @@ pub struct Store {
     node_dir: PathBuf,
     volume: Arc<dyn Volume>,
     verify_reads: bool,
+    /// `mobula_copies_written_total{node}` and `mobula_node_copies{node}` once
+    /// [`Store::counted_as`] names the node.
+    written: metrics::Counter,
+    copies: metrics::Gauge,
 }
 
 /// What a committed write stored.
@@ -54,6 +58,8 @@ pub struct Writer {
     file: io::BufWriter<File>,
     hasher: BlockHasher,
     md5: Option<md5::Md5>,
+    written: metrics::Counter,
+    copies: metrics::Gauge,
 }
 
 fn tmpfile(dir: &Path) -> io::Result<File> {
@@ -106,6 +112,8 @@ impl Writer {
             file,
             hasher,
             md5,
+            written,
+            copies,
         } = self;
         let file = file.into_inner().map_err(|e| e.into_error())?;
         let (hashes, blake3) = hasher.finish();
@@ -129,6 +137,8 @@ impl Writer {
         }
         fail::fail_point!("put-before-dir-fsync");
         fsync_dir(&dir)?;
+        written.increment(1);
+        copies.increment(1.0);
         Ok(Committed {
             size: hashes.size,
             blake3,
@@ -152,7 +162,21 @@ impl Store {
             node_dir: node_dir.to_path_buf(),
             volume,
             verify_reads: true,
+            written: metrics::Counter::noop(),
+            copies: metrics::Gauge::noop(),
         })
+    }
+
+    /// This store, counting the copies it commits and holds as node `id`'s in the metrics (the
+    /// copies held are counted now, by a walk of the data directory, then kept up to date).
+    pub fn counted_as(mut self, id: &str) -> Store {
+        self.written = metrics::counter!("mobula_copies_written_total", "node" => id.to_string());
+        self.copies = metrics::gauge!("mobula_node_copies", "node" => id.to_string());
+        if mobula_http::telemetry::enabled() {
+            self.copies
+                .set(self.ids().map_or(0, |ids| ids.len()) as f64);
+        }
+        self
     }
 
     /// The node's persistent identity (created on first call).
@@ -205,6 +229,8 @@ impl Store {
             dir,
             hasher: BlockHasher::new(),
             md5: md5.then(md5::Md5::new),
+            written: self.written.clone(),
+            copies: self.copies.clone(),
         })
     }
 
@@ -239,6 +265,7 @@ impl Store {
             }
         }
         if removed {
+            self.copies.decrement(1.0);
             fsync_dir(
                 self.path(id)
                     .parent()
@@ -255,7 +282,8 @@ impl Store {
             (self.path(id), id.to_string()),
             (self.blk_path(id), format!("{id}.blk")),
         ] {
-            match fs::rename(&p, q.join(name)) {
+            match fs::rename(&p, q.join(&name)) {
+                Ok(()) if name == id => self.copies.decrement(1.0),
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                 Err(e) => return Err(e),

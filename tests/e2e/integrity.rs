@@ -71,6 +71,9 @@ async fn wait_repaired(t: &T, path: &str, bad: usize, copies: usize) {
 
 #[tokio::test]
 async fn a_flipped_byte_is_never_served_and_gets_repaired() {
+    // Metrics on in this test process: the bad copy and its repair are counted (by node id,
+    // so other tests' clusters do not count here).
+    mobula_http::telemetry::install();
     let t = T::start(3).await;
     let body = bytes(5 << 20, 11);
     assert_eq!(t.put("/admin/stor/obj", body.clone()).await.status(), 204);
@@ -89,6 +92,16 @@ async fn a_flipped_byte_is_never_served_and_gets_repaired() {
         "the bad copy is kept aside"
     );
     assert!(t.get("/admin/stor/obj").await.bytes().await.unwrap() == body);
+    let m = crate::metrics::parse(&mobula_http::telemetry::render());
+    let bad_id = d.nodes[0].as_str();
+    let bad_here = crate::metrics::sum(&m, "mobula_copies_bad_total", &[("node", bad_id)]);
+    assert_eq!(bad_here, 1.0);
+    let ours = t.c.gw.meta.nodes().await.unwrap();
+    let repaired: f64 = ours
+        .iter()
+        .map(|n| crate::metrics::sum(&m, "mobula_copies_repaired_total", &[("node", &n.id)]))
+        .sum();
+    assert_eq!(repaired, 1.0);
 }
 
 #[tokio::test]

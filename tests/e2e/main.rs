@@ -15,6 +15,7 @@ mod integrity;
 mod job_watch;
 mod jobs;
 mod listing;
+mod metrics;
 mod multipart;
 mod node_manta;
 mod objects;

@@ -176,6 +176,8 @@ async fn up_with_a_btrfs_image() {
             "up",
             "--s3-listen",
             "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
             "--no-auth",
             "--listen",
             "127.0.0.1:0",
@@ -230,6 +232,8 @@ async fn up_on(data: &std::path::Path, extra: &[&str]) -> (tokio::process::Child
         .args([
             "up",
             "--s3-listen",
+            "127.0.0.1:0",
+            "--admin-listen",
             "127.0.0.1:0",
             "--no-auth",
             "--listen",

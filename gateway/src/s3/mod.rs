@@ -17,6 +17,7 @@ pub mod keys;
 mod known;
 mod multipart;
 mod object;
+mod opname;
 mod sums;
 
 use std::sync::Arc;
@@ -59,6 +60,7 @@ pub fn service(gw: Arc<Gateway>, cfg: &S3Config) -> S3Service {
         known: Arc::default(),
     });
     b.set_auth(keys::KeyAuth(keys));
+    b.set_access(opname::RecordOp);
     if !cfg.domains.is_empty() {
         b.set_host(Domains(cfg.domains.clone()));
     }
@@ -107,20 +109,30 @@ pub async fn run(
         None => None,
     };
     let svc = service(gw, &cfg);
-    mobula_http::serve_tls(
+    let limits = mobula_http::Limits {
+        api: Some("s3"),
+        ..Default::default()
+    };
+    mobula_http::serve_with(
         listener,
         tls,
         move |req| handle(svc.clone(), req),
         shutdown,
         Duration::from_secs(10),
+        limits,
     )
     .await
 }
 
 /// One request through s3s; every answer gets a request id, in the header and in error XML.
-async fn handle(svc: S3Service, req: Request) -> Response<Body> {
+async fn handle(svc: S3Service, mut req: Request) -> Response<Body> {
+    let started = std::time::Instant::now();
     let request_id = uuid::Uuid::new_v4().simple().to_string();
-    let mut resp = match svc.call(req.map(s3s::Body::from)).await {
+    let op = opname::OpSlot::default();
+    req.extensions_mut().insert(op.clone());
+    let rid: Arc<str> = Arc::from(request_id.as_str());
+    let call = svc.call(req.map(s3s::Body::from));
+    let mut resp = match mobula_http::reqid::scope(rid, call).await {
         Ok(r) => r,
         Err(e) => {
             tracing::error!(%request_id, "S3: {e:?}");
@@ -140,6 +152,7 @@ async fn handle(svc: S3Service, req: Request) -> Response<Body> {
     if let Ok(v) = HeaderValue::from_str(&request_id) {
         resp.headers_mut().insert("x-amz-request-id", v);
     }
+    mobula_http::telemetry::request("s3", op.name(), resp.status(), started);
     resp.map(|b| b.map_err(|e| -> mobula_http::BoxError { e }).boxed_unsync())
 }
 

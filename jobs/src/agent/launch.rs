@@ -96,6 +96,11 @@ pub(crate) async fn launch(
     base: &str,
 ) -> Result<(Handle, Streams, ToolServer), TaskResult> {
     let node = sh.cfg.node_id.as_str();
+    let started = std::time::Instant::now();
+    let setup = |container: &'static str| {
+        metrics::histogram!("mobula_sandbox_setup_seconds", "container" => container)
+            .record(started.elapsed());
+    };
     let p = &req.spec;
     let scope = Scope {
         account: req.account.clone(),
@@ -128,6 +133,7 @@ pub(crate) async fn launch(
         let server = ToolServer::start(sh.clone(), listener, scope);
         return match sh.sandbox.spawn(&spec, stdin) {
             Ok(mut r) => {
+                setup("new");
                 let streams = (r.stdin.take(), r.stdout.take(), r.stderr.take());
                 Ok((
                     Handle::Single {
@@ -187,11 +193,14 @@ pub(crate) async fn launch(
     };
     let server = ToolServer::start(sh.clone(), listener, scope);
     match pooled.group.spawn(&spec, stdin) {
-        Ok(s) => Ok((
-            Handle::Group(pooled, fresh),
-            (s.stdin, s.stdout, s.stderr),
-            server,
-        )),
+        Ok(s) => {
+            setup(if fresh { "new" } else { "live" });
+            Ok((
+                Handle::Group(pooled, fresh),
+                (s.stdin, s.stdout, s.stderr),
+                server,
+            ))
+        }
         Err(e) => {
             server.stop().await;
             let m = format!("could not start the task in its container: {e}");

@@ -215,7 +215,7 @@ impl Agent {
         let mut sc = SandboxConfig::under(&cfg.node_dir)?;
         sc.helper = cfg.exe.clone();
         let sandbox = Sandbox::new(sc)?;
-        let store = Store::open(&cfg.node_dir)?;
+        let store = Store::open(&cfg.node_dir)?.counted_as(&cfg.node_id);
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -352,7 +352,14 @@ impl Agent {
                 });
             }
             tasks.spawn(async move {
+                let node = sh.cfg.node_id.clone();
+                let running = metrics::gauge!("mobula_tasks_running", "node" => node.clone());
+                running.increment(1.0);
                 let result = task::run(&sh, &e2, r).await;
+                running.decrement(1.0);
+                let outcome = if result.failure.is_some() { "failed" } else { "done" };
+                metrics::counter!("mobula_tasks_finished_total", "node" => node, "result" => outcome)
+                    .increment(1);
                 *e2.finished_at.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
                 e2.result.send_replace(Some(result));
             });

@@ -71,6 +71,8 @@ struct Actor {
     located: HashMap<String, Data>,
     /// Outputs of results just received, created with the step that logs them.
     staged: HashMap<TaskId, Vec<PutObject>>,
+    /// This job's share of `mobula_tasks_queued`.
+    queued: Queued,
     results: mpsc::UnboundedSender<Reply>,
     /// Nodes whose agent could not be reached, and since when: lost for this job until
     /// [`SUSPECT`] has passed (a dead node's heartbeat is stale by then).
@@ -120,6 +122,7 @@ pub(super) async fn run(
         runs: HashMap::new(),
         located: HashMap::new(),
         staged: HashMap::new(),
+        queued: Queued::default(),
         results,
         suspect: HashMap::new(),
         tasks: JoinSet::new(),
@@ -224,6 +227,7 @@ impl Actor {
 
     /// Take in the machine's commands: bookkeeping now, I/O later (never in replay).
     fn absorb(&mut self, cmds: Vec<Command>, replay: bool) {
+        self.queued.set(self.machine.queued());
         for c in cmds {
             match &c {
                 Command::Run {
@@ -349,5 +353,24 @@ impl Actor {
             ..Default::default()
         };
         self.meta.job_log(&append).await
+    }
+}
+
+/// A job's tasks waiting for a slot, counted into the process's `mobula_tasks_queued` gauge
+/// (and taken out of it when the job's actor ends).
+#[derive(Debug, Default)]
+struct Queued(usize);
+
+impl Queued {
+    fn set(&mut self, n: usize) {
+        let g = metrics::gauge!("mobula_tasks_queued");
+        g.increment(n as f64 - self.0 as f64);
+        self.0 = n;
+    }
+}
+
+impl Drop for Queued {
+    fn drop(&mut self) {
+        self.set(0);
     }
 }

@@ -90,6 +90,12 @@ impl Machine {
         &self.stats
     }
 
+    /// Tasks waiting for a slot.
+    pub fn queued(&self) -> usize {
+        self.queue.len()
+    }
+
+    /// Whether every task has finished and the input has ended (or the job was cancelled).
     pub fn is_done(&self) -> bool {
         self.done
     }
