@@ -131,14 +131,14 @@ pub async fn route(
     }
 }
 
-async fn job(gw: &Gateway, account: &str, id: &str) -> Result<JobRow, ApiError> {
+pub(crate) async fn job(gw: &Gateway, account: &str, id: &str) -> Result<JobRow, ApiError> {
     match gw.meta.job(id).await? {
         Some(j) if j.account == account => Ok(j),
         _ => Err(ApiError::new(Code::JobNotFound, format!("no job {id}"))),
     }
 }
 
-async fn records(gw: &Gateway, id: &str, kind: &str) -> Result<Vec<String>, ApiError> {
+pub(crate) async fn records(gw: &Gateway, id: &str, kind: &str) -> Result<Vec<String>, ApiError> {
     let mut out = Vec::new();
     loop {
         let page = gw
@@ -159,7 +159,21 @@ async fn records(gw: &Gateway, id: &str, kind: &str) -> Result<Vec<String>, ApiE
 
 async fn create(gw: &Arc<Gateway>, account: &str, b: Incoming) -> Result<Response<Body>, ApiError> {
     let b = body(b, MAX_SPEC).await?;
-    let spec = JobSpec::parse(&b, account)?;
+    let id = create_job(gw, account, &b).await?;
+    let mut r = mobula_http::status(StatusCode::CREATED);
+    if let Ok(v) = format!("/{account}/jobs/{id}").parse() {
+        r.headers_mut().insert(header::LOCATION, v);
+    }
+    Ok(r)
+}
+
+/// Create a job of `account` from its JSON spec; its id.
+pub(crate) async fn create_job(
+    gw: &Arc<Gateway>,
+    account: &str,
+    b: &[u8],
+) -> Result<String, ApiError> {
+    let spec = JobSpec::parse(b, account)?;
     let id = uuid::Uuid::new_v4().to_string();
     gw.meta
         .job_create(&NewJob {
@@ -170,9 +184,5 @@ async fn create(gw: &Arc<Gateway>, account: &str, b: Incoming) -> Result<Respons
         })
         .await?;
     gw.jobs.poke();
-    let mut r = mobula_http::status(StatusCode::CREATED);
-    if let Ok(v) = format!("/{account}/jobs/{id}").parse() {
-        r.headers_mut().insert(header::LOCATION, v);
-    }
-    Ok(r)
+    Ok(id)
 }

@@ -13,6 +13,7 @@
 
 pub mod auth;
 mod buckets;
+pub mod console;
 mod dirs;
 mod fanout;
 mod headers;
@@ -102,6 +103,8 @@ pub struct Gateway {
     pub auth: Box<dyn Authenticator>,
     /// The jobs coordinator (runs inside [`run`] unless `cfg.coordinate` is off).
     pub jobs: Arc<mobula_jobs::coordinator::Coordinator>,
+    /// The web console's state (`/console/`).
+    pub console: console::Console,
     accounts: Mutex<HashMap<String, Instant>>,
 }
 
@@ -138,6 +141,7 @@ impl Gateway {
         let meta = MetadataClient::new(&cfg.metadata_url);
         Arc::new(Gateway {
             nodes: Nodes::new(meta.clone()),
+            console: console::Console::new(meta.clone()),
             meta,
             data,
             node_client: NodeClient::new(),
@@ -220,8 +224,10 @@ pub async fn run(
         Duration::from_secs(10),
         limits,
     );
+    let sample = console::sample_loop(gw.clone());
     tokio::select! {
         _ = server => {}
+        _ = sample => {}
         _ = refresh => {}
         _ = reclaim => {}
         _ = repair => {}
@@ -265,6 +271,8 @@ pub async fn handle(gw: Arc<Gateway>, req: Request) -> Response<Body> {
     if let Some(put) = counted {
         let (api, op) = if uri.path() == "/ping" {
             ("manta", "Ping")
+        } else if console::is_console(uri.path()) {
+            ("console", "Console")
         } else {
             let path = ApiPath::parse(uri.path()).ok();
             let ct = resp.headers().get(http::header::CONTENT_TYPE);
@@ -295,6 +303,9 @@ pub fn query(req: &http::request::Parts) -> HashMap<String, String> {
 
 async fn route(gw: &Arc<Gateway>, req: Request) -> Result<Response<Body>, ApiError> {
     let (parts, body) = req.into_parts();
+    if console::is_console(parts.uri.path()) {
+        return Ok(console::route(gw, parts, body).await);
+    }
     if parts.uri.path() == "/ping" && (parts.method == Method::GET || parts.method == Method::HEAD)
     {
         return Ok(mobula_http::status(StatusCode::OK));

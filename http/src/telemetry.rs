@@ -13,9 +13,10 @@
 //! (`tests/e2e/metrics.rs`); label values are bounded sets (API, operation, status, node id) —
 //! never a path, key, account or request id.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
 use http::{Method, StatusCode};
@@ -87,21 +88,33 @@ pub fn enabled() -> bool {
 }
 
 /// Count one answered request of `api` (`manta`, `s3`, `metadata`, `node`) and its time.
-pub fn request(
-    api: &'static str,
-    op: impl Into<metrics::SharedString>,
-    status: StatusCode,
-    started: Instant,
-) {
+/// The handles of each (api, op, status) are looked up once and kept: a request costs a map
+/// lookup under a read lock, not the facade's key building.
+pub fn request(api: &'static str, op: &'static str, status: StatusCode, started: Instant) {
+    type Handles = (metrics::Counter, metrics::Histogram);
+    type Cache = RwLock<HashMap<(&'static str, &'static str, u16), Handles>>;
+    static CACHE: OnceLock<Cache> = OnceLock::new();
     if HANDLE.get().is_none() {
         return;
     }
-    let op = op.into();
-    let status = status.as_str().to_string();
-    metrics::counter!("mobula_requests_total", "api" => api, "op" => op.clone(), "status" => status)
-        .increment(1);
-    metrics::histogram!("mobula_request_duration_seconds", "api" => api, "op" => op)
-        .record(started.elapsed().as_secs_f64());
+    let key = (api, op, status.as_u16());
+    let cache = CACHE.get_or_init(Default::default);
+    let found = cache
+        .read()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(&key)
+        .cloned();
+    let (count, time) = found.unwrap_or_else(|| {
+        let status = status.as_str().to_string();
+        let h = (
+            metrics::counter!("mobula_requests_total", "api" => api, "op" => op, "status" => status),
+            metrics::histogram!("mobula_request_duration_seconds", "api" => api, "op" => op),
+        );
+        let mut w = cache.write().unwrap_or_else(|p| p.into_inner());
+        w.entry(key).or_insert(h).clone()
+    });
+    count.increment(1);
+    time.record(started.elapsed().as_secs_f64());
 }
 
 /// The two byte counters of a listener serving `api` (no-ops until [`install`]).

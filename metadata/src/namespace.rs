@@ -94,8 +94,30 @@ pub(crate) fn insert_dir(
     Ok(())
 }
 
-/// Create account `name` and its areas if missing. Returns whether it was created.
+/// Names no account may take: the gateway serves these paths itself (`/console/`).
+pub const RESERVED_ACCOUNTS: &[&str] = &["console"];
+
+/// Create account `name` and its areas if missing. Returns whether it was created. A name must
+/// be `[a-z][a-z0-9_-]{0,63}` and not one of [`RESERVED_ACCOUNTS`].
 pub fn create_account(tx: &Connection, name: &str) -> Result<bool, Error> {
+    let b = name.as_bytes();
+    let valid = !b.is_empty()
+        && b.len() <= 64
+        && b[0].is_ascii_lowercase()
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'_' || *c == b'-');
+    if !valid {
+        return Err(Error::refused(
+            mobula_http::Code::InvalidArgument,
+            format!("{name:?} is not an account name ([a-z][a-z0-9_-]{{0,63}})"),
+        ));
+    }
+    if RESERVED_ACCOUNTS.contains(&name) {
+        return Err(Error::refused(
+            mobula_http::Code::InvalidArgument,
+            format!("{name} is reserved (the gateway serves /{name}/ itself)"),
+        ));
+    }
     let now = now_ms();
     let created = tx
         .execute(

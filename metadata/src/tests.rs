@@ -300,3 +300,25 @@ fn live_data_queued_as_garbage_is_not_reclaimed() {
     .unwrap();
     assert_eq!(garbage(&db), vec!["7".repeat(32)]);
 }
+
+#[test]
+fn account_names_are_checked_and_console_is_reserved() {
+    let (_d, db) = db();
+    for bad in [
+        "",
+        "Admin",
+        "1abc",
+        "a b",
+        "a/b",
+        "console",
+        &"a".repeat(65),
+    ] {
+        let e = db
+            .write(|tx| namespace::create_account(tx, bad))
+            .unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument, "{bad:?}");
+    }
+    assert!(db
+        .write(|tx| namespace::create_account(tx, "b-2_x"))
+        .unwrap());
+}

@@ -6,6 +6,7 @@ mod auth;
 mod buckets;
 mod cli;
 mod concurrency;
+mod console;
 mod crash;
 mod crash_meta;
 mod failures;
