@@ -4,7 +4,10 @@ drop zone's code path; multipart above 16 MiB), object details, a word-count job
 from the form and its output on the live page, the cluster page, sign-out. A screenshot of each
 page goes to $SHOTS. Prints "ok" at the end; any failed check raises.
 
-Environment: CONSOLE_URL (the gateway), ACCESS_KEY, SECRET, UPLOAD_FILE, EXPECTED_WORDS,
+Also: a failing task's stderr on its job's page; a new directory and bucket, an upload into the
+bucket, a snaplink, a delete.
+
+Environment: CONSOLE_URL (the gateway), ACCESS_KEY, SECRET, UPLOAD_FILE, SMALL_FILE, EXPECTED_WORDS,
 EVIL_NAME, SHOTS; CHROMIUM and CHROMEDRIVER (defaults: Debian's).
 """
 
@@ -53,6 +56,10 @@ def no_alert():
     except NoAlertPresentException:
         return True
     raise AssertionError("a script ran: an alert is open")
+
+
+def listing():
+    return [a.text for a in driver.find_elements(By.CSS_SELECTOR, "#listing a.name")]
 
 
 def sign_in(key, secret):
@@ -116,6 +123,45 @@ try:
     outputs = [p.text.strip() for p in driver.find_elements(By.CSS_SELECTOR, "pre.output")]
     assert outputs == [os.environ["EXPECTED_WORDS"]], outputs
     shot("job")
+
+    # A failing task: its error record with the task's stderr shown inline.
+    driver.get(base + "/console/jobs")
+    driver.find_element(By.ID, "job-prefix").send_keys("/admin/stor/texts/t0")
+    driver.find_element(By.ID, "job-map").send_keys("echo oops-on-stderr >&2; exit 3")
+    driver.find_element(By.ID, "job-submit").click()
+    wait(lambda: "/console/jobs/" in driver.current_url, "the failing job's page")
+    wait(
+        lambda: driver.find_element(By.ID, "state").get_attribute("data-state") == "done",
+        "the failing job to finish",
+        120,
+    )
+    stderr = [p.text for p in driver.find_elements(By.CSS_SELECTOR, "#errors pre.stderr")]
+    assert any("oops-on-stderr" in t for t in stderr), driver.page_source[:3000]
+    shot("job-error")
+
+    # A new directory, a new bucket, a key uploaded into it, a snaplink, a delete.
+    driver.get(base + "/console/browse/admin/stor")
+    driver.find_element(By.ID, "new-name").send_keys("made-here")
+    driver.find_element(By.ID, "new").click()
+    wait(lambda: "made-here" in listing(), "the new directory")
+    driver.get(base + "/console/browse/admin/buckets")
+    driver.find_element(By.ID, "new-name").send_keys("console-bucket")
+    driver.find_element(By.ID, "new").click()
+    wait(lambda: "console-bucket" in listing(), "the new bucket")
+    driver.find_element(By.LINK_TEXT, "console-bucket").click()
+    wait(lambda: driver.find_elements(By.ID, "files"), "the bucket page")
+    driver.find_element(By.ID, "files").send_keys(os.environ["SMALL_FILE"])
+    small = os.path.basename(os.environ["SMALL_FILE"])
+    wait(lambda: small in listing(), "the key in the bucket", 60)
+    shot("bucket")
+    driver.get(base + "/console/browse/admin/stor/texts/t1")
+    driver.find_element(By.ID, "link-to").send_keys("/admin/stor/linked-t1")
+    driver.find_element(By.ID, "snaplink").click()
+    wait(lambda: driver.current_url.endswith("/console/browse/admin/stor/linked-t1"), "the link")
+    assert driver.find_elements(By.ID, "details")
+    driver.find_element(By.CSS_SELECTOR, "button.delete").click()
+    wait(lambda: driver.current_url.endswith("/console/browse/admin/stor"), "the parent")
+    wait(lambda: "linked-t1" not in listing() and "made-here" in listing(), "the link gone")
 
     driver.get(base + "/console/cluster")
     nodes = driver.find_elements(By.CSS_SELECTOR, "#nodes tr.node")

@@ -125,6 +125,52 @@ async fn writes_need_the_session_and_its_csrf_token_and_other_accounts_stay_priv
     );
     assert_eq!(put(true, Some(&csrf)).await.unwrap().status(), 204);
     assert_eq!(t.get_bytes("/admin/stor/via-console").await, b"hello");
+    // Download through the console's API: the bytes.
+    let r = http
+        .get(t.url("/console/api/admin/stor/via-console"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.bytes().await.unwrap().as_ref(), b"hello");
+    // A directory of 450 entries: pages of 200 linked by their marker, each entry once.
+    let mkdir = t
+        .req(Method::PUT, "/admin/stor/many")
+        .header("content-type", "application/json; type=directory")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(mkdir.status(), 204);
+    let tr = &t;
+    let puts =
+        (0..450).map(|i| async move { tr.put(&format!("/admin/stor/many/e{i:04}"), "x").await });
+    for r in futures::future::join_all(puts).await {
+        assert_eq!(r.status(), 204);
+    }
+    let mut seen = Vec::new();
+    let mut next = Some("/console/browse/admin/stor/many".to_string());
+    while let Some(url) = next.take() {
+        let page = http
+            .get(t.url(&url))
+            .header("cookie", &cookie)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(page.contains("450 entries"));
+        for part in page.split("class=\"name\" href=\"").skip(1) {
+            let name = part.split('>').nth(1).unwrap().split('<').next().unwrap();
+            seen.push(name.to_string());
+        }
+        next = page
+            .split("id=\"next\" href=\"")
+            .nth(1)
+            .map(|r| r.split('"').next().unwrap().replace("&amp;", "&"));
+    }
+    let want: Vec<String> = (0..450).map(|i| format!("e{i:04}")).collect();
+    assert_eq!(seen, want);
     // Another account's private data: neither its pages nor its bytes.
     for path in [
         "/console/browse/other/stor",
@@ -204,7 +250,10 @@ async fn the_console_in_a_real_browser() {
     let file = tmp.path().join("twenty-mib.bin");
     let body = bytes(20 << 20, 7);
     std::fs::write(&file, &body).unwrap();
+    let small_file = tmp.path().join("small key.txt");
+    std::fs::write(&small_file, "into a bucket\n").unwrap();
     let env = [
+        ("SMALL_FILE", small_file.display().to_string()),
         ("CONSOLE_URL", t.c.url().to_string()),
         ("ACCESS_KEY", key.access_key.clone()),
         ("SECRET", key.secret.clone()),
@@ -229,7 +278,31 @@ async fn the_console_in_a_real_browser() {
     // object (its parts concatenated on the nodes).
     let got = t.get_bytes("/admin/stor/up/twenty-mib.bin").await;
     assert!(got == body, "the uploaded bytes differ");
-    for page in ["login", "browse", "upload", "object", "job", "cluster"] {
+    let key = t
+        .get_bytes("/admin/buckets/console-bucket/objects/small%20key.txt")
+        .await;
+    assert_eq!(key, b"into a bucket\n");
+    assert_eq!(
+        t.get("/admin/stor/linked-t1").await.status(),
+        404,
+        "deleted"
+    );
+    assert_eq!(
+        t.get("/admin/stor/texts/t1").await.status(),
+        200,
+        "its source kept"
+    );
+    assert_eq!(t.get("/admin/stor/made-here").await.status(), 200);
+    for page in [
+        "login",
+        "browse",
+        "upload",
+        "object",
+        "job",
+        "job-error",
+        "bucket",
+        "cluster",
+    ] {
         let p = std::path::Path::new(SHOTS).join(format!("{page}.png"));
         assert!(
             p.metadata().is_ok_and(|m| m.len() > 1000),
