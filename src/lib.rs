@@ -7,6 +7,7 @@ pub mod cluster;
 pub mod compute;
 pub mod jobcli;
 pub mod keyfile;
+pub mod nodecli;
 pub mod sign;
 pub mod ssh_agent;
 pub mod status;

@@ -158,6 +158,9 @@ enum Cmd {
         /// Address of the admin listener: Prometheus metrics at /metrics, /health/ready, /health/live.
         #[arg(long, default_value = "127.0.0.1:9090")]
         admin_listen: SocketAddr,
+        /// A storage node silent this long is declared dead and its copies re-made (e.g. 10m).
+        #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
+        dead_after: Duration,
     },
     /// Run the metadata service alone.
     Metadata {
@@ -237,6 +240,12 @@ enum Cmd {
         /// Serve metrics (/metrics) and health (/health/ready, /health/live) on this address.
         #[arg(long)]
         admin_listen: Option<SocketAddr>,
+        /// A storage node silent this long is declared dead and its copies re-made (e.g. 10m).
+        #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
+        dead_after: Duration,
+        /// Bytes per second this gateway re-copies when repairing or draining (e.g. 256M).
+        #[arg(long, default_value = "256M")]
+        repair_rate: String,
     },
     /// Upload a file (`-` for stdin).
     Put {
@@ -324,6 +333,15 @@ enum Cmd {
         data: PathBuf,
         #[command(subcommand)]
         op: AccountOp,
+    },
+    /// Storage nodes' lifecycle: list, drain, remove, rebalance (talks to the metadata service).
+    Node {
+        /// The `mobula up` data directory whose metadata service to use when no
+        /// --metadata-url is given.
+        #[arg(long, global = true, default_value = "./mobula-data")]
+        data: PathBuf,
+        #[command(subcommand)]
+        op: mobula::nodecli::NodeOp,
     },
     /// One screen for the operator: roles, storage nodes, the data's health, running jobs.
     Status {
@@ -453,6 +471,7 @@ async fn serve(cmd: Cmd, up_account: String, log: LogFormat) -> anyhow::Result<(
             no_s3,
             s3_domain,
             admin_listen,
+            dead_after,
         } => {
             // Absolute at the edge: roles and sandboxes work from other directories.
             let data = std::path::absolute(&data)?;
@@ -474,6 +493,7 @@ async fn serve(cmd: Cmd, up_account: String, log: LogFormat) -> anyhow::Result<(
             cfg.nodes = nodes;
             cfg.account = up_account.clone();
             cfg.gateway.require_signatures = !no_auth;
+            cfg.gateway.dead_after = dead_after;
             cfg.gateway.tls = tls_cert.zip(tls_key);
             cfg.agent = agent_options(no_jobs, slots)?;
             if !no_s3 {
@@ -594,9 +614,13 @@ async fn serve(cmd: Cmd, up_account: String, log: LogFormat) -> anyhow::Result<(
             s3_listen,
             s3_domain,
             admin_listen,
+            dead_after,
+            repair_rate,
         } => {
             let (l, mut url) = cluster::bind(listen).await?;
             let mut cfg = GatewayConfig::new(&metadata);
+            cfg.dead_after = dead_after;
+            cfg.repair_rate = parse_size(&repair_rate)?;
             cfg.upload_timeout = Duration::from_secs(upload_timeout);
             cfg.require_signatures = require_signatures;
             if let (Some(cert), Some(key)) = (&tls_cert, &tls_key) {
@@ -848,6 +872,16 @@ async fn async_main() -> ExitCode {
                 ExitCode::from(125)
             }
         },
+        Cmd::Node { data, op } => {
+            let meta = mobula_metadata::MetadataClient::new(&metadata_url(cli.metadata_url, &data));
+            match mobula::nodecli::run(&meta, op).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("mobula: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Cmd::Status { data, admin_url } => {
             let admin = admin_url.or_else(|| {
                 std::fs::read_to_string(data.join(mobula::status::ADMIN_URL_FILE))

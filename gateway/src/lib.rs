@@ -70,6 +70,10 @@ pub struct GatewayConfig {
     /// Storage nodes running in this process: copies they hold are read from their stores
     /// directly, not over loopback HTTP (`mobula up`).
     pub local_nodes: Option<mobula_storage_node::LocalNodes>,
+    /// A node silent this long is declared dead and its copies re-made from the others.
+    pub dead_after: Duration,
+    /// Bytes per second the repair loop re-copies (bad copies, drained and dead nodes).
+    pub repair_rate: u64,
 }
 
 impl GatewayConfig {
@@ -85,6 +89,8 @@ impl GatewayConfig {
             tls: None,
             coordinate: true,
             local_nodes: None,
+            dead_after: Duration::from_secs(600),
+            repair_rate: 256 << 20,
         }
     }
 }

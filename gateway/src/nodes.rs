@@ -1,7 +1,7 @@
 //! The gateway's view of the storage nodes: a cache of the metadata registry, refreshed in the
 //! background, plus nodes this gateway saw fail recently (kept out of placement for a while,
-//! and tried last on reads). Placement picks distinct healthy nodes with room, at random,
-//! weighted towards free space.
+//! and tried last on reads). Placement picks distinct healthy, active nodes (not draining or
+//! dead) with room, at random, weighted towards free space.
 
 use std::collections::HashMap;
 use std::sync::{Mutex, RwLock};
@@ -111,6 +111,14 @@ impl Nodes {
             .map(|n| n.url.clone())
     }
 
+    /// URL of node `id` if it is healthy and takes new copies (active, not draining or dead).
+    pub fn placeable_url(&self, id: &str) -> Option<String> {
+        let (at, all) = self.list.read().unwrap_or_else(|p| p.into_inner()).clone();
+        all.iter()
+            .find(|n| n.id == id && n.active() && self.healthy(n, at))
+            .map(|n| n.url.clone())
+    }
+
     /// Choose `count` distinct healthy nodes with at least `size` bytes free.
     pub fn place(&self, count: u8, size: u64) -> Result<Vec<(String, String)>, ApiError> {
         self.place_excluding(count, size, &[])
@@ -126,7 +134,7 @@ impl Nodes {
         let (at, all) = self.list.read().unwrap_or_else(|p| p.into_inner()).clone();
         let healthy: Vec<&NodeInfo> = all
             .iter()
-            .filter(|n| self.healthy(n, at) && !exclude.contains(&n.id))
+            .filter(|n| n.active() && self.healthy(n, at) && !exclude.contains(&n.id))
             .collect();
         if healthy.len() < count as usize {
             return Err(ApiError::new(

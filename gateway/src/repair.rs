@@ -1,16 +1,38 @@
-//! Repair: re-creates copies that storage nodes found bad (quarantined) so every object gets
-//! back to its durability. For each pending repair, a healthy node that does not hold the data
-//! (preferably the one that lost it) fetches it directly from a node with a good copy; the
-//! fetching node checks the whole-object blake3 before the copy becomes visible, and only then
-//! is metadata told. Runs beside the reclaimer in every gateway; repeats are harmless.
+//! Repair: re-creates copies so every object gets back to its durability — copies storage nodes
+//! found bad (quarantined), and every copy of a node being drained or declared dead.
+//!
+//! For each pending repair, a node that takes new copies and does not hold the data (preferably
+//! the one that lost it, for a bad copy; else one chosen as placement would, weighted towards
+//! free space) fetches it directly from a healthy node with a good copy; the fetching node checks
+//! the whole-object blake3 before the copy becomes visible, and only then is metadata told — in
+//! one transaction that swaps the new copy in for the old, so an object never counts fewer
+//! copies than it has. A drained node's old copy is deleted after the swap. Repairs are paced to
+//! [`GatewayConfig::repair_rate`](crate::GatewayConfig) bytes per second.
+//!
+//! The same loop declares nodes silent for longer than `dead_after` dead, and (every
+//! [`EVACUATE_EVERY`]) queues again the copies of every draining or dead node, so an evacuation
+//! interrupted half-way is finished. Runs beside the reclaimer in every gateway; repeats are
+//! harmless (queueing is idempotent, a finished repair is found gone).
+
+use std::time::{Duration, Instant};
 
 use mobula_metadata::api::Copy;
 
 use crate::Gateway;
 
+/// How often the copies of draining and dead nodes are queued again.
+pub const EVACUATE_EVERY: Duration = Duration::from_secs(30);
+
 /// Repair forever, a batch every `cfg.reclaim_every`.
 pub async fn run(gw: &Gateway) {
+    let mut evacuated: Option<Instant> = None;
     loop {
+        let due = evacuated.is_none_or(|t| t.elapsed() >= EVACUATE_EVERY);
+        match lifecycle(gw, due).await {
+            Ok(()) if due => evacuated = Some(Instant::now()),
+            Ok(()) => {}
+            Err(e) => tracing::warn!("node lifecycle: {e}"),
+        }
         if let Err(e) = once(gw).await {
             tracing::warn!("repairing: {e}");
         }
@@ -18,25 +40,59 @@ pub async fn run(gw: &Gateway) {
     }
 }
 
+/// Declare silent nodes dead; queue the copies of draining and dead nodes (all of them when
+/// `all`, else only those of nodes just declared dead).
+async fn lifecycle(gw: &Gateway, all: bool) -> Result<(), mobula_http::ApiError> {
+    let dead_after = gw.cfg.dead_after.as_millis() as i64;
+    for n in gw.meta.nodes().await? {
+        let silent = n.active() && n.last_seen_ago_ms > dead_after;
+        if silent {
+            tracing::warn!(
+                "storage node {} silent for {} s: declaring it dead, re-making its copies",
+                n.id,
+                n.last_seen_ago_ms / 1000
+            );
+            gw.meta.node_set_state(&n.id, "dead").await?;
+        }
+        if silent || (all && !n.active()) {
+            gw.meta.node_evacuate(&n.id).await?;
+        }
+    }
+    Ok(())
+}
+
 /// Attempt every pending repair once; returns how many copies were re-created.
 pub async fn once(gw: &Gateway) -> Result<usize, mobula_http::ApiError> {
     let mut done = 0;
+    let started = Instant::now();
+    let mut bytes = 0u64;
     for r in gw.meta.repairs(64).await? {
-        let sources = gw.nodes.read_order(&r.data.nodes);
+        let sources: Vec<(String, String)> = gw
+            .nodes
+            .read_order(&r.data.nodes)
+            .into_iter()
+            .filter(|(id, _)| gw.nodes.healthy_url(id).is_some())
+            .collect();
         let Some((_, source_url)) = sources.first() else {
             tracing::error!("data {} has no good copy left to repair from", r.data.id);
             continue;
         };
-        let mut candidates = vec![r.bad_node.clone()];
-        candidates.extend(gw.nodes.healthy_ids());
-        let target = candidates
-            .into_iter()
-            .filter(|n| !r.data.nodes.contains(n))
-            .find_map(|n| gw.nodes.healthy_url(&n).map(|u| (n, u)));
-        let Some((target, target_url)) = target else {
-            tracing::warn!("no healthy node can take a new copy of {}", r.data.id);
-            continue;
+        let again_on_loser = gw
+            .nodes
+            .placeable_url(&r.bad_node)
+            .filter(|_| !r.data.nodes.contains(&r.bad_node))
+            .map(|u| (r.bad_node.clone(), u));
+        let target = match again_on_loser {
+            Some(t) => t,
+            None => match gw.nodes.place_excluding(1, r.data.size, &r.data.nodes) {
+                Ok(mut t) => t.remove(0),
+                Err(e) => {
+                    tracing::warn!("no node can take a new copy of {}: {e}", r.data.id);
+                    continue;
+                }
+            },
         };
+        let (target, target_url) = target;
         match gw
             .node_client
             .fetch(&target_url, &r.data.id, source_url, &r.data.blake3)
@@ -55,8 +111,20 @@ pub async fn once(gw: &Gateway) -> Result<usize, mobula_http::ApiError> {
                 tracing::info!("repaired {}: new copy on {target}", r.data.id);
                 metrics::counter!("mobula_copies_repaired_total", "node" => target).increment(1);
                 done += 1;
+                // A drained node's copy is no longer counted: free its space (best effort; the
+                // node is removed once drained, whatever it still keeps).
+                if r.data.nodes.contains(&r.bad_node) {
+                    if let Some(url) = gw.nodes.healthy_url(&r.bad_node) {
+                        let _ = gw.data.delete(&url, &r.data.id).await;
+                    }
+                }
             }
             Err(e) => tracing::warn!("repairing {} onto {target}: {e}", r.data.id),
+        }
+        bytes += r.data.size;
+        let due = Duration::from_secs_f64(bytes as f64 / gw.cfg.repair_rate.max(1) as f64);
+        if let Some(wait) = due.checked_sub(started.elapsed()) {
+            tokio::time::sleep(wait).await;
         }
     }
     Ok(done)

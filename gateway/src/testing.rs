@@ -30,6 +30,7 @@ pub fn gateway(n: usize) -> (Arc<Gateway>, Arc<FakeNodes>) {
                 total_bytes: 1 << 40,
                 last_seen_ago_ms: 0,
                 slots: 0,
+                state: "active".into(),
             })
             .collect(),
     );

@@ -201,6 +201,40 @@ pub struct NodeInfo {
     /// Tasks its job agent runs at once (0: no agent).
     #[serde(default)]
     pub slots: u32,
+    /// `active`, `draining` or `dead` (see [`NODE_STATES`]).
+    #[serde(default = "active")]
+    pub state: String,
+}
+
+fn active() -> String {
+    "active".into()
+}
+
+/// A node's lifecycle: `active` takes new copies and tasks; `draining` (an operator asked) and
+/// `dead` (silent past the dead-after limit) take none, and their copies are re-made elsewhere.
+pub const NODE_STATES: &[&str] = &["active", "draining", "dead"];
+
+impl NodeInfo {
+    /// Whether new copies and tasks may go to this node (by its state; health is apart).
+    pub fn active(&self) -> bool {
+        self.state == "active"
+    }
+}
+
+/// Set node `id`'s state (`node.set_state`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct NodeState {
+    pub id: String,
+    pub state: String,
+}
+
+/// Queue the re-making of the copies on node `id` after data id `after`, `limit` of them
+/// (`node.evacuate`); the answer is the last data id queued (`None`: no more).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Evacuate {
+    pub id: String,
+    pub after: String,
+    pub limit: u32,
 }
 
 /// The state of the data as a whole, for `mobula status` (`cluster.summary`; a scan of every

@@ -228,6 +228,45 @@ impl MetadataClient {
     pub async fn nodes(&self) -> Result<Vec<NodeInfo>, ApiError> {
         self.call("node.list", &()).await
     }
+    /// Set node `id`'s lifecycle state (`active`, `draining`, `dead`).
+    pub async fn node_set_state(&self, id: &str, state: &str) -> Result<(), ApiError> {
+        let a = crate::api::NodeState {
+            id: id.into(),
+            state: state.into(),
+        };
+        self.call("node.set_state", &a).await
+    }
+    /// Queue the re-making of every copy node `id` holds (in pages of 1,000).
+    pub async fn node_evacuate(&self, id: &str) -> Result<(), ApiError> {
+        let mut after = String::new();
+        loop {
+            let e = crate::api::Evacuate {
+                id: id.into(),
+                after: after.clone(),
+                limit: 1000,
+            };
+            let last: Option<String> = self.call("node.evacuate", &e).await?;
+            match last {
+                Some(l) => after = l,
+                None => return Ok(()),
+            }
+        }
+    }
+    /// One page of [`MetadataClient::node_evacuate`]: the last data id queued (`None`: none).
+    pub async fn node_evacuate_page(
+        &self,
+        e: &crate::api::Evacuate,
+    ) -> Result<Option<String>, ApiError> {
+        self.call("node.evacuate", e).await
+    }
+    /// How many copies node `id` holds.
+    pub async fn node_copies(&self, id: &str) -> Result<u64, ApiError> {
+        self.call("node.copies", &Name { name: id.into() }).await
+    }
+    /// Forget node `id` (refused while it is active or holds needed copies).
+    pub async fn node_remove(&self, id: &str) -> Result<(), ApiError> {
+        self.call("node.remove", &Name { name: id.into() }).await
+    }
     /// How the data stands as a whole (scans every data item).
     pub async fn summary(&self) -> Result<crate::api::ClusterSummary, ApiError> {
         self.call("cluster.summary", &()).await

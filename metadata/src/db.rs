@@ -164,6 +164,12 @@ CREATE INDEX s3_keys_by_account ON s3_keys (account, created);
 -- S3 ListMultipartUploads: an account's open uploads by target path.
 CREATE INDEX uploads_by_path ON uploads (account, state, object_path, id);
 "#,
+    r#"
+-- Node lifecycle (issue 18): active | draining (no new copies or tasks; its copies are re-made
+-- elsewhere, then it may be removed) | dead (silent past the dead-after limit: the same, from
+-- the other copies).
+ALTER TABLE nodes ADD COLUMN state TEXT NOT NULL DEFAULT 'active';
+"#,
 ];
 
 const READERS: usize = 4;

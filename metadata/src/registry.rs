@@ -3,7 +3,10 @@
 use crate::error::Error;
 use rusqlite::{params, Connection};
 
-use crate::api::{now_ms, ClusterSummary, Copy, Garbage, Heartbeat, NodeInfo, Repair, STALE};
+use crate::api::{
+    now_ms, ClusterSummary, Copy, Evacuate, Garbage, Heartbeat, NodeInfo, NodeState, Repair,
+    NODE_STATES, STALE,
+};
 use crate::db::sql;
 use crate::namespace::data_at;
 
@@ -54,7 +57,8 @@ pub fn nodes(conn: &Connection) -> Result<Vec<NodeInfo>, Error> {
     let now = now_ms();
     let mut s = conn
         .prepare_cached(
-            "SELECT id, url, free_bytes, total_bytes, last_seen, slots FROM nodes ORDER BY id",
+            "SELECT id, url, free_bytes, total_bytes, last_seen, slots, state FROM nodes
+             ORDER BY id",
         )
         .map_err(sql)?;
     let rows = s
@@ -66,6 +70,7 @@ pub fn nodes(conn: &Connection) -> Result<Vec<NodeInfo>, Error> {
                 total_bytes: r.get::<_, i64>(3)? as u64,
                 last_seen_ago_ms: now - r.get::<_, i64>(4)?,
                 slots: r.get(5)?,
+                state: r.get(6)?,
             })
         })
         .map_err(sql)?;
@@ -188,7 +193,8 @@ pub fn repairs(conn: &Connection, limit: u32) -> Result<Vec<Repair>, Error> {
     rows.collect::<rusqlite::Result<_>>().map_err(sql)
 }
 
-/// A repair finished: `c.node` holds a good copy again (replacing the lost one).
+/// A repair finished: `c.node` holds a good copy again, replacing the one on `lost_on` (lost,
+/// or on a node being drained: that copy stops counting now, in the same transaction).
 pub fn repaired(tx: &Connection, lost_on: &str, c: &Copy) -> Result<(), Error> {
     tx.execute(
         "DELETE FROM repairs WHERE data_id = ?1 AND node = ?2",
@@ -196,8 +202,12 @@ pub fn repaired(tx: &Connection, lost_on: &str, c: &Copy) -> Result<(), Error> {
     )
     .map_err(sql)?;
     if let Some(mut nodes) = data_nodes(tx, &c.data_id)? {
+        let before = nodes.clone();
+        nodes.retain(|n| n != lost_on);
         if !nodes.contains(&c.node) {
             nodes.push(c.node.clone());
+        }
+        if nodes != before {
             set_data_nodes(tx, &c.data_id, &nodes)?;
         }
     } else {
@@ -232,4 +242,84 @@ pub fn data_on_node(
         .query_map(params![after, pattern, limit], |r| r.get(0))
         .map_err(sql)?;
     rows.collect::<rusqlite::Result<_>>().map_err(sql)
+}
+
+/// Set a node's lifecycle state (`NotFound` for an unknown node).
+pub fn set_state(tx: &Connection, s: &NodeState) -> Result<(), Error> {
+    if !NODE_STATES.contains(&s.state.as_str()) {
+        return Err(Error::refused(
+            mobula_http::Code::InvalidArgument,
+            format!("node state must be one of {NODE_STATES:?}"),
+        ));
+    }
+    let n = tx
+        .execute(
+            "UPDATE nodes SET state = ?2 WHERE id = ?1",
+            params![s.id, s.state],
+        )
+        .map_err(sql)?;
+    if n == 0 {
+        return Err(Error::refused(
+            mobula_http::Code::ResourceNotFound,
+            format!("no storage node {}", s.id),
+        ));
+    }
+    Ok(())
+}
+
+/// Queue the re-making elsewhere of up to `e.limit` copies held by node `e.id` (after data id
+/// `e.after`). The node's copies keep counting (and serving reads) until each new copy exists:
+/// [`repaired`] swaps them in one transaction. The last id queued, `None` when none was left.
+pub fn evacuate(tx: &Connection, e: &Evacuate) -> Result<Option<String>, Error> {
+    let ids = data_on_node(tx, &e.id, &e.after, e.limit)?;
+    let mut s = tx
+        .prepare_cached("INSERT OR IGNORE INTO repairs (data_id, node, queued) VALUES (?1, ?2, ?3)")
+        .map_err(sql)?;
+    let now = now_ms();
+    for id in &ids {
+        s.execute(params![id, e.id, now]).map_err(sql)?;
+    }
+    Ok(ids.last().cloned())
+}
+
+/// How many copies node `id` holds (a scan of the data table: an operator's question).
+pub fn copies_on(conn: &Connection, id: &str) -> Result<u64, Error> {
+    let pattern = format!("%{}%", serde_json::to_string(id).map_err(Error::internal)?);
+    conn.query_row(
+        "SELECT count(*) FROM data WHERE nodes LIKE ?1",
+        [pattern],
+        |r| r.get::<_, i64>(0),
+    )
+    .map(|n| n as u64)
+    .map_err(sql)
+}
+
+/// Forget node `id`: only once it is not active and holds no copy anything needs.
+pub fn remove(tx: &Connection, id: &str) -> Result<(), Error> {
+    let state: Option<String> = {
+        use rusqlite::OptionalExtension;
+        tx.query_row("SELECT state FROM nodes WHERE id = ?1", [id], |r| r.get(0))
+            .optional()
+            .map_err(sql)?
+    };
+    let refuse = |m: String| Err(Error::refused(mobula_http::Code::InvalidUpdate, m));
+    match state.as_deref() {
+        None => {
+            return Err(Error::refused(
+                mobula_http::Code::ResourceNotFound,
+                format!("no storage node {id}"),
+            ))
+        }
+        Some("active") => return refuse(format!("node {id} is active: drain it first")),
+        Some(_) => {}
+    }
+    let left = copies_on(tx, id)?;
+    if left > 0 {
+        return refuse(format!(
+            "node {id} still holds {left} copies that are needed"
+        ));
+    }
+    tx.execute("DELETE FROM nodes WHERE id = ?1", [id])
+        .map_err(sql)?;
+    Ok(())
 }

@@ -322,3 +322,91 @@ fn account_names_are_checked_and_console_is_reserved() {
         .write(|tx| namespace::create_account(tx, "b-2_x"))
         .unwrap());
 }
+
+#[test]
+fn a_drained_nodes_copy_counts_until_its_replacement_exists() {
+    let (_d, db) = db();
+    for n in ["n1", "n2", "n3"] {
+        let hb = Heartbeat {
+            id: n.into(),
+            url: format!("http://{n}"),
+            free_bytes: 1,
+            total_bytes: 2,
+            slots: 0,
+        };
+        db.write(|tx| registry::heartbeat(tx, &hb)).unwrap();
+    }
+    put(&db, "/a/stor/x", data("1")).unwrap();
+    let id = data("1").id;
+    let set = |state: &str| NodeState {
+        id: "n1".into(),
+        state: state.into(),
+    };
+    assert_eq!(
+        db.write(|tx| registry::remove(tx, "n1"))
+            .unwrap_err()
+            .code(),
+        Code::InvalidUpdate,
+        "an active node is not removed"
+    );
+    db.write(|tx| registry::set_state(tx, &set("draining")))
+        .unwrap();
+    assert_eq!(
+        db.write(|tx| registry::set_state(tx, &set("gone")))
+            .unwrap_err()
+            .code(),
+        Code::InvalidArgument
+    );
+    // A heartbeat does not make it active again.
+    let hb = Heartbeat {
+        id: "n1".into(),
+        url: "http://n1".into(),
+        free_bytes: 1,
+        total_bytes: 2,
+        slots: 0,
+    };
+    db.write(|tx| registry::heartbeat(tx, &hb)).unwrap();
+    let nodes = db.read(registry::nodes).unwrap();
+    assert_eq!(
+        nodes.iter().find(|n| n.id == "n1").unwrap().state,
+        "draining"
+    );
+    let e = Evacuate {
+        id: "n1".into(),
+        after: String::new(),
+        limit: 10,
+    };
+    assert_eq!(
+        db.write(|tx| registry::evacuate(tx, &e)).unwrap(),
+        Some(id.clone())
+    );
+    // Queued, but the copy on n1 still counts: the object is not under-replicated.
+    let r = db.read(|c| registry::repairs(c, 10)).unwrap();
+    assert_eq!((r.len(), r[0].bad_node.as_str()), (1, "n1"));
+    assert_eq!(r[0].data.nodes, vec!["n1".to_string(), "n2".to_string()]);
+    assert_eq!(db.read(registry::summary).unwrap().under_replicated, 0);
+    assert_eq!(
+        db.write(|tx| registry::remove(tx, "n1"))
+            .unwrap_err()
+            .code(),
+        Code::InvalidUpdate,
+        "it still holds a needed copy"
+    );
+    // The new copy on n3 replaces it in one step.
+    let c = Copy {
+        data_id: id.clone(),
+        node: "n3".into(),
+    };
+    db.write(|tx| registry::repaired(tx, "n1", &c)).unwrap();
+    let d = db
+        .read(|c| namespace::get(c, "/a/stor/x"))
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        d.data.unwrap().nodes,
+        vec!["n2".to_string(), "n3".to_string()]
+    );
+    assert_eq!(db.read(|c| registry::copies_on(c, "n1")).unwrap(), 0);
+    db.write(|tx| registry::remove(tx, "n1")).unwrap();
+    assert_eq!(db.read(registry::nodes).unwrap().len(), 2);
+}

@@ -19,6 +19,7 @@ mod listing;
 mod metrics;
 mod multipart;
 mod node_manta;
+mod nodes;
 mod objects;
 mod processes;
 mod s3;

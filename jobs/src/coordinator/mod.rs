@@ -106,9 +106,10 @@ impl Coordinator {
                         .into_iter()
                         .map(|n| NodeView {
                             up: n.fresh(Duration::ZERO),
+                            // A draining or dead node takes no new task (those running finish).
+                            slots: if n.active() { n.slots } else { 0 },
                             id: n.id,
                             url: n.url,
-                            slots: n.slots,
                         })
                         .collect();
                     nodes_tx.send_if_modified(|v| {
