@@ -125,12 +125,12 @@ pub async fn texts(t: &T, dir: &str, n: usize, words: usize) -> Vec<(String, Str
     out
 }
 
-fn paths(objs: &[(String, String)]) -> Vec<String> {
+pub fn paths(objs: &[(String, String)]) -> Vec<String> {
     objs.iter().map(|(p, _)| p.clone()).collect()
 }
 
 /// Wait until the job has started running tasks.
-async fn wait_running(t: &T, job: &str) {
+pub async fn wait_running(t: &T, job: &str) {
     let end = Instant::now() + Duration::from_secs(30);
     while status(t, job).await["state"] != "running" {
         assert!(Instant::now() < end, "job did not start");
@@ -139,7 +139,7 @@ async fn wait_running(t: &T, job: &str) {
 }
 
 /// The job's outputs are its inputs upper-cased, each exactly once.
-async fn assert_uppercased(t: &T, job: &str, objs: &[(String, String)]) {
+pub async fn assert_uppercased(t: &T, job: &str, objs: &[(String, String)]) {
     let mut got = outputs(t, job).await;
     let mut want: Vec<String> = objs.iter().map(|(_, b)| b.to_uppercase()).collect();
     got.sort();

@@ -10,6 +10,7 @@ mod console;
 mod crash;
 mod crash_meta;
 mod failures;
+mod gateways;
 mod groups;
 mod images;
 mod integrity;
