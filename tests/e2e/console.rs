@@ -311,3 +311,85 @@ async fn the_console_in_a_real_browser() {
         );
     }
 }
+
+/// A directory of 100,000 entries (rows written straight to the metadata service: no bytes
+/// behind them): the console pages it from any marker, each page the next 200 names.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_directory_of_100000_entries_pages_from_any_marker() {
+    use mobula_metadata::api::{Data, PutObject};
+    let t = T::start(3).await;
+    let key = mobula_gateway::s3::keys::generate("admin");
+    t.c.gw.meta.add_s3_key(&key).await.unwrap();
+    t.c.gw.meta.mkdir("/admin/stor/huge").await.unwrap();
+    let meta = t.c.gw.meta.clone();
+    let writers = (0..64u64).map(|w| {
+        let meta = meta.clone();
+        tokio::spawn(async move {
+            for i in (w..100_000).step_by(64) {
+                let p = PutObject {
+                    parents: false,
+                    path: format!("/admin/stor/huge/e{i:06}"),
+                    data: Data {
+                        id: format!("{i:032x}"),
+                        size: 1,
+                        md5: "x".into(),
+                        blake3: "x".into(),
+                        durability: 1,
+                        nodes: Vec::new(),
+                    },
+                    content_type: "text/plain".into(),
+                    headers: Default::default(),
+                    preconditions: Default::default(),
+                };
+                meta.put_object(&p).await.unwrap();
+            }
+        })
+    });
+    for w in futures::future::join_all(writers).await {
+        w.unwrap();
+    }
+    let (cookie, _) = session(&t, &key).await;
+    let http = reqwest::Client::new();
+    let page = |url: String| {
+        let (http, cookie) = (http.clone(), cookie.clone());
+        async move {
+            let r = http.get(url).header("cookie", cookie).send().await.unwrap();
+            assert_eq!(r.status(), 200);
+            r.text().await.unwrap()
+        }
+    };
+    let names = |html: &str| -> Vec<String> {
+        html.split("class=\"name\" href=\"")
+            .skip(1)
+            .map(|p| {
+                p.split('>')
+                    .nth(1)
+                    .unwrap()
+                    .split('<')
+                    .next()
+                    .unwrap()
+                    .to_string()
+            })
+            .collect()
+    };
+    let first = page(t.url("/console/browse/admin/stor/huge")).await;
+    assert!(first.contains("100000 entries"));
+    let want = |from: usize, n: usize| -> Vec<String> {
+        (from..from + n).map(|i| format!("e{i:06}")).collect()
+    };
+    assert_eq!(names(&first), want(0, 200));
+    let next = first
+        .split("id=\"next\" href=\"")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap()
+        .replace("&amp;", "&");
+    assert_eq!(names(&page(t.url(&next)).await), want(200, 200));
+    let deep = page(t.url("/console/browse/admin/stor/huge?marker=e073117")).await;
+    assert_eq!(names(&deep), want(73117, 200));
+    let last = page(t.url("/console/browse/admin/stor/huge?marker=e099900")).await;
+    assert_eq!(names(&last), want(99900, 100));
+    assert!(!last.contains("id=\"next\""), "the last page links nowhere");
+}
