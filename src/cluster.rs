@@ -72,19 +72,35 @@ pub async fn bind(addr: SocketAddr) -> anyhow::Result<(TcpListener, String)> {
     Ok((l, url))
 }
 
-/// Start the metadata service on `listener` with its database at `db_path`.
+/// Start the metadata service on `listener` with the database `database` names
+/// (`sqlite:PATH`, a bare path, or `postgres://…`).
 pub fn start_metadata(
     listener: TcpListener,
     url: String,
-    db_path: &Path,
+    database: &str,
 ) -> anyhow::Result<Running> {
-    if let Some(dir) = db_path.parent() {
-        std::fs::create_dir_all(dir)?;
+    if !database.starts_with("postgres") {
+        let path = Path::new(database.strip_prefix("sqlite:").unwrap_or(database));
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
     }
-    let db = Arc::new(Db::open(db_path).with_context(|| format!("opening {}", db_path.display()))?);
+    let db =
+        Arc::new(Db::connect(database).with_context(|| format!("opening {}", shown(database)))?);
     Ok(spawn_role(url, move |rx| async move {
         mobula_metadata::serve(listener, db, stopped(rx)).await
     }))
+}
+
+/// A database spec without its password, for messages.
+fn shown(database: &str) -> String {
+    match (database.find("://"), database.rfind('@')) {
+        (Some(s), Some(at)) if at > s => match database[s + 3..at].find(':') {
+            Some(c) => format!("{}:***{}", &database[..s + 3 + c], &database[at..]),
+            None => database.to_string(),
+        },
+        _ => database.to_string(),
+    }
 }
 
 /// Start a storage node on `listener`.
@@ -136,6 +152,8 @@ pub struct ClusterConfig {
     pub agent: Option<AgentOptions>,
     /// Run an S3 listener on this address.
     pub s3: Option<(SocketAddr, S3Config)>,
+    /// The metadata database (default: SQLite at `<data>/metadata/mobula.db`).
+    pub database: Option<String>,
 }
 
 /// How storage nodes run their job agent.
@@ -178,6 +196,18 @@ impl ClusterConfig {
             gateway: GatewayConfig::new(""),
             agent: None,
             s3: None,
+            database: None,
+        }
+    }
+
+    /// The metadata database spec.
+    pub fn database(&self) -> String {
+        match &self.database {
+            Some(d) => d.clone(),
+            None => format!(
+                "sqlite:{}",
+                self.data.join("metadata").join("mobula.db").display()
+            ),
         }
     }
 }
@@ -199,11 +229,7 @@ impl Cluster {
     pub async fn start(cfg: ClusterConfig) -> anyhow::Result<Cluster> {
         std::fs::create_dir_all(&cfg.data)?;
         let (ml, murl) = bind("127.0.0.1:0".parse()?).await?;
-        let metadata = start_metadata(
-            ml,
-            murl.clone(),
-            &cfg.data.join("metadata").join("mobula.db"),
-        )?;
+        let metadata = start_metadata(ml, murl.clone(), &cfg.database())?;
         let meta = MetadataClient::new(&murl);
         meta.create_account(&cfg.account).await?;
         let mut gcfg = cfg.gateway.clone();
@@ -309,8 +335,7 @@ impl Cluster {
         old.kill().await;
         let addr: SocketAddr = url.trim_start_matches("http://").parse()?;
         let (l, _) = bind(addr).await?;
-        let db = self.cfg.data.join("metadata").join("mobula.db");
-        self.metadata = Some(start_metadata(l, url, &db)?);
+        self.metadata = Some(start_metadata(l, url, &self.cfg.database())?);
         Ok(())
     }
 

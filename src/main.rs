@@ -161,12 +161,20 @@ enum Cmd {
         /// A storage node silent this long is declared dead and its copies re-made (e.g. 10m).
         #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
         dead_after: Duration,
+        /// Metadata database: sqlite:PATH or postgres://USER:PASSWORD@HOST/DB (default: SQLite
+        /// in <data>/metadata/mobula.db).
+        #[arg(long, env = "MOBULA_DATABASE")]
+        database: Option<String>,
     },
     /// Run the metadata service alone.
     Metadata {
-        /// Directory of the metadata database.
+        /// Directory of the metadata database (SQLite; unused with a PostgreSQL --database).
         #[arg(long, default_value = "./mobula-data/metadata")]
         data: PathBuf,
+        /// Metadata database: sqlite:PATH or postgres://USER:PASSWORD@HOST/DB (default: SQLite
+        /// in <data>/mobula.db). Several metadata services may share one PostgreSQL.
+        #[arg(long, env = "MOBULA_DATABASE")]
+        database: Option<String>,
         /// Address to listen on (also where `mobula account` reaches it).
         #[arg(long, default_value = "127.0.0.1:7070")]
         listen: SocketAddr,
@@ -472,6 +480,7 @@ async fn serve(cmd: Cmd, up_account: String, log: LogFormat) -> anyhow::Result<(
             s3_domain,
             admin_listen,
             dead_after,
+            database,
         } => {
             // Absolute at the edge: roles and sandboxes work from other directories.
             let data = std::path::absolute(&data)?;
@@ -491,6 +500,7 @@ async fn serve(cmd: Cmd, up_account: String, log: LogFormat) -> anyhow::Result<(
             println!("mobula up: {said}");
             let mut cfg = ClusterConfig::new(&data, listen);
             cfg.nodes = nodes;
+            cfg.database = database;
             cfg.account = up_account.clone();
             cfg.gateway.require_signatures = !no_auth;
             cfg.gateway.dead_after = dead_after;
@@ -552,12 +562,15 @@ async fn serve(cmd: Cmd, up_account: String, log: LogFormat) -> anyhow::Result<(
         }
         Cmd::Metadata {
             data,
+            database,
             listen,
             create_account,
             admin_listen,
         } => {
             let (l, url) = cluster::bind(listen).await?;
-            let m = cluster::start_metadata(l, url.clone(), &data.join("mobula.db"))?;
+            let database =
+                database.unwrap_or_else(|| format!("sqlite:{}", data.join("mobula.db").display()));
+            let m = cluster::start_metadata(l, url.clone(), &database)?;
             let client = mobula_metadata::MetadataClient::new(&url);
             for a in create_account {
                 client.create_account(&a).await?;

@@ -11,19 +11,17 @@ use crate::Db;
 pub fn fill(db: &Db, account: &str, n: usize) -> Result<(), Error> {
     db.write(|tx| crate::namespace::create_account(tx, account))?;
     db.write(|tx| {
-        let mut s = tx
-            .prepare("INSERT INTO entries (parent, name, kind, mtime) VALUES (?1, ?2, 0, ?3)")
-            .map_err(crate::db::sql)?;
         let parent = format!("/{account}/stor");
         for i in 0..n {
-            s.execute(rusqlite::params![parent, format!("entry-{i:08}"), i as i64])
-                .map_err(crate::db::sql)?;
+            tx.execute(
+                "INSERT INTO entries (parent, name, kind, mtime) VALUES (?1, ?2, 0, ?3)",
+                crate::params![parent, format!("entry-{i:08}"), i as i64],
+            )?;
         }
         tx.execute(
             "UPDATE entries SET children = ?1 WHERE parent = ?2 AND name = 'stor'",
-            rusqlite::params![n as i64, format!("/{account}")],
-        )
-        .map_err(crate::db::sql)?;
+            crate::params![n as i64, format!("/{account}")],
+        )?;
         Ok(())
     })
 }
@@ -40,22 +38,16 @@ pub fn fill_bucket(db: &Db, account: &str, bucket: &str, n: usize) -> Result<(),
     let path = format!("/{account}/buckets/{bucket}");
     db.write(|tx| crate::buckets::create(tx, &path))?;
     db.write(|tx| {
-        let mut s = tx
-            .prepare("INSERT INTO entries (parent, name, kind, mtime) VALUES (?1, ?2, 1, ?3)")
-            .map_err(crate::db::sql)?;
         for i in 0..n {
-            s.execute(rusqlite::params![
-                path,
-                format!("dir{:02}/key{i:08}", i % 100),
-                i as i64
-            ])
-            .map_err(crate::db::sql)?;
+            tx.execute(
+                "INSERT INTO entries (parent, name, kind, mtime) VALUES (?1, ?2, 1, ?3)",
+                crate::params![path, format!("dir{:02}/key{i:08}", i % 100), i as i64],
+            )?;
         }
         tx.execute(
             "UPDATE entries SET children = ?1 WHERE parent = ?2 AND name = ?3",
-            rusqlite::params![n as i64, format!("/{account}/buckets"), bucket],
-        )
-        .map_err(crate::db::sql)?;
+            crate::params![n as i64, format!("/{account}/buckets"), bucket],
+        )?;
         Ok(())
     })
 }

@@ -9,16 +9,16 @@
 //! wherever it starts, and with a delimiter each common prefix costs one seek past all its keys
 //! (to [`prefix_successor`] of the prefix), never a walk over them.
 
+use crate::params;
+use crate::sql::Sql;
 use mobula_http::Code;
-use rusqlite::{params, Connection};
 
 use crate::api::*;
-use crate::db::sql;
 use crate::error::Error;
 use crate::namespace::{self, get};
 
 /// Create the bucket at `path` (`/a/buckets/b`).
-pub fn create(tx: &Connection, path: &str) -> Result<Entry, Error> {
+pub fn create(tx: &dyn Sql, path: &str) -> Result<Entry, Error> {
     let (area, name) = split_path(path);
     if !is_bucket(path) || !valid_bucket_name(name) {
         return Err(Error::refused(
@@ -38,13 +38,13 @@ pub fn create(tx: &Connection, path: &str) -> Result<Entry, Error> {
             format!("{area} does not exist"),
         ));
     }
-    namespace::insert_dir(tx, area, name, now_ms()).map_err(sql)?;
+    namespace::insert_dir(tx, area, name, now_ms())?;
     namespace::bump_children(tx, path, 1)?;
     get(tx, path)?.ok_or_else(|| Error::internal("bucket vanished"))
 }
 
 /// The bucket at `path`, or `BucketNotFound`.
-pub fn bucket(conn: &Connection, path: &str) -> Result<Entry, Error> {
+pub fn bucket(conn: &dyn Sql, path: &str) -> Result<Entry, Error> {
     match get(conn, path)? {
         Some(e) if is_bucket(path) && e.kind == Kind::Directory => Ok(e),
         _ => Err(Error::refused(
@@ -55,7 +55,7 @@ pub fn bucket(conn: &Connection, path: &str) -> Result<Entry, Error> {
 }
 
 /// Delete the bucket at `path` if it holds no object.
-pub fn delete(tx: &Connection, path: &str) -> Result<(), Error> {
+pub fn delete(tx: &dyn Sql, path: &str) -> Result<(), Error> {
     let b = bucket(tx, path)?;
     if b.children > 0 {
         return Err(Error::refused(
@@ -67,8 +67,7 @@ pub fn delete(tx: &Connection, path: &str) -> Result<(), Error> {
     tx.execute(
         "DELETE FROM entries WHERE parent = ?1 AND name = ?2",
         params![area, name],
-    )
-    .map_err(sql)?;
+    )?;
     namespace::bump_children(tx, path, -1)
 }
 
@@ -111,52 +110,71 @@ fn common_prefix<'k>(q: &KeyQuery, key: &'k str) -> Option<&'k str> {
         .map(|i| &key[..q.prefix.len() + i + q.delimiter.len()])
 }
 
+/// What a listing does after reading a batch of rows.
+enum Then {
+    /// Every row was read: another batch if it was full.
+    Read,
+    /// Seek past a common prefix.
+    Seek,
+    /// A common prefix with no successor: nothing can follow it.
+    End,
+    /// The page is full and more follows.
+    Truncated,
+}
+
 /// One page of the keys of a bucket.
-pub fn list(conn: &Connection, q: &KeyQuery) -> Result<KeyPage, Error> {
+pub fn list(conn: &dyn Sql, q: &KeyQuery) -> Result<KeyPage, Error> {
     bucket(conn, &q.bucket)?;
     let upper = prefix_successor(&q.prefix).filter(|_| !q.prefix.is_empty());
     let limit = q.limit as usize;
     let (mut from, mut inclusive) = start(q);
     let mut items = Vec::new();
-    'seek: loop {
+    loop {
         let sql_text = list_sql(inclusive, upper.is_some());
-        let mut s = conn.prepare_cached(&sql_text).map_err(sql)?;
         let want = (limit - items.len().min(limit) + 1) as i64;
-        let rows = s
-            .query_map(
-                params![q.bucket, from, upper, want],
-                namespace::row_to_entry,
-            )
-            .map_err(sql)?;
-        let mut seen = 0;
-        for row in rows {
-            let e = row.map_err(sql)?;
+        let (mut seen, mut then) = (0, Then::Read);
+        let at = std::mem::take(&mut from);
+        // Rows are read only until the page is full or a common prefix sends the listing
+        // past all of its keys (a new seek): the rows after it are never read.
+        conn.each(&sql_text, params![q.bucket, at, upper, want], &mut |row| {
             seen += 1;
             if items.len() == limit {
-                return Ok(KeyPage {
-                    items,
-                    truncated: true,
-                });
+                then = Then::Truncated;
+                return Ok(false);
             }
+            let e = namespace::row_to_entry(&row)?;
             let key = split_path(&e.path).1.to_string();
             if let Some(cp) = common_prefix(q, &key) {
                 let cp = cp.to_string();
-                match prefix_successor(&cp) {
+                then = match prefix_successor(&cp) {
                     Some(next) => {
                         from = next;
                         inclusive = true;
-                        items.push(KeyItem::Prefix(cp));
-                        continue 'seek;
+                        Then::Seek
                     }
-                    None => {
-                        items.push(KeyItem::Prefix(cp));
-                        break 'seek;
-                    }
-                }
+                    None => Then::End,
+                };
+                items.push(KeyItem::Prefix(cp));
+                return Ok(false);
             }
             from = key;
             inclusive = false;
             items.push(KeyItem::Object(Box::new(e)));
+            Ok(true)
+        })?;
+        if from.is_empty() {
+            from = at;
+        }
+        match then {
+            Then::Truncated => {
+                return Ok(KeyPage {
+                    items,
+                    truncated: true,
+                })
+            }
+            Then::Seek => continue,
+            Then::End => break,
+            Then::Read => {}
         }
         if (seen as i64) < want {
             break;

@@ -1,11 +1,12 @@
-//! Group commit: concurrent writes share one SQLite transaction, and so one WAL fsync.
+//! Group commit: concurrent writes share one transaction, and so one fsync (SQLite's WAL,
+//! PostgreSQL's commit record).
 //!
-//! A writer queues its work, then tries to lead: whoever holds the writer connection runs
-//! every queued write in one `BEGIN IMMEDIATE` transaction, each inside a savepoint of its own
+//! A writer queues its work, then tries to lead: whoever holds the leader lock runs every
+//! queued write in one write transaction ([`Db::begin`]), each inside a savepoint of its own
 //! (a write that fails rolls back its savepoint only — the same changes it would have left
 //! behind in a transaction of its own: none), commits once, and only then hands each writer its
 //! result. So no one is answered before the commit holding their write is on stable storage
-//! (`synchronous=FULL`), and a failed commit fails every write of its batch. Writes apply in
+//! (`synchronous=FULL`, `synchronous_commit`), and a failed commit fails every write of its batch. Writes apply in
 //! the order they were queued; a write sees every write queued before it.
 //!
 //! While one batch commits (an fsync: the slowest step of a write), the writes that arrive
@@ -14,17 +15,19 @@
 
 use std::sync::mpsc::sync_channel;
 
-use rusqlite::{Connection, Transaction, TransactionBehavior};
-
-use crate::db::{sql, Db};
+use crate::db::Db;
 use crate::error::Error;
+use crate::sql::Sql;
 
 /// A queued write: run it in the batch's transaction (which returns how to deliver its result
 /// once the commit is known), or fail it without running (the transaction could not begin).
 pub(crate) struct Job {
-    run: Box<dyn FnOnce(&Transaction<'_>) -> Deliver + Send>,
+    run: Run,
     fail: Box<dyn FnOnce(String) + Send>,
 }
+
+/// Runs a queued write in the batch's transaction.
+type Run = Box<dyn FnOnce(&dyn Sql) -> Deliver + Send>;
 
 /// Delivers a result after the commit: `None` committed, `Some(error)` did not.
 type Deliver = Box<dyn FnOnce(Option<&str>) + Send>;
@@ -34,7 +37,7 @@ impl Db {
     /// module doc); its result once the commit is durable.
     pub(crate) fn write_grouped<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&Transaction<'_>) -> Result<T, Error> + Send + 'static,
+        f: impl FnOnce(&dyn Sql) -> Result<T, Error> + Send + 'static,
     ) -> Result<T, Error> {
         let (tx, rx) = sync_channel::<Result<T, Error>>(1);
         let failed = tx.clone();
@@ -54,16 +57,16 @@ impl Db {
         };
         self.pending().push(job);
         loop {
-            let mut conn = self.writer();
-            // A leader that held the connection may have run this write already.
+            let lead = self.leader();
+            // A leader before us may have run this write already.
             if let Ok(r) = rx.try_recv() {
                 return r;
             }
             let batch = std::mem::take(&mut *self.pending());
             if !batch.is_empty() {
-                run(&mut conn, batch);
+                run(self, batch);
             }
-            drop(conn);
+            drop(lead);
             if let Ok(r) = rx.try_recv() {
                 return r;
             }
@@ -72,31 +75,28 @@ impl Db {
 }
 
 /// `f` inside a savepoint: released when it succeeds, rolled back when it fails.
-fn savepoint<T>(
-    t: &Transaction<'_>,
-    f: impl FnOnce(&Transaction<'_>) -> Result<T, Error>,
-) -> Result<T, Error> {
-    t.execute_batch("SAVEPOINT w").map_err(sql)?;
+fn savepoint<T>(t: &dyn Sql, f: impl FnOnce(&dyn Sql) -> Result<T, Error>) -> Result<T, Error> {
+    t.batch("SAVEPOINT w")?;
     match f(t) {
         Ok(v) => {
-            t.execute_batch("RELEASE w").map_err(sql)?;
+            t.batch("RELEASE SAVEPOINT w")?;
             Ok(v)
         }
         Err(e) => {
-            t.execute_batch("ROLLBACK TO w; RELEASE w").map_err(sql)?;
+            t.batch("ROLLBACK TO SAVEPOINT w; RELEASE SAVEPOINT w")?;
             Err(e)
         }
     }
 }
 
 /// One batch: every job in one transaction, one commit, then every result.
-fn run(conn: &mut Connection, batch: Vec<Job>) {
+fn run(db: &Db, batch: Vec<Job>) {
     let started = std::time::Instant::now();
     let writes = batch.len();
-    let t = match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
+    let t = match db.begin() {
         Ok(t) => t,
         Err(e) => {
-            let e = sql(e).to_string();
+            let e = e.to_string();
             for j in batch {
                 (j.fail)(e.clone());
             }
@@ -105,7 +105,7 @@ fn run(conn: &mut Connection, batch: Vec<Job>) {
     };
     let deliver: Vec<Deliver> = batch.into_iter().map(|j| (j.run)(&t)).collect();
     fail::fail_point!("meta-batch-before-commit");
-    let committed = t.commit().map_err(|e| sql(e).to_string());
+    let committed = t.commit().map_err(|e| e.to_string());
     metrics::histogram!("mobula_metadata_transaction_seconds").record(started.elapsed());
     metrics::histogram!("mobula_metadata_transaction_writes").record(writes as f64);
     fail::fail_point!("meta-batch-before-ack");

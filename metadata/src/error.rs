@@ -9,9 +9,15 @@ pub enum Error {
     /// Refused, with the wire code the caller gets (not found, not empty, precondition…).
     #[error(transparent)]
     Refused(#[from] ApiError),
-    /// The SQLite database failed.
+    /// The database failed (either backend; the message is the engine's).
     #[error("metadata database: {0}")]
-    Database(#[from] rusqlite::Error),
+    Database(String),
+    /// The database holds a schema newer than this build knows: a newer Mobula wrote it.
+    #[error(
+        "the metadata database has schema version {found}, newer than this build of Mobula \
+         knows ({known}): run the newer Mobula, or restore a backup of the older database"
+    )]
+    NewerSchema { found: usize, known: usize },
     /// A stored value could not be read back (a bug or a damaged database).
     #[error("metadata: {0}")]
     Internal(String),

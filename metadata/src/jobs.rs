@@ -13,19 +13,19 @@
 use mobula_http::Code;
 
 use crate::error::Error;
-use rusqlite::{params, Connection, OptionalExtension};
+use crate::params;
+use crate::sql::{Row, Sql};
 
 use crate::api::{
     now_ms, AddInputs, Garbage, JobAppend, JobRecords, JobRow, Lease, NewJob, PutObject,
 };
-use crate::db::sql;
 use crate::namespace;
 use crate::registry;
 
 const SELECT: &str = "SELECT id, account, name, spec, state, end_requested, cancel_requested,
     created, done, stats, inputs, consumed, events FROM jobs";
 
-fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<JobRow> {
+fn row(r: &Row) -> Result<JobRow, Error> {
     Ok(JobRow {
         id: r.get(0)?,
         account: r.get(1)?,
@@ -37,14 +37,14 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<JobRow> {
         created: r.get(7)?,
         done: r.get(8)?,
         stats: r.get(9)?,
-        inputs: r.get::<_, i64>(10)? as u64,
-        consumed: r.get::<_, i64>(11)? as u64,
-        events: r.get::<_, i64>(12)? as u64,
+        inputs: r.get::<i64>(10)? as u64,
+        consumed: r.get::<i64>(11)? as u64,
+        events: r.get::<i64>(12)? as u64,
     })
 }
 
 /// Create a job and its directories.
-pub fn create(tx: &Connection, j: &NewJob) -> Result<(), Error> {
+pub fn create(tx: &dyn Sql, j: &NewJob) -> Result<(), Error> {
     if !namespace::account_exists(tx, &j.account)? {
         return Err(Error::refused(
             Code::AccountDoesNotExist,
@@ -57,61 +57,50 @@ pub fn create(tx: &Connection, j: &NewJob) -> Result<(), Error> {
     tx.execute(
         "INSERT INTO jobs (id, account, name, spec, state, created) VALUES (?1, ?2, ?3, ?4, 'queued', ?5)",
         params![j.id, j.account, j.name, j.spec, now_ms()],
-    )
-    .map_err(sql)?;
+    )?;
     Ok(())
 }
 
 /// A job, if it exists.
-pub fn get(conn: &Connection, id: &str) -> Result<Option<JobRow>, Error> {
-    conn.prepare_cached(&format!("{SELECT} WHERE id = ?1"))
-        .and_then(|mut s| s.query_row([id], row).optional())
-        .map_err(sql)
+pub fn get(conn: &dyn Sql, id: &str) -> Result<Option<JobRow>, Error> {
+    conn.query_opt(&format!("{SELECT} WHERE id = ?1"), params![id], row)
 }
 
-fn must(conn: &Connection, id: &str) -> Result<JobRow, Error> {
+fn must(conn: &dyn Sql, id: &str) -> Result<JobRow, Error> {
     get(conn, id)?.ok_or_else(|| Error::refused(Code::JobNotFound, format!("no job {id}")))
 }
 
 /// Ids of the jobs not done yet, oldest first.
-pub fn active(conn: &Connection) -> Result<Vec<String>, Error> {
-    let mut s = conn
-        .prepare_cached("SELECT id FROM jobs WHERE state != 'done' ORDER BY created, id")
-        .map_err(sql)?;
-    let rows = s.query_map([], |r| r.get(0)).map_err(sql)?;
-    rows.collect::<rusqlite::Result<_>>().map_err(sql)
+pub fn active(conn: &dyn Sql) -> Result<Vec<String>, Error> {
+    conn.query_map(
+        "SELECT id FROM jobs WHERE state != 'done' ORDER BY created, id",
+        params![],
+        |r| r.get(0),
+    )
 }
 
-fn append(
-    tx: &Connection,
-    id: &str,
-    kind: &str,
-    from: u64,
-    values: &[String],
-) -> Result<(), Error> {
-    let mut s = tx
-        .prepare_cached("INSERT INTO job_records (job, kind, seq, value) VALUES (?1, ?2, ?3, ?4)")
-        .map_err(sql)?;
+fn append(tx: &dyn Sql, id: &str, kind: &str, from: u64, values: &[String]) -> Result<(), Error> {
     for (i, v) in values.iter().enumerate() {
-        s.execute(params![id, kind, (from + i as u64) as i64, v])
-            .map_err(sql)?;
+        tx.execute(
+            "INSERT INTO job_records (job, kind, seq, value) VALUES (?1, ?2, ?3, ?4)",
+            params![id, kind, (from + i as u64) as i64, v],
+        )?;
     }
     Ok(())
 }
 
 /// The next record number of a list (from the primary key's end: no scan).
-fn next_seq(tx: &Connection, id: &str, kind: &str) -> Result<u64, Error> {
+fn next_seq(tx: &dyn Sql, id: &str, kind: &str) -> Result<u64, Error> {
     tx.query_row(
         "SELECT COALESCE(MAX(seq) + 1, 0) FROM job_records WHERE job = ?1 AND kind = ?2",
         params![id, kind],
-        |r| r.get::<_, i64>(0),
+        |r| r.get::<i64>(0),
     )
     .map(|n| n as u64)
-    .map_err(sql)
 }
 
 /// Add inputs (and end the input when asked).
-pub fn add_inputs(tx: &Connection, a: &AddInputs) -> Result<(), Error> {
+pub fn add_inputs(tx: &dyn Sql, a: &AddInputs) -> Result<(), Error> {
     let j = must(tx, &a.id)?;
     if j.end_requested || j.cancel_requested {
         return Err(Error::refused(
@@ -123,21 +112,22 @@ pub fn add_inputs(tx: &Connection, a: &AddInputs) -> Result<(), Error> {
     tx.execute(
         "UPDATE jobs SET inputs = inputs + ?2, end_requested = ?3 WHERE id = ?1",
         params![a.id, a.paths.len() as i64, a.end],
-    )
-    .map_err(sql)?;
+    )?;
     Ok(())
 }
 
 /// End a job's input (idempotent).
-pub fn end(tx: &Connection, id: &str) -> Result<(), Error> {
+pub fn end(tx: &dyn Sql, id: &str) -> Result<(), Error> {
     must(tx, id)?;
-    tx.execute("UPDATE jobs SET end_requested = 1 WHERE id = ?1", [id])
-        .map_err(sql)?;
+    tx.execute(
+        "UPDATE jobs SET end_requested = 1 WHERE id = ?1",
+        params![id],
+    )?;
     Ok(())
 }
 
 /// Cancel a job (idempotent until it is done).
-pub fn cancel(tx: &Connection, id: &str) -> Result<(), Error> {
+pub fn cancel(tx: &dyn Sql, id: &str) -> Result<(), Error> {
     let j = must(tx, id)?;
     if j.state == "done" && !j.cancel_requested {
         return Err(Error::refused(
@@ -145,28 +135,26 @@ pub fn cancel(tx: &Connection, id: &str) -> Result<(), Error> {
             format!("job {id} is already done"),
         ));
     }
-    tx.execute("UPDATE jobs SET cancel_requested = 1 WHERE id = ?1", [id])
-        .map_err(sql)?;
+    tx.execute(
+        "UPDATE jobs SET cancel_requested = 1 WHERE id = ?1",
+        params![id],
+    )?;
     Ok(())
 }
 
 /// Up to `limit` values of one of a job's lists, from position `from`.
-pub fn records(conn: &Connection, q: &JobRecords) -> Result<Vec<String>, Error> {
+pub fn records(conn: &dyn Sql, q: &JobRecords) -> Result<Vec<String>, Error> {
     must(conn, &q.id)?;
-    let mut s = conn
-        .prepare_cached(
-            "SELECT value FROM job_records WHERE job = ?1 AND kind = ?2 AND seq >= ?3
-             ORDER BY seq LIMIT ?4",
-        )
-        .map_err(sql)?;
-    let rows = s
-        .query_map(params![q.id, q.kind, q.from as i64, q.limit], |r| r.get(0))
-        .map_err(sql)?;
-    rows.collect::<rusqlite::Result<_>>().map_err(sql)
+    conn.query_map(
+        "SELECT value FROM job_records WHERE job = ?1 AND kind = ?2 AND seq >= ?3
+         ORDER BY seq LIMIT ?4",
+        params![q.id, q.kind, q.from as i64, q.limit],
+        |r| r.get(0),
+    )
 }
 
 /// Log what a coordinator did (see the module docs).
-pub fn log(tx: &Connection, a: &JobAppend) -> Result<(), Error> {
+pub fn log(tx: &dyn Sql, a: &JobAppend) -> Result<(), Error> {
     let j = must(tx, &a.id)?;
     if j.events != a.expect_events {
         return Err(Error::refused(
@@ -207,24 +195,22 @@ pub fn log(tx: &Connection, a: &JobAppend) -> Result<(), Error> {
             a.state,
             a.done
         ],
-    )
-    .map_err(sql)?;
+    )?;
     Ok(())
 }
 
 /// Create one task output (in a savepoint); false when a user's entry is in its way, its data
 /// then queued as garbage. Internal errors fail the whole log.
-fn create_output(tx: &Connection, o: &PutObject) -> Result<bool, Error> {
-    tx.execute_batch("SAVEPOINT output").map_err(sql)?;
+fn create_output(tx: &dyn Sql, o: &PutObject) -> Result<bool, Error> {
+    tx.batch("SAVEPOINT output")?;
     match namespace::put_object(tx, o) {
         Ok(_) => {
-            tx.execute_batch("RELEASE output").map_err(sql)?;
+            tx.batch("RELEASE SAVEPOINT output")?;
             Ok(true)
         }
         Err(e) if e.code() == Code::InternalError => Err(e),
         Err(e) => {
-            tx.execute_batch("ROLLBACK TO output; RELEASE output")
-                .map_err(sql)?;
+            tx.batch("ROLLBACK TO SAVEPOINT output; RELEASE SAVEPOINT output")?;
             tracing::warn!("task output {} not created: {e}", o.path);
             let g = Garbage {
                 data_id: o.data.id.clone(),
@@ -237,15 +223,13 @@ fn create_output(tx: &Connection, o: &PutObject) -> Result<bool, Error> {
 }
 
 /// Take or renew a lease.
-pub fn lease(tx: &Connection, l: &Lease) -> Result<bool, Error> {
+pub fn lease(tx: &dyn Sql, l: &Lease) -> Result<bool, Error> {
     let now = now_ms();
-    let n = tx
-        .execute(
-            "INSERT INTO leases (name, owner, until) VALUES (?1, ?2, ?3)
+    let n = tx.execute(
+        "INSERT INTO leases (name, owner, until) VALUES (?1, ?2, ?3)
              ON CONFLICT (name) DO UPDATE SET owner = excluded.owner, until = excluded.until
              WHERE leases.owner = excluded.owner OR leases.until < ?4",
-            params![l.name, l.owner, now + l.ttl_ms, now],
-        )
-        .map_err(sql)?;
+        params![l.name, l.owner, now + l.ttl_ms, now],
+    )?;
     Ok(n > 0)
 }

@@ -10,10 +10,10 @@
 use mobula_http::Code;
 
 use crate::error::Error;
-use rusqlite::{params, Connection, OptionalExtension, Row};
+use crate::params;
+use crate::sql::{Row, Sql};
 
 use crate::api::*;
-use crate::db::sql;
 
 pub(crate) const SELECT: &str =
     "SELECT e.parent, e.name, e.kind, e.mtime, e.children, e.content_type, e.headers,
@@ -21,23 +21,23 @@ pub(crate) const SELECT: &str =
     FROM entries e LEFT JOIN data d ON d.id = e.data_id";
 
 /// The `Data` in columns `at..at + 6` (id, size, md5, blake3, durability, nodes) of a row.
-pub(crate) fn data_at(r: &Row<'_>, at: usize) -> rusqlite::Result<Data> {
+pub(crate) fn data_at(r: &Row, at: usize) -> Result<Data, Error> {
     Ok(Data {
         id: r.get(at)?,
-        size: r.get::<_, i64>(at + 1)? as u64,
+        size: r.get::<i64>(at + 1)? as u64,
         md5: r.get(at + 2)?,
         blake3: r.get(at + 3)?,
-        durability: r.get::<_, i64>(at + 4)? as u8,
-        nodes: serde_json::from_str(&r.get::<_, String>(at + 5)?).unwrap_or_default(),
+        durability: r.get::<i64>(at + 4)? as u8,
+        nodes: serde_json::from_str(&r.get::<String>(at + 5)?).unwrap_or_default(),
     })
 }
 
-pub(crate) fn row_to_entry(r: &Row<'_>) -> rusqlite::Result<Entry> {
+pub(crate) fn row_to_entry(r: &Row) -> Result<Entry, Error> {
     let parent: String = r.get(0)?;
     let name: String = r.get(1)?;
     let kind: i64 = r.get(2)?;
     let headers: String = r.get(6)?;
-    let data = match r.get::<_, Option<String>>(7)? {
+    let data = match r.get::<Option<String>>(7)? {
         Some(_) => Some(data_at(r, 7)?),
         None => None,
     };
@@ -50,7 +50,7 @@ pub(crate) fn row_to_entry(r: &Row<'_>) -> rusqlite::Result<Entry> {
             Kind::Object
         },
         mtime: r.get(3)?,
-        children: r.get::<_, i64>(4)? as u64,
+        children: r.get::<i64>(4)? as u64,
         content_type: r.get(5)?,
         headers: serde_json::from_str(&headers).unwrap_or_default(),
         data,
@@ -58,37 +58,31 @@ pub(crate) fn row_to_entry(r: &Row<'_>) -> rusqlite::Result<Entry> {
 }
 
 /// The entry at `path`, if any.
-pub fn get(conn: &Connection, path: &str) -> Result<Option<Entry>, Error> {
+pub fn get(conn: &dyn Sql, path: &str) -> Result<Option<Entry>, Error> {
     let (parent, name) = split_path(path);
-    conn.prepare_cached(&format!("{SELECT} WHERE e.parent = ?1 AND e.name = ?2"))
-        .and_then(|mut s| s.query_row(params![parent, name], row_to_entry).optional())
-        .map_err(sql)
+    conn.query_opt(
+        &format!("{SELECT} WHERE e.parent = ?1 AND e.name = ?2"),
+        params![parent, name],
+        row_to_entry,
+    )
 }
 
 /// Whether `name` is an account.
-pub fn account_exists(conn: &Connection, name: &str) -> Result<bool, Error> {
-    conn.prepare_cached("SELECT 1 FROM accounts WHERE name = ?1")
-        .and_then(|mut s| s.exists([name]))
-        .map_err(sql)
+pub fn account_exists(conn: &dyn Sql, name: &str) -> Result<bool, Error> {
+    conn.exists("SELECT 1 FROM accounts WHERE name = ?1", params![name])
 }
 
 /// All account names, sorted.
-pub fn accounts(conn: &Connection) -> Result<Vec<String>, Error> {
-    let mut s = conn
-        .prepare_cached("SELECT name FROM accounts ORDER BY name")
-        .map_err(sql)?;
-    let rows = s.query_map([], |r| r.get(0)).map_err(sql)?;
-    rows.collect::<rusqlite::Result<_>>().map_err(sql)
+pub fn accounts(conn: &dyn Sql) -> Result<Vec<String>, Error> {
+    conn.query_map("SELECT name FROM accounts ORDER BY name", params![], |r| {
+        r.get(0)
+    })
 }
 
-pub(crate) fn insert_dir(
-    conn: &Connection,
-    parent: &str,
-    name: &str,
-    now: i64,
-) -> rusqlite::Result<()> {
+pub(crate) fn insert_dir(conn: &dyn Sql, parent: &str, name: &str, now: i64) -> Result<(), Error> {
     conn.execute(
-        "INSERT OR IGNORE INTO entries (parent, name, kind, mtime) VALUES (?1, ?2, 0, ?3)",
+        "INSERT INTO entries (parent, name, kind, mtime) VALUES (?1, ?2, 0, ?3)
+         ON CONFLICT DO NOTHING",
         params![parent, name, now],
     )?;
     Ok(())
@@ -99,7 +93,7 @@ pub const RESERVED_ACCOUNTS: &[&str] = &["console"];
 
 /// Create account `name` and its areas if missing. Returns whether it was created. A name must
 /// be `[a-z][a-z0-9_-]{0,63}` and not one of [`RESERVED_ACCOUNTS`].
-pub fn create_account(tx: &Connection, name: &str) -> Result<bool, Error> {
+pub fn create_account(tx: &dyn Sql, name: &str) -> Result<bool, Error> {
     let b = name.as_bytes();
     let valid = !b.is_empty()
         && b.len() <= 64
@@ -119,29 +113,25 @@ pub fn create_account(tx: &Connection, name: &str) -> Result<bool, Error> {
         ));
     }
     let now = now_ms();
-    let created = tx
-        .execute(
-            "INSERT OR IGNORE INTO accounts (name, created) VALUES (?1, ?2)",
-            params![name, now],
-        )
-        .map_err(sql)?
-        > 0;
+    let created = tx.execute(
+        "INSERT INTO accounts (name, created) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
+        params![name, now],
+    )? > 0;
     let root = join_path("/", name);
-    insert_dir(tx, "/", name, now).map_err(sql)?;
+    insert_dir(tx, "/", name, now)?;
     for area in AREAS {
-        insert_dir(tx, &root, area, now).map_err(sql)?;
+        insert_dir(tx, &root, area, now)?;
     }
     tx.execute(
         "UPDATE entries SET children = (SELECT COUNT(*) FROM entries WHERE parent = ?1)
          WHERE parent = '/' AND name = ?2",
         params![root, name],
-    )
-    .map_err(sql)?;
+    )?;
     Ok(created)
 }
 
 /// Check that the parent of `path` exists and is a directory.
-pub(crate) fn check_parent(conn: &Connection, path: &str) -> Result<(), Error> {
+pub(crate) fn check_parent(conn: &dyn Sql, path: &str) -> Result<(), Error> {
     let (parent, _) = split_path(path);
     if is_bucket(parent) {
         return crate::buckets::bucket(conn, parent).map(|_| ());
@@ -159,19 +149,18 @@ pub(crate) fn check_parent(conn: &Connection, path: &str) -> Result<(), Error> {
     }
 }
 
-pub(crate) fn bump_children(conn: &Connection, path: &str, delta: i64) -> Result<(), Error> {
+pub(crate) fn bump_children(conn: &dyn Sql, path: &str, delta: i64) -> Result<(), Error> {
     let (parent, _) = split_path(path);
     let (pp, pn) = split_path(parent);
-    conn.prepare_cached(
+    conn.execute(
         "UPDATE entries SET children = children + ?3 WHERE parent = ?1 AND name = ?2",
-    )
-    .and_then(|mut s| s.execute(params![pp, pn, delta]))
-    .map_err(sql)?;
+        params![pp, pn, delta],
+    )?;
     Ok(())
 }
 
 /// Create directory `path` (idempotent).
-pub fn mkdir(tx: &Connection, path: &str) -> Result<(), Error> {
+pub fn mkdir(tx: &dyn Sql, path: &str) -> Result<(), Error> {
     if in_buckets(path) {
         return Err(Error::refused(
             Code::InvalidArgument,
@@ -190,57 +179,42 @@ pub fn mkdir(tx: &Connection, path: &str) -> Result<(), Error> {
     }
     check_parent(tx, path)?;
     let (parent, name) = split_path(path);
-    insert_dir(tx, parent, name, now_ms()).map_err(sql)?;
+    insert_dir(tx, parent, name, now_ms())?;
     bump_children(tx, path, 1)
 }
 
 /// Drop one reference to data `id`; queue it for deletion when none is left.
-pub fn unref_data(tx: &Connection, id: &str) -> Result<(), Error> {
-    tx.prepare_cached("UPDATE data SET refs = refs - 1 WHERE id = ?1")
-        .and_then(|mut s| s.execute([id]))
-        .map_err(sql)?;
+pub fn unref_data(tx: &dyn Sql, id: &str) -> Result<(), Error> {
+    tx.execute("UPDATE data SET refs = refs - 1 WHERE id = ?1", params![id])?;
     // Already queued (by a writer that did not hear its commit succeed)? Then with the
     // nodes the data is really on.
-    let moved = tx
-        .prepare_cached(
-            "INSERT INTO garbage (data_id, nodes, queued)
+    let moved = tx.execute(
+        "INSERT INTO garbage (data_id, nodes, queued)
              SELECT id, nodes, ?2 FROM data WHERE id = ?1 AND refs <= 0
              ON CONFLICT (data_id) DO UPDATE SET nodes = excluded.nodes",
-        )
-        .and_then(|mut s| s.execute(params![id, now_ms()]))
-        .map_err(sql)?;
+        params![id, now_ms()],
+    )?;
     if moved > 0 {
-        tx.execute("DELETE FROM data WHERE id = ?1", [id])
-            .map_err(sql)?;
+        tx.execute("DELETE FROM data WHERE id = ?1", params![id])?;
     }
     Ok(())
 }
 
 /// Insert a new data row with one reference.
-pub fn insert_data(tx: &Connection, d: &Data) -> Result<(), Error> {
+pub fn insert_data(tx: &dyn Sql, d: &Data) -> Result<(), Error> {
     let nodes = serde_json::to_string(&d.nodes).map_err(Error::internal)?;
-    tx.prepare_cached(
+    tx.execute(
         "INSERT INTO data (id, size, md5, blake3, durability, nodes, refs)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, 1)",
-    )
-    .and_then(|mut s| {
-        s.execute(params![
-            d.id,
-            d.size as i64,
-            d.md5,
-            d.blake3,
-            d.durability,
-            nodes
-        ])
-    })
-    .map_err(sql)?;
+        params![d.id, d.size as i64, d.md5, d.blake3, d.durability, nodes],
+    )?;
     Ok(())
 }
 
 /// Point the object entry at `path` at data `data_id` (already referenced for it), replacing
 /// whatever object was there.
 fn set_object(
-    tx: &Connection,
+    tx: &dyn Sql,
     path: &str,
     data_id: &str,
     content_type: &str,
@@ -261,24 +235,14 @@ fn set_object(
     check_preconditions(current.as_ref(), pre)?;
     let (parent, name) = split_path(path);
     let headers_json = serde_json::to_string(headers).map_err(Error::internal)?;
-    tx.prepare_cached(
+    tx.execute(
         "INSERT INTO entries (parent, name, kind, mtime, data_id, content_type, headers)
          VALUES (?1, ?2, 1, ?3, ?4, ?5, ?6)
          ON CONFLICT (parent, name) DO UPDATE SET mtime = excluded.mtime,
             data_id = excluded.data_id, content_type = excluded.content_type,
             headers = excluded.headers",
-    )
-    .and_then(|mut s| {
-        s.execute(params![
-            parent,
-            name,
-            now_ms(),
-            data_id,
-            content_type,
-            headers_json
-        ])
-    })
-    .map_err(sql)?;
+        params![parent, name, now_ms(), data_id, content_type, headers_json],
+    )?;
     match current.and_then(|c| c.data) {
         Some(old) => unref_data(tx, &old.id)?,
         None => bump_children(tx, path, 1)?,
@@ -287,7 +251,7 @@ fn set_object(
 }
 
 /// Create or atomically replace an object.
-pub fn put_object(tx: &Connection, req: &PutObject) -> Result<Entry, Error> {
+pub fn put_object(tx: &dyn Sql, req: &PutObject) -> Result<Entry, Error> {
     if req.parents {
         mkdirs(tx, split_path(&req.path).0)?;
     }
@@ -303,7 +267,7 @@ pub fn put_object(tx: &Connection, req: &PutObject) -> Result<Entry, Error> {
 }
 
 /// Create a snaplink: a new entry sharing the source object's data and headers.
-pub fn put_link(tx: &Connection, req: &PutLink) -> Result<Entry, Error> {
+pub fn put_link(tx: &dyn Sql, req: &PutLink) -> Result<Entry, Error> {
     let src = match get(tx, &req.source)? {
         Some(e) => e,
         None => {
@@ -322,8 +286,10 @@ pub fn put_link(tx: &Connection, req: &PutLink) -> Result<Entry, Error> {
             ))
         }
     };
-    tx.execute("UPDATE data SET refs = refs + 1 WHERE id = ?1", [&data.id])
-        .map_err(sql)?;
+    tx.execute(
+        "UPDATE data SET refs = refs + 1 WHERE id = ?1",
+        params![&data.id],
+    )?;
     set_object(
         tx,
         &req.path,
@@ -335,7 +301,7 @@ pub fn put_link(tx: &Connection, req: &PutLink) -> Result<Entry, Error> {
 }
 
 /// Replace an object's stored headers.
-pub fn update_metadata(tx: &Connection, req: &UpdateMetadata) -> Result<Entry, Error> {
+pub fn update_metadata(tx: &dyn Sql, req: &UpdateMetadata) -> Result<Entry, Error> {
     match get(tx, &req.path)? {
         Some(e) if e.kind == Kind::Object => {}
         Some(_) => {
@@ -357,13 +323,12 @@ pub fn update_metadata(tx: &Connection, req: &UpdateMetadata) -> Result<Entry, E
         "UPDATE entries SET content_type = ?3, headers = ?4, mtime = ?5
          WHERE parent = ?1 AND name = ?2",
         params![parent, name, req.content_type, headers, now_ms()],
-    )
-    .map_err(sql)?;
+    )?;
     get(tx, &req.path)?.ok_or_else(|| Error::internal("entry vanished"))
 }
 
 /// Delete an object, link or empty directory.
-pub fn delete(tx: &Connection, req: &DeleteEntry) -> Result<(), Error> {
+pub fn delete(tx: &dyn Sql, req: &DeleteEntry) -> Result<(), Error> {
     let cur = get(tx, &req.path)?.ok_or_else(|| {
         Error::refused(
             Code::ResourceNotFound,
@@ -381,8 +346,7 @@ pub fn delete(tx: &Connection, req: &DeleteEntry) -> Result<(), Error> {
     tx.execute(
         "DELETE FROM entries WHERE parent = ?1 AND name = ?2",
         params![parent, name],
-    )
-    .map_err(sql)?;
+    )?;
     if let Some(d) = cur.data {
         unref_data(tx, &d.id)?;
     }
@@ -410,7 +374,7 @@ pub fn list_sql(sort: SortBy, reverse: bool, has_marker: bool) -> String {
     let marker = if has_marker {
         format!("AND {cmp}")
     } else {
-        "AND ?2 IS NULL AND ?3 IS NULL".into()
+        "AND CAST(?2 AS TEXT) IS NULL AND CAST(?3 AS BIGINT) IS NULL".into()
     };
     let order = if sort == SortBy::Mtime {
         format!("{key} {ord}, e.name {ord}")
@@ -422,7 +386,7 @@ pub fn list_sql(sort: SortBy, reverse: bool, has_marker: bool) -> String {
 
 /// One page of a directory listing. Uses the (parent, name) and (parent, mtime, name) indexes:
 /// the cost of a page does not grow with the directory.
-pub fn list(conn: &Connection, q: &ListQuery) -> Result<ListPage, Error> {
+pub fn list(conn: &dyn Sql, q: &ListQuery) -> Result<ListPage, Error> {
     let dir = get(conn, &q.path)?.ok_or_else(|| {
         Error::refused(Code::ResourceNotFound, format!("{} does not exist", q.path))
     })?;
@@ -445,14 +409,11 @@ pub fn list(conn: &Connection, q: &ListQuery) -> Result<ListPage, Error> {
         _ => None,
     };
     let sql_text = list_sql(q.sort, q.reverse, q.marker.is_some());
-    let mut s = conn.prepare_cached(&sql_text).map_err(sql)?;
-    let rows = s
-        .query_map(
-            params![q.path, q.marker, marker_mtime, q.limit as i64],
-            row_to_entry,
-        )
-        .map_err(sql)?;
-    let entries = rows.collect::<rusqlite::Result<Vec<_>>>().map_err(sql)?;
+    let entries = conn.query_map(
+        &sql_text,
+        params![q.path, q.marker, marker_mtime, q.limit as i64],
+        row_to_entry,
+    )?;
     Ok(ListPage {
         total: dir.children,
         entries,
@@ -462,7 +423,7 @@ pub fn list(conn: &Connection, q: &ListQuery) -> Result<ListPage, Error> {
 /// Make directory `path` and any missing parents below the account's root (`mkdir -p`).
 /// Nothing is made in the `buckets` area: a bucket is made only on purpose, its keys' slashes
 /// are not directories.
-pub fn mkdirs(tx: &Connection, path: &str) -> Result<(), Error> {
+pub fn mkdirs(tx: &dyn Sql, path: &str) -> Result<(), Error> {
     if in_buckets(path) {
         return Ok(());
     }

@@ -1,17 +1,17 @@
 //! The storage-node registry (heartbeats, free space) and the reclamation queue.
 
 use crate::error::Error;
-use rusqlite::{params, Connection};
+use crate::params;
+use crate::sql::{Dialect, Sql, ToVal};
 
 use crate::api::{
     now_ms, ClusterSummary, Copy, Evacuate, Garbage, Heartbeat, NodeInfo, NodeState, Repair,
     NODE_STATES, STALE,
 };
-use crate::db::sql;
 use crate::namespace::data_at;
 
 /// Record a heartbeat: insert or refresh the node.
-pub fn heartbeat(tx: &Connection, hb: &Heartbeat) -> Result<(), Error> {
+pub fn heartbeat(tx: &dyn Sql, hb: &Heartbeat) -> Result<(), Error> {
     tx.execute(
         "INSERT INTO nodes (id, url, free_bytes, total_bytes, last_seen, slots)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6)
@@ -26,181 +26,163 @@ pub fn heartbeat(tx: &Connection, hb: &Heartbeat) -> Result<(), Error> {
             now_ms(),
             hb.slots
         ],
-    )
-    .map_err(sql)?;
+    )?;
     Ok(())
 }
 
 /// How the data stands as a whole (see [`ClusterSummary`]).
-pub fn summary(conn: &Connection) -> Result<ClusterSummary, Error> {
+pub fn summary(conn: &dyn Sql) -> Result<ClusterSummary, Error> {
     let fresh_since = now_ms() - STALE.as_millis() as i64;
-    let count = |q: &str, p: &[&dyn rusqlite::ToSql]| -> Result<u64, Error> {
-        conn.query_row(q, p, |r| r.get::<_, i64>(0))
-            .map(|n| n as u64)
-            .map_err(sql)
+    let count = |q: &str, p: &[&dyn ToVal]| -> Result<u64, Error> { conn.value::<u64>(q, p) };
+    // A data row's node list is JSON: its elements as rows `j(value)`.
+    let elements = match conn.dialect() {
+        Dialect::Sqlite => "json_each(d.nodes) j",
+        Dialect::Postgres => "json_array_elements_text(d.nodes::json) j(value)",
     };
     Ok(ClusterSummary {
-        data: count("SELECT count(*) FROM data", &[])?,
+        data: count("SELECT count(*) FROM data", params![])?,
         under_replicated: count(
-            "SELECT count(*) FROM data d WHERE d.durability > (
-                SELECT count(*) FROM json_each(d.nodes) j
-                JOIN nodes n ON n.id = j.value AND n.last_seen >= ?1)",
-            &[&fresh_since],
+            &format!(
+                "SELECT count(*) FROM data d WHERE d.durability > (
+                    SELECT count(*) FROM {elements}
+                    JOIN nodes n ON n.id = j.value AND n.last_seen >= ?1)"
+            ),
+            params![fresh_since],
         )?,
-        repairs: count("SELECT count(*) FROM repairs", &[])?,
-        garbage: count("SELECT count(*) FROM garbage", &[])?,
+        repairs: count("SELECT count(*) FROM repairs", params![])?,
+        garbage: count("SELECT count(*) FROM garbage", params![])?,
     })
 }
 
 /// Every registered node, with the time since its last heartbeat.
-pub fn nodes(conn: &Connection) -> Result<Vec<NodeInfo>, Error> {
+pub fn nodes(conn: &dyn Sql) -> Result<Vec<NodeInfo>, Error> {
     let now = now_ms();
-    let mut s = conn
-        .prepare_cached(
-            "SELECT id, url, free_bytes, total_bytes, last_seen, slots, state FROM nodes
+    conn.query_map(
+        "SELECT id, url, free_bytes, total_bytes, last_seen, slots, state FROM nodes
              ORDER BY id",
-        )
-        .map_err(sql)?;
-    let rows = s
-        .query_map([], |r| {
+        params![],
+        |r| {
             Ok(NodeInfo {
                 id: r.get(0)?,
                 url: r.get(1)?,
-                free_bytes: r.get::<_, i64>(2)? as u64,
-                total_bytes: r.get::<_, i64>(3)? as u64,
-                last_seen_ago_ms: now - r.get::<_, i64>(4)?,
+                free_bytes: r.get::<i64>(2)? as u64,
+                total_bytes: r.get::<i64>(3)? as u64,
+                last_seen_ago_ms: now - r.get::<i64>(4)?,
                 slots: r.get(5)?,
                 state: r.get(6)?,
             })
-        })
-        .map_err(sql)?;
-    rows.collect::<rusqlite::Result<_>>().map_err(sql)
+        },
+    )
 }
 
 /// Up to `limit` unreferenced data items, oldest first. An item whose data is live after all
 /// (queued by a writer that did not hear its commit succeed) is never handed out.
-pub fn garbage(conn: &Connection, limit: u32) -> Result<Vec<Garbage>, Error> {
-    let mut s = conn
-        .prepare_cached(
-            "SELECT data_id, nodes FROM garbage
+pub fn garbage(conn: &dyn Sql, limit: u32) -> Result<Vec<Garbage>, Error> {
+    conn.query_map(
+        "SELECT data_id, nodes FROM garbage
              WHERE NOT EXISTS (SELECT 1 FROM data WHERE data.id = garbage.data_id)
              ORDER BY queued LIMIT ?1",
-        )
-        .map_err(sql)?;
-    let rows = s
-        .query_map([limit], |r| {
+        params![limit],
+        |r| {
             Ok(Garbage {
                 data_id: r.get(0)?,
-                nodes: serde_json::from_str(&r.get::<_, String>(1)?).unwrap_or_default(),
+                nodes: serde_json::from_str(&r.get::<String>(1)?).unwrap_or_default(),
             })
-        })
-        .map_err(sql)?;
-    rows.collect::<rusqlite::Result<_>>().map_err(sql)
+        },
+    )
 }
 
 /// Forget reclaimed data items.
-pub fn garbage_done(tx: &Connection, ids: &[String]) -> Result<(), Error> {
-    let mut s = tx
-        .prepare_cached("DELETE FROM garbage WHERE data_id = ?1")
-        .map_err(sql)?;
+pub fn garbage_done(tx: &dyn Sql, ids: &[String]) -> Result<(), Error> {
     for id in ids {
-        s.execute([id]).map_err(sql)?;
+        tx.execute("DELETE FROM garbage WHERE data_id = ?1", params![id])?;
     }
     Ok(())
 }
 
 /// Queue data that was written to nodes but never committed (a failed PUT).
-pub fn queue_garbage(tx: &Connection, g: &Garbage) -> Result<(), Error> {
+pub fn queue_garbage(tx: &dyn Sql, g: &Garbage) -> Result<(), Error> {
     let nodes = serde_json::to_string(&g.nodes).map_err(Error::internal)?;
     tx.execute(
-        "INSERT OR IGNORE INTO garbage (data_id, nodes, queued) VALUES (?1, ?2, ?3)",
+        "INSERT INTO garbage (data_id, nodes, queued) VALUES (?1, ?2, ?3)
+         ON CONFLICT DO NOTHING",
         params![g.data_id, nodes, now_ms()],
-    )
-    .map_err(sql)?;
+    )?;
     Ok(())
 }
 
 /// Of `ids`, those metadata knows (live data or queued garbage); a node deletes the rest
 /// of its old files as orphans of crashed writers.
-pub fn known_data(conn: &Connection, ids: &[String]) -> Result<Vec<String>, Error> {
-    let mut s = conn
-        .prepare_cached(
-            "SELECT EXISTS (SELECT 1 FROM data WHERE id = ?1)
-                 OR EXISTS (SELECT 1 FROM garbage WHERE data_id = ?1)",
-        )
-        .map_err(sql)?;
+pub fn known_data(conn: &dyn Sql, ids: &[String]) -> Result<Vec<String>, Error> {
     let mut known = Vec::new();
     for id in ids {
-        if s.query_row([id], |r| r.get::<_, bool>(0)).map_err(sql)? {
+        if conn.value::<bool>(
+            "SELECT EXISTS (SELECT 1 FROM data WHERE id = ?1)
+                 OR EXISTS (SELECT 1 FROM garbage WHERE data_id = ?1)",
+            params![id],
+        )? {
             known.push(id.clone());
         }
     }
     Ok(known)
 }
 
-fn data_nodes(tx: &Connection, id: &str) -> Result<Option<Vec<String>>, Error> {
-    use rusqlite::OptionalExtension;
-    let nodes: Option<String> = tx
-        .query_row("SELECT nodes FROM data WHERE id = ?1", [id], |r| r.get(0))
-        .optional()
-        .map_err(sql)?;
+fn data_nodes(tx: &dyn Sql, id: &str) -> Result<Option<Vec<String>>, Error> {
+    let nodes: Option<String> =
+        tx.query_opt("SELECT nodes FROM data WHERE id = ?1", params![id], |r| {
+            r.get(0)
+        })?;
     Ok(nodes.map(|n| serde_json::from_str(&n).unwrap_or_default()))
 }
 
-fn set_data_nodes(tx: &Connection, id: &str, nodes: &[String]) -> Result<(), Error> {
+fn set_data_nodes(tx: &dyn Sql, id: &str, nodes: &[String]) -> Result<(), Error> {
     let json = serde_json::to_string(nodes).map_err(Error::internal)?;
     tx.execute(
         "UPDATE data SET nodes = ?2 WHERE id = ?1",
         params![id, json],
-    )
-    .map_err(sql)?;
+    )?;
     Ok(())
 }
 
 /// A node found its copy of some data bad: stop reading it there and queue a repair.
 /// Unknown data (deleted meanwhile) is ignored.
-pub fn report_bad(tx: &Connection, c: &Copy) -> Result<(), Error> {
+pub fn report_bad(tx: &dyn Sql, c: &Copy) -> Result<(), Error> {
     let Some(mut nodes) = data_nodes(tx, &c.data_id)? else {
         return Ok(());
     };
     nodes.retain(|n| n != &c.node);
     set_data_nodes(tx, &c.data_id, &nodes)?;
     tx.execute(
-        "INSERT OR IGNORE INTO repairs (data_id, node, queued) VALUES (?1, ?2, ?3)",
+        "INSERT INTO repairs (data_id, node, queued) VALUES (?1, ?2, ?3)
+         ON CONFLICT DO NOTHING",
         params![c.data_id, c.node, now_ms()],
-    )
-    .map_err(sql)?;
+    )?;
     Ok(())
 }
 
 /// Pending repairs, oldest first (repairs of data deleted since are dropped on the way).
-pub fn repairs(conn: &Connection, limit: u32) -> Result<Vec<Repair>, Error> {
-    let mut s = conn
-        .prepare_cached(
-            "SELECT r.node, r.queued, d.id, d.size, d.md5, d.blake3, d.durability, d.nodes
+pub fn repairs(conn: &dyn Sql, limit: u32) -> Result<Vec<Repair>, Error> {
+    conn.query_map(
+        "SELECT r.node, r.queued, d.id, d.size, d.md5, d.blake3, d.durability, d.nodes
              FROM repairs r JOIN data d ON d.id = r.data_id ORDER BY r.queued LIMIT ?1",
-        )
-        .map_err(sql)?;
-    let rows = s
-        .query_map([limit], |r| {
+        params![limit],
+        |r| {
             Ok(Repair {
                 bad_node: r.get(0)?,
                 queued: r.get(1)?,
                 data: data_at(r, 2)?,
             })
-        })
-        .map_err(sql)?;
-    rows.collect::<rusqlite::Result<_>>().map_err(sql)
+        },
+    )
 }
 
 /// A repair finished: `c.node` holds a good copy again, replacing the one on `lost_on` (lost,
 /// or on a node being drained: that copy stops counting now, in the same transaction).
-pub fn repaired(tx: &Connection, lost_on: &str, c: &Copy) -> Result<(), Error> {
+pub fn repaired(tx: &dyn Sql, lost_on: &str, c: &Copy) -> Result<(), Error> {
     tx.execute(
         "DELETE FROM repairs WHERE data_id = ?1 AND node = ?2",
         params![c.data_id, lost_on],
-    )
-    .map_err(sql)?;
+    )?;
     if let Some(mut nodes) = data_nodes(tx, &c.data_id)? {
         let before = nodes.clone();
         nodes.retain(|n| n != lost_on);
@@ -226,7 +208,7 @@ pub fn repaired(tx: &Connection, lost_on: &str, c: &Copy) -> Result<(), Error> {
 /// Up to `limit` ids of data that metadata believes `node` holds, after `after` (by id).
 /// Scrub compares this with the files on the node to find missing copies.
 pub fn data_on_node(
-    conn: &Connection,
+    conn: &dyn Sql,
     node: &str,
     after: &str,
     limit: u32,
@@ -235,29 +217,25 @@ pub fn data_on_node(
         "%{}%",
         serde_json::to_string(node).map_err(Error::internal)?
     );
-    let mut s = conn
-        .prepare_cached("SELECT id FROM data WHERE id > ?1 AND nodes LIKE ?2 ORDER BY id LIMIT ?3")
-        .map_err(sql)?;
-    let rows = s
-        .query_map(params![after, pattern, limit], |r| r.get(0))
-        .map_err(sql)?;
-    rows.collect::<rusqlite::Result<_>>().map_err(sql)
+    conn.query_map(
+        "SELECT id FROM data WHERE id > ?1 AND nodes LIKE ?2 ORDER BY id LIMIT ?3",
+        params![after, pattern, limit],
+        |r| r.get(0),
+    )
 }
 
 /// Set a node's lifecycle state (`NotFound` for an unknown node).
-pub fn set_state(tx: &Connection, s: &NodeState) -> Result<(), Error> {
+pub fn set_state(tx: &dyn Sql, s: &NodeState) -> Result<(), Error> {
     if !NODE_STATES.contains(&s.state.as_str()) {
         return Err(Error::refused(
             mobula_http::Code::InvalidArgument,
             format!("node state must be one of {NODE_STATES:?}"),
         ));
     }
-    let n = tx
-        .execute(
-            "UPDATE nodes SET state = ?2 WHERE id = ?1",
-            params![s.id, s.state],
-        )
-        .map_err(sql)?;
+    let n = tx.execute(
+        "UPDATE nodes SET state = ?2 WHERE id = ?1",
+        params![s.id, s.state],
+    )?;
     if n == 0 {
         return Err(Error::refused(
             mobula_http::Code::ResourceNotFound,
@@ -270,37 +248,34 @@ pub fn set_state(tx: &Connection, s: &NodeState) -> Result<(), Error> {
 /// Queue the re-making elsewhere of up to `e.limit` copies held by node `e.id` (after data id
 /// `e.after`). The node's copies keep counting (and serving reads) until each new copy exists:
 /// [`repaired`] swaps them in one transaction. The last id queued, `None` when none was left.
-pub fn evacuate(tx: &Connection, e: &Evacuate) -> Result<Option<String>, Error> {
+pub fn evacuate(tx: &dyn Sql, e: &Evacuate) -> Result<Option<String>, Error> {
     let ids = data_on_node(tx, &e.id, &e.after, e.limit)?;
-    let mut s = tx
-        .prepare_cached("INSERT OR IGNORE INTO repairs (data_id, node, queued) VALUES (?1, ?2, ?3)")
-        .map_err(sql)?;
     let now = now_ms();
     for id in &ids {
-        s.execute(params![id, e.id, now]).map_err(sql)?;
+        tx.execute(
+            "INSERT INTO repairs (data_id, node, queued) VALUES (?1, ?2, ?3)
+             ON CONFLICT DO NOTHING",
+            params![id, e.id, now],
+        )?;
     }
     Ok(ids.last().cloned())
 }
 
 /// How many copies node `id` holds (a scan of the data table: an operator's question).
-pub fn copies_on(conn: &Connection, id: &str) -> Result<u64, Error> {
+pub fn copies_on(conn: &dyn Sql, id: &str) -> Result<u64, Error> {
     let pattern = format!("%{}%", serde_json::to_string(id).map_err(Error::internal)?);
-    conn.query_row(
+    conn.value(
         "SELECT count(*) FROM data WHERE nodes LIKE ?1",
-        [pattern],
-        |r| r.get::<_, i64>(0),
+        params![pattern],
     )
-    .map(|n| n as u64)
-    .map_err(sql)
 }
 
 /// Forget node `id`: only once it is not active and holds no copy anything needs.
-pub fn remove(tx: &Connection, id: &str) -> Result<(), Error> {
+pub fn remove(tx: &dyn Sql, id: &str) -> Result<(), Error> {
     let state: Option<String> = {
-        use rusqlite::OptionalExtension;
-        tx.query_row("SELECT state FROM nodes WHERE id = ?1", [id], |r| r.get(0))
-            .optional()
-            .map_err(sql)?
+        tx.query_opt("SELECT state FROM nodes WHERE id = ?1", params![id], |r| {
+            r.get(0)
+        })?
     };
     let refuse = |m: String| Err(Error::refused(mobula_http::Code::InvalidUpdate, m));
     match state.as_deref() {
@@ -319,7 +294,6 @@ pub fn remove(tx: &Connection, id: &str) -> Result<(), Error> {
             "node {id} still holds {left} copies that are needed"
         ));
     }
-    tx.execute("DELETE FROM nodes WHERE id = ?1", [id])
-        .map_err(sql)?;
+    tx.execute("DELETE FROM nodes WHERE id = ?1", params![id])?;
     Ok(())
 }

@@ -1,17 +1,16 @@
-//! Unit tests of the namespace invariants and the listing plans, on real SQLite files.
+//! Unit tests of the namespace invariants and the listing plans, each run on both backends
+//! (a real SQLite file, a real PostgreSQL schema: [`crate::conformance!`]).
 
 use mobula_http::Code;
 
 use crate::api::*;
 use crate::db::Db;
 use crate::namespace::{self, list_sql};
+use crate::params;
 use crate::{registry, uploads};
 
-fn db() -> (tempfile::TempDir, Db) {
-    let dir = tempfile::tempdir().unwrap();
-    let db = Db::open(&dir.path().join("m.db")).unwrap();
+fn setup(db: &Db) {
     db.write(|tx| namespace::create_account(tx, "a")).unwrap();
-    (dir, db)
 }
 
 fn data(id: &str) -> Data {
@@ -49,40 +48,25 @@ fn garbage(db: &Db) -> Vec<String> {
         .collect()
 }
 
-#[test]
-fn every_listing_variant_is_an_index_range_scan() {
-    let (_d, db) = db();
+fn every_listing_variant_is_an_index_range_scan(db: &Db) {
     for sort in [SortBy::Name, SortBy::Mtime] {
         for reverse in [false, true] {
             for marker in [false, true] {
                 let sql_text = list_sql(sort, reverse, marker);
-                let plan: Vec<String> = db
-                    .read(|c| {
-                        let mut s = c
-                            .prepare(&format!("EXPLAIN QUERY PLAN {sql_text}"))
-                            .unwrap();
-                        let rows = s
-                            .query_map(["/a", "m", "0", "10"], |r| r.get::<_, String>(3))
-                            .unwrap();
-                        Ok(rows.map(Result::unwrap).collect())
-                    })
-                    .unwrap();
-                let plan = plan.join(" | ");
-                assert!(
-                    plan.contains("SEARCH e USING"),
-                    "{sort:?} {reverse} {marker}: {plan}"
-                );
-                assert!(!plan.contains("TEMP B-TREE"), "no sort step: {plan}");
-                assert!(!plan.contains("SCAN e"), "no full scan: {plan}");
+                let what = format!("{sort:?} {reverse} {marker}");
+                let (name, mtime) = match marker {
+                    true => (Some("m"), Some(0)),
+                    false => (None, None),
+                };
+                let p = params!["/a", name, mtime, 10];
+                crate::testdb::assert_range_scan(db, &sql_text, p, &what);
             }
         }
     }
 }
 
-#[test]
-fn references_and_reclamation() {
-    let (_d, db) = db();
-    put(&db, "/a/stor/x", data("1")).unwrap();
+fn references_and_reclamation(db: &Db) {
+    put(db, "/a/stor/x", data("1")).unwrap();
     db.write(|tx| {
         namespace::put_link(
             tx,
@@ -94,8 +78,8 @@ fn references_and_reclamation() {
         )
     })
     .unwrap();
-    put(&db, "/a/stor/x", data("2")).unwrap();
-    assert!(garbage(&db).is_empty(), "the link still holds data 1");
+    put(db, "/a/stor/x", data("2")).unwrap();
+    assert!(garbage(db).is_empty(), "the link still holds data 1");
     db.write(|tx| {
         namespace::delete(
             tx,
@@ -106,7 +90,7 @@ fn references_and_reclamation() {
         )
     })
     .unwrap();
-    assert_eq!(garbage(&db), vec!["1".repeat(32)]);
+    assert_eq!(garbage(db), vec!["1".repeat(32)]);
     let stor = db.read(|c| namespace::get(c, "/a/stor")).unwrap().unwrap();
     assert_eq!(stor.children, 1);
     // Known data: live and queued ids; unknown ids are orphans.
@@ -116,10 +100,8 @@ fn references_and_reclamation() {
     assert_eq!(known.len(), 2);
 }
 
-#[test]
-fn failed_writes_change_nothing() {
-    let (_d, db) = db();
-    put(&db, "/a/stor/x", data("1")).unwrap();
+fn failed_writes_change_nothing(db: &Db) {
+    put(db, "/a/stor/x", data("1")).unwrap();
     let e = db
         .write(|tx| {
             namespace::put_object(
@@ -149,18 +131,16 @@ fn failed_writes_change_nothing() {
         .unwrap()
         .is_empty());
     assert_eq!(
-        put(&db, "/a/stor/no/x", data("3")).unwrap_err().code(),
+        put(db, "/a/stor/no/x", data("3")).unwrap_err().code(),
         Code::DirectoryDoesNotExist
     );
     assert_eq!(
-        put(&db, "/a/stor/x/y", data("3")).unwrap_err().code(),
+        put(db, "/a/stor/x/y", data("3")).unwrap_err().code(),
         Code::ParentNotDirectory
     );
 }
 
-#[test]
-fn upload_parts_are_released_on_commit_and_abort() {
-    let (_d, db) = db();
+fn upload_parts_are_released_on_commit_and_abort(db: &Db) {
     let u = Upload {
         id: "u".repeat(32),
         account: "a".into(),
@@ -189,7 +169,7 @@ fn upload_parts_are_released_on_commit_and_abort() {
         })
         .unwrap();
     }
-    assert_eq!(garbage(&db), vec!["5".repeat(32)], "replaced part");
+    assert_eq!(garbage(db), vec!["5".repeat(32)], "replaced part");
     db.write(|tx| {
         uploads::commit(
             tx,
@@ -203,7 +183,7 @@ fn upload_parts_are_released_on_commit_and_abort() {
         )
     })
     .unwrap();
-    let mut g = garbage(&db);
+    let mut g = garbage(db);
     g.sort();
     assert_eq!(g, vec!["4".repeat(32), "5".repeat(32), "6".repeat(32)]);
     let done = db.read(|c| uploads::get(c, &u.id)).unwrap().unwrap();
@@ -214,11 +194,9 @@ fn upload_parts_are_released_on_commit_and_abort() {
     );
 }
 
-#[test]
-fn data_on_node_pages_by_id() {
-    let (_d, db) = db();
-    put(&db, "/a/stor/x", data("1")).unwrap();
-    put(&db, "/a/stor/y", data("2")).unwrap();
+fn data_on_node_pages_by_id(db: &Db) {
+    put(db, "/a/stor/x", data("1")).unwrap();
+    put(db, "/a/stor/y", data("2")).unwrap();
     let on = |node: &str, after: &str| {
         db.read(|c| registry::data_on_node(c, node, after, 10))
             .unwrap()
@@ -228,9 +206,7 @@ fn data_on_node_pages_by_id() {
     assert!(on("n3", "").is_empty());
 }
 
-#[test]
-fn a_job_log_creates_its_outputs_and_leaves_out_one_whose_path_is_taken() {
-    let (_d, db) = db();
+fn a_job_log_creates_its_outputs_and_leaves_out_one_whose_path_is_taken(db: &Db) {
     let job = NewJob {
         id: "j".into(),
         account: "a".into(),
@@ -273,21 +249,19 @@ fn a_job_log_creates_its_outputs_and_leaves_out_one_whose_path_is_taken() {
         limit: 10,
     };
     assert_eq!(db.read(|c| crate::jobs::records(c, &q)).unwrap(), [ok]);
-    assert_eq!(garbage(&db), [data("3").id]);
+    assert_eq!(garbage(db), [data("3").id]);
 }
 
 /// A writer that did not hear its commit succeed queues the data as garbage: live data is
 /// never handed to the reclaimer all the same.
-#[test]
-fn live_data_queued_as_garbage_is_not_reclaimed() {
-    let (_d, db) = db();
-    put(&db, "/a/stor/x", data("7")).unwrap();
+fn live_data_queued_as_garbage_is_not_reclaimed(db: &Db) {
+    put(db, "/a/stor/x", data("7")).unwrap();
     let g = Garbage {
         data_id: "7".repeat(32),
         nodes: vec!["n1".into()],
     };
     db.write(|tx| registry::queue_garbage(tx, &g)).unwrap();
-    assert!(garbage(&db).is_empty(), "live data reclaimed");
+    assert!(garbage(db).is_empty(), "live data reclaimed");
     db.write(|tx| {
         namespace::delete(
             tx,
@@ -298,12 +272,10 @@ fn live_data_queued_as_garbage_is_not_reclaimed() {
         )
     })
     .unwrap();
-    assert_eq!(garbage(&db), vec!["7".repeat(32)]);
+    assert_eq!(garbage(db), vec!["7".repeat(32)]);
 }
 
-#[test]
-fn account_names_are_checked_and_console_is_reserved() {
-    let (_d, db) = db();
+fn account_names_are_checked_and_console_is_reserved(db: &Db) {
     for bad in [
         "",
         "Admin",
@@ -323,9 +295,7 @@ fn account_names_are_checked_and_console_is_reserved() {
         .unwrap());
 }
 
-#[test]
-fn a_drained_nodes_copy_counts_until_its_replacement_exists() {
-    let (_d, db) = db();
+fn a_drained_nodes_copy_counts_until_its_replacement_exists(db: &Db) {
     for n in ["n1", "n2", "n3"] {
         let hb = Heartbeat {
             id: n.into(),
@@ -336,7 +306,7 @@ fn a_drained_nodes_copy_counts_until_its_replacement_exists() {
         };
         db.write(|tx| registry::heartbeat(tx, &hb)).unwrap();
     }
-    put(&db, "/a/stor/x", data("1")).unwrap();
+    put(db, "/a/stor/x", data("1")).unwrap();
     let id = data("1").id;
     let set = |state: &str| NodeState {
         id: "n1".into(),
@@ -410,3 +380,16 @@ fn a_drained_nodes_copy_counts_until_its_replacement_exists() {
     db.write(|tx| registry::remove(tx, "n1")).unwrap();
     assert_eq!(db.read(registry::nodes).unwrap().len(), 2);
 }
+
+crate::conformance!(
+    super::setup;
+    every_listing_variant_is_an_index_range_scan,
+    references_and_reclamation,
+    failed_writes_change_nothing,
+    upload_parts_are_released_on_commit_and_abort,
+    data_on_node_pages_by_id,
+    a_job_log_creates_its_outputs_and_leaves_out_one_whose_path_is_taken,
+    live_data_queued_as_garbage_is_not_reclaimed,
+    account_names_are_checked_and_console_is_reserved,
+    a_drained_nodes_copy_counts_until_its_replacement_exists,
+);

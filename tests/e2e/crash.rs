@@ -58,7 +58,8 @@ impl Harness {
     async fn start() -> Harness {
         let tmp = tempfile::tempdir().unwrap();
         let (ml, murl) = cluster::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
-        let meta = cluster::start_metadata(ml, murl.clone(), &tmp.path().join("meta.db")).unwrap();
+        let db = format!("sqlite:{}", tmp.path().join("meta.db").display());
+        let meta = cluster::start_metadata(ml, murl.clone(), &db).unwrap();
         mobula_metadata::MetadataClient::new(&murl)
             .create_account("admin")
             .await

@@ -157,7 +157,8 @@ async fn each_task_reports_its_own_cpu_and_memory() {
     let mut g = sb.group(&TaskSpec::shell("")).unwrap();
     let (busy, _) = task(
         &mut g,
-        "python3 -c 'import time\nx = bytearray(100 << 20)\nt = time.time()\nwhile time.time() - t < 0.3: pass'",
+        // Busy for 0.4 s of its own CPU time (not wall time: the test may share the cores).
+        "python3 -c 'import time\nx = bytearray(100 << 20)\nwhile time.process_time() < 0.4: pass'",
         &[],
     )
     .await;

@@ -19,6 +19,7 @@ mod jobs;
 mod listing;
 mod metrics;
 mod multipart;
+mod netns;
 mod node_manta;
 mod nodes;
 mod objects;
@@ -68,6 +69,10 @@ impl T {
         let mut cfg = ClusterConfig::new(dir.path(), "127.0.0.1:0".parse().unwrap());
         cfg.nodes = nodes;
         cfg.gateway.reclaim_every = Duration::from_millis(100);
+        // The suite on PostgreSQL (.ci/run runs the metadata-heavy modules a second time so).
+        if let Ok(url) = std::env::var("MOBULA_E2E_POSTGRES") {
+            cfg.database = Some(mobula_metadata::testing::fresh_postgres(&url));
+        }
         f(&mut cfg);
         let c = Cluster::start(cfg).await.unwrap();
         T {

@@ -1,0 +1,191 @@
+//! The SQLite backend: one writer connection (SQLite allows one writer at a time; writers are
+//! serialised here instead of retrying on SQLITE_BUSY), a small pool of read-only connections
+//! (WAL lets them read while the writer commits), `synchronous=FULL` so a commit is on stable
+//! storage before it is acknowledged. [`Sql`] on a `rusqlite` connection runs the seam's
+//! statements as written (`?N` is SQLite's own placeholder), each prepared once and cached.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, MutexGuard};
+
+use rusqlite::types::{ToSqlOutput, Value, ValueRef};
+use rusqlite::{Connection, OpenFlags, Transaction, TransactionBehavior};
+
+use crate::error::Error;
+use crate::schema::MIGRATIONS;
+use crate::sql::{Dialect, Row, Sql, ToVal, Val};
+
+const READERS: usize = 4;
+
+/// A SQLite database file: one writer, a few readers.
+pub(crate) struct SqliteDb {
+    writer: Mutex<Connection>,
+    readers: Vec<Mutex<Connection>>,
+    next_reader: AtomicUsize,
+}
+
+fn configure(conn: &Connection) -> rusqlite::Result<()> {
+    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    Ok(())
+}
+
+/// Apply the migrations not yet applied, up to the first `n`. A database of a newer schema
+/// (written by a newer Mobula) is refused.
+pub(crate) fn migrate_to(conn: &mut Connection, n: usize) -> Result<(), Error> {
+    let applied: usize = conn
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .map_err(sql)?;
+    if applied > MIGRATIONS.len() {
+        return Err(Error::NewerSchema {
+            found: applied,
+            known: MIGRATIONS.len(),
+        });
+    }
+    for (i, text) in MIGRATIONS.iter().enumerate().take(n).skip(applied) {
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Exclusive)
+            .map_err(sql)?;
+        tx.execute_batch(text).map_err(sql)?;
+        tx.pragma_update(None, "user_version", i + 1).map_err(sql)?;
+        tx.commit().map_err(sql)?;
+    }
+    Ok(())
+}
+
+impl SqliteDb {
+    /// Open (creating and migrating) the database file at `path`.
+    pub(crate) fn open(path: &Path) -> Result<SqliteDb, Error> {
+        let mut writer = Connection::open(path).map_err(sql)?;
+        configure(&writer).map_err(sql)?;
+        migrate_to(&mut writer, MIGRATIONS.len())?;
+        let readers = (0..READERS)
+            .map(|_| {
+                let c = Connection::open_with_flags(
+                    path,
+                    OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+                )?;
+                c.busy_timeout(std::time::Duration::from_secs(10))?;
+                Ok(Mutex::new(c))
+            })
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(sql)?;
+        Ok(SqliteDb {
+            writer: Mutex::new(writer),
+            readers,
+            next_reader: AtomicUsize::new(0),
+        })
+    }
+
+    /// The writer connection.
+    pub(crate) fn writer(&self) -> MutexGuard<'_, Connection> {
+        self.writer.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A reader connection (round robin).
+    pub(crate) fn reader(&self) -> MutexGuard<'_, Connection> {
+        let i = self.next_reader.fetch_add(1, Ordering::Relaxed) % self.readers.len();
+        self.readers[i].lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Map a SQLite error to the metadata error.
+pub(crate) fn sql(e: rusqlite::Error) -> Error {
+    Error::Database(e.to_string())
+}
+
+struct P<'a>(&'a dyn ToVal);
+
+impl rusqlite::ToSql for P<'_> {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(ToSqlOutput::Owned(match self.0.to_val() {
+            Val::Null => Value::Null,
+            Val::Int(i) => Value::Integer(i),
+            Val::Text(s) => Value::Text(s),
+            Val::Blob(b) => Value::Blob(b),
+        }))
+    }
+}
+
+fn val(v: ValueRef<'_>) -> Val {
+    match v {
+        ValueRef::Null => Val::Null,
+        ValueRef::Integer(i) => Val::Int(i),
+        ValueRef::Real(f) => Val::Int(f as i64),
+        ValueRef::Text(t) => Val::Text(String::from_utf8_lossy(t).into_owned()),
+        ValueRef::Blob(b) => Val::Blob(b.to_vec()),
+    }
+}
+
+impl Sql for Connection {
+    fn dialect(&self) -> Dialect {
+        Dialect::Sqlite
+    }
+
+    fn execute(&self, sql: &str, params: &[&dyn ToVal]) -> Result<usize, Error> {
+        let mut s = self.prepare_cached(sql).map_err(self::sql)?;
+        s.execute(rusqlite::params_from_iter(params.iter().map(|p| P(*p))))
+            .map_err(self::sql)
+    }
+
+    fn query(&self, sql: &str, params: &[&dyn ToVal]) -> Result<Vec<Row>, Error> {
+        let mut out = Vec::new();
+        self.each(sql, params, &mut |r| {
+            out.push(r);
+            Ok(true)
+        })?;
+        Ok(out)
+    }
+
+    fn each(
+        &self,
+        sql: &str,
+        params: &[&dyn ToVal],
+        f: &mut dyn FnMut(Row) -> Result<bool, Error>,
+    ) -> Result<(), Error> {
+        let mut s = self.prepare_cached(sql).map_err(self::sql)?;
+        let n = s.column_count();
+        let mut rows = s
+            .query(rusqlite::params_from_iter(params.iter().map(|p| P(*p))))
+            .map_err(self::sql)?;
+        while let Some(r) = rows.next().map_err(self::sql)? {
+            let row = (0..n)
+                .map(|i| r.get_ref(i).map(val))
+                .collect::<rusqlite::Result<Vec<_>>>()
+                .map_err(self::sql)?;
+            if !f(Row(row))? {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    fn batch(&self, sql: &str) -> Result<(), Error> {
+        self.execute_batch(sql).map_err(self::sql)
+    }
+}
+
+impl Sql for Transaction<'_> {
+    fn dialect(&self) -> Dialect {
+        Dialect::Sqlite
+    }
+    fn execute(&self, sql: &str, params: &[&dyn ToVal]) -> Result<usize, Error> {
+        Sql::execute(&**self, sql, params)
+    }
+    fn query(&self, sql: &str, params: &[&dyn ToVal]) -> Result<Vec<Row>, Error> {
+        Sql::query(&**self, sql, params)
+    }
+    fn each(
+        &self,
+        sql: &str,
+        params: &[&dyn ToVal],
+        f: &mut dyn FnMut(Row) -> Result<bool, Error>,
+    ) -> Result<(), Error> {
+        Sql::each(&**self, sql, params, f)
+    }
+    fn batch(&self, sql: &str) -> Result<(), Error> {
+        Sql::batch(&**self, sql)
+    }
+}
