@@ -1,7 +1,8 @@
 //! Repair: re-creates copies so every object gets back to its durability — copies storage nodes
 //! found bad (quarantined), and every copy of a node being drained or declared dead.
 //!
-//! For each pending repair, a node that takes new copies and does not hold the data (preferably
+//! A draining or dead node's copy of an object that already holds its durability on active
+//! nodes is dropped rather than re-made. For every other pending repair, a node that takes new copies and does not hold the data (preferably
 //! the one that lost it, for a bad copy; else one chosen as placement would, weighted towards
 //! free space) fetches it directly from a healthy node with a good copy; the fetching node checks
 //! the whole-object blake3 before the copy becomes visible, and only then is metadata told — in
@@ -77,6 +78,26 @@ pub async fn once(gw: &Gateway) -> Result<usize, mobula_http::ApiError> {
             tracing::error!("data {} has no good copy left to repair from", r.data.id);
             continue;
         };
+        // A draining or dead node's copy that the object does not need (it holds its
+        // durability on active nodes already): dropped, not re-made.
+        let kept: Vec<&String> = r
+            .data
+            .nodes
+            .iter()
+            .filter(|n| **n != r.bad_node && gw.nodes.placeable_url(n).is_some())
+            .collect();
+        if r.data.nodes.contains(&r.bad_node) && kept.len() >= r.data.durability as usize {
+            let copy = Copy {
+                data_id: r.data.id.clone(),
+                node: kept[0].clone(),
+            };
+            gw.meta.repaired(&r.bad_node, copy).await?;
+            if let Some(url) = gw.nodes.healthy_url(&r.bad_node) {
+                let _ = gw.data.delete(&url, &r.data.id).await;
+            }
+            done += 1;
+            continue;
+        }
         let again_on_loser = gw
             .nodes
             .placeable_url(&r.bad_node)

@@ -23,6 +23,7 @@ mod netns;
 mod node_manta;
 mod nodes;
 mod objects;
+mod pg_host;
 mod processes;
 mod s3;
 mod s3_signed;
