@@ -9,6 +9,8 @@
 //! pages in a directory of 1,000,000 entries.
 //!
 //! `cargo bench --bench storage` (`-- --quick` for a short run; `--only 4k|1m|256m|mixed`).
+//! With `MOBULA_BENCH_POSTGRES=postgres://…`, Mobula runs a second time with its metadata on
+//! PostgreSQL (a column of its own), and the listing runs on both backends.
 //! nginx from Debian (`apt-get install nginx-light`), Garage with `cargo install garage
 //! --version 2.5.0 --locked --root /var/tmp/garage`; without them their columns are skipped.
 
@@ -33,8 +35,9 @@ use tokio::process::{Child, Command};
 
 const BIN: &str = env!("CARGO_BIN_EXE_mobula");
 
-/// `mobula up` on `dir`; its target (Manta API, `/admin/stor/bench/…`) and the child.
-async fn mobula(dir: &std::path::Path) -> (Target, Child) {
+/// `mobula up` on `dir`; its target (Manta API, `/admin/stor/bench/…`) and the child. With
+/// `database`, its metadata there (a `postgres://` URL).
+async fn mobula(dir: &std::path::Path, database: Option<&str>) -> (Target, Child) {
     let port = free_port();
     let child = Command::new(BIN)
         .args([
@@ -50,6 +53,7 @@ async fn mobula(dir: &std::path::Path) -> (Target, Child) {
         .arg("--data")
         .arg(dir)
         .args(["--listen", &format!("127.0.0.1:{port}")])
+        .args(database.map(|d| format!("--database={d}")))
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .kill_on_drop(true)
@@ -70,7 +74,11 @@ async fn mobula(dir: &std::path::Path) -> (Target, Child) {
     }
     let pid = child.id().unwrap();
     let t = Target {
-        label: "Mobula",
+        label: if database.is_some() {
+            "Mobula (PostgreSQL)"
+        } else {
+            "Mobula"
+        },
         url: Box::new(move |_, k| format!("{base}/admin/stor/bench/{k}")),
         list: None,
         pids: vec![pid],
@@ -101,7 +109,16 @@ async fn main() {
         .prefix("mobula-bench")
         .tempdir_in(base)
         .unwrap();
-    let (mobula, up) = mobula(&dir.path().join("mobula")).await;
+    let (mobula, up) = mobula(&dir.path().join("mobula"), None).await;
+    // Mobula again with its metadata on PostgreSQL (MOBULA_BENCH_POSTGRES, a fresh schema).
+    let pg_url = std::env::var("MOBULA_BENCH_POSTGRES").ok();
+    let on_pg = match &pg_url {
+        Some(u) => {
+            let url = mobula_metadata::testing::fresh_postgres(u);
+            Some(self::mobula(&dir.path().join("mobula-pg"), Some(&url)).await)
+        }
+        None => None,
+    };
     let ng = nginx::start_nginx(&dir.path().join("nginx")).await;
     let nginx_t = ng.as_ref().map(|(c, url)| {
         let url = url.clone();
@@ -115,6 +132,7 @@ async fn main() {
     });
     let garage = garage::start(&dir.path().join("garage"), 0).await;
     let mut targets: Vec<&Target> = vec![&mobula];
+    targets.extend(on_pg.as_ref().map(|(t, _)| t));
     targets.extend(nginx_t.as_ref());
     targets.extend(garage.as_ref().map(|(g, _)| g));
     let http = reqwest::Client::builder()

@@ -1,5 +1,5 @@
-//! Listing a directory of 1,000,000 entries (metadata only, on a real SQLite file): a page must
-//! cost the same wherever it starts.
+//! Listing a directory of 1,000,000 entries (metadata only, on a real SQLite file, and on
+//! PostgreSQL with `MOBULA_BENCH_POSTGRES`): a page must cost the same wherever it starts.
 
 use std::path::Path;
 use std::time::Instant;
@@ -7,12 +7,24 @@ use std::time::Instant;
 /// Time listing pages at the start and deep inside a directory of `n` entries (metadata only,
 /// on a real SQLite file): the cost of a page must not grow with its position or the directory.
 pub fn listing(dir: &Path, n: usize) {
-    use mobula_metadata::api::{ListQuery, SortBy};
     let db = mobula_metadata::Db::open(&dir.join("listing.db")).unwrap();
+    listing_on(&db, "SQLite", n);
+    if let Ok(url) = std::env::var("MOBULA_BENCH_POSTGRES") {
+        let url = mobula_metadata::testing::fresh_postgres(&url);
+        listing_on(
+            &mobula_metadata::Db::connect(&url).unwrap(),
+            "PostgreSQL",
+            n,
+        );
+    }
+}
+
+fn listing_on(db: &mobula_metadata::Db, label: &str, n: usize) {
+    use mobula_metadata::api::{ListQuery, SortBy};
     let t = Instant::now();
-    mobula_metadata::bench::fill(&db, "a", n).unwrap();
+    mobula_metadata::bench::fill(db, "a", n).unwrap();
     println!(
-        "\nlisting: {n} entries inserted in {:.1} s",
+        "\nlisting on {label}: {n} entries inserted in {:.1} s",
         t.elapsed().as_secs_f64()
     );
     println!("| page (limit 1024) | median of 50 |\n|---|---|");
@@ -45,7 +57,7 @@ pub fn listing(dir: &Path, n: usize) {
         let mut times: Vec<f64> = (0..50)
             .map(|_| {
                 let t = Instant::now();
-                let page = mobula_metadata::bench::list(&db, &q).unwrap();
+                let page = mobula_metadata::bench::list(db, &q).unwrap();
                 assert!(!page.entries.is_empty() && page.total == n as u64);
                 t.elapsed().as_secs_f64() * 1e3
             })
