@@ -8,7 +8,7 @@
 //! a tail to 256 MiB), the gateway's memory while a 4 GiB object streams through it, and listing
 //! pages in a directory of 1,000,000 entries.
 //!
-//! `cargo bench --bench storage` (`-- --quick` for a short run; `--only 4k|1m|256m|mixed`).
+//! `cargo bench --bench storage` (`-- --quick` for a short run; `--only 4k|1m|256m|mixed|listing`).
 //! With `MOBULA_BENCH_POSTGRES=postgres://…`, Mobula runs a second time with its metadata on
 //! PostgreSQL (a column of its own), and the listing runs on both backends.
 //! nginx from Debian (`apt-get install nginx-light`), Garage with `cargo install garage
@@ -264,6 +264,8 @@ async fn main() {
             big as f64 / m.put_secs / 1e6,
             big as f64 / m.get_secs / 1e6
         );
+    }
+    if only.as_deref().is_none_or(|o| o == "listing") {
         listing::listing(dir.path(), 1_000_000);
     }
     match ng {
