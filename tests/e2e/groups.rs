@@ -157,8 +157,9 @@ async fn each_task_reports_its_own_cpu_and_memory() {
     let mut g = sb.group(&TaskSpec::shell("")).unwrap();
     let (busy, _) = task(
         &mut g,
-        // Busy for 0.4 s of its own CPU time (not wall time: the test may share the cores).
-        "python3 -c 'import time\nx = bytearray(100 << 20)\nwhile time.process_time() < 0.4: pass'",
+        // Busy until 0.4 s of its own user CPU time (not wall time: the test may share the
+        // cores; not process time: touching 100 MiB may take as much system time).
+        "python3 -c 'import os\nx = bytearray(100 << 20)\nwhile os.times()[0] < 0.4: pass'",
         &[],
     )
     .await;
