@@ -121,6 +121,13 @@ async fn main() {
                 .send()
                 .await;
             ok &= r.is_ok_and(|r| r.status().is_success());
+            // And a PUT: the gateway sees healthy nodes.
+            let r = http
+                .put(format!("http://{g}/admin/stor/bench/probe"))
+                .body("x")
+                .send()
+                .await;
+            ok &= r.is_ok_and(|r| r.status().is_success());
         }
         if ok {
             break;
@@ -179,30 +186,53 @@ async fn main() {
     held(()).await;
     let nodes_list = rpc(&http, &murl, "node.list").await;
     let victim = nodes_list[0]["id"].as_str().unwrap().to_string();
-    let copies: u64 = {
-        let r = http
-            .post(format!("{murl}/rpc/node.copies"))
-            .body(format!(r#"{{"name":"{victim}"}}"#))
-            .send()
-            .await
-            .unwrap();
-        r.json().await.unwrap()
+    let copies_on = |id: String| {
+        let http = http.clone();
+        let murl = murl.clone();
+        async move {
+            let r = http
+                .post(format!("{murl}/rpc/node.copies"))
+                .body(format!(r#"{{"name":"{id}"}}"#))
+                .send()
+                .await
+                .unwrap();
+            r.json::<u64>().await.unwrap()
+        }
     };
+    let copies = copies_on(victim.clone()).await;
     let url = nodes_list[0]["url"].as_str().unwrap().to_string();
     // Kill the node whose URL the registry lists first.
     let port = url.rsplit(':').next().unwrap().to_string();
+    // The bytes to re-make: what the node's directory holds.
+    let mut bytes = 0;
     for n in nodes.iter_mut() {
         let pid = n.id().unwrap();
         let cmd = std::fs::read_to_string(format!("/proc/{pid}/cmdline")).unwrap_or_default();
         if cmd.contains(&format!("127.0.0.1:{port}")) {
+            let data = cmd
+                .split('\0')
+                .skip_while(|a| *a != "--data")
+                .nth(1)
+                .unwrap();
+            let du = std::process::Command::new("du")
+                .args(["-sb", data])
+                .output()
+                .unwrap();
+            bytes = String::from_utf8_lossy(&du.stdout)
+                .split_whitespace()
+                .next()
+                .unwrap()
+                .parse::<u64>()
+                .unwrap();
             n.kill().await.unwrap();
         }
     }
     let t = Instant::now();
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    while copies_on(victim.clone()).await > 0 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     held(()).await;
     let secs = t.elapsed().as_secs_f64();
-    let bytes = copies * (64 << 20);
     // The disk's own copy rate: 1 GiB file copied and synced, same filesystem.
     let src = dir.path().join("copy-src");
     std::fs::write(&src, vec![7u8; 1 << 30]).unwrap();
@@ -216,7 +246,7 @@ async fn main() {
     std::process::Command::new("sync").status().unwrap();
     let disk = (1u64 << 30) as f64 / c.elapsed().as_secs_f64() / 1e6;
     println!(
-        "\nre-replication: {copies} copies ({:.1} GiB) of a dead node re-made in {secs:.1} s \
+        "\nre-replication: {copies} copies ({:.2} GiB) of a dead node re-made in {secs:.1} s \
          (from the kill, including 2 s to declare it dead): {:.0} MB/s; the disk's own copy \
          rate (cp + sync of 1 GiB): {disk:.0} MB/s; ratio {:.2}",
         bytes as f64 / (1u64 << 30) as f64,

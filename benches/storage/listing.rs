@@ -11,11 +11,16 @@ pub fn listing(dir: &Path, n: usize) {
     listing_on(&db, "SQLite", n);
     if let Ok(url) = std::env::var("MOBULA_BENCH_POSTGRES") {
         let url = mobula_metadata::testing::fresh_postgres(&url);
-        listing_on(
-            &mobula_metadata::Db::connect(&url).unwrap(),
-            "PostgreSQL",
-            n,
-        );
+        // On a thread of its own: a PostgreSQL Db blocks, and this may be an async context.
+        std::thread::spawn(move || {
+            listing_on(
+                &mobula_metadata::Db::connect(&url).unwrap(),
+                "PostgreSQL",
+                n,
+            )
+        })
+        .join()
+        .unwrap();
     }
 }
 
