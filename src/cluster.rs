@@ -85,22 +85,13 @@ pub fn start_metadata(
             std::fs::create_dir_all(dir)?;
         }
     }
-    let db =
-        Arc::new(Db::connect(database).with_context(|| format!("opening {}", shown(database)))?);
+    let db = Arc::new(
+        Db::connect(database)
+            .with_context(|| format!("opening {}", mobula_metadata::redact_url(database)))?,
+    );
     Ok(spawn_role(url, move |rx| async move {
         mobula_metadata::serve(listener, db, stopped(rx)).await
     }))
-}
-
-/// A database spec without its password, for messages.
-fn shown(database: &str) -> String {
-    match (database.find("://"), database.rfind('@')) {
-        (Some(s), Some(at)) if at > s => match database[s + 3..at].find(':') {
-            Some(c) => format!("{}:***{}", &database[..s + 3 + c], &database[at..]),
-            None => database.to_string(),
-        },
-        _ => database.to_string(),
-    }
 }
 
 /// Start a storage node on `listener`.

@@ -37,6 +37,7 @@ mod uploads;
 pub use client::MetadataClient;
 pub use db::Db;
 pub use error::Error;
+pub use pg::redact as redact_url;
 pub use server::run as serve;
 
 #[cfg(test)]

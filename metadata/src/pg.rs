@@ -40,9 +40,14 @@ pub(crate) struct PgConn {
 }
 
 fn db_error(e: tokio_postgres::Error) -> Error {
+    Error::Database(format!("PostgreSQL: {}", db_error_text(&e)))
+}
+
+/// The server's own message and SQLSTATE when it sent one, else the driver's.
+fn db_error_text(e: &tokio_postgres::Error) -> String {
     match e.as_db_error() {
-        Some(d) => Error::Database(format!("PostgreSQL: {} ({})", d.message(), d.code().code())),
-        None => Error::Database(format!("PostgreSQL: {e}")),
+        Some(d) => format!("{} ({})", d.message(), d.code().code()),
+        None => e.to_string(),
     }
 }
 
@@ -59,7 +64,7 @@ fn transient(e: &deadpool_postgres::PoolError) -> bool {
 }
 
 /// `url` without its password, for messages.
-fn redact(url: &str) -> String {
+pub fn redact(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
         (Some(s), Some(at)) if at > s => match url[s + 3..at].find(':') {
             Some(c) => format!("{}:***{}", &url[..s + 3 + c], &url[at..]),
@@ -178,13 +183,6 @@ impl PgDb {
             crate::params![MIGRATIONS.len()],
         )?;
         sql.batch("COMMIT")
-    }
-}
-
-fn db_error_text(e: &tokio_postgres::Error) -> String {
-    match e.as_db_error() {
-        Some(d) => format!("{} ({})", d.message(), d.code().code()),
-        None => e.to_string(),
     }
 }
 

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 use rusqlite::types::{ToSqlOutput, Value, ValueRef};
-use rusqlite::{Connection, OpenFlags, Transaction, TransactionBehavior};
+use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 
 use crate::error::Error;
 use crate::schema::MIGRATIONS;
@@ -164,28 +164,5 @@ impl Sql for Connection {
 
     fn batch(&self, sql: &str) -> Result<(), Error> {
         self.execute_batch(sql).map_err(self::sql)
-    }
-}
-
-impl Sql for Transaction<'_> {
-    fn dialect(&self) -> Dialect {
-        Dialect::Sqlite
-    }
-    fn execute(&self, sql: &str, params: &[&dyn ToVal]) -> Result<usize, Error> {
-        Sql::execute(&**self, sql, params)
-    }
-    fn query(&self, sql: &str, params: &[&dyn ToVal]) -> Result<Vec<Row>, Error> {
-        Sql::query(&**self, sql, params)
-    }
-    fn each(
-        &self,
-        sql: &str,
-        params: &[&dyn ToVal],
-        f: &mut dyn FnMut(Row) -> Result<bool, Error>,
-    ) -> Result<(), Error> {
-        Sql::each(&**self, sql, params, f)
-    }
-    fn batch(&self, sql: &str) -> Result<(), Error> {
-        Sql::batch(&**self, sql)
     }
 }
