@@ -161,7 +161,11 @@ impl PgDb {
     fn migrate(&self) -> Result<(), Error> {
         let c = self.begin()?;
         let sql: &dyn Sql = &c;
-        sql.batch("CREATE TABLE IF NOT EXISTS mobula_schema (version BIGINT NOT NULL)")?;
+        // Quiet: every start after the first would log "already exists, skipping".
+        sql.batch(
+            "SET LOCAL client_min_messages = warning;
+             CREATE TABLE IF NOT EXISTS mobula_schema (version BIGINT NOT NULL)",
+        )?;
         let applied: Option<usize> =
             sql.query_opt("SELECT version FROM mobula_schema", crate::params![], |r| {
                 r.get(0)
