@@ -42,6 +42,22 @@ fn verify(store: &Store, id: &str) -> std::io::Result<u64> {
     Ok(size)
 }
 
+/// Verify one file and hash it whole: what a write of it committed (size and blake3), or
+/// `Err` when it is bad (or unreadable).
+pub fn verified_hash(store: &Store, id: &str) -> std::io::Result<crate::store::Committed> {
+    let size = store.size(id)?;
+    let mut r = store.reader(id, 0, size)?;
+    let mut h = blake3::Hasher::new();
+    while let Some(chunk) = r.next_chunk() {
+        h.update(&chunk?);
+    }
+    Ok(crate::store::Committed {
+        size,
+        blake3: h.finalize().to_hex().to_string(),
+        md5: None,
+    })
+}
+
 /// Verify every data file, at most `rate` bytes per second (unbounded when `None`).
 pub async fn scrub(
     store: &Store,

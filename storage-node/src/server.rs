@@ -450,6 +450,19 @@ async fn fetch(
     f: Fetch,
 ) -> Result<Response<Body>, ApiError> {
     use futures::TryStreamExt;
+    // A copy already here — say, an earlier fetch's whose answer was lost, so metadata never
+    // counted it: kept when it verifies and is the same bytes (the fetch is idempotent), else
+    // quarantined and fetched again. Without this, such a repair would fail forever.
+    if store.path(id).exists() {
+        let (s, i) = (store.clone(), id.to_string());
+        match blocking(move || crate::scrub::verified_hash(&s, &i)).await {
+            Ok(c) if c.blake3 == f.blake3 => return Ok(written(c)),
+            _ => {
+                let (s, i) = (store.clone(), id.to_string());
+                blocking(move || s.quarantine(&i)).await?;
+            }
+        }
+    }
     let resp = peers.get_zstd(&f.from, id).await?;
     let compressed = resp
         .headers()

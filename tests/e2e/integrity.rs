@@ -254,3 +254,37 @@ async fn a_restored_node_gets_back_the_copies_it_lost() {
     assert_eq!(t.get_bytes("/admin/stor/new").await, b"after");
     assert_eq!(t.get_bytes("/admin/stor/old").await, b"before the snapshot");
 }
+
+/// A fetch onto a node that already holds the data (an earlier fetch whose answer was lost:
+/// metadata never counted that copy) succeeds with the copy it has when that copy is good, and
+/// replaces it when it is bad — a repair aimed there never fails forever.
+#[tokio::test]
+async fn a_fetch_onto_a_node_already_holding_the_copy_is_idempotent() {
+    let t = T::start(3).await;
+    let body = bytes(300_000, 7);
+    t.put("/admin/stor/f", body.clone()).await;
+    let d = t.data_of("/admin/stor/f").await;
+    let holder = t.node_url(t.node_index(&d.nodes[0]));
+    let k = (0..3)
+        .find(|i| !d.nodes.iter().any(|n| t.node_index(n) == *i))
+        .unwrap();
+    let nc = &t.c.gw.node_client;
+    for round in 0..2 {
+        let w = nc
+            .fetch(&t.node_url(k), &d.id, &holder, &d.blake3)
+            .await
+            .unwrap_or_else(|e| panic!("fetch {round}: {e}"));
+        assert_eq!((w.size, w.blake3.as_str()), (d.size, d.blake3.as_str()));
+    }
+    assert!(quarantined(&t, k).await.is_empty(), "a good copy is kept");
+    // Now a bad copy there: quarantined, and fetched again whole.
+    flip(&t.data_path(k, &d.id), 1000);
+    let w = nc
+        .fetch(&t.node_url(k), &d.id, &holder, &d.blake3)
+        .await
+        .unwrap();
+    assert_eq!(w.blake3, d.blake3);
+    assert_eq!(quarantined(&t, k).await, vec![d.id.clone()]);
+    let report = nc.scrub(&t.node_url(k)).await.unwrap();
+    assert!(report.bad.is_empty(), "{:?}", report.bad);
+}
