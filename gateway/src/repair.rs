@@ -8,7 +8,9 @@
 //! the whole-object blake3 before the copy becomes visible, and only then is metadata told — in
 //! one transaction that swaps the new copy in for the old, so an object never counts fewer
 //! copies than it has. A drained node's old copy is deleted after the swap. Repairs are paced to
-//! [`GatewayConfig::repair_rate`](crate::GatewayConfig) bytes per second.
+//! [`GatewayConfig::repair_rate`](crate::GatewayConfig) bytes per second, [`PARALLEL`] at a
+//! time; several gateways share the queue through claims (a claimed repair is no other
+//! gateway's until it is done, or given back on failure (to be retried [`RETRY`] later), or its claim runs out).
 //!
 //! The same loop declares nodes silent for longer than `dead_after` dead, and (every
 //! [`EVACUATE_EVERY`]) queues again the copies of every draining or dead node, so an evacuation
@@ -17,7 +19,8 @@
 
 use std::time::{Duration, Instant};
 
-use mobula_metadata::api::Copy;
+use futures::stream::{self, StreamExt};
+use mobula_metadata::api::{Copy, Repair};
 
 use crate::Gateway;
 
@@ -62,91 +65,141 @@ async fn lifecycle(gw: &Gateway, all: bool) -> Result<(), mobula_http::ApiError>
     Ok(())
 }
 
-/// Attempt every pending repair once; returns how many copies were re-created.
+/// Repairs one gateway runs at once. Each is a fetch from node to node (the gateway carries
+/// no bytes), so this spreads the work over every source and target node.
+pub const PARALLEL: usize = 8;
+
+/// Repairs claimed at a time, and how long a claim keeps them this gateway's alone (several
+/// gateways share the queue; a repair whose gateway died is taken again after this).
+const BATCH: u32 = 64;
+const CLAIM: Duration = Duration::from_secs(120);
+/// How long a failed repair waits before any gateway tries it again.
+pub const RETRY: Duration = Duration::from_secs(5);
+
+/// Attempt every pending repair once, [`PARALLEL`] at a time, until the queue holds no
+/// unclaimed repair; returns how many copies were re-created or dropped.
 pub async fn once(gw: &Gateway) -> Result<usize, mobula_http::ApiError> {
-    let mut done = 0;
     let started = Instant::now();
-    let mut bytes = 0u64;
-    for r in gw.meta.repairs(64).await? {
-        let sources: Vec<(String, String)> = gw
-            .nodes
-            .read_order(&r.data.nodes)
-            .into_iter()
-            .filter(|(id, _)| gw.nodes.healthy_url(id).is_some())
-            .collect();
-        let Some((_, source_url)) = sources.first() else {
-            tracing::error!("data {} has no good copy left to repair from", r.data.id);
-            continue;
-        };
-        // A draining or dead node's copy that the object does not need (it holds its
-        // durability on active nodes already): dropped, not re-made.
-        let kept: Vec<&String> = r
-            .data
-            .nodes
-            .iter()
-            .filter(|n| **n != r.bad_node && gw.nodes.placeable_url(n).is_some())
-            .collect();
-        if r.data.nodes.contains(&r.bad_node) && kept.len() >= r.data.durability as usize {
-            let copy = Copy {
-                data_id: r.data.id.clone(),
-                node: kept[0].clone(),
-            };
-            gw.meta.repaired(&r.bad_node, copy).await?;
-            if let Some(url) = gw.nodes.healthy_url(&r.bad_node) {
-                let _ = gw.data.delete(&url, &r.data.id).await;
-            }
-            done += 1;
-            continue;
+    let (mut done, mut bytes) = (0, 0u64);
+    loop {
+        let mut batch = gw.meta.claim_repairs(BATCH, CLAIM).await?;
+        let full = batch.len() == BATCH as usize;
+        // One repair per data at a time: a second one's view of the copies would be stale
+        // once the first is done (metadata refuses what that would get wrong; this saves the
+        // wasted work). The others go back to the queue for the next batch.
+        let mut seen = std::collections::HashSet::new();
+        let (now, later): (Vec<Repair>, Vec<Repair>) = batch
+            .drain(..)
+            .partition(|r| seen.insert(r.data.id.clone()));
+        for r in &later {
+            gw.meta.release_repair(lost_copy(r), Duration::ZERO).await?;
         }
-        let again_on_loser = gw
-            .nodes
-            .placeable_url(&r.bad_node)
-            .filter(|_| !r.data.nodes.contains(&r.bad_node))
-            .map(|u| (r.bad_node.clone(), u));
-        let target = match again_on_loser {
-            Some(t) => t,
-            None => match gw.nodes.place_excluding(1, r.data.size, &r.data.nodes) {
-                Ok(mut t) => t.remove(0),
-                Err(e) => {
-                    tracing::warn!("no node can take a new copy of {}: {e}", r.data.id);
-                    continue;
+        let batch = now;
+        let mut runs = stream::iter(batch)
+            .map(|r| async move {
+                let lost = lost_copy(&r);
+                match repair(gw, r).await {
+                    Ok(Some(moved)) => return (1, moved),
+                    Ok(None) => {}
+                    Err(e) => tracing::warn!("repairing {}: {e}", lost.data_id),
                 }
-            },
-        };
-        let (target, target_url) = target;
-        match gw
-            .node_client
-            .fetch(&target_url, &r.data.id, source_url, &r.data.blake3)
-            .await
-        {
-            Ok(_) => {
-                gw.meta
-                    .repaired(
-                        &r.bad_node,
-                        Copy {
-                            data_id: r.data.id.clone(),
-                            node: target.clone(),
-                        },
-                    )
-                    .await?;
-                tracing::info!("repaired {}: new copy on {target}", r.data.id);
-                metrics::counter!("mobula_copies_repaired_total", "node" => target).increment(1);
-                done += 1;
-                // A drained node's copy is no longer counted: free its space (best effort; the
-                // node is removed once drained, whatever it still keeps).
-                if r.data.nodes.contains(&r.bad_node) {
-                    if let Some(url) = gw.nodes.healthy_url(&r.bad_node) {
-                        let _ = gw.data.delete(&url, &r.data.id).await;
-                    }
+                // Failed: any gateway's again after a while (meanwhile the claims reach the
+                // repairs queued behind it).
+                if let Err(e) = gw.meta.release_repair(lost, RETRY).await {
+                    tracing::warn!("releasing a repair: {e}");
                 }
+                (0, 0)
+            })
+            .buffer_unordered(PARALLEL);
+        while let Some((n, moved)) = runs.next().await {
+            done += n;
+            bytes += moved;
+            let due = Duration::from_secs_f64(bytes as f64 / gw.cfg.repair_rate.max(1) as f64);
+            if let Some(wait) = due.checked_sub(started.elapsed()) {
+                tokio::time::sleep(wait).await;
             }
-            Err(e) => tracing::warn!("repairing {} onto {target}: {e}", r.data.id),
         }
-        bytes += r.data.size;
-        let due = Duration::from_secs_f64(bytes as f64 / gw.cfg.repair_rate.max(1) as f64);
-        if let Some(wait) = due.checked_sub(started.elapsed()) {
-            tokio::time::sleep(wait).await;
+        if !full {
+            return Ok(done);
         }
     }
-    Ok(done)
+}
+
+fn lost_copy(r: &Repair) -> Copy {
+    Copy {
+        data_id: r.data.id.clone(),
+        node: r.bad_node.clone(),
+    }
+}
+
+/// One repair: `Ok(Some(bytes copied))` when the copy was re-made (or dropped as not needed:
+/// 0 bytes), `Ok(None)` when it cannot be done now (said in the log).
+async fn repair(gw: &Gateway, r: Repair) -> Result<Option<u64>, mobula_http::ApiError> {
+    let sources: Vec<(String, String)> = gw
+        .nodes
+        .read_order(&r.data.nodes)
+        .into_iter()
+        .filter(|(id, _)| gw.nodes.healthy_url(id).is_some())
+        .collect();
+    let Some((_, source_url)) = sources.first() else {
+        tracing::error!("data {} has no good copy left to repair from", r.data.id);
+        return Ok(None);
+    };
+    // A draining or dead node's copy that the object does not need (it holds its durability
+    // on active nodes already): dropped, not re-made.
+    let kept: Vec<&String> = r
+        .data
+        .nodes
+        .iter()
+        .filter(|n| **n != r.bad_node && gw.nodes.placeable_url(n).is_some())
+        .collect();
+    if r.data.nodes.contains(&r.bad_node) && kept.len() >= r.data.durability as usize {
+        let copy = Copy {
+            data_id: r.data.id.clone(),
+            node: kept[0].clone(),
+        };
+        gw.meta.repaired(&r.bad_node, copy).await?;
+        if let Some(url) = gw.nodes.healthy_url(&r.bad_node) {
+            let _ = gw.data.delete(&url, &r.data.id).await;
+        }
+        return Ok(Some(0));
+    }
+    let again_on_loser = gw
+        .nodes
+        .placeable_url(&r.bad_node)
+        .filter(|_| !r.data.nodes.contains(&r.bad_node))
+        .map(|u| (r.bad_node.clone(), u));
+    let (target, target_url) = match again_on_loser {
+        Some(t) => t,
+        None => match gw.nodes.place_excluding(1, r.data.size, &r.data.nodes) {
+            Ok(mut t) => t.remove(0),
+            Err(e) => {
+                tracing::warn!("no node can take a new copy of {}: {e}", r.data.id);
+                return Ok(None);
+            }
+        },
+    };
+    if let Err(e) = gw
+        .node_client
+        .fetch(&target_url, &r.data.id, source_url, &r.data.blake3)
+        .await
+    {
+        tracing::warn!("repairing {} onto {target}: {e}", r.data.id);
+        return Ok(None);
+    }
+    let copy = Copy {
+        data_id: r.data.id.clone(),
+        node: target.clone(),
+    };
+    gw.meta.repaired(&r.bad_node, copy).await?;
+    tracing::info!("repaired {}: new copy on {target}", r.data.id);
+    metrics::counter!("mobula_copies_repaired_total", "node" => target).increment(1);
+    // A drained node's copy is no longer counted: free its space (best effort; the node is
+    // removed once drained, whatever it still keeps).
+    if r.data.nodes.contains(&r.bad_node) {
+        if let Some(url) = gw.nodes.healthy_url(&r.bad_node) {
+            let _ = gw.data.delete(&url, &r.data.id).await;
+        }
+    }
+    Ok(Some(r.data.size))
 }

@@ -5,7 +5,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::api::*;
-use crate::server::{Ids, Limit, Name, OnNode, Repaired};
+use crate::server::{Claim, Ids, Limit, Name, OnNode, Release, Repaired};
 
 /// A handle on a metadata service at a base URL (cheap to clone).
 #[derive(Debug, Clone)]
@@ -310,6 +310,25 @@ impl MetadataClient {
     }
     pub async fn repairs(&self, limit: u32) -> Result<Vec<Repair>, ApiError> {
         self.call("repair.list", &Limit { limit }).await
+    }
+    /// Up to `limit` pending repairs no other gateway is working on, claimed for `lease`.
+    pub async fn claim_repairs(
+        &self,
+        limit: u32,
+        lease: std::time::Duration,
+    ) -> Result<Vec<Repair>, ApiError> {
+        let lease_ms = lease.as_millis() as i64;
+        self.call("repair.claim", &Claim { limit, lease_ms }).await
+    }
+    /// Give a claimed repair back: any gateway may take it again after `retry`.
+    pub async fn release_repair(
+        &self,
+        copy: Copy,
+        retry: std::time::Duration,
+    ) -> Result<(), ApiError> {
+        let retry_ms = retry.as_millis() as i64;
+        self.call("repair.release", &Release { copy, retry_ms })
+            .await
     }
     pub async fn repaired(&self, lost_on: &str, copy: Copy) -> Result<(), ApiError> {
         self.call(

@@ -26,6 +26,7 @@ mod namespace;
 mod paths;
 mod pg;
 mod registry;
+mod repairs;
 mod schema;
 mod server;
 pub mod sql;

@@ -5,10 +5,9 @@ use crate::params;
 use crate::sql::{Dialect, Sql, ToVal};
 
 use crate::api::{
-    now_ms, ClusterSummary, Copy, Evacuate, Garbage, Heartbeat, NodeInfo, NodeState, Repair,
-    NODE_STATES, STALE,
+    now_ms, ClusterSummary, Copy, Evacuate, Garbage, Heartbeat, NodeInfo, NodeState, NODE_STATES,
+    STALE,
 };
-use crate::namespace::data_at;
 
 /// Record a heartbeat: insert or refresh the node.
 pub fn heartbeat(tx: &dyn Sql, hb: &Heartbeat) -> Result<(), Error> {
@@ -127,7 +126,7 @@ pub fn known_data(conn: &dyn Sql, ids: &[String]) -> Result<Vec<String>, Error> 
     Ok(known)
 }
 
-fn data_nodes(tx: &dyn Sql, id: &str) -> Result<Option<Vec<String>>, Error> {
+pub(crate) fn data_nodes(tx: &dyn Sql, id: &str) -> Result<Option<Vec<String>>, Error> {
     let nodes: Option<String> =
         tx.query_opt("SELECT nodes FROM data WHERE id = ?1", params![id], |r| {
             r.get(0)
@@ -135,7 +134,7 @@ fn data_nodes(tx: &dyn Sql, id: &str) -> Result<Option<Vec<String>>, Error> {
     Ok(nodes.map(|n| serde_json::from_str(&n).unwrap_or_default()))
 }
 
-fn set_data_nodes(tx: &dyn Sql, id: &str, nodes: &[String]) -> Result<(), Error> {
+pub(crate) fn set_data_nodes(tx: &dyn Sql, id: &str, nodes: &[String]) -> Result<(), Error> {
     let json = serde_json::to_string(nodes).map_err(Error::internal)?;
     tx.execute(
         "UPDATE data SET nodes = ?2 WHERE id = ?1",
@@ -157,51 +156,6 @@ pub fn report_bad(tx: &dyn Sql, c: &Copy) -> Result<(), Error> {
          ON CONFLICT DO NOTHING",
         params![c.data_id, c.node, now_ms()],
     )?;
-    Ok(())
-}
-
-/// Pending repairs, oldest first (repairs of data deleted since are dropped on the way).
-pub fn repairs(conn: &dyn Sql, limit: u32) -> Result<Vec<Repair>, Error> {
-    conn.query_map(
-        "SELECT r.node, r.queued, d.id, d.size, d.md5, d.blake3, d.durability, d.nodes
-             FROM repairs r JOIN data d ON d.id = r.data_id ORDER BY r.queued LIMIT ?1",
-        params![limit],
-        |r| {
-            Ok(Repair {
-                bad_node: r.get(0)?,
-                queued: r.get(1)?,
-                data: data_at(r, 2)?,
-            })
-        },
-    )
-}
-
-/// A repair finished: `c.node` holds a good copy again, replacing the one on `lost_on` (lost,
-/// or on a node being drained: that copy stops counting now, in the same transaction).
-pub fn repaired(tx: &dyn Sql, lost_on: &str, c: &Copy) -> Result<(), Error> {
-    tx.execute(
-        "DELETE FROM repairs WHERE data_id = ?1 AND node = ?2",
-        params![c.data_id, lost_on],
-    )?;
-    if let Some(mut nodes) = data_nodes(tx, &c.data_id)? {
-        let before = nodes.clone();
-        nodes.retain(|n| n != lost_on);
-        if !nodes.contains(&c.node) {
-            nodes.push(c.node.clone());
-        }
-        if nodes != before {
-            set_data_nodes(tx, &c.data_id, &nodes)?;
-        }
-    } else {
-        // Deleted while being repaired: reclaim the new copy too.
-        queue_garbage(
-            tx,
-            &Garbage {
-                data_id: c.data_id.clone(),
-                nodes: vec![c.node.clone()],
-            },
-        )?;
-    }
     Ok(())
 }
 

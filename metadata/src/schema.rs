@@ -163,6 +163,12 @@ CREATE INDEX uploads_by_path ON uploads (account, state, object_path, id);
 -- the other copies).
 ALTER TABLE nodes ADD COLUMN state TEXT NOT NULL DEFAULT 'active';
 "#,
+    r#"
+-- A repair a gateway is working on is handed to no other before `claimed_until` (ms since the
+-- epoch; 0: unclaimed): several gateways share the queue, each many repairs at once.
+ALTER TABLE repairs ADD COLUMN claimed_until INTEGER NOT NULL DEFAULT 0;
+CREATE INDEX repairs_by_age ON repairs (queued);
+"#,
 ];
 
 /// Migration `sql` in PostgreSQL's SQL: 64-bit integers, byte-order text, no `WITHOUT ROWID`.

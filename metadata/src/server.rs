@@ -18,7 +18,7 @@ use tokio::sync::watch;
 
 use crate::api::*;
 use crate::db::Db;
-use crate::{buckets, jobs, keys, namespace, registry, uploads};
+use crate::{buckets, jobs, keys, namespace, registry, repairs, uploads};
 
 const MAX_BODY: usize = 16 << 20;
 
@@ -32,6 +32,21 @@ pub struct Name {
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Limit {
     pub limit: u32,
+}
+
+/// Arguments of `repair.claim`: at most `limit` repairs, each claimed for `lease_ms`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Claim {
+    pub limit: u32,
+    pub lease_ms: i64,
+}
+
+/// Arguments of `repair.release`: the repair (its data and lost copy's node), and how long
+/// until any gateway may take it again.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Release {
+    pub copy: Copy,
+    pub retry_ms: i64,
 }
 
 /// Arguments of methods that take a list of data ids.
@@ -151,6 +166,8 @@ const METHODS: &[&str] = &[
     "data.on_node",
     "data.bad",
     "repair.list",
+    "repair.claim",
+    "repair.release",
     "repair.done",
     "upload.create",
     "upload.get",
@@ -325,10 +342,10 @@ pub(crate) async fn dispatch(
             c, &a.node, &a.after, a.limit
         )),
         "data.bad" => write!(Copy, |tx, a| registry::report_bad(tx, &a)),
-        "repair.list" => read!(Limit, |c, a| registry::repairs(c, a.limit)),
-        "repair.done" => write!(Repaired, |tx, a| registry::repaired(
-            tx, &a.lost_on, &a.copy
-        )),
+        "repair.list" => read!(Limit, |c, a| repairs::repairs(c, a.limit)),
+        "repair.claim" => write!(Claim, |tx, a| repairs::claim(tx, a.limit, a.lease_ms)),
+        "repair.release" => write!(Release, |tx, a| repairs::release(tx, &a.copy, a.retry_ms)),
+        "repair.done" => write!(Repaired, |tx, a| repairs::repaired(tx, &a.lost_on, &a.copy)),
         "upload.create" => write!(Upload, |tx, a| uploads::create(tx, &a)),
         "upload.get" => read!(Name, |c, a| uploads::get(c, &a.name)),
         "upload.put_part" => write!(PutPart, |tx, a| uploads::put_part(tx, &a)),

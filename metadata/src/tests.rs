@@ -7,7 +7,7 @@ use crate::api::*;
 use crate::db::Db;
 use crate::namespace::{self, list_sql};
 use crate::params;
-use crate::{registry, uploads};
+use crate::{registry, repairs, uploads};
 
 fn setup(db: &Db) {
     db.write(|tx| namespace::create_account(tx, "a")).unwrap();
@@ -351,7 +351,7 @@ fn a_drained_nodes_copy_counts_until_its_replacement_exists(db: &Db) {
         Some(id.clone())
     );
     // Queued, but the copy on n1 still counts: the object is not under-replicated.
-    let r = db.read(|c| registry::repairs(c, 10)).unwrap();
+    let r = db.read(|c| repairs::repairs(c, 10)).unwrap();
     assert_eq!((r.len(), r[0].bad_node.as_str()), (1, "n1"));
     assert_eq!(r[0].data.nodes, vec!["n1".to_string(), "n2".to_string()]);
     assert_eq!(db.read(registry::summary).unwrap().under_replicated, 0);
@@ -367,7 +367,7 @@ fn a_drained_nodes_copy_counts_until_its_replacement_exists(db: &Db) {
         data_id: id.clone(),
         node: "n3".into(),
     };
-    db.write(|tx| registry::repaired(tx, "n1", &c)).unwrap();
+    db.write(|tx| repairs::repaired(tx, "n1", &c)).unwrap();
     let d = db
         .read(|c| namespace::get(c, "/a/stor/x"))
         .unwrap()
@@ -381,8 +381,88 @@ fn a_drained_nodes_copy_counts_until_its_replacement_exists(db: &Db) {
     assert_eq!(db.read(registry::nodes).unwrap().len(), 2);
 }
 
+/// Gateways share the repair queue: a claimed repair goes to no other claimant until its claim
+/// runs out or is released; the swap ends it.
+fn repairs_are_claimed_by_one_gateway_at_a_time(db: &Db) {
+    for (i, id) in ["1", "2", "3"].iter().enumerate() {
+        put(db, &format!("/a/stor/r{i}"), data(id)).unwrap();
+        let bad = Copy {
+            data_id: data(id).id,
+            node: "n1".into(),
+        };
+        db.write(|tx| registry::report_bad(tx, &bad)).unwrap();
+    }
+    let claim = |limit, lease_ms| db.write(|tx| repairs::claim(tx, limit, lease_ms)).unwrap();
+    let first = claim(2, 60_000);
+    assert_eq!(first.len(), 2);
+    let second = claim(10, 60_000);
+    assert_eq!(second.len(), 1, "only the unclaimed one");
+    assert!(first.iter().all(|r| r.data.id != second[0].data.id));
+    assert!(claim(10, 60_000).is_empty(), "all claimed");
+    // A released claim is free at once; a run-out claim too.
+    let lost = |r: &Repair| Copy {
+        data_id: r.data.id.clone(),
+        node: r.bad_node.clone(),
+    };
+    db.write(|tx| repairs::release(tx, &lost(&first[0]), 0))
+        .unwrap();
+    let again = claim(10, 0);
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].data.id, first[0].data.id);
+    assert_eq!(claim(10, 60_000).len(), 1, "its zero lease ran out");
+    // Released to be retried later: no one's until then.
+    db.write(|tx| repairs::release(tx, &lost(&first[0]), 60_000))
+        .unwrap();
+    assert!(claim(10, 60_000).is_empty(), "not before its retry time");
+    // Still listed while claimed; gone once repaired.
+    assert_eq!(db.read(|c| repairs::repairs(c, 10)).unwrap().len(), 3);
+    let new = Copy {
+        data_id: first[1].data.id.clone(),
+        node: "n3".into(),
+    };
+    db.write(|tx| repairs::repaired(tx, "n1", &new)).unwrap();
+    assert_eq!(db.read(|c| repairs::repairs(c, 10)).unwrap().len(), 2);
+}
+
+/// Two repairs of one data's copies decided on the same (stale) view both put their new copy
+/// on the same node: the second finds it there already, and the copy it was to replace keeps
+/// counting (refused, nothing changed) rather than leave the data one copy short.
+fn a_repair_on_a_stale_view_never_drops_a_needed_copy(db: &Db) {
+    put(db, "/a/stor/s", data("s")).unwrap();
+    let id = data("s").id;
+    for node in ["n1", "n2"] {
+        let e = crate::api::Evacuate {
+            id: node.into(),
+            after: String::new(),
+            limit: 10,
+        };
+        db.write(|tx| registry::evacuate(tx, &e)).unwrap();
+    }
+    let to_n3 = Copy {
+        data_id: id.clone(),
+        node: "n3".into(),
+    };
+    db.write(|tx| repairs::repaired(tx, "n1", &to_n3)).unwrap();
+    let nodes = |db: &Db| db.read(|c| registry::data_nodes(c, &id)).unwrap().unwrap();
+    assert_eq!(nodes(db), ["n2", "n3"]);
+    let e = db
+        .write(|tx| repairs::repaired(tx, "n2", &to_n3))
+        .unwrap_err();
+    assert_eq!(e.code(), mobula_http::Code::PreconditionFailed, "{e}");
+    assert_eq!(nodes(db), ["n2", "n3"], "n2's copy still counts");
+    assert_eq!(db.read(|c| repairs::repairs(c, 10)).unwrap().len(), 1);
+    // With fresh eyes the repair puts its copy elsewhere, and n2's stops counting.
+    let to_n4 = Copy {
+        data_id: id.clone(),
+        node: "n4".into(),
+    };
+    db.write(|tx| repairs::repaired(tx, "n2", &to_n4)).unwrap();
+    assert_eq!(nodes(db), ["n3", "n4"]);
+}
+
 crate::conformance!(
     super::setup;
+    a_repair_on_a_stale_view_never_drops_a_needed_copy,
     every_listing_variant_is_an_index_range_scan,
     references_and_reclamation,
     failed_writes_change_nothing,
@@ -392,4 +472,5 @@ crate::conformance!(
     live_data_queued_as_garbage_is_not_reclaimed,
     account_names_are_checked_and_console_is_reserved,
     a_drained_nodes_copy_counts_until_its_replacement_exists,
+    repairs_are_claimed_by_one_gateway_at_a_time,
 );
