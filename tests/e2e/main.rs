@@ -20,6 +20,7 @@ mod listing;
 mod metrics;
 mod multipart;
 mod netns;
+mod netns_jobs;
 mod node_manta;
 mod nodes;
 mod objects;

@@ -1,8 +1,9 @@
 //! A cluster of hosts (issue 18): every role in a network namespace of its own — a metadata
 //! service, two gateways, four storage nodes — joined by veth pairs to a bridge in a "switch"
 //! namespace of the test's own (private addresses exist only inside these namespaces), and a
-//! client in its own namespace speaking HTTP with curl. Then, under load: `kill -9` of a gateway
-//! and of a storage node (restarted); a node's link cut (reads fail over, the node is declared
+//! client in its own namespace speaking HTTP with curl. Then, under load and with two jobs
+//! running (`netns_jobs.rs`: each done exactly once): `kill -9` of a gateway (the jobs
+//! coordinator's lease moves) and of a storage node mid-task (restarted); a node's link cut (reads fail over, the node is declared
 //! dead, its copies come back to durability 2 on the others); a node drained (it ends holding
 //! nothing, with no failed request). Every acknowledged object reads back exact at the end.
 //!
@@ -17,15 +18,18 @@ use md5::Digest;
 use serde_json::Value;
 use tokio::process::{Child, Command};
 
+use crate::netns_jobs::Jobs;
 use crate::skip;
 
 const BIN: &str = env!("CARGO_BIN_EXE_mobula");
 
 /// The namespaces and bridge of one test; deleted on drop.
-struct Net {
+pub struct Net {
     tag: String,
     subnet: String,
     hosts: Vec<String>,
+    /// Where each role's stderr goes (`{logs}/{host}.log`), for a failure's message.
+    logs: String,
 }
 
 fn ip(args: &[&str]) {
@@ -41,12 +45,13 @@ fn ip(args: &[&str]) {
 }
 
 impl Net {
-    fn new(k: u8) -> Net {
+    fn new(k: u8, logs: &str) -> Net {
         let n = std::process::id() % 200;
         let net = Net {
             tag: format!("mb{k}{n}"),
             subnet: format!("10.{}.{n}", 231 + k),
             hosts: Vec::new(),
+            logs: logs.to_string(),
         };
         let sw = net.ns("sw");
         ip(&["netns", "add", &sw]);
@@ -86,19 +91,46 @@ impl Net {
 
     /// Run `mobula ARGS` in host `name`'s namespace.
     fn mobula(&self, name: &str, args: &[&str]) -> Child {
-        Command::new("ip")
-            .args(["netns", "exec", &self.ns(name), BIN])
+        // nsenter, not `ip netns exec`: that remounts /sys for the namespace, and with it
+        // hides the cgroup2 tree the nodes' job agents need.
+        Command::new("nsenter")
+            .arg(format!("--net=/run/netns/{}", self.ns(name)))
+            .arg(BIN)
             .args(args)
             .env("RUST_LOG", "warn")
+            .env("NO_COLOR", "1")
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(self.log_file(name))
             .kill_on_drop(true)
             .spawn()
             .unwrap()
     }
 
+    fn log_file(&self, name: &str) -> std::fs::File {
+        let path = format!("{}/{name}.log", self.logs);
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path);
+        f.unwrap()
+    }
+
+    /// The last lines each role wrote to stderr (for a failure's message).
+    pub fn log_tails(&self) -> String {
+        let mut out = String::new();
+        for h in &self.hosts {
+            let name = h.strip_prefix(&format!("{}-", self.tag)).unwrap_or(h);
+            let text = std::fs::read_to_string(format!("{}/{name}.log", self.logs));
+            let text = text.unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            let tail = lines[lines.len().saturating_sub(5)..].join("\n    ");
+            out += &format!("\n  {name}:\n    {tail}");
+        }
+        out
+    }
+
     /// A shell command in host `name`'s namespace: its stdout.
-    async fn sh(&self, name: &str, script: &str) -> String {
+    pub async fn sh(&self, name: &str, script: &str) -> String {
         let o = Command::new("ip")
             .args(["netns", "exec", &self.ns(name), "sh", "-c", script])
             .output()
@@ -178,7 +210,7 @@ async fn cluster_of_hosts(pg: bool) {
     }
     let work = tempfile::tempdir().unwrap();
     let dir = work.path().to_string_lossy().to_string();
-    let mut net = Net::new(pg as u8);
+    let mut net = Net::new(pg as u8, &dir);
     let meta_ip = net.host("meta", 2);
     let meta2_ip = net.host("meta2", 6);
     let pg_ip = net.host("pg", 5);
@@ -222,7 +254,8 @@ async fn cluster_of_hosts(pg: bool) {
                 murl_of(i),
                 "--listen",
                 &listen,
-                "--no-jobs",
+                "--slots",
+                "2",
             ],
         )
     };
@@ -268,7 +301,8 @@ async fn cluster_of_hosts(pg: bool) {
         }
         assert!(
             t.elapsed() < Duration::from_secs(30),
-            "cluster not up: {nodes} {up}"
+            "cluster not up: {nodes} {up}; logs:{}",
+            net.log_tails()
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -278,6 +312,8 @@ async fn cluster_of_hosts(pg: bool) {
     assert_eq!(net.sh("client", &mkdir).await, "204");
 
     eprintln!("netns: cluster up");
+    // Two jobs, one through each gateway, running while the kills below happen.
+    let jobs = Jobs::submit(&net, &dir, [&gw1, &gw2]).await;
     // Load through gw2 while gw1 and node 0 are killed with SIGKILL (node 0 restarted).
     let bg = |tag: &str, gw: &str| {
         let script = load_script(gw, tag, &dir);
@@ -311,6 +347,8 @@ async fn cluster_of_hosts(pg: bool) {
     // error, never acknowledged); no acknowledged object may be lost or served wrong.
     let mut acked = check_log(&dir, "a", &md5s, true);
     assert!(acked.len() > 10, "{} PUTs acknowledged", acked.len());
+    jobs.check(&net, &gw2, &md5s).await;
+    eprintln!("netns: jobs done exactly once");
 
     eprintln!("netns: kills survived");
     // Node 1's link is cut: reads fail over; it is declared dead; its copies come back.
