@@ -209,10 +209,12 @@ async fn main() {
                 let (put, get, cpu) = samples[k][round];
                 eprintln!(
                     "round {round}, {} via {}: PUT {put:.0}, GET {get:.0} {unit}, \
-                     {cpu:.2} CPU-s per 1,000 ops ({:.2} per 1,000 GETs); peak RSS {} MiB",
+                     {cpu:.2} CPU-s per 1,000 ops ({:.2} per 1,000 GETs; load client {:.2}); \
+                     peak RSS {} MiB",
                     l.name,
                     t.label,
                     cg / l.ops as f64 * 1000.0,
+                    m.get_client_cpu / l.ops as f64 * 1000.0,
                     hwm(t.pids[0]) >> 10
                 );
             }

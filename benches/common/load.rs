@@ -115,6 +115,8 @@ pub struct Measured {
     /// Server CPU seconds of the PUTs and of the GETs.
     pub put_cpu: f64,
     pub get_cpu: f64,
+    /// The load client's own CPU seconds during the GETs (it shares the machine's cores).
+    pub get_client_cpu: f64,
     /// Per-request latencies, seconds.
     pub put_lat: Vec<f64>,
     pub get_lat: Vec<f64>,
@@ -167,6 +169,8 @@ pub async fn run(
         .await;
     let put_secs = start.elapsed().as_secs_f64();
     let cpu_mid = cpu(&t.pids);
+    let me = [std::process::id()];
+    let client0 = cpu(&me);
     let start = Instant::now();
     let get_lat: Vec<f64> = futures::stream::iter(gets)
         .map(|url| async move {
@@ -186,11 +190,13 @@ pub async fn run(
         .await;
     let get_secs = start.elapsed().as_secs_f64();
     let cpu1 = cpu(&t.pids);
+    let get_client_cpu = cpu(&me) - client0;
     Measured {
         put_secs,
         get_secs,
         put_cpu: cpu_mid - cpu0,
         get_cpu: cpu1 - cpu_mid,
+        get_client_cpu,
         put_lat,
         get_lat,
     }
