@@ -106,6 +106,9 @@ async fn check(resp: reqwest::Response) -> Result<reqwest::Response, NodeError> 
     Err(NodeError::Answered(ApiError::from_wire(status, &body)))
 }
 
+/// How long a read of a copy waits for the node's answer to begin before trying another copy.
+pub const OPEN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(8);
+
 impl NodeClient {
     pub fn new() -> Self {
         let http = reqwest::Client::builder()
@@ -158,7 +161,14 @@ impl NodeClient {
         if let Some(id) = mobula_http::reqid::current() {
             req = req.header(mobula_http::reqid::HEADER, &*id);
         }
-        let resp = req.send().await.map_err(unreachable)?;
+        // The answer's head, not its body, is bounded: a node cut off the network while a
+        // pooled connection to it stays open would hold a read forever, and no failover with it.
+        let resp = tokio::time::timeout(OPEN_TIMEOUT, req.send())
+            .await
+            .map_err(|_| {
+                NodeError::Unreachable(format!("no answer from {url} in {OPEN_TIMEOUT:?}"))
+            })?
+            .map_err(unreachable)?;
         check(resp).await
     }
 
@@ -287,5 +297,29 @@ impl NodeClient {
             .map_err(unreachable)?;
         let resp = check(resp).await?;
         resp.json().await.map_err(unreachable)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A node that takes the connection and then says nothing (its link cut under a kept-alive
+    /// connection looks the same): the read gives up as `Unreachable`, so the caller fails over.
+    #[tokio::test]
+    async fn a_read_from_a_silent_node_gives_up_in_time() {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", l.local_addr().unwrap());
+        let held = tokio::spawn(async move {
+            let (conn, _) = l.accept().await.unwrap();
+            tokio::time::sleep(OPEN_TIMEOUT * 3).await;
+            drop(conn);
+        });
+        let t = std::time::Instant::now();
+        let r = NodeClient::new().get(&url, "x", None).await;
+        assert!(matches!(r, Err(NodeError::Unreachable(_))), "{r:?}");
+        assert!(r.unwrap_err().is_node_fault());
+        assert!(t.elapsed() < OPEN_TIMEOUT * 2);
+        held.abort();
     }
 }
