@@ -73,10 +73,31 @@ pub(crate) fn output_base(r: &TaskRequest) -> String {
 }
 
 async fn object(sh: &Shared, path: &str) -> Result<Option<Data>, TaskResult> {
-    match sh.objects.meta.get(path).await {
-        Ok(e) => Ok(e.and_then(|e| e.data)),
-        Err(e) => Err(internal(&sh.cfg.node_id, format!("metadata: {e}"))),
+    // A metadata service or database restarting is ridden out (a read: retrying is safe),
+    // rather than failing the task at once: its retries would all land in the same outage.
+    let start = std::time::Instant::now();
+    let mut wait = std::time::Duration::from_millis(100);
+    loop {
+        match sh.objects.meta.get(path).await {
+            Ok(e) => return Ok(e.and_then(|e| e.data)),
+            Err(e) if metadata_outage(&e) && start.elapsed() < METADATA_OUTAGE => {
+                tracing::warn!("looking up {path}: {e}; retrying");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(std::time::Duration::from_secs(1));
+            }
+            Err(e) => return Err(internal(&sh.cfg.node_id, format!("metadata: {e}"))),
+        }
     }
+}
+
+/// How long a task's metadata read waits out an outage of the service or its database.
+const METADATA_OUTAGE: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// The metadata service unreachable, or its database (PostgreSQL restarting).
+fn metadata_outage(e: &mobula_http::ApiError) -> bool {
+    use mobula_http::Code;
+    e.code == Code::ServiceUnavailable
+        || (e.code == Code::InternalError && e.message.contains("metadata database"))
 }
 
 /// A local data file (with its id) holding what a task wrote to one of its streams.
