@@ -42,6 +42,14 @@ pub fn outcome_unknown(e: &ApiError) -> bool {
     e.code == Code::ServiceUnavailable && e.message.starts_with(LOST)
 }
 
+/// True when the service or its database could not be reached (down, or restarting): a read
+/// that failed so may be tried again after a pause. (The database's failures carry
+/// [`crate::Error::Database`]'s "metadata database" in their message.)
+pub fn unavailable(e: &ApiError) -> bool {
+    e.code == Code::ServiceUnavailable
+        || (e.code == Code::InternalError && e.message.contains("metadata database"))
+}
+
 impl MetadataClient {
     /// A client of the service at `base` (e.g. `http://127.0.0.1:7070`).
     pub fn new(base: &str) -> Self {
@@ -400,5 +408,21 @@ impl MetadataClient {
     }
     pub async fn lease(&self, l: &Lease) -> Result<bool, ApiError> {
         self.call("lease.take", l).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_outage_is_unavailable_and_a_refusal_is_not() {
+        let db: ApiError = crate::Error::Database("PostgreSQL: error connecting".into()).into();
+        assert!(unavailable(&db), "{db:?}");
+        let down = ApiError::new(Code::ServiceUnavailable, "metadata unreachable: refused");
+        assert!(unavailable(&down));
+        let refused: ApiError = crate::Error::refused(Code::PreconditionFailed, "no").into();
+        assert!(!unavailable(&refused));
+        assert!(!unavailable(&ApiError::internal("a bug")));
     }
 }

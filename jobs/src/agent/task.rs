@@ -80,7 +80,10 @@ async fn object(sh: &Shared, path: &str) -> Result<Option<Data>, TaskResult> {
     loop {
         match sh.objects.meta.get(path).await {
             Ok(e) => return Ok(e.and_then(|e| e.data)),
-            Err(e) if metadata_outage(&e) && start.elapsed() < METADATA_OUTAGE => {
+            Err(e)
+                if mobula_metadata::client::unavailable(&e)
+                    && start.elapsed() < METADATA_OUTAGE =>
+            {
                 tracing::warn!("looking up {path}: {e}; retrying");
                 tokio::time::sleep(wait).await;
                 wait = (wait * 2).min(std::time::Duration::from_secs(1));
@@ -92,13 +95,6 @@ async fn object(sh: &Shared, path: &str) -> Result<Option<Data>, TaskResult> {
 
 /// How long a task's metadata read waits out an outage of the service or its database.
 const METADATA_OUTAGE: std::time::Duration = std::time::Duration::from_secs(15);
-
-/// The metadata service unreachable, or its database (PostgreSQL restarting).
-fn metadata_outage(e: &mobula_http::ApiError) -> bool {
-    use mobula_http::Code;
-    e.code == Code::ServiceUnavailable
-        || (e.code == Code::InternalError && e.message.contains("metadata database"))
-}
 
 /// A local data file (with its id) holding what a task wrote to one of its streams.
 type Stream = (Option<(String, Writer)>, u64);
