@@ -66,12 +66,16 @@ async fn lifecycle(gw: &Gateway, all: bool) -> Result<(), mobula_http::ApiError>
 }
 
 /// Repairs one gateway runs at once. Each is a fetch from node to node (the gateway carries
-/// no bytes), so this spreads the work over every source and target node.
-pub const PARALLEL: usize = 8;
+/// no bytes), so this spreads the work over every source and target node. A small object's
+/// repair is mostly waiting (two fsyncs on its target, a metadata commit), so many overlap;
+/// at most [`PARALLEL_LARGE`] of them move objects of [`LARGE`] or more.
+pub const PARALLEL: usize = 32;
+pub const PARALLEL_LARGE: usize = 8;
+pub const LARGE: u64 = 1 << 20;
 
 /// Repairs claimed at a time, and how long a claim keeps them this gateway's alone (several
 /// gateways share the queue; a repair whose gateway died is taken again after this).
-const BATCH: u32 = 64;
+const BATCH: u32 = 128;
 const CLAIM: Duration = Duration::from_secs(120);
 /// How long a failed repair waits before any gateway tries it again.
 pub const RETRY: Duration = Duration::from_secs(5);
@@ -95,9 +99,14 @@ pub async fn once(gw: &Gateway) -> Result<usize, mobula_http::ApiError> {
             gw.meta.release_repair(lost_copy(r), Duration::ZERO).await?;
         }
         let batch = now;
+        let large = &tokio::sync::Semaphore::new(PARALLEL_LARGE);
         let mut runs = stream::iter(batch)
             .map(|r| async move {
                 let lost = lost_copy(&r);
+                let _permit = match r.data.size >= LARGE {
+                    true => large.acquire().await.ok(),
+                    false => None,
+                };
                 match repair(gw, r).await {
                     Ok(Some(moved)) => return (1, moved),
                     Ok(None) => {}
@@ -184,6 +193,16 @@ async fn repair(gw: &Gateway, r: Repair) -> Result<Option<u64>, mobula_http::Api
         .fetch(&target_url, &r.data.id, source_url, &r.data.blake3)
         .await
     {
+        // A node that cannot be reached (it died, and its heartbeat is not stale yet) is
+        // avoided for a while, as reads do, rather than chosen again by the next repairs: the
+        // target, or the source when the target says it could not read from it.
+        if mobula_storage_node::api::source_failed(&e) {
+            if let Some((id, _)) = sources.first() {
+                gw.nodes.mark_failed(id);
+            }
+        } else if matches!(e, mobula_storage_node::NodeError::Unreachable(_)) {
+            gw.nodes.mark_failed(&target);
+        }
         tracing::warn!("repairing {} onto {target}: {e}", r.data.id);
         return Ok(None);
     }

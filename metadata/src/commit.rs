@@ -74,12 +74,13 @@ impl Db {
     }
 }
 
-/// `f` inside a savepoint: released when it succeeds, rolled back when it fails.
+/// `f` inside a savepoint: released when it succeeds, rolled back when it fails. (Both sent
+/// with the statement after them on PostgreSQL: no round trip of their own.)
 fn savepoint<T>(t: &dyn Sql, f: impl FnOnce(&dyn Sql) -> Result<T, Error>) -> Result<T, Error> {
-    t.batch("SAVEPOINT w")?;
+    t.batch_deferred("SAVEPOINT w")?;
     match f(t) {
         Ok(v) => {
-            t.batch("RELEASE SAVEPOINT w")?;
+            t.batch_deferred("RELEASE SAVEPOINT w")?;
             Ok(v)
         }
         Err(e) => {

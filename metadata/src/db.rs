@@ -99,6 +99,9 @@ impl Sql for WriteTx<'_> {
     fn batch(&self, sql: &str) -> Result<(), Error> {
         self.sql().batch(sql)
     }
+    fn batch_deferred(&self, sql: &str) -> Result<(), Error> {
+        self.sql().batch_deferred(sql)
+    }
 }
 
 impl Db {

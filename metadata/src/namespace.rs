@@ -211,12 +211,13 @@ pub fn insert_data(tx: &dyn Sql, d: &Data) -> Result<(), Error> {
     Ok(())
 }
 
-/// Point the object entry at `path` at data `data_id` (already referenced for it), replacing
-/// whatever object was there.
+/// Point the object entry at `path` at `data` (already referenced for it), replacing whatever
+/// object was there. The entry returned is the one written (not read back: one round trip less,
+/// which matters on PostgreSQL).
 fn set_object(
     tx: &dyn Sql,
     path: &str,
-    data_id: &str,
+    data: &Data,
     content_type: &str,
     headers: &Headers,
     pre: &Preconditions,
@@ -235,19 +236,29 @@ fn set_object(
     check_preconditions(current.as_ref(), pre)?;
     let (parent, name) = split_path(path);
     let headers_json = serde_json::to_string(headers).map_err(Error::internal)?;
+    let mtime = now_ms();
     tx.execute(
         "INSERT INTO entries (parent, name, kind, mtime, data_id, content_type, headers)
          VALUES (?1, ?2, 1, ?3, ?4, ?5, ?6)
          ON CONFLICT (parent, name) DO UPDATE SET mtime = excluded.mtime,
             data_id = excluded.data_id, content_type = excluded.content_type,
             headers = excluded.headers",
-        params![parent, name, now_ms(), data_id, content_type, headers_json],
+        params![parent, name, mtime, data.id, content_type, headers_json],
     )?;
     match current.and_then(|c| c.data) {
         Some(old) => unref_data(tx, &old.id)?,
         None => bump_children(tx, path, 1)?,
     }
-    get(tx, path)?.ok_or_else(|| Error::internal("entry vanished"))
+    Ok(Entry {
+        path: join_path(parent, name),
+        name: name.to_string(),
+        kind: Kind::Object,
+        mtime,
+        children: 0,
+        content_type: content_type.to_string(),
+        headers: headers.clone(),
+        data: Some(data.clone()),
+    })
 }
 
 /// Create or atomically replace an object.
@@ -259,7 +270,7 @@ pub fn put_object(tx: &dyn Sql, req: &PutObject) -> Result<Entry, Error> {
     set_object(
         tx,
         &req.path,
-        &req.data.id,
+        &req.data,
         &req.content_type,
         &req.headers,
         &req.preconditions,
@@ -293,7 +304,7 @@ pub fn put_link(tx: &dyn Sql, req: &PutLink) -> Result<Entry, Error> {
     set_object(
         tx,
         &req.path,
-        &data.id,
+        &data,
         &src.content_type,
         &src.headers,
         &req.preconditions,

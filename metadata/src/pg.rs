@@ -37,6 +37,9 @@ pub(crate) struct PgDb {
 pub(crate) struct PgConn {
     client: Object,
     rt: Handle,
+    /// Statements deferred ([`Sql::batch_deferred`]), sent ahead of the next one in the same
+    /// flight (tokio-postgres pipelines requests polled together, in the order polled).
+    deferred: std::sync::Mutex<String>,
 }
 
 fn db_error(e: tokio_postgres::Error) -> Error {
@@ -145,13 +148,15 @@ impl PgDb {
         Ok(PgConn {
             client,
             rt: self.rt().handle().clone(),
+            deferred: Default::default(),
         })
     }
 
-    /// A connection inside a write transaction holding [`WRITE_LOCK`].
+    /// A connection inside a write transaction holding [`WRITE_LOCK`] (both sent with the
+    /// transaction's first statement).
     pub(crate) fn begin(&self) -> Result<PgConn, Error> {
         let c = self.conn()?;
-        c.batch(&format!(
+        c.batch_deferred(&format!(
             "BEGIN; SELECT pg_advisory_xact_lock({WRITE_LOCK})"
         ))?;
         Ok(c)
@@ -286,6 +291,27 @@ fn row(r: &tokio_postgres::Row) -> Result<Row, Error> {
 }
 
 impl PgConn {
+    /// The deferred statements, now to be sent.
+    fn take_deferred(&self) -> String {
+        std::mem::take(&mut *self.deferred.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// `f` (one request on this connection), pipelined behind the deferred statements.
+    fn run<T>(
+        &self,
+        f: impl std::future::Future<Output = Result<T, tokio_postgres::Error>>,
+    ) -> Result<T, Error> {
+        let before = self.take_deferred();
+        self.rt.block_on(async {
+            if before.is_empty() {
+                return f.await.map_err(db_error);
+            }
+            let (b, r) = tokio::join!(self.client.batch_execute(&before), f);
+            b.map_err(db_error)?;
+            r.map_err(db_error)
+        })
+    }
+
     fn prepared(
         &self,
         sql: &str,
@@ -320,26 +346,37 @@ impl Sql for PgConn {
 
     fn execute(&self, sql: &str, params: &[&dyn ToVal]) -> Result<usize, Error> {
         let (st, vals) = self.prepared(sql, params)?;
-        let n = self
-            .rt
-            .block_on(self.client.execute(&st, &refs(&vals)))
-            .map_err(db_error)?;
+        let refs = refs(&vals);
+        let n = self.run(self.client.execute(&st, &refs))?;
         Ok(n as usize)
     }
 
     fn query(&self, sql: &str, params: &[&dyn ToVal]) -> Result<Vec<Row>, Error> {
         let (st, vals) = self.prepared(sql, params)?;
-        let rows = self
-            .rt
-            .block_on(self.client.query(&st, &refs(&vals)))
-            .map_err(db_error)?;
+        let refs = refs(&vals);
+        let rows = self.run(self.client.query(&st, &refs))?;
         rows.iter().map(row).collect()
     }
 
     fn batch(&self, sql: &str) -> Result<(), Error> {
+        let before = self.take_deferred();
+        let all = if before.is_empty() {
+            sql.to_string()
+        } else {
+            format!("{before}; {sql}")
+        };
         self.rt
-            .block_on(self.client.batch_execute(sql))
+            .block_on(self.client.batch_execute(&all))
             .map_err(db_error)
+    }
+
+    fn batch_deferred(&self, sql: &str) -> Result<(), Error> {
+        let mut d = self.deferred.lock().unwrap_or_else(|p| p.into_inner());
+        if !d.is_empty() {
+            d.push_str("; ");
+        }
+        d.push_str(sql);
+        Ok(())
     }
 }
 

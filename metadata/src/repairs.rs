@@ -31,11 +31,13 @@ pub fn repairs(conn: &dyn Sql, limit: u32) -> Result<Vec<Repair>, Error> {
     conn.query_map(&sql, params![limit], repair)
 }
 
-/// Up to `limit` pending repairs no gateway holds a live claim on, oldest first, now claimed
-/// for `lease_ms`.
+/// Up to `limit` pending repairs no gateway holds a live claim on, now claimed for `lease_ms`:
+/// those never tried first (oldest first), then those whose claim or retry wait ran out
+/// longest ago — an index range scan (`repairs_by_claim`), its cost the same however many
+/// repairs are claimed or waiting.
 pub fn claim(tx: &dyn Sql, limit: u32, lease_ms: i64) -> Result<Vec<Repair>, Error> {
     let now = now_ms();
-    let sql = format!("{SELECT} WHERE r.claimed_until <= ?2 ORDER BY r.queued LIMIT ?1");
+    let sql = claim_sql();
     let claimed = tx.query_map(&sql, params![limit, now], repair)?;
     for r in &claimed {
         tx.execute(
@@ -44,6 +46,11 @@ pub fn claim(tx: &dyn Sql, limit: u32, lease_ms: i64) -> Result<Vec<Repair>, Err
         )?;
     }
     Ok(claimed)
+}
+
+/// The query [`claim`] picks its repairs with (`?1` limit, `?2` now).
+pub(crate) fn claim_sql() -> String {
+    format!("{SELECT} WHERE r.claimed_until <= ?2 ORDER BY r.claimed_until, r.queued LIMIT ?1")
 }
 
 /// Give a claimed repair back: any gateway may take it again after `retry_ms` (a failed one

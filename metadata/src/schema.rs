@@ -169,6 +169,12 @@ ALTER TABLE nodes ADD COLUMN state TEXT NOT NULL DEFAULT 'active';
 ALTER TABLE repairs ADD COLUMN claimed_until INTEGER NOT NULL DEFAULT 0;
 CREATE INDEX repairs_by_age ON repairs (queued);
 "#,
+    r#"
+-- A claim takes the repairs no one has tried (or given back at once) first, oldest first, then
+-- those whose claim or retry wait ran out longest ago: one index range however many repairs are
+-- claimed or waiting (a claim used to step over all of them, ordered by age alone).
+CREATE INDEX repairs_by_claim ON repairs (claimed_until, queued);
+"#,
 ];
 
 /// Migration `sql` in PostgreSQL's SQL: 64-bit integers, byte-order text, no `WITHOUT ROWID`.

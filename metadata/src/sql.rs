@@ -186,6 +186,12 @@ pub trait Sql {
     }
     /// Run statements without parameters (`SAVEPOINT w`, DDL).
     fn batch(&self, sql: &str) -> Result<(), Error>;
+    /// Run statements without parameters or results (`SAVEPOINT w`) before the next statement
+    /// on this connection, at the latest together with it: PostgreSQL pipelines them with it,
+    /// saving a round trip each. Their failure is that next statement's failure.
+    fn batch_deferred(&self, sql: &str) -> Result<(), Error> {
+        self.batch(sql)
+    }
 }
 
 impl dyn Sql + '_ {

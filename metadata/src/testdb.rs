@@ -70,6 +70,17 @@ macro_rules! conformance {
 /// and bitmap scans, sorts: `enable_… = off`), as its planner prefers them on a table this
 /// small: a plan that still holds one shows that no index can serve the query in order.
 pub(crate) fn assert_range_scan(db: &Db, sql: &str, params: &[&dyn ToVal], what: &str) -> String {
+    assert_range_scan_of(db, sql, params, what, "e")
+}
+
+/// [`assert_range_scan`] of a query whose table (SQLite's plan names it) is `alias`.
+pub(crate) fn assert_range_scan_of(
+    db: &Db,
+    sql: &str,
+    params: &[&dyn ToVal],
+    what: &str,
+    alias: &str,
+) -> String {
     let plan: Vec<String> = db
         .write(|tx| {
             let explain = match tx.dialect() {
@@ -98,9 +109,15 @@ pub(crate) fn assert_range_scan(db: &Db, sql: &str, params: &[&dyn ToVal], what:
     let plan = plan.join(" | ");
     match db.dialect() {
         Dialect::Sqlite => {
-            assert!(plan.contains("SEARCH e USING"), "{what}: {plan}");
+            assert!(
+                plan.contains(&format!("SEARCH {alias} USING")),
+                "{what}: {plan}"
+            );
             assert!(!plan.contains("TEMP B-TREE"), "{what}: a sort step: {plan}");
-            assert!(!plan.contains("SCAN e"), "{what}: a full scan: {plan}");
+            assert!(
+                !plan.contains(&format!("SCAN {alias}")),
+                "{what}: a full scan: {plan}"
+            );
         }
         Dialect::Postgres => {
             assert!(plan.contains("Index Scan"), "{what}: {plan}");

@@ -422,6 +422,15 @@ fn repairs_are_claimed_by_one_gateway_at_a_time(db: &Db) {
     };
     db.write(|tx| repairs::repaired(tx, "n1", &new)).unwrap();
     assert_eq!(db.read(|c| repairs::repairs(c, 10)).unwrap().len(), 2);
+    // A claim is one index range, never a walk over the repairs claimed or waiting.
+    let plan = crate::testdb::assert_range_scan_of(
+        db,
+        &repairs::claim_sql(),
+        crate::params![10, 0],
+        "claiming repairs",
+        "r",
+    );
+    assert!(plan.contains("repairs_by_claim"), "{plan}");
 }
 
 /// Two repairs of one data's copies decided on the same (stale) view both put their new copy

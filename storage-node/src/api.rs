@@ -44,6 +44,16 @@ pub struct Fetch {
     pub blake3: String,
 }
 
+/// How the message of a fetch's 503 begins when the *source* failed (unreachable, or its
+/// stream broke), not the fetching node: the caller then avoids the source, not the target.
+pub const FROM_SOURCE: &str = "fetching from ";
+
+/// Whether a failed fetch failed at its source (see [`FROM_SOURCE`]).
+pub fn source_failed(e: &crate::NodeError) -> bool {
+    e.answered()
+        .is_some_and(|a| a.message.starts_with(FROM_SOURCE))
+}
+
 /// Answer of `GET /status`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Status {

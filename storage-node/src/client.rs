@@ -300,9 +300,34 @@ impl NodeClient {
     }
 }
 
+/// Whether the node at `url` is on this machine's loopback (where compressing a transfer
+/// costs CPU and saves nothing).
+pub fn is_loopback(url: &str) -> bool {
+    let Ok(u) = reqwest::Url::parse(url) else {
+        return false;
+    };
+    let host = u.host_str().unwrap_or_default();
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn loopback_urls_are_told_from_other_hosts() {
+        assert!(is_loopback("http://127.0.0.1:7001"));
+        assert!(is_loopback("http://127.3.0.9:7001/"));
+        assert!(is_loopback("http://[::1]:7001"));
+        assert!(is_loopback("http://localhost:7001"));
+        assert!(!is_loopback("http://10.77.0.5:7001"));
+        assert!(!is_loopback("http://node3.example:7001"));
+        assert!(!is_loopback("not a url"));
+    }
 
     /// A node that takes the connection and then says nothing (its link cut under a kept-alive
     /// connection looks the same): the read gives up as `Unreachable`, so the caller fails over.
