@@ -20,6 +20,9 @@ pub const PENALTY: Duration = Duration::from_secs(10);
 pub struct Nodes {
     meta: MetadataClient,
     list: RwLock<(Instant, Vec<NodeInfo>)>,
+    /// When the read behind the current list was asked for: an answer to an earlier read (a
+    /// background refresh that was slower than a later one) never replaces it.
+    asked: Mutex<Option<Instant>>,
     failed: Mutex<HashMap<String, Instant>>,
 }
 
@@ -28,21 +31,33 @@ impl Nodes {
         Nodes {
             meta,
             list: RwLock::new((Instant::now(), Vec::new())),
+            asked: Mutex::new(None),
             failed: Mutex::new(HashMap::new()),
         }
     }
 
     /// Reload the registry from metadata.
     pub async fn refresh(&self) -> Result<(), ApiError> {
+        let asked = Instant::now();
         let nodes = self.meta.nodes().await?;
-        self.set(nodes);
+        self.set_as_of(nodes, asked);
         Ok(())
     }
 
-    /// Take `nodes` as the registry, as listed now (what [`Nodes::refresh`] does with
-    /// metadata's answer; unit tests give their own).
+    /// Take `nodes` as the registry, as listed now (unit tests give their own).
     pub fn set(&self, nodes: Vec<NodeInfo>) {
+        self.set_as_of(nodes, Instant::now())
+    }
+
+    /// Take `nodes`, read from metadata at `asked`, as the registry — unless the current list
+    /// comes from a later read (two refreshes overlapping: the slower, older answer loses).
+    pub fn set_as_of(&self, nodes: Vec<NodeInfo>, asked: Instant) {
         let mut list = self.list.write().unwrap_or_else(|p| p.into_inner());
+        let mut current = self.asked.lock().unwrap_or_else(|p| p.into_inner());
+        if current.is_some_and(|c| c > asked) {
+            return;
+        }
+        *current = Some(asked);
         // A node that came back at a new address starts with a clean record.
         let mut failed = self.failed.lock().unwrap_or_else(|p| p.into_inner());
         for n in &nodes {
@@ -175,5 +190,36 @@ impl Nodes {
         out.shuffle(&mut rand::thread_rng());
         out.sort_by_key(|(unhealthy, _, _)| *unhealthy);
         out.into_iter().map(|(_, id, url)| (id, url)).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(state: &str) -> NodeInfo {
+        NodeInfo {
+            id: "n0".into(),
+            url: "http://node0".into(),
+            free_bytes: 1 << 40,
+            total_bytes: 1 << 40,
+            last_seen_ago_ms: 0,
+            slots: 0,
+            state: state.into(),
+        }
+    }
+
+    /// Two refreshes overlap: the older read answers last and must not bring back a state the
+    /// newer read had already replaced (a drained node taking copies again).
+    #[test]
+    fn an_older_read_never_replaces_a_newer_one() {
+        let nodes = Nodes::new(MetadataClient::new("http://127.0.0.1:9"));
+        let older = Instant::now();
+        let newer = older + Duration::from_millis(5);
+        nodes.set_as_of(vec![node("draining")], newer);
+        nodes.set_as_of(vec![node("active")], older);
+        assert!(nodes.placeable_url("n0").is_none(), "the stale answer won");
+        nodes.set_as_of(vec![node("active")], newer + Duration::from_millis(5));
+        assert!(nodes.placeable_url("n0").is_some());
     }
 }
