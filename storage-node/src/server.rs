@@ -463,19 +463,16 @@ async fn fetch(
             }
         }
     }
-    // zstd on the wire only between hosts: over loopback it spends CPU to save nothing.
-    let from_source = if crate::client::is_loopback(&f.from) {
-        peers.get(&f.from, id, None).await
-    } else {
-        peers.get_zstd(&f.from, id).await
-    };
-    let resp = from_source.map_err(|e| match e.is_node_fault() {
-        true => ApiError::new(
-            Code::ServiceUnavailable,
-            format!("{}{}: {e}", crate::api::FROM_SOURCE, f.from),
-        ),
-        false => e.into(),
-    })?;
+    let resp = peers
+        .get_zstd(&f.from, id)
+        .await
+        .map_err(|e| match e.is_node_fault() {
+            true => ApiError::new(
+                Code::ServiceUnavailable,
+                format!("{}{}: {e}", crate::api::FROM_SOURCE, f.from),
+            ),
+            false => e.into(),
+        })?;
     let compressed = resp
         .headers()
         .get(header::CONTENT_ENCODING)
