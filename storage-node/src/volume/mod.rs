@@ -8,7 +8,8 @@
 //!   snapshots are hard-link farms of the (immutable) data files.
 //!
 //! Invariant both rely on: a data file becomes visible under `volume/` only once it is complete
-//! and fsynced (written as an unnamed `O_TMPFILE` inode, then linked into place), and is never
+//! (written as an unnamed `O_TMPFILE` inode, then linked into place; fsynced before the link,
+//! or on btrfs right after it — see [`Volume::file_fsync_keeps_its_name`]), and is never
 //! modified afterwards. A snapshot therefore only ever holds whole files, and a hard link is as
 //! good as a copy.
 
@@ -47,6 +48,12 @@ pub trait Volume: Send + Sync + std::fmt::Debug {
     fn snapshot_delete(&self, name: &str) -> io::Result<()>;
     /// Replace the live volume's contents with a snapshot's (the node must not be serving).
     fn snapshot_restore(&self, name: &str) -> io::Result<()>;
+    /// Whether an fsync of a file created in the current transaction also makes its new name
+    /// durable, so a new data file needs one fsync rather than two (file, then directory).
+    /// POSIX promises nothing of the kind; btrfs does it by design (see [`btrfs::Btrfs`]).
+    fn file_fsync_keeps_its_name(&self) -> bool {
+        false
+    }
 }
 
 /// Snapshot names: 1..=64 of `[A-Za-z0-9._-]`, not starting with `.`.
