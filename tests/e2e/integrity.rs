@@ -104,6 +104,31 @@ async fn a_flipped_byte_is_never_served_and_gets_repaired() {
     assert_eq!(repaired, 1.0);
 }
 
+/// A small object (read whole in one step by an in-process node) with a flipped byte: never
+/// served, the range read from the good copy, the bad one quarantined and re-made.
+#[tokio::test]
+async fn a_flipped_byte_in_a_small_object_is_never_served_and_gets_repaired() {
+    let t = T::start(3).await;
+    let body = bytes(10_000, 14);
+    assert_eq!(t.put("/admin/stor/small", body.clone()).await.status(), 204);
+    let d = t.data_of("/admin/stor/small").await;
+    let (bad, good) = (t.node_index(&d.nodes[0]), &d.nodes[1]);
+    flip(&t.data_path(bad, &d.id), 4321);
+    t.c.gw.nodes.mark_failed(good);
+    let got = t.get("/admin/stor/small").await.bytes().await.unwrap();
+    assert!(got == body, "exact object despite a corrupt copy");
+    wait_repaired(&t, "/admin/stor/small", bad, 2).await;
+    assert_eq!(quarantined(&t, bad).await, vec![d.id.clone()]);
+    let r = t
+        .req(Method::GET, "/admin/stor/small")
+        .header("range", "bytes=4000-4999")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 206);
+    assert!(r.bytes().await.unwrap() == body[4000..5000]);
+}
+
 #[tokio::test]
 async fn scrub_finds_and_repairs_a_copy_nobody_read() {
     let t = T::start(3).await;
