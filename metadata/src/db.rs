@@ -184,12 +184,59 @@ impl Db {
         }
     }
 
+    /// Run the short read `f` right here when that cannot wait: on SQLite with a reader
+    /// connection idle now (a point read by key is a few µs in the page cache, less than the
+    /// hand-off to a blocking thread it saves). `None` — the caller hands `f` to a blocking
+    /// thread as for any read — on PostgreSQL (its reads wait on the network) or with every
+    /// reader busy.
+    pub(crate) fn read_now<T>(
+        &self,
+        f: impl FnOnce(&dyn Sql) -> Result<T, Error>,
+    ) -> Option<Result<T, Error>> {
+        match &self.backend {
+            Backend::Sqlite(db) => db.idle_reader().map(|c| f(&*c)),
+            Backend::Postgres(_) => None,
+        }
+    }
+
     /// SQLite's raw reader connection (tests that count SQLite's own work).
     #[cfg(test)]
     pub(crate) fn sqlite_reader(&self) -> MutexGuard<'_, Connection> {
         match &self.backend {
             Backend::Sqlite(db) => db.reader(),
             Backend::Postgres(_) => panic!("not SQLite"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::testdb;
+
+    /// A read in place happens only with a reader idle; the answer is the same either way.
+    #[test]
+    fn reads_in_place_only_with_an_idle_reader() {
+        let (_dir, db) = testdb::sqlite();
+        db.write_grouped(|tx| crate::namespace::create_account(tx, "a"))
+            .unwrap();
+        let get = |db: &super::Db| db.read_now(|c| crate::namespace::get(c, "/a/stor"));
+        let now = get(&db).expect("a reader is idle").unwrap().unwrap();
+        assert_eq!(
+            now,
+            db.read(|c| crate::namespace::get(c, "/a/stor"))
+                .unwrap()
+                .unwrap()
+        );
+        // Hold every reader: nothing runs in place (the caller would hand it off instead).
+        let held: Vec<_> = (0..4).map(|_| db.sqlite_reader()).collect();
+        assert!(get(&db).is_none());
+        drop(held);
+        assert!(get(&db).is_some());
+        if let Some(pg) = testdb::postgres() {
+            assert!(
+                pg.read_now(|_| Ok(())).is_none(),
+                "PostgreSQL reads are never in place"
+            );
         }
     }
 }

@@ -315,7 +315,14 @@ pub(crate) async fn dispatch(
         "s3key.list" => read!(Name, |c, a| keys::s3_list(c, &a.name)),
         "s3key.get" => read!(Name, |c, a| keys::s3_get(c, &a.name)),
         "s3key.remove" => write!(KeyRef, |tx, a| keys::s3_remove(tx, &a)),
-        "entry.get" => read!(Name, |c, a| namespace::get(c, &a.name)),
+        // Every GET and HEAD asks this first: run it in place when it cannot wait.
+        "entry.get" => {
+            let a: Name = parse(&body)?;
+            match db.read_now(|c| namespace::get(c, &a.name)) {
+                Some(out) => Ok(mobula_http::json(StatusCode::OK, &out?)),
+                None => blocking(move || db.read(|c| namespace::get(c, &a.name))).await,
+            }
+        }
         "entry.mkdir" => write!(Name, |tx, a| namespace::mkdir(tx, &a.name)),
         "entry.put_object" => write!(PutObject, |tx, a| namespace::put_object(tx, &a)),
         "entry.put_link" => write!(PutLink, |tx, a| namespace::put_link(tx, &a)),

@@ -84,6 +84,18 @@ impl SqliteDb {
         self.writer.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// A reader connection no one is using now, if there is one (never waits).
+    pub(crate) fn idle_reader(&self) -> Option<MutexGuard<'_, Connection>> {
+        let start = self.next_reader.fetch_add(1, Ordering::Relaxed);
+        (0..self.readers.len()).find_map(|k| {
+            match self.readers[(start + k) % self.readers.len()].try_lock() {
+                Ok(c) => Some(c),
+                Err(std::sync::TryLockError::Poisoned(p)) => Some(p.into_inner()),
+                Err(std::sync::TryLockError::WouldBlock) => None,
+            }
+        })
+    }
+
     /// A reader connection (round robin).
     pub(crate) fn reader(&self) -> MutexGuard<'_, Connection> {
         let i = self.next_reader.fetch_add(1, Ordering::Relaxed) % self.readers.len();
