@@ -170,10 +170,14 @@ async fn open(l: Local, id: &str, range: Option<(u64, u64)>) -> Result<Opened, N
                 tracing::error!("data {id} failed verification on this node");
                 let _ = l.bad.send(id.to_string());
             }
-            let what = id.to_string();
-            let item = read
-                .map(bytes::Bytes::from)
-                .map_err(|e| NodeError::Unreachable(format!("reading {what}: {e}")));
+            let item = match read {
+                // Stopped while reading: as a broken connection, like a streamed read's block.
+                _ if !l.alive.load(Ordering::SeqCst) => {
+                    Err(NodeError::Unreachable("the storage node stopped".into()))
+                }
+                Ok(b) => Ok(bytes::Bytes::from(b)),
+                Err(e) => Err(NodeError::Unreachable(format!("reading {id}: {e}"))),
+            };
             let items = match item {
                 Ok(b) if b.is_empty() => None,
                 other => Some(other),
