@@ -43,7 +43,11 @@ async fn wait_repaired(t: &T, path: &str, bad: usize, copies: usize) {
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
-    for _ in 0..200 {
+    // Long enough for a source the test marked failed to serve again (the gateway's 10 s
+    // penalty) and for the repair given back meanwhile to be retried (5 s later): a count of
+    // polls ran out early once the polls got faster.
+    let deadline = std::time::Instant::now() + Duration::from_secs(40);
+    while std::time::Instant::now() < deadline {
         let d = t.data_of(path).await;
         let pending = t.c.gw.meta.repairs(10).await.unwrap();
         let present = d
