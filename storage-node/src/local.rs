@@ -157,51 +157,41 @@ async fn open(l: Local, id: &str, range: Option<(u64, u64)>) -> Result<Opened, N
     .await
     .map_err(|e| NodeError::Answered(ApiError::internal(e)))?
     .map_err(|e| NodeError::Answered(crate::server::io_err(e)))?;
-    let stream: crate::data_path::DataStream = match start {
-        Start::BadRange => {
-            let e = ApiError::new(Code::RequestedRangeNotSatisfiable, "range not satisfiable");
-            return Err(NodeError::Answered(e));
-        }
-        Start::Read(read) => {
-            if read
-                .as_ref()
-                .is_err_and(|e| e.kind() == std::io::ErrorKind::InvalidData)
-            {
-                tracing::error!("data {id} failed verification on this node");
-                let _ = l.bad.send(id.to_string());
+    let verified: std::pin::Pin<Box<dyn futures::Stream<Item = std::io::Result<_>> + Send>> =
+        match start {
+            Start::BadRange => {
+                let e = ApiError::new(Code::RequestedRangeNotSatisfiable, "range not satisfiable");
+                return Err(NodeError::Answered(e));
             }
-            let item = match read {
-                // Stopped while reading: as a broken connection, like a streamed read's block.
-                _ if !l.alive.load(Ordering::SeqCst) => {
-                    Err(NodeError::Unreachable("the storage node stopped".into()))
-                }
-                Ok(b) => Ok(bytes::Bytes::from(b)),
-                Err(e) => Err(NodeError::Unreachable(format!("reading {id}: {e}"))),
-            };
-            let items = match item {
-                Ok(b) if b.is_empty() => None,
-                other => Some(other),
-            };
-            Box::pin(futures::stream::iter(items))
+            Start::Read(read) => {
+                crate::server::report_bad(id, &read, Some(&l.bad));
+                // An empty range sends no bytes at all, as a streamed one does.
+                let item = match read {
+                    Ok(b) if b.is_empty() => None,
+                    other => Some(other.map(bytes::Bytes::from)),
+                };
+                Box::pin(futures::stream::iter(item))
+            }
+            Start::Stream(start, end) => Box::pin(crate::server::verified_stream(
+                &l.store,
+                id,
+                start,
+                end,
+                Some(l.bad),
+            )),
+        };
+    let (what, alive) = (id.to_string(), l.alive);
+    let stream = verified.map(move |r| match r {
+        // Stopped while reading: as a broken connection would.
+        _ if !alive.load(Ordering::SeqCst) => {
+            Err(NodeError::Unreachable("the storage node stopped".into()))
         }
-        Start::Stream(start, end) => {
-            let what = id.to_string();
-            let alive = l.alive;
-            let stream = crate::server::verified_stream(&l.store, id, start, end, Some(l.bad)).map(
-                move |r| match r {
-                    _ if !alive.load(Ordering::SeqCst) => {
-                        Err(NodeError::Unreachable("the storage node stopped".into()))
-                    }
-                    Ok(b) => Ok(b),
-                    Err(e) => Err(NodeError::Unreachable(format!("reading {what}: {e}"))),
-                },
-            );
-            Box::pin(stream)
-        }
-    };
+        Ok(b) => Ok(b),
+        Err(e) => Err(NodeError::Unreachable(format!("reading {what}: {e}"))),
+    });
     Ok(Opened {
         size: Some(size),
-        stream,
+        stream: Box::pin(stream),
     })
 }
 

@@ -366,22 +366,32 @@ pub fn verified_stream(
             }
         };
         while let Some(chunk) = r.next_chunk() {
-            let failed = chunk
-                .as_ref()
-                .err()
-                .map(|e| e.kind() == std::io::ErrorKind::InvalidData);
-            if failed == Some(true) {
-                tracing::error!("data {id} failed verification on this node");
-                if let Some(b) = &bad {
-                    let _ = b.send(id.clone());
-                }
-            }
-            if tx.blocking_send(chunk.map(bytes::Bytes::from)).is_err() || failed.is_some() {
+            let failed = chunk.is_err();
+            report_bad(&id, &chunk, bad.as_ref());
+            if tx.blocking_send(chunk.map(bytes::Bytes::from)).is_err() || failed {
                 return;
             }
         }
     });
     futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|x| (x, rx)) })
+}
+
+/// A read of `id` that failed verification is logged and reported to the node's quarantine
+/// (`bad`); other outcomes pass untouched.
+pub(crate) fn report_bad<T>(
+    id: &str,
+    read: &std::io::Result<T>,
+    bad: Option<&mpsc::UnboundedSender<String>>,
+) {
+    if read
+        .as_ref()
+        .is_err_and(|e| e.kind() == std::io::ErrorKind::InvalidData)
+    {
+        tracing::error!("data {id} failed verification on this node");
+        if let Some(b) = bad {
+            let _ = b.send(id.to_string());
+        }
+    }
 }
 
 async fn get(node: &NodeState, id: &str, headers: &HeaderMap) -> Result<Response<Body>, ApiError> {
