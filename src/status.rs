@@ -139,13 +139,16 @@ pub async fn render(t: &Targets) -> anyhow::Result<String> {
         .timeout(Duration::from_secs(3))
         .build()?;
     let meta = MetadataClient::new(&t.metadata);
-    let nodes = meta.nodes().await.map_err(|e| {
+    let silent = |e| {
         anyhow::anyhow!(
             "the metadata service at {} does not answer: {e}",
             t.metadata
         )
-    })?;
-    let summary = meta.summary().await?;
+    };
+    // The summary is read before the node listing: a node that has gone silent stays silent,
+    // so one the summary already counts as gone is never listed healthy on the same screen.
+    let summary = meta.summary().await.map_err(silent)?;
+    let nodes = meta.nodes().await.map_err(silent)?;
     let mut out = String::new();
     let show = |r: &Result<(), String>| match r {
         Ok(()) => "up".to_string(),

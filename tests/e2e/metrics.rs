@@ -548,7 +548,7 @@ async fn health_follows_the_roles_and_request_ids_follow_a_request_across_them()
     let mut screen = String::new();
     for _ in 0..100 {
         screen = status_screen(&env).await;
-        if screen.contains(" 1 under-replicated,") {
+        if screen.contains(" 1 under-replicated,") && screen.contains("2 registered, 1 healthy") {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
