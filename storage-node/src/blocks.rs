@@ -165,7 +165,6 @@ pub struct VerifiedReader {
     hashes: BlockHashes,
     pos: u64,
     end: u64,
-    buf: Vec<u8>,
     verify: bool,
 }
 
@@ -189,9 +188,6 @@ impl VerifiedReader {
             file,
             pos: start,
             end: end.min(hashes.size),
-            // A block's worth, or less for a small file: a 1 MiB zeroed buffer per read of
-            // a few bytes was measurable on the task path (a peer copy per task output).
-            buf: vec![0; hashes.block.min(hashes.size) as usize],
             hashes,
             verify: true,
         })
@@ -204,29 +200,37 @@ impl VerifiedReader {
     }
 
     /// The next verified piece (at most one block), or `None` at the end.
-    pub fn next_chunk(&mut self) -> Option<io::Result<Vec<u8>>> {
+    pub fn next_chunk(&mut self) -> Option<io::Result<bytes::Bytes>> {
         if self.pos >= self.end {
             return None;
         }
         Some(self.read_block())
     }
 
-    fn read_block(&mut self) -> io::Result<Vec<u8>> {
+    /// Each block is read into a buffer of its own, not zeroed first, and handed on whole (or
+    /// the range's part of it, without copying): its bytes are copied once, out of the page
+    /// cache. (A reused buffer cost a second copy of every byte, out of the buffer.)
+    fn read_block(&mut self) -> io::Result<bytes::Bytes> {
         let b = self.hashes.block;
         let idx = self.pos / b;
         let block_start = idx * b;
         let block_len = (self.hashes.size - block_start).min(b) as usize;
         self.file.seek(SeekFrom::Start(block_start))?;
-        let buf = &mut self.buf[..block_len];
-        self.file.read_exact(buf)?;
-        if self.verify && blake3::hash(buf).as_bytes() != &self.hashes.hashes[idx as usize] {
+        let mut buf = Vec::with_capacity(block_len);
+        (&mut self.file)
+            .take(block_len as u64)
+            .read_to_end(&mut buf)?;
+        if buf.len() != block_len {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        if self.verify && blake3::hash(&buf).as_bytes() != &self.hashes.hashes[idx as usize] {
             self.pos = self.end;
             return Err(corrupt(format!("block {idx} fails its hash")));
         }
         let from = (self.pos - block_start) as usize;
         let to = ((self.end - block_start) as usize).min(block_len);
         self.pos = block_start + to as u64;
-        Ok(buf[from..to].to_vec())
+        Ok(bytes::Bytes::from(buf).slice(from..to))
     }
 }
 

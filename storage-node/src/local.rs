@@ -121,7 +121,7 @@ enum Start {
     /// The range does not fit the copy.
     BadRange,
     /// A small range, read and verified whole (or why not).
-    Read(std::io::Result<Vec<u8>>),
+    Read(std::io::Result<bytes::Bytes>),
     /// Bytes `start..end`, to stream block by block.
     Stream(u64, u64),
 }
@@ -145,10 +145,11 @@ async fn open(l: Local, id: &str, range: Option<(u64, u64)>) -> Result<Opened, N
         if end - start > READ_AT_ONCE {
             return Ok((size, Start::Stream(start, end)));
         }
+        // Mostly one block's chunk, passed on as it is; a range across a block boundary joins two.
         let read = s.reader(&i, start, end).and_then(|mut r| {
-            let mut out = Vec::with_capacity((end - start) as usize);
-            while let Some(chunk) = r.next_chunk() {
-                out.extend_from_slice(&chunk?);
+            let mut out = r.next_chunk().transpose()?.unwrap_or_default();
+            while let Some(more) = r.next_chunk() {
+                out = [out, more?].concat().into();
             }
             Ok(out)
         });
@@ -168,7 +169,7 @@ async fn open(l: Local, id: &str, range: Option<(u64, u64)>) -> Result<Opened, N
                 // An empty range sends no bytes at all, as a streamed one does.
                 let item = match read {
                     Ok(b) if b.is_empty() => None,
-                    other => Some(other.map(bytes::Bytes::from)),
+                    other => Some(other),
                 };
                 Box::pin(futures::stream::iter(item))
             }

@@ -368,7 +368,7 @@ pub fn verified_stream(
         while let Some(chunk) = r.next_chunk() {
             let failed = chunk.is_err();
             report_bad(&id, &chunk, bad.as_ref());
-            if tx.blocking_send(chunk.map(bytes::Bytes::from)).is_err() || failed {
+            if tx.blocking_send(chunk).is_err() || failed {
                 return;
             }
         }

@@ -418,7 +418,7 @@ mod tests {
         assert_eq!(c.size, 5);
         assert_eq!(c.blake3, blake3::hash(b"whole").to_hex().to_string());
         let mut r = store.reader(&id, 0, 5).unwrap();
-        assert_eq!(r.next_chunk().unwrap().unwrap(), b"whole");
+        assert_eq!(r.next_chunk().unwrap().unwrap(), &b"whole"[..]);
         // The same id cannot be written twice.
         let w = store.writer(&id, false).unwrap();
         assert_eq!(
