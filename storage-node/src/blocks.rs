@@ -3,7 +3,10 @@
 //! Every data file `<id>` carries its hash list, in its extended attribute [`XATTR`] when the
 //! list is at most [`XATTR_MAX`] bytes (objects up to 64 MiB) and the filesystem takes it, else
 //! in a sidecar file `<id>.blk`. Either way the encoding is
-//! `b"MBLK1\0"` · block size (u32 LE) · file size (u64 LE) · one 32-byte blake3 hash per block.
+//! `b"MBLK2\0"` · block size (u32 LE) · file size (u64 LE) · one 32-byte blake3 hash per block,
+//! each block's node in the file's own blake3 tree (`tree.rs`: the file's blake3 follows from
+//! the list, so a write hashes its bytes once). Lists written before are `MBLK1`, each block
+//! hashed on its own; they are read and verified as they were written.
 //! The attribute belongs to the data file's inode, so the file's own fsync makes it durable with
 //! the bytes (a sidecar needs one of its own), and hard links (plain snapshots), renames
 //! (quarantine) and btrfs snapshots carry it along.
@@ -17,7 +20,10 @@ use std::path::Path;
 
 /// Block size of the hash list.
 pub const BLOCK: u64 = 1 << 20;
-const MAGIC: &[u8; 6] = b"MBLK1\0";
+/// A list of the blocks' nodes in the file's blake3 tree (written now).
+const MAGIC: &[u8; 6] = b"MBLK2\0";
+/// A list of each block's blake3 on its own (written before; still read).
+const MAGIC_ALONE: &[u8; 6] = b"MBLK1\0";
 /// Extended attribute holding a data file's hash list.
 pub const XATTR: &str = "user.mobula.blocks";
 /// Largest hash list kept in [`XATTR`] (64 blocks; fits ext4's one attribute block and btrfs).
@@ -29,12 +35,14 @@ pub struct BlockHashes {
     pub block: u64,
     pub size: u64,
     pub hashes: Vec<[u8; 32]>,
+    /// Each block hashed on its own (an `MBLK1` list), not as a node of the file's tree.
+    pub alone: bool,
 }
 
 impl BlockHashes {
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(18 + 32 * self.hashes.len());
-        out.extend_from_slice(MAGIC);
+        out.extend_from_slice(if self.alone { MAGIC_ALONE } else { MAGIC });
         out.extend_from_slice(&(self.block as u32).to_le_bytes());
         out.extend_from_slice(&self.size.to_le_bytes());
         for h in &self.hashes {
@@ -45,23 +53,43 @@ impl BlockHashes {
 
     pub fn decode(b: &[u8]) -> io::Result<BlockHashes> {
         let bad = || io::Error::new(io::ErrorKind::InvalidData, "corrupt block-hash file");
-        if b.len() < 18 || &b[..6] != MAGIC || !(b.len() - 18).is_multiple_of(32) {
+        if b.len() < 18 || !(b.len() - 18).is_multiple_of(32) {
             return Err(bad());
         }
+        let alone = match &b[..6] {
+            m if m == MAGIC => false,
+            m if m == MAGIC_ALONE => true,
+            _ => return Err(bad()),
+        };
         let block = u32::from_le_bytes(b[6..10].try_into().map_err(|_| bad())?) as u64;
         let size = u64::from_le_bytes(b[10..18].try_into().map_err(|_| bad())?);
         let hashes: Vec<[u8; 32]> = b[18..]
             .chunks(32)
             .map(|c| c.try_into().expect("32-byte chunks"))
             .collect();
-        if block == 0 || hashes.len() as u64 != size.div_ceil(block) {
+        if block == 0 || (!alone && !crate::tree::fits(block)) {
+            return Err(bad());
+        }
+        if hashes.len() as u64 != size.div_ceil(block) {
             return Err(bad());
         }
         Ok(BlockHashes {
             block,
             size,
             hashes,
+            alone,
         })
+    }
+
+    /// Whether `data` is block `idx` as the list says.
+    pub fn verifies(&self, idx: u64, data: &[u8]) -> bool {
+        let n = self.hashes.len() as u64;
+        let got = if self.alone {
+            *blake3::hash(data).as_bytes()
+        } else {
+            crate::tree::hash_block(data, idx, n, self.block)
+        };
+        self.hashes.get(idx as usize) == Some(&got)
     }
 
     pub fn load(path: &Path) -> io::Result<BlockHashes> {
@@ -94,13 +122,17 @@ impl BlockHashes {
     }
 }
 
-/// Hashes blocks as bytes stream past.
+/// Hashes blocks as bytes stream past, each once: the block list ([`MAGIC`]) and the file's
+/// blake3 (its root) come from the same pass.
 #[derive(Debug)]
 pub struct BlockHasher {
+    /// The block being hashed (block `hashes.len()`).
     cur: blake3::Hasher,
     in_block: u64,
+    /// Nodes of the blocks done — block 0's as a subtree; see `first`.
     hashes: Vec<[u8; 32]>,
-    whole: blake3::Hasher,
+    /// Block 0's hasher once done: if it stays the only block, its node is the root.
+    first: Option<blake3::Hasher>,
     size: u64,
 }
 
@@ -113,16 +145,15 @@ impl Default for BlockHasher {
 impl BlockHasher {
     pub fn new() -> Self {
         BlockHasher {
-            cur: blake3::Hasher::new(),
+            cur: crate::tree::hasher(0, BLOCK),
             in_block: 0,
             hashes: Vec::new(),
-            whole: blake3::Hasher::new(),
+            first: None,
             size: 0,
         }
     }
 
     pub fn update(&mut self, mut data: &[u8]) {
-        self.whole.update(data);
         self.size += data.len() as u64;
         while !data.is_empty() {
             let take = ((BLOCK - self.in_block) as usize).min(data.len());
@@ -130,31 +161,44 @@ impl BlockHasher {
             self.in_block += take as u64;
             data = &data[take..];
             if self.in_block == BLOCK {
-                self.hashes.push(*self.cur.finalize().as_bytes());
-                self.cur = blake3::Hasher::new();
+                let next = crate::tree::hasher(self.hashes.len() as u64 + 1, BLOCK);
+                let done = std::mem::replace(&mut self.cur, next);
+                self.hashes.push(crate::tree::node(&done, false));
+                if self.hashes.len() == 1 {
+                    self.first = Some(done);
+                }
                 self.in_block = 0;
             }
         }
     }
 
+    /// The nodes of the bytes so far.
+    fn nodes(&self) -> Vec<[u8; 32]> {
+        let mut nodes = self.hashes.clone();
+        if self.in_block > 0 {
+            nodes.push(crate::tree::node(&self.cur, nodes.is_empty()));
+        } else if let ([_], Some(first)) = (&nodes[..], &self.first) {
+            nodes[0] = crate::tree::node(first, true);
+        }
+        nodes
+    }
+
     /// Hex blake3 of everything so far.
     pub fn whole_hex(&self) -> String {
-        self.whole.finalize().to_hex().to_string()
+        crate::tree::root(&self.nodes()).to_hex().to_string()
     }
 
     /// The block hashes and the hex blake3 of the whole.
-    pub fn finish(mut self) -> (BlockHashes, String) {
-        if self.in_block > 0 {
-            self.hashes.push(*self.cur.finalize().as_bytes());
-        }
-        (
-            BlockHashes {
-                block: BLOCK,
-                size: self.size,
-                hashes: self.hashes,
-            },
-            self.whole.finalize().to_hex().to_string(),
-        )
+    pub fn finish(self) -> (BlockHashes, String) {
+        let hashes = self.nodes();
+        let whole = crate::tree::root(&hashes).to_hex().to_string();
+        let list = BlockHashes {
+            block: BLOCK,
+            size: self.size,
+            hashes,
+            alone: false,
+        };
+        (list, whole)
     }
 }
 
@@ -193,6 +237,12 @@ impl VerifiedReader {
         })
     }
 
+    /// The file's blake3 as its list says (a tree list only): once every block has read and
+    /// verified, that is the blake3 of the bytes read.
+    pub fn root(&self) -> Option<blake3::Hash> {
+        (!self.hashes.alone).then(|| crate::tree::root(&self.hashes.hashes))
+    }
+
     /// Skip hash checks (benchmark baseline only: the cost of verification).
     pub fn unverified(mut self) -> Self {
         self.verify = false;
@@ -223,7 +273,7 @@ impl VerifiedReader {
         if buf.len() != block_len {
             return Err(io::ErrorKind::UnexpectedEof.into());
         }
-        if self.verify && blake3::hash(&buf).as_bytes() != &self.hashes.hashes[idx as usize] {
+        if self.verify && !self.hashes.verifies(idx, &buf) {
             self.pos = self.end;
             return Err(corrupt(format!("block {idx} fails its hash")));
         }
@@ -235,50 +285,5 @@ impl VerifiedReader {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn hashes_round_trip_and_reads_verify() {
-        let dir = tempfile::tempdir().unwrap();
-        let data: Vec<u8> = (0..(BLOCK * 2 + 12345)).map(|i| (i % 251) as u8).collect();
-        let mut h = BlockHasher::new();
-        for c in data.chunks(70_000) {
-            h.update(c);
-        }
-        let (bh, whole) = h.finish();
-        assert_eq!(whole, blake3::hash(&data).to_hex().to_string());
-        assert_eq!(bh.hashes.len(), 3);
-        assert_eq!(BlockHashes::decode(&bh.encode()).unwrap(), bh);
-        std::fs::write(dir.path().join("d"), &data).unwrap();
-        std::fs::write(dir.path().join("d.blk"), bh.encode()).unwrap();
-        let read = |a: u64, b: u64| -> io::Result<Vec<u8>> {
-            let mut r =
-                VerifiedReader::open(&dir.path().join("d"), &dir.path().join("d.blk"), a, b)?;
-            let mut out = Vec::new();
-            while let Some(c) = r.next_chunk() {
-                out.extend(c?);
-            }
-            Ok(out)
-        };
-        assert_eq!(read(0, data.len() as u64).unwrap(), data);
-        assert_eq!(
-            read(BLOCK - 5, BLOCK + 5).unwrap(),
-            &data[(BLOCK - 5) as usize..(BLOCK + 5) as usize]
-        );
-        // Flip a byte in block 1: ranges that avoid it still read; those that touch it fail.
-        let mut bad = data.clone();
-        bad[(BLOCK + 7) as usize] ^= 1;
-        std::fs::write(dir.path().join("d"), &bad).unwrap();
-        assert_eq!(read(0, 100).unwrap(), &data[..100]);
-        assert_eq!(
-            read(BLOCK * 2, BLOCK * 2 + 10).unwrap(),
-            &data[(BLOCK * 2) as usize..(BLOCK * 2 + 10) as usize]
-        );
-        assert_eq!(
-            read(BLOCK + 100, BLOCK + 200).unwrap_err().kind(),
-            io::ErrorKind::InvalidData
-        );
-        assert!(read(0, data.len() as u64).is_err());
-    }
-}
+#[path = "blocks_tests.rs"]
+mod tests;

@@ -20,6 +20,7 @@ mod local;
 mod scrub;
 mod server;
 mod store;
+mod tree;
 pub mod volume;
 
 use std::net::SocketAddr;

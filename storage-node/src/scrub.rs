@@ -47,13 +47,18 @@ fn verify(store: &Store, id: &str) -> std::io::Result<u64> {
 pub fn verified_hash(store: &Store, id: &str) -> std::io::Result<crate::store::Committed> {
     let size = store.size(id)?;
     let mut r = store.reader(id, 0, size)?;
+    // A tree list names the file's blake3 itself, once every block verifies against it.
+    let listed = r.root();
     let mut h = blake3::Hasher::new();
     while let Some(chunk) = r.next_chunk() {
-        h.update(&chunk?);
+        let chunk = chunk?;
+        if listed.is_none() {
+            h.update(&chunk);
+        }
     }
     Ok(crate::store::Committed {
         size,
-        blake3: h.finalize().to_hex().to_string(),
+        blake3: listed.unwrap_or_else(|| h.finalize()).to_hex().to_string(),
         md5: None,
     })
 }
