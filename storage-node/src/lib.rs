@@ -22,6 +22,7 @@ mod server;
 mod store;
 mod tree;
 pub mod volume;
+mod write;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

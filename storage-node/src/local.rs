@@ -224,7 +224,7 @@ async fn put(
         *why.lock().unwrap_or_else(|p| p.into_inner()) = Some(broke);
         Err(ApiError::new(Code::InvalidArgument, message))
     });
-    let done = crate::server::store_stream(&l.store, id, body, expected_md5.map(str::to_string));
+    let done = crate::write::store_stream(&l.store, id, body, expected_md5.map(str::to_string));
     let written = done.await;
     let broke = cause.lock().unwrap_or_else(|p| p.into_inner()).take();
     match (written, broke) {

@@ -127,50 +127,56 @@ async fn writes_go_into_the_store_with_the_nodes_own_rules() {
     let registered = local.register(NOWHERE, store.clone(), bad_tx);
     let files = || store.ids().unwrap().len();
 
-    let bytes = bytes::Bytes::from(vec![7u8; (2 << 20) + 3]);
-    let md5 = {
-        use md5::Digest;
-        base64::Engine::encode(
-            &base64::engine::general_purpose::STANDARD,
-            md5::Md5::digest(&bytes),
-        )
-    };
-    let id = crate::api::new_id();
-    let halves = vec![Ok(bytes.slice(..1000)), Ok(bytes.slice(1000..))];
-    let w = data
-        .put(NOWHERE, &id, body(halves), Some(&md5))
-        .await
-        .unwrap();
-    assert_eq!((w.size, w.md5.as_str()), (bytes.len() as u64, md5.as_str()));
-    assert_eq!(w.blake3, blake3::hash(&bytes).to_hex().to_string());
-    assert_eq!(read(&data, &id, None).await, bytes);
-    assert_eq!(files(), 1);
+    // Streamed bodies, and small ones written at once (`WRITE_AT_ONCE`), keep the same rules.
+    for (kept, len) in [(2 << 20) + 3, 4096, crate::write::WRITE_AT_ONCE]
+        .into_iter()
+        .enumerate()
+    {
+        let bytes = bytes::Bytes::from(vec![7u8; len]);
+        let md5 = {
+            use md5::Digest;
+            base64::Engine::encode(
+                &base64::engine::general_purpose::STANDARD,
+                md5::Md5::digest(&bytes),
+            )
+        };
+        let id = crate::api::new_id();
+        let halves = vec![Ok(bytes.slice(..1000)), Ok(bytes.slice(1000..))];
+        let w = data
+            .put(NOWHERE, &id, body(halves), Some(&md5))
+            .await
+            .unwrap();
+        assert_eq!((w.size, w.md5.as_str()), (bytes.len() as u64, md5.as_str()));
+        assert_eq!(w.blake3, blake3::hash(&bytes).to_hex().to_string());
+        assert_eq!(read(&data, &id, None).await, bytes);
+        assert_eq!(files(), kept + 1);
 
-    // A wrong MD5 is the node's answer, and nothing is kept.
-    let e = data
-        .put(
-            NOWHERE,
-            &crate::api::new_id(),
-            body(vec![Ok(bytes.clone())]),
-            Some("AAAA"),
-        )
-        .await
-        .err()
-        .unwrap();
-    assert_eq!(e.answered().unwrap().code, Code::ContentMD5Mismatch);
-    // The caller's abort is nobody's fault; a body that breaks otherwise is a broken
-    // connection, as over HTTP. Neither leaves a file.
-    let aborted = vec![Ok(bytes.clone()), Err(std::io::Error::other(UploadAborted))];
-    let e = data
-        .put(NOWHERE, &crate::api::new_id(), body(aborted), None)
-        .await;
-    assert!(matches!(e, Err(NodeError::Aborted)));
-    let reset = vec![Ok(bytes.clone()), Err(std::io::Error::other("reset"))];
-    let e = data
-        .put(NOWHERE, &crate::api::new_id(), body(reset), None)
-        .await;
-    assert!(matches!(e, Err(NodeError::Unreachable(_))));
-    assert_eq!(files(), 1);
+        // A wrong MD5 is the node's answer, and nothing is kept.
+        let e = data
+            .put(
+                NOWHERE,
+                &crate::api::new_id(),
+                body(vec![Ok(bytes.clone())]),
+                Some("AAAA"),
+            )
+            .await
+            .err()
+            .unwrap();
+        assert_eq!(e.answered().unwrap().code, Code::ContentMD5Mismatch);
+        // The caller's abort is nobody's fault; a body that breaks otherwise is a broken
+        // connection, as over HTTP. Neither leaves a file.
+        let aborted = vec![Ok(bytes.clone()), Err(std::io::Error::other(UploadAborted))];
+        let e = data
+            .put(NOWHERE, &crate::api::new_id(), body(aborted), None)
+            .await;
+        assert!(matches!(e, Err(NodeError::Aborted)));
+        let reset = vec![Ok(bytes.clone()), Err(std::io::Error::other("reset"))];
+        let e = data
+            .put(NOWHERE, &crate::api::new_id(), body(reset), None)
+            .await;
+        assert!(matches!(e, Err(NodeError::Unreachable(_))));
+        assert_eq!(files(), kept + 1);
+    }
 
     drop(registered);
     let e = data

@@ -120,7 +120,7 @@ pub(crate) fn io_err(e: std::io::Error) -> ApiError {
     }
 }
 
-async fn blocking<T: Send + 'static>(
+pub(crate) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> std::io::Result<T> + Send + 'static,
 ) -> Result<T, ApiError> {
     tokio::task::spawn_blocking(f)
@@ -225,52 +225,6 @@ async fn route(node: &NodeState, req: Request) -> Result<Response<Body>, ApiErro
     }
 }
 
-/// Stream `body` into a new writer for `id` on a blocking thread (which writes and hashes; the
-/// runtime only moves buffers). The first body error is returned as is; dropping the returned
-/// writer without committing discards the unnamed file.
-async fn write_stream<S>(
-    store: &Store,
-    id: &str,
-    md5: bool,
-    mut body: S,
-) -> Result<Writer, ApiError>
-where
-    S: futures::Stream<Item = Result<bytes::Bytes, ApiError>> + Unpin,
-{
-    use futures::StreamExt;
-    let mut w = {
-        let (s, id) = (store.clone(), id.to_string());
-        blocking(move || s.writer(&id, md5)).await?
-    };
-    let (tx, mut rx) = mpsc::channel::<bytes::Bytes>(4);
-    let writer = tokio::task::spawn_blocking(move || -> std::io::Result<Writer> {
-        while let Some(b) = rx.blocking_recv() {
-            w.write(&b)?;
-        }
-        Ok(w)
-    });
-    let mut failed = None;
-    while let Some(chunk) = body.next().await {
-        match chunk {
-            Ok(b) => {
-                if tx.send(b).await.is_err() {
-                    break; // the writer failed: its error is below
-                }
-            }
-            Err(e) => {
-                failed = Some(e);
-                break;
-            }
-        }
-    }
-    drop(tx);
-    let w = writer.await.map_err(ApiError::internal)?.map_err(io_err)?;
-    match failed {
-        Some(e) => Err(e),
-        None => Ok(w),
-    }
-}
-
 /// Commit `w` as `id` and answer what is now durable.
 async fn commit(w: Writer, id: &str) -> Result<Response<Body>, ApiError> {
     let id = id.to_string();
@@ -300,38 +254,8 @@ async fn put(store: &Store, id: &str, req: Request) -> Result<Response<Body>, Ap
         .into_body()
         .into_data_stream()
         .map_err(|e| ApiError::new(Code::InvalidArgument, format!("body: {e}")));
-    let w = store_stream(store, id, body, expected_md5).await?;
+    let w = crate::write::store_stream(store, id, body, expected_md5).await?;
     Ok(mobula_http::json(StatusCode::CREATED, &w))
-}
-
-/// A node's PUT of `id` (over HTTP, or from the gateway of its own process): write `body`,
-/// check it against `expected_md5`, commit (fsync'd). What this returns is acknowledged.
-pub(crate) async fn store_stream<S>(
-    store: &Store,
-    id: &str,
-    body: S,
-    expected_md5: Option<String>,
-) -> Result<Written, ApiError>
-where
-    S: futures::Stream<Item = Result<bytes::Bytes, ApiError>> + Unpin,
-{
-    let w = write_stream(store, id, expected_md5.is_some(), body).await?;
-    if let (Some(want), Some(got)) = (expected_md5, w.md5()) {
-        if want != got {
-            return Err(ApiError::new(
-                Code::ContentMD5Mismatch,
-                format!("content-md5 {want} does not match computed {got}"),
-            ));
-        }
-    }
-    let id = id.to_string();
-    let c = blocking(move || w.commit(&id)).await?;
-    fail::fail_point!("put-before-ack", |_| Err(ApiError::internal("failpoint")));
-    Ok(Written {
-        size: c.size,
-        md5: c.md5.unwrap_or_default(),
-        blake3: c.blake3,
-    })
 }
 
 /// Parse `bytes=a-b` (the only form the gateway sends) into `start..end` (exclusive).
@@ -503,7 +427,7 @@ async fn fetch(
             format!("{}{from}: {e}", crate::api::FROM_SOURCE),
         )
     });
-    let w = write_stream(store, id, true, body).await?;
+    let w = crate::write::write_stream(store, id, true, body).await?;
     fail::fail_point!("repair-before-commit", |_| Err(ApiError::internal(
         "failpoint"
     )));

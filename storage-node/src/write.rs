@@ -1,0 +1,130 @@
+//! A node's writes of new copies: a body streamed into a [`Writer`] on a blocking thread (the
+//! runtime only moves buffers), checked, committed (fsync'd) — and a small body gathered whole
+//! first and written, checked and committed on one blocking call.
+//!
+//! Invariant: what [`store_stream`] returns is durable; on any error nothing is left (an
+//! uncommitted writer's unnamed file vanishes when dropped).
+
+use futures::StreamExt;
+use mobula_http::{ApiError, Code};
+use tokio::sync::mpsc;
+
+use crate::api::Written;
+use crate::server::{blocking, io_err};
+use crate::store::{Committed, Store, Writer};
+
+/// Stream `body` into a new writer for `id` on a blocking thread (which writes and hashes; the
+/// runtime only moves buffers). The first body error is returned as is; dropping the returned
+/// writer without committing discards the unnamed file.
+pub(crate) async fn write_stream<S>(
+    store: &Store,
+    id: &str,
+    md5: bool,
+    mut body: S,
+) -> Result<Writer, ApiError>
+where
+    S: futures::Stream<Item = Result<bytes::Bytes, ApiError>> + Unpin,
+{
+    use futures::StreamExt;
+    let mut w = {
+        let (s, id) = (store.clone(), id.to_string());
+        blocking(move || s.writer(&id, md5)).await?
+    };
+    let (tx, mut rx) = mpsc::channel::<bytes::Bytes>(4);
+    let writer = tokio::task::spawn_blocking(move || -> std::io::Result<Writer> {
+        while let Some(b) = rx.blocking_recv() {
+            w.write(&b)?;
+        }
+        Ok(w)
+    });
+    let mut failed = None;
+    while let Some(chunk) = body.next().await {
+        match chunk {
+            Ok(b) => {
+                if tx.send(b).await.is_err() {
+                    break; // the writer failed: its error is below
+                }
+            }
+            Err(e) => {
+                failed = Some(e);
+                break;
+            }
+        }
+    }
+    drop(tx);
+    let w = writer.await.map_err(ApiError::internal)?.map_err(io_err)?;
+    match failed {
+        Some(e) => Err(e),
+        None => Ok(w),
+    }
+}
+
+/// Bodies up to this size are gathered in memory, then written, checked and committed on one
+/// blocking call: a small PUT's copy costs one hand-off to the blocking pool instead of three
+/// (open, a writer thread fed through a channel, commit).
+pub const WRITE_AT_ONCE: usize = 64 << 10;
+
+/// A node's PUT of `id` (over HTTP, or from the gateway of its own process): write `body`,
+/// check it against `expected_md5`, commit (fsync'd). What this returns is acknowledged. The
+/// body's first error is returned as is.
+pub(crate) async fn store_stream<S>(
+    store: &Store,
+    id: &str,
+    mut body: S,
+    expected_md5: Option<String>,
+) -> Result<Written, ApiError>
+where
+    S: futures::Stream<Item = Result<bytes::Bytes, ApiError>> + Unpin,
+{
+    let mut head = Vec::new();
+    let mut held = 0;
+    let whole = loop {
+        match body.next().await {
+            None => break true,
+            Some(Err(e)) => return Err(e),
+            Some(Ok(b)) => {
+                held += b.len();
+                head.push(b);
+                if held > WRITE_AT_ONCE {
+                    break false;
+                }
+            }
+        }
+    };
+    let (s, i, md5) = (store.clone(), id.to_string(), expected_md5.is_some());
+    let committed = if whole {
+        blocking(move || -> std::io::Result<Result<Committed, ApiError>> {
+            let mut w = s.writer(&i, md5)?;
+            for b in &head {
+                w.write(b)?;
+            }
+            match check_md5(w, expected_md5) {
+                Ok(w) => w.commit(&i).map(Ok),
+                Err(e) => Ok(Err(e)),
+            }
+        })
+        .await?
+    } else {
+        let rest = futures::stream::iter(head.into_iter().map(Ok)).chain(body);
+        let w = check_md5(write_stream(store, id, md5, rest).await?, expected_md5)?;
+        Ok(blocking(move || w.commit(&i)).await?)
+    };
+    let c = committed?;
+    fail::fail_point!("put-before-ack", |_| Err(ApiError::internal("failpoint")));
+    Ok(Written {
+        size: c.size,
+        md5: c.md5.unwrap_or_default(),
+        blake3: c.blake3,
+    })
+}
+
+/// `w` if its MD5 is what the client said (or nothing was said).
+fn check_md5(w: Writer, expected: Option<String>) -> Result<Writer, ApiError> {
+    match (expected, w.md5()) {
+        (Some(want), Some(got)) if want != got => Err(ApiError::new(
+            Code::ContentMD5Mismatch,
+            format!("content-md5 {want} does not match computed {got}"),
+        )),
+        _ => Ok(w),
+    }
+}
