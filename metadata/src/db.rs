@@ -27,6 +27,8 @@ pub struct Db {
     pending: std::sync::Mutex<Vec<crate::commit::Job>>,
     /// Held by the group-commit leader.
     leader: std::sync::Mutex<()>,
+    /// Set while a blocking thread leads batches for async writers.
+    leading: std::sync::atomic::AtomicBool,
 }
 
 enum Backend {
@@ -110,6 +112,7 @@ impl Db {
             backend,
             pending: Default::default(),
             leader: Default::default(),
+            leading: Default::default(),
         }
     }
 
@@ -167,6 +170,10 @@ impl Db {
     }
 
     /// Held while a batch of grouped writes commits.
+    pub(crate) fn leading(&self) -> &std::sync::atomic::AtomicBool {
+        &self.leading
+    }
+
     pub(crate) fn leader(&self) -> MutexGuard<'_, ()> {
         self.leader.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -217,7 +224,7 @@ mod tests {
     #[test]
     fn reads_in_place_only_with_an_idle_reader() {
         let (_dir, db) = testdb::sqlite();
-        db.write_grouped(|tx| crate::namespace::create_account(tx, "a"))
+        db.write(|tx| crate::namespace::create_account(tx, "a"))
             .unwrap();
         let get = |db: &super::Db| db.read_now(|c| crate::namespace::get(c, "/a/stor"));
         let now = get(&db).expect("a reader is idle").unwrap().unwrap();

@@ -286,7 +286,8 @@ pub(crate) async fn dispatch(
     macro_rules! write {
         ($ty:ty, |$tx:ident, $a:ident| $e:expr) => {{
             let $a: $ty = parse(&body)?;
-            blocking(move || db.write_grouped(move |$tx| $e)).await
+            let out = db.write_grouped(move |$tx| $e).await?;
+            Ok(mobula_http::json(StatusCode::OK, &out))
         }};
     }
     // A write to a job wakes its watchers once committed.
