@@ -30,6 +30,9 @@
 
 #![allow(unsafe_code)]
 
+#[path = "common/cpu.rs"]
+mod cpu;
+
 #[path = "common/words.rs"]
 mod words;
 
@@ -47,23 +50,6 @@ use nix::unistd::{fork, pipe, ForkResult};
 
 const WORKERS: usize = 2;
 
-/// Busy jiffies of all cores so far (user, nice, system, irq, softirq, steal).
-fn busy() -> u64 {
-    let stat = fs::read_to_string("/proc/stat").unwrap_or_default();
-    let f: Vec<u64> = stat
-        .lines()
-        .next()
-        .unwrap_or_default()
-        .split_whitespace()
-        .skip(1)
-        .filter_map(|v| v.parse().ok())
-        .collect();
-    [0, 1, 2, 5, 6, 7]
-        .iter()
-        .map(|&i| f.get(i).copied().unwrap_or(0))
-        .sum()
-}
-
 /// CPU milliseconds per operation of `run` (which does `n` of them), deferred kernel work
 /// included (a settling pause after the run is counted).
 fn cpu_ms(n: usize, run: impl FnOnce()) -> f64 {
@@ -72,10 +58,10 @@ fn cpu_ms(n: usize, run: impl FnOnce()) -> f64 {
             .ok()
             .flatten()
             .unwrap_or(100) as f64;
-    let b0 = busy();
+    let b0 = cpu::busy();
     run();
     std::thread::sleep(Duration::from_millis(300));
-    (busy() - b0) as f64 * tick / n as f64
+    (cpu::busy() - b0) as f64 * tick / n as f64
 }
 
 /// `n` calls of `op` spread over `WORKERS` forked, single-threaded processes.

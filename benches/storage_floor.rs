@@ -35,6 +35,9 @@
 
 #![allow(unsafe_code)]
 
+#[path = "common/cpu.rs"]
+mod cpu;
+
 #[path = "storage_floor/large_put.rs"]
 mod large_put;
 
@@ -53,23 +56,6 @@ const BLOCK: usize = 1 << 20;
 const LARGE: usize = 256 << 20;
 const STREAMS: usize = 4;
 const WRITERS: usize = 32;
-
-/// Busy jiffies of all cores so far (user, nice, system, irq, softirq, steal).
-fn busy() -> u64 {
-    let stat = fs::read_to_string("/proc/stat").unwrap_or_default();
-    let f: Vec<u64> = stat
-        .lines()
-        .next()
-        .unwrap_or_default()
-        .split_whitespace()
-        .skip(1)
-        .filter_map(|v| v.parse().ok())
-        .collect();
-    [0, 1, 2, 5, 6, 7]
-        .iter()
-        .map(|&i| f.get(i).copied().unwrap_or(0))
-        .sum()
-}
 
 /// This process's own CPU jiffies so far (user + system, every thread).
 fn own() -> u64 {
@@ -90,12 +76,12 @@ fn measure(run: impl FnOnce()) -> (f64, f64, f64) {
         .ok()
         .flatten()
         .unwrap_or(100) as f64;
-    let (b0, o0, t0) = (busy(), own(), Instant::now());
+    let (b0, o0, t0) = (cpu::busy(), own(), Instant::now());
     run();
     let wall = t0.elapsed().as_secs_f64();
     let o1 = own();
     std::thread::sleep(Duration::from_millis(300));
-    (wall, (busy() - b0) as f64 / hz, (o1 - o0) as f64 / hz)
+    (wall, (cpu::busy() - b0) as f64 / hz, (o1 - o0) as f64 / hz)
 }
 
 #[derive(Clone, Copy, PartialEq)]
