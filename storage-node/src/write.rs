@@ -25,7 +25,6 @@ pub(crate) async fn write_stream<S>(
 where
     S: futures::Stream<Item = Result<bytes::Bytes, ApiError>> + Unpin,
 {
-    use futures::StreamExt;
     let mut w = {
         let (s, id) = (store.clone(), id.to_string());
         blocking(move || s.writer(&id, md5)).await?
