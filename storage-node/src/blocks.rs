@@ -122,7 +122,7 @@ impl BlockHashes {
     }
 }
 
-/// Hashes blocks as bytes stream past, each once: the block list ([`MAGIC`]) and the file's
+/// Hashes blocks as bytes stream past, each once: the block list (`MBLK2`) and the file's
 /// blake3 (its root) come from the same pass.
 #[derive(Debug)]
 pub struct BlockHasher {
