@@ -53,15 +53,10 @@ const WORKERS: usize = 2;
 /// CPU milliseconds per operation of `run` (which does `n` of them), deferred kernel work
 /// included (a settling pause after the run is counted).
 fn cpu_ms(n: usize, run: impl FnOnce()) -> f64 {
-    let tick = 1000.0
-        / nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
-            .ok()
-            .flatten()
-            .unwrap_or(100) as f64;
     let b0 = cpu::busy();
     run();
     std::thread::sleep(Duration::from_millis(300));
-    (cpu::busy() - b0) as f64 * tick / n as f64
+    (cpu::busy() - b0) * 1000.0 / n as f64
 }
 
 /// `n` calls of `op` spread over `WORKERS` forked, single-threaded processes.

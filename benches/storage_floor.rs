@@ -37,6 +37,8 @@
 
 #[path = "common/cpu.rs"]
 mod cpu;
+#[path = "common/load.rs"]
+mod load;
 
 #[path = "storage_floor/large_put.rs"]
 mod large_put;
@@ -57,31 +59,16 @@ const LARGE: usize = 256 << 20;
 const STREAMS: usize = 4;
 const WRITERS: usize = 32;
 
-/// This process's own CPU jiffies so far (user + system, every thread).
-fn own() -> u64 {
-    let stat = fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let after = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let f: Vec<u64> = after
-        .split_whitespace()
-        .filter_map(|v| v.parse().ok())
-        .collect();
-    // Fields 14 and 15 (utime, stime) are the 12th and 13th after the command's name.
-    f.get(10).copied().unwrap_or(0) + f.get(11).copied().unwrap_or(0)
-}
-
 /// Wall seconds, CPU seconds of all cores (a settling pause's deferred work included) and
 /// CPU seconds of this process alone, of `run`.
 fn measure(run: impl FnOnce()) -> (f64, f64, f64) {
-    let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
-        .ok()
-        .flatten()
-        .unwrap_or(100) as f64;
+    let own = || load::cpu(&[std::process::id()]);
     let (b0, o0, t0) = (cpu::busy(), own(), Instant::now());
     run();
     let wall = t0.elapsed().as_secs_f64();
     let o1 = own();
     std::thread::sleep(Duration::from_millis(300));
-    (wall, (cpu::busy() - b0) as f64 / hz, (o1 - o0) as f64 / hz)
+    (wall, cpu::busy() - b0, o1 - o0)
 }
 
 #[derive(Clone, Copy, PartialEq)]

@@ -1,7 +1,7 @@
-//! CPU time as the floors count it, from `/proc`.
+//! CPU time as the floors count it, from `/proc/stat`.
 
-/// Busy jiffies of all cores so far (user, nice, system, irq, softirq, steal).
-pub fn busy() -> u64 {
+/// Busy CPU seconds of all cores so far (user, nice, system, irq, softirq, steal).
+pub fn busy() -> f64 {
     let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
     let f: Vec<u64> = stat
         .lines()
@@ -11,8 +11,13 @@ pub fn busy() -> u64 {
         .skip(1)
         .filter_map(|v| v.parse().ok())
         .collect();
-    [0, 1, 2, 5, 6, 7]
+    let jiffies: u64 = [0, 1, 2, 5, 6, 7]
         .iter()
         .map(|&i| f.get(i).copied().unwrap_or(0))
-        .sum()
+        .sum();
+    let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .ok()
+        .flatten()
+        .unwrap_or(100);
+    jiffies as f64 / hz as f64
 }

@@ -169,11 +169,12 @@ impl Db {
         Ok(out)
     }
 
-    /// Held while a batch of grouped writes commits.
+    /// Set while a blocking thread leads the grouped writes' batches.
     pub(crate) fn leading(&self) -> &std::sync::atomic::AtomicBool {
         &self.leading
     }
 
+    /// Held while a batch of grouped writes commits.
     pub(crate) fn leader(&self) -> MutexGuard<'_, ()> {
         self.leader.lock().unwrap_or_else(|p| p.into_inner())
     }
