@@ -507,7 +507,7 @@ async fn serve(cmd: Cmd, up_account: String, log: LogFormat) -> anyhow::Result<(
             cfg.gateway.tls = tls_cert.zip(tls_key);
             cfg.agent = agent_options(no_jobs, slots)?;
             if !no_s3 {
-                cfg.s3 = Some((s3_listen, S3Config { domains: s3_domain }));
+                cfg.s3 = Some((s3_listen, S3Config::with_domains(s3_domain)));
             }
             let key = mobula::upkey::find_or_make(&data)?;
             let c = Cluster::start(cfg).await?;
@@ -646,7 +646,7 @@ async fn serve(cmd: Cmd, up_account: String, log: LogFormat) -> anyhow::Result<(
                 Some(addr) => {
                     let (sl, surl) = cluster::bind_for(&gw.cfg, addr).await?;
                     println!("mobula gateway: S3 listening on {surl}");
-                    let cfg = S3Config { domains: s3_domain };
+                    let cfg = S3Config::with_domains(s3_domain);
                     Some(cluster::start_s3(sl, surl, gw.clone(), cfg))
                 }
                 None => None,

@@ -101,6 +101,43 @@ impl Signer {
         format!("http://{}{path}?{query}&X-Amz-Signature={sig}", self.host)
     }
 
+    /// A GET of `/bucket/key` signed in an `Authorization` header, as SDKs sign: the URL and
+    /// the headers to send (`host`, `x-amz-content-sha256: UNSIGNED-PAYLOAD` and `x-amz-date`
+    /// signed).
+    #[allow(dead_code)] // the e2e tests' (tests/e2e/s3_fast.rs); the benchmarks presign
+    pub fn signed_get(&self, bucket: &str, key: &str) -> (String, Vec<(String, String)>) {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let (amz, day) = stamp(now);
+        let scope = format!("{day}/us-east-1/s3/aws4_request");
+        let path = format!("/{bucket}/{}", enc(key, true));
+        let names = "host;x-amz-content-sha256;x-amz-date";
+        let canonical = format!(
+            "GET\n{path}\n\nhost:{}\nx-amz-content-sha256:UNSIGNED-PAYLOAD\nx-amz-date:{amz}\n\n{names}\nUNSIGNED-PAYLOAD",
+            self.host
+        );
+        let sts = format!(
+            "AWS4-HMAC-SHA256\n{amz}\n{scope}\n{}",
+            hex::encode(Sha256::digest(canonical.as_bytes()))
+        );
+        let sig = hex::encode(hmac(&self.signing_key(&day), sts.as_bytes()));
+        let auth = format!(
+            "AWS4-HMAC-SHA256 Credential={}/{scope}, SignedHeaders={names}, Signature={sig}",
+            self.ak
+        );
+        let headers = vec![
+            (
+                "x-amz-content-sha256".to_string(),
+                "UNSIGNED-PAYLOAD".to_string(),
+            ),
+            ("x-amz-date".to_string(), amz),
+            ("authorization".to_string(), auth),
+        ];
+        (format!("http://{}{path}", self.host), headers)
+    }
+
     fn signing_key(&self, day: &str) -> [u8; 32] {
         let mut cached = self.key.lock().unwrap();
         if cached.0 != day {

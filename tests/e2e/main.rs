@@ -27,6 +27,7 @@ mod objects;
 mod pg_host;
 mod processes;
 mod s3;
+mod s3_fast;
 mod s3_signed;
 mod sandbox;
 mod task_groups;

@@ -13,13 +13,16 @@
 
 mod bucket;
 mod convert;
+mod fast;
 pub mod keys;
 mod known;
 mod multipart;
 mod object;
 mod opname;
+mod sigv4;
 mod sums;
 
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -42,29 +45,77 @@ pub struct Mobula {
     keys: Arc<Keys>,
     /// Buckets seen to exist in the last few seconds, for writes (see [`Mobula::bucket_for_write`]).
     known: Arc<known::Known>,
+    /// Virtual-host-style domains.
+    domains: Arc<Domains>,
+    /// The GET fast path's state.
+    fast: Arc<fast::Fast>,
 }
 
 /// S3 listener settings.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct S3Config {
     /// Base domains for virtual-host-style requests (`bucket.DOMAIN`); path style always works.
     pub domains: Vec<String>,
+    /// Whether plain GetObjects are answered without s3s (see ARCHITECTURE.md, "The S3 GET fast
+    /// path"); on by default, off with `MOBULA_S3_FAST_GET=0`.
+    pub fast_get: bool,
+    /// How many GETs the fast path answered (shared with whoever made the config).
+    pub fast_served: Arc<AtomicU64>,
+}
+
+impl Default for S3Config {
+    fn default() -> S3Config {
+        S3Config {
+            domains: Vec::new(),
+            fast_get: std::env::var("MOBULA_S3_FAST_GET").map_or(true, |v| v != "0"),
+            fast_served: Arc::default(),
+        }
+    }
+}
+
+impl S3Config {
+    /// The default settings with these virtual-host domains.
+    pub fn with_domains(domains: Vec<String>) -> S3Config {
+        S3Config {
+            domains,
+            ..S3Config::default()
+        }
+    }
+}
+
+/// The S3 implementation over `gw`.
+fn mobula(gw: Arc<Gateway>, cfg: &S3Config) -> Mobula {
+    Mobula {
+        keys: Arc::new(Keys::new(gw.meta.clone())),
+        gw,
+        known: Arc::default(),
+        domains: Arc::new(Domains(cfg.domains.clone())),
+        fast: Arc::new(fast::Fast::new(cfg.fast_served.clone())),
+    }
 }
 
 /// Build the S3 service over `gw`.
 pub fn service(gw: Arc<Gateway>, cfg: &S3Config) -> S3Service {
-    let keys = Arc::new(Keys::new(gw.meta.clone()));
-    let mut b = S3ServiceBuilder::new(Mobula {
-        gw,
-        keys: keys.clone(),
-        known: Arc::default(),
-    });
+    s3s_service(mobula(gw, cfg))
+}
+
+fn s3s_service(m: Mobula) -> S3Service {
+    let keys = m.keys.clone();
+    let domains = m.domains.clone();
+    let mut b = S3ServiceBuilder::new(m);
     b.set_auth(keys::KeyAuth(keys));
     b.set_access(opname::RecordOp);
-    if !cfg.domains.is_empty() {
-        b.set_host(Domains(cfg.domains.clone()));
+    if !domains.0.is_empty() {
+        b.set_host(Domains(domains.0.clone()));
     }
     b.build()
+}
+
+impl Mobula {
+    /// The bucket a virtual-host-style `host` names, if any.
+    fn vhost_bucket<'a>(&self, host: &'a str) -> Option<&'a str> {
+        self.domains.split(host).map(|(_, b)| b)
+    }
 }
 
 /// Virtual-host-style addressing: `bucket.DOMAIN[:port]` names a bucket; any other host (the
@@ -73,21 +124,31 @@ pub fn service(gw: Arc<Gateway>, cfg: &S3Config) -> S3Service {
 #[derive(Debug)]
 struct Domains(Vec<String>);
 
-impl s3s::host::S3Host for Domains {
-    fn parse_host_header<'a>(&'a self, host: &'a str) -> S3Result<s3s::host::VirtualHost<'a>> {
-        let name = match host.rsplit_once(':') {
+impl Domains {
+    /// `host` without its port.
+    fn name(host: &str) -> &str {
+        match host.rsplit_once(':') {
             Some((h, port)) if port.parse::<u16>().is_ok() => h,
             _ => host,
-        };
-        for d in &self.0 {
-            if let Some(bucket) = name
-                .strip_suffix(d.as_str())
-                .and_then(|h| h.strip_suffix('.'))
-            {
-                return Ok(s3s::host::VirtualHost::new(d.as_str()).with_bucket(bucket));
-            }
         }
-        Ok(s3s::host::VirtualHost::new(name))
+    }
+
+    /// The domain and bucket `host` names, if it is `bucket.DOMAIN`.
+    fn split<'a, 'h>(&'a self, host: &'h str) -> Option<(&'a str, &'h str)> {
+        let name = Domains::name(host);
+        self.0.iter().find_map(|d| {
+            let b = name.strip_suffix(d.as_str())?.strip_suffix('.')?;
+            Some((d.as_str(), b))
+        })
+    }
+}
+
+impl s3s::host::S3Host for Domains {
+    fn parse_host_header<'a>(&'a self, host: &'a str) -> S3Result<s3s::host::VirtualHost<'a>> {
+        Ok(match self.split(host) {
+            Some((d, bucket)) => s3s::host::VirtualHost::new(d).with_bucket(bucket),
+            None => s3s::host::VirtualHost::new(Domains::name(host)),
+        })
     }
 }
 
@@ -108,7 +169,9 @@ pub async fn run(
         },
         None => None,
     };
-    let svc = service(gw, &cfg);
+    let m = mobula(gw, &cfg);
+    let svc = s3s_service(m.clone());
+    let fast = cfg.fast_get.then_some(m);
     let limits = mobula_http::Limits {
         api: Some("s3"),
         ..Default::default()
@@ -116,7 +179,7 @@ pub async fn run(
     mobula_http::serve_with(
         listener,
         tls,
-        move |req| handle(svc.clone(), req),
+        move |req| handle(svc.clone(), fast.clone(), req),
         shutdown,
         Duration::from_secs(10),
         limits,
@@ -124,10 +187,21 @@ pub async fn run(
     .await
 }
 
-/// One request through s3s; every answer gets a request id, in the header and in error XML.
-async fn handle(svc: S3Service, mut req: Request) -> Response<Body> {
+/// One request, through the GET fast path or s3s; every answer gets a request id, in the
+/// header and in error XML.
+async fn handle(svc: S3Service, fast: Option<Mobula>, mut req: Request) -> Response<Body> {
     let started = std::time::Instant::now();
     let request_id = uuid::Uuid::new_v4().simple().to_string();
+    if let Some(m) = &fast {
+        let rid: Arc<str> = Arc::from(request_id.as_str());
+        if let Some(mut r) = mobula_http::reqid::scope(rid, fast::get(m, &req)).await {
+            if let Ok(v) = HeaderValue::from_str(&request_id) {
+                r.headers_mut().insert("x-amz-request-id", v);
+            }
+            mobula_http::telemetry::request("s3", "GetObject", r.status(), started);
+            return r;
+        }
+    }
     let op = opname::OpSlot::default();
     req.extensions_mut().insert(op.clone());
     let rid: Arc<str> = Arc::from(request_id.as_str());

@@ -1,0 +1,237 @@
+//! The S3 GET fast path (ARCHITECTURE.md, "The S3 GET fast path"): a plain GetObject — signed
+//! in a header or presigned — is answered without s3s, with exactly the status, headers and
+//! bytes s3s answers; every other request, and every wrong one, still gets s3s's answer.
+//!
+//! Each GET is sent twice: as is (the fast path takes it: its counter moves) and with one extra
+//! unsigned header the fast path does not know (s3s answers: the counter stays), and the two
+//! answers are compared.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use mobula_gateway::s3::S3Config;
+
+use crate::s3::start_with;
+
+#[allow(dead_code)]
+#[path = "../../benches/s3/sigv4.rs"]
+mod sigv4;
+
+/// Status, headers (but the date and the request id) and body of a response.
+async fn answer(r: reqwest::Response) -> (u16, Vec<(String, String)>, Vec<u8>) {
+    let status = r.status().as_u16();
+    let mut h: Vec<(String, String)> = r
+        .headers()
+        .iter()
+        .filter(|(n, _)| !matches!(n.as_str(), "date" | "x-amz-request-id"))
+        .map(|(n, v)| (n.to_string(), String::from_utf8_lossy(v.as_bytes()).into()))
+        .collect();
+    h.sort();
+    (status, h, r.bytes().await.unwrap().to_vec())
+}
+
+fn code(body: &[u8]) -> String {
+    let b = String::from_utf8_lossy(body);
+    b.split("<Code>")
+        .nth(1)
+        .and_then(|r| r.split("</Code>").next())
+        .unwrap_or("")
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn plain_gets_skip_s3s_and_answer_exactly_as_s3s_does() {
+    let cfg = S3Config {
+        fast_get: true,
+        ..S3Config::default()
+    };
+    let served = cfg.fast_served.clone();
+    let (_t, env) = start_with(None, cfg).await;
+    let var = |k: &str| env.iter().find(|(n, _)| n == k).unwrap().1.clone();
+    let endpoint = var("AWS_ENDPOINT_URL");
+    let host = endpoint.trim_start_matches("http://").trim_end_matches('/');
+    let s = sigv4::Signer::new(
+        host,
+        &var("AWS_ACCESS_KEY_ID"),
+        &var("AWS_SECRET_ACCESS_KEY"),
+    );
+    let http = reqwest::Client::new();
+    let r = http
+        .put(s.presign("PUT", "fast", "", &[]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    // Objects with every header a GET returns, sizes around the block size, odd keys.
+    let big: Vec<u8> = (0..3 * 1024 * 1024 + 17u32)
+        .map(|i| (i % 251) as u8)
+        .collect();
+    let objects: Vec<(&str, Vec<u8>, Vec<(&str, &str)>)> = vec![
+        ("small", b"hello".to_vec(), vec![]),
+        ("empty", Vec::new(), vec![]),
+        ("dir/a b ü+~.txt", b"odd key".to_vec(), vec![]),
+        ("big", big, vec![("content-type", "application/x-big")]),
+        (
+            "dressed",
+            b"{\"a\":1}".to_vec(),
+            vec![
+                ("content-type", "application/json"),
+                ("cache-control", "max-age=60"),
+                ("content-disposition", "attachment; filename=\"d.json\""),
+                ("content-encoding", "identity"),
+                ("content-language", "en"),
+                ("expires", "Wed, 21 Oct 2026 07:28:00 GMT"),
+                ("x-amz-meta-color", "blue"),
+                ("x-amz-meta-two-words", "a  b"),
+                ("x-amz-checksum-crc32", "Vhusrw=="),
+            ],
+        ),
+    ];
+    for (key, body, headers) in &objects {
+        let mut req = http
+            .put(s.presign("PUT", "fast", key, &[]))
+            .body(body.clone());
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let r = req.send().await.unwrap();
+        assert_eq!(r.status(), 200, "{key}: {}", r.text().await.unwrap());
+    }
+    let mut fast = 0;
+    for (key, body, _) in &objects {
+        for checksums in [false, true] {
+            for presigned in [true, false] {
+                let send = |slow: bool| {
+                    let mut req = if presigned {
+                        http.get(s.presign("GET", "fast", key, &[]))
+                    } else {
+                        let (url, hs) = s.signed_get("fast", key);
+                        let mut r = http.get(url);
+                        for (k, v) in hs {
+                            r = r.header(k, v);
+                        }
+                        r
+                    };
+                    if checksums {
+                        req = req.header("x-amz-checksum-mode", "ENABLED");
+                    }
+                    if slow {
+                        req = req.header("x-mobula-test", "to s3s");
+                    }
+                    req.send()
+                };
+                let before = served.load(Ordering::SeqCst);
+                let via_s3s = answer(send(true).await.unwrap()).await;
+                assert_eq!(served.load(Ordering::SeqCst), before, "{key}: s3s answered");
+                let here = answer(send(false).await.unwrap()).await;
+                assert_eq!(
+                    served.load(Ordering::SeqCst),
+                    before + 1,
+                    "{key}: fast path"
+                );
+                fast += 1;
+                assert_eq!(here.0, 200, "{key}");
+                assert_eq!(&here.2, body, "{key}");
+                assert_eq!(here.1, via_s3s.1, "{key} presigned={presigned}");
+                assert_eq!(here, via_s3s, "{key}");
+                if *key == "dressed" && checksums {
+                    assert!(here
+                        .1
+                        .contains(&("x-amz-checksum-crc32".into(), "Vhusrw==".into())));
+                    assert!(here.1.contains(&("x-amz-meta-color".into(), "blue".into())));
+                }
+            }
+        }
+    }
+    assert_eq!(served.load(Ordering::SeqCst), fast);
+    check_refusals(&http, &s, host, &served).await;
+}
+
+/// What the fast path does not take still gets s3s's answer, and it never answers a wrong one.
+async fn check_refusals(
+    http: &reqwest::Client,
+    s: &sigv4::Signer,
+    host: &str,
+    served: &Arc<std::sync::atomic::AtomicU64>,
+) {
+    let before = served.load(Ordering::SeqCst);
+    let get = |url: String| http.get(url).send();
+    // A tampered signature, a tampered key, a wrong secret, a missing key and bucket.
+    let url = s.presign("GET", "fast", "small", &[]);
+    let i = url.find("X-Amz-Signature=").unwrap() + "X-Amz-Signature=".len();
+    let flipped = if &url[i..i + 1] == "0" { "1" } else { "0" };
+    let tampered = format!("{}{flipped}{}", &url[..i], &url[i + 1..]);
+    let r = answer(get(tampered).await.unwrap()).await;
+    assert_eq!((r.0, code(&r.2).as_str()), (403, "SignatureDoesNotMatch"));
+    let r = answer(get(url.replace("/small?", "/big?")).await.unwrap()).await;
+    assert_eq!((r.0, code(&r.2).as_str()), (403, "SignatureDoesNotMatch"));
+    let ak = url
+        .split("X-Amz-Credential=")
+        .nth(1)
+        .unwrap()
+        .split("%2F")
+        .next()
+        .unwrap();
+    let wrong = sigv4::Signer::new(host, ak, "not the secret at all, not at all......");
+    let r = answer(
+        get(wrong.presign("GET", "fast", "small", &[]))
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!((r.0, code(&r.2).as_str()), (403, "SignatureDoesNotMatch"));
+    let r = answer(get(s.presign("GET", "fast", "nothing", &[])).await.unwrap()).await;
+    assert_eq!((r.0, code(&r.2).as_str()), (404, "NoSuchKey"));
+    let r = answer(
+        get(s.presign("GET", "nobucket", "small", &[]))
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!((r.0, code(&r.2).as_str()), (404, "NoSuchBucket"));
+    // Another account's object: not found for this key's account.
+    let r = answer(
+        get(s.presign("GET", "private-data", "secret", &[]))
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert!(r.0 == 403 || r.0 == 404, "{r:?}");
+    assert!(!String::from_utf8_lossy(&r.2).contains("not yours"));
+    // A range, a condition, a response override: served by s3s, right.
+    let r = answer(
+        http.get(s.presign("GET", "fast", "small", &[]))
+            .header("range", "bytes=1-2")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!((r.0, r.2.as_slice()), (206, b"el".as_slice()));
+    let r = answer(
+        http.get(s.presign("GET", "fast", "small", &[]))
+            .header("if-none-match", "*")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(r.0, 304);
+    let r = answer(
+        get(s.presign(
+            "GET",
+            "fast",
+            "small",
+            &[("response-content-type", "text/x-y")],
+        ))
+        .await
+        .unwrap(),
+    )
+    .await;
+    assert!(r.1.contains(&("content-type".into(), "text/x-y".into())));
+    assert_eq!(
+        served.load(Ordering::SeqCst),
+        before,
+        "none of these is the fast path's"
+    );
+}
