@@ -12,10 +12,10 @@ use std::sync::Arc;
 use mobula_gateway::s3::S3Config;
 
 use crate::s3::start_with;
+use crate::s3_signed::sigv4;
 
-#[allow(dead_code)]
-#[path = "../../benches/s3/sigv4.rs"]
-mod sigv4;
+/// A key, its bytes, and the headers it is written with.
+type Object = (&'static str, Vec<u8>, Vec<(&'static str, &'static str)>);
 
 /// Status, headers (but the date and the request id) and body of a response.
 async fn answer(r: reqwest::Response) -> (u16, Vec<(String, String)>, Vec<u8>) {
@@ -66,7 +66,7 @@ async fn plain_gets_skip_s3s_and_answer_exactly_as_s3s_does() {
     let big: Vec<u8> = (0..3 * 1024 * 1024 + 17u32)
         .map(|i| (i % 251) as u8)
         .collect();
-    let objects: Vec<(&str, Vec<u8>, Vec<(&str, &str)>)> = vec![
+    let objects: Vec<Object> = vec![
         ("small", b"hello".to_vec(), vec![]),
         ("empty", Vec::new(), vec![]),
         ("dir/a b ü+~.txt", b"odd key".to_vec(), vec![]),

@@ -8,7 +8,7 @@ use crate::s3::start;
 
 #[allow(dead_code)]
 #[path = "../../benches/s3/sigv4.rs"]
-mod sigv4;
+pub mod sigv4;
 
 fn code(body: &str) -> &str {
     body.split("<Code>")
