@@ -1,12 +1,12 @@
-//! The GET fast path: a GetObject of a whole object, path style, signed with SigV4 (header or
-//! presigned URL), answered without s3s — the one operation where s3s's fixed cost per request
+//! The GET fast path: a GetObject of a whole object or one byte range, path style, signed with
+//! SigV4 (header or presigned URL), answered without s3s — the one operation where s3s's fixed cost per request
 //! (~11–14 µs of CPU: query-string parsing, signing-key derivation, DTO round trips; measured by
 //! `cargo bench --bench s3_floor`) is a visible share of the work. See ARCHITECTURE.md, "The S3
 //! GET fast path".
 //!
 //! Invariants:
 //! - It only ever *answers successes* of requests it fully understands. Every header must be on
-//!   a short list (no conditions, no range, no SSE-C, no tokens), the query holds only the
+//!   a short list (no conditions, no SSE-C, no tokens), the query holds only the
 //!   presigned-URL parameters, and the signature must verify with the key's secret over a
 //!   canonical request built here from the request's own bytes ([`super::sigv4`]). Anything
 //!   else — an unknown header, a wrong signature, a missing key, bucket or object, a read that
@@ -29,8 +29,9 @@ use super::sigv4::{self, Claim, SigningKeys};
 use super::Mobula;
 
 /// Request headers the fast path understands (all others send the request to s3s).
-const KNOWN: [&str; 13] = [
+const KNOWN: [&str; 14] = [
     "host",
+    "range",
     "authorization",
     "x-amz-date",
     "x-amz-content-sha256",
@@ -146,9 +147,25 @@ fn value(s: &str) -> Option<HeaderValue> {
     HeaderValue::from_str(s).ok()
 }
 
-/// The response headers s3s writes for a whole-object GetObjectOutput of `e`.
+/// Bytes `start..end` a request asks for: all of a `size`-byte object, or the one range of its
+/// `Range` header, parsed and checked by s3s's own rules; `None` when it has several or one
+/// that s3s would refuse (s3s answers those).
+fn wanted(h: &http::HeaderMap, size: u64) -> Option<(u64, u64, bool)> {
+    let mut all = h.get_all(header::RANGE).iter();
+    let Some(v) = all.next() else {
+        return Some((0, size, false));
+    };
+    all.next().is_none().then_some(())?;
+    let r = s3s::dto::Range::parse(v.to_str().ok()?).ok()?;
+    let r = r.check(size).ok()?;
+    Some((r.start, r.end, true))
+}
+
+/// The response headers s3s writes for a GetObjectOutput of `e` (bytes `start..end` of `size`,
+/// a range when `range`).
 fn object_headers(
     e: &mobula_metadata::api::Entry,
+    (start, end, range): (u64, u64, bool),
     size: u64,
     checksums: bool,
 ) -> Option<http::HeaderMap> {
@@ -164,14 +181,18 @@ fn object_headers(
             h.insert(name, value(v)?);
         }
     }
-    if checksums && !e.headers.contains_key(convert::S3_ETAG) {
+    if checksums && !range && !e.headers.contains_key(convert::S3_ETAG) {
         for n in convert::CHECKSUMS {
             if let Some(v) = e.headers.get(n) {
                 h.insert(HeaderName::from_static(n), value(v)?);
             }
         }
     }
-    h.insert(header::CONTENT_LENGTH, size.into());
+    h.insert(header::CONTENT_LENGTH, (end - start).into());
+    if range {
+        let v = format!("bytes {start}-{}/{size}", end.max(1) - 1);
+        h.insert(header::CONTENT_RANGE, value(&v)?);
+    }
     h.insert(header::CONTENT_TYPE, value(&e.content_type)?);
     h.insert(header::ETAG, etag(e).to_http_header().ok()?);
     let date = |t: s3s::dto::Timestamp| {
@@ -216,17 +237,22 @@ pub async fn get(m: &Mobula, req: &Request) -> Option<Response<Body>> {
             .ok()??;
     let data = e.data.clone()?;
     let checksums = req.headers().contains_key("x-amz-checksum-mode");
-    let headers = object_headers(&e, data.size, checksums)?;
-    let body = if data.size == 0 {
+    let want = wanted(req.headers(), data.size)?;
+    let headers = object_headers(&e, want, data.size, checksums)?;
+    let (start, end, range) = want;
+    let body = if end == start {
         mobula_http::empty()
     } else {
-        let s = crate::read::data_stream(&m.gw, &data, 0, data.size - 1)
+        let s = crate::read::data_stream(&m.gw, &data, start, end - 1)
             .await
             .ok()?;
         mobula_http::stream(s)
     };
     let mut r = Response::new(body);
     *r.headers_mut() = headers;
+    if range {
+        *r.status_mut() = http::StatusCode::PARTIAL_CONTENT;
+    }
     m.fast.served.fetch_add(1, Ordering::Relaxed);
     Some(r)
 }
@@ -260,7 +286,6 @@ mod tests {
         ];
         assert!(plain_headers(&h(&boto3)));
         for extra in [
-            ("range", "bytes=0-1"),
             ("if-none-match", "*"),
             ("if-match", "\"x\""),
             ("if-modified-since", "Sun, 06 Dec 2026 00:00:00 GMT"),
@@ -276,6 +301,34 @@ mod tests {
             all.push(extra);
             assert!(!plain_headers(&h(&all)), "{extra:?}");
         }
+    }
+
+    #[test]
+    fn ranges_are_s3s_own() {
+        let h = |v: &str| {
+            let mut m = http::HeaderMap::new();
+            m.append(header::RANGE, value(v).unwrap());
+            m
+        };
+        assert_eq!(wanted(&http::HeaderMap::new(), 10), Some((0, 10, false)));
+        assert_eq!(wanted(&h("bytes=2-4"), 10), Some((2, 5, true)));
+        assert_eq!(wanted(&h("bytes=2-"), 10), Some((2, 10, true)));
+        assert_eq!(wanted(&h("bytes=-3"), 10), Some((7, 10, true)));
+        assert_eq!(wanted(&h("bytes=5-100"), 10), Some((5, 10, true)));
+        for bad in [
+            "bytes=10-",
+            "bytes=4-2",
+            "bytes=-0",
+            "bytes=0-1,3-4",
+            "items=0-1",
+            "bytes=x",
+        ] {
+            assert_eq!(wanted(&h(bad), 10), None, "{bad}");
+        }
+        assert_eq!(wanted(&h("bytes=0-0"), 0), None);
+        let mut two = h("bytes=0-1");
+        two.append(header::RANGE, value("bytes=2-3").unwrap());
+        assert_eq!(wanted(&two, 10), None);
     }
 
     #[test]
