@@ -60,11 +60,7 @@ impl Signer {
         key: &str,
         params: &[(&str, &str)],
     ) -> String {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs();
-        let (amz, day) = stamp(now);
+        let (amz, day) = stamp_now();
         let scope = format!("{day}/us-east-1/s3/aws4_request");
         let path = if key.is_empty() {
             format!("/{bucket}")
@@ -92,12 +88,7 @@ impl Signer {
             "{method}\n{path}\n{query}\nhost:{}\n\nhost\nUNSIGNED-PAYLOAD",
             self.host
         );
-        let sts = format!(
-            "AWS4-HMAC-SHA256\n{amz}\n{scope}\n{}",
-            hex::encode(Sha256::digest(canonical.as_bytes()))
-        );
-        let k = self.signing_key(&day);
-        let sig = hex::encode(hmac(&k, sts.as_bytes()));
+        let sig = self.signature(&amz, &day, &canonical);
         format!("http://{}{path}?{query}&X-Amz-Signature={sig}", self.host)
     }
 
@@ -106,11 +97,7 @@ impl Signer {
     /// signed).
     #[allow(dead_code)] // the e2e tests' (tests/e2e/s3_fast.rs); the benchmarks presign
     pub fn signed_get(&self, bucket: &str, key: &str) -> (String, Vec<(String, String)>) {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs();
-        let (amz, day) = stamp(now);
+        let (amz, day) = stamp_now();
         let scope = format!("{day}/us-east-1/s3/aws4_request");
         let path = format!("/{bucket}/{}", enc(key, true));
         let names = "host;x-amz-content-sha256;x-amz-date";
@@ -118,11 +105,7 @@ impl Signer {
             "GET\n{path}\n\nhost:{}\nx-amz-content-sha256:UNSIGNED-PAYLOAD\nx-amz-date:{amz}\n\n{names}\nUNSIGNED-PAYLOAD",
             self.host
         );
-        let sts = format!(
-            "AWS4-HMAC-SHA256\n{amz}\n{scope}\n{}",
-            hex::encode(Sha256::digest(canonical.as_bytes()))
-        );
-        let sig = hex::encode(hmac(&self.signing_key(&day), sts.as_bytes()));
+        let sig = self.signature(&amz, &day, &canonical);
         let auth = format!(
             "AWS4-HMAC-SHA256 Credential={}/{scope}, SignedHeaders={names}, Signature={sig}",
             self.ak
@@ -136,6 +119,15 @@ impl Signer {
             ("authorization".to_string(), auth),
         ];
         (format!("http://{}{path}", self.host), headers)
+    }
+
+    /// The signature of a canonical request made at `amz` (on `day`).
+    fn signature(&self, amz: &str, day: &str, canonical: &str) -> String {
+        let sts = format!(
+            "AWS4-HMAC-SHA256\n{amz}\n{day}/us-east-1/s3/aws4_request\n{}",
+            hex::encode(Sha256::digest(canonical.as_bytes()))
+        );
+        hex::encode(hmac(&self.signing_key(day), sts.as_bytes()))
     }
 
     fn signing_key(&self, day: &str) -> [u8; 32] {
@@ -162,6 +154,15 @@ impl Signer {
         }
         self.presign("GET", bucket, "", &p)
     }
+}
+
+/// [`stamp`] of now.
+fn stamp_now() -> (String, String) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    stamp(now)
 }
 
 /// `YYYYMMDDTHHMMSSZ` and `YYYYMMDD` of a Unix time (UTC).

@@ -10,6 +10,19 @@ use crate::s3::start;
 #[path = "../../benches/s3/sigv4.rs"]
 pub mod sigv4;
 
+/// A signer with the key `start` made, and the listener's `host:port`.
+pub fn signer(env: &[(String, String)]) -> (sigv4::Signer, String) {
+    let var = |k: &str| env.iter().find(|(n, _)| n == k).unwrap().1.clone();
+    let endpoint = var("AWS_ENDPOINT_URL");
+    let host = endpoint.trim_start_matches("http://").trim_end_matches('/');
+    let s = sigv4::Signer::new(
+        host,
+        &var("AWS_ACCESS_KEY_ID"),
+        &var("AWS_SECRET_ACCESS_KEY"),
+    );
+    (s, host.to_string())
+}
+
 fn code(body: &str) -> &str {
     body.split("<Code>")
         .nth(1)
@@ -21,14 +34,7 @@ fn code(body: &str) -> &str {
 async fn a_write_into_a_bucket_deleted_meanwhile_is_no_such_bucket_and_stores_nothing() {
     let (t, env) = start(None).await;
     let before = t.data_files(); // the other account's object
-    let var = |k: &str| env.iter().find(|(n, _)| n == k).unwrap().1.clone();
-    let endpoint = var("AWS_ENDPOINT_URL");
-    let host = endpoint.trim_start_matches("http://").trim_end_matches('/');
-    let s = sigv4::Signer::new(
-        host,
-        &var("AWS_ACCESS_KEY_ID"),
-        &var("AWS_SECRET_ACCESS_KEY"),
-    );
+    let (s, _) = signer(&env);
     let http = reqwest::Client::new();
     let r = http
         .put(s.presign("PUT", "soon-gone", "", &[]))
