@@ -43,8 +43,10 @@ pub struct Machine {
     phases: Vec<PhaseShape>,
     nodes: BTreeMap<NodeId, Node>,
     tasks: BTreeMap<TaskId, Task>,
-    /// Tasks waiting for a slot, oldest first.
+    /// Map tasks waiting for a slot, oldest first.
     queue: VecDeque<TaskId>,
+    /// Reducers waiting to be placed (they take no slot), oldest first.
+    reducer_queue: VecDeque<TaskId>,
     /// Reducer task ids of each phase (empty for map phases).
     reducers: Vec<Vec<TaskId>>,
     next: TaskId,
@@ -52,6 +54,9 @@ pub struct Machine {
     cancelled: bool,
     done: bool,
     stats: Stats,
+    /// Waiting tasks examined by settling (for the test that settling stays linear).
+    #[cfg(test)]
+    pub(super) examined: u64,
 }
 
 impl Machine {
@@ -67,11 +72,14 @@ impl Machine {
             nodes: BTreeMap::new(),
             tasks: BTreeMap::new(),
             queue: VecDeque::new(),
+            reducer_queue: VecDeque::new(),
             next: 0,
             input_ended: false,
             cancelled: false,
             done: false,
             stats,
+            #[cfg(test)]
+            examined: 0,
         };
         for p in 0..m.phases.len() {
             if m.phases[p].kind == PhaseKind::Reduce {
@@ -92,7 +100,15 @@ impl Machine {
 
     /// Tasks waiting for a slot.
     pub fn queued(&self) -> usize {
-        self.queue.len()
+        self.queue.len() + self.reducer_queue.len()
+    }
+
+    /// Queue task `id` (waiting) for a slot.
+    fn enqueue(&mut self, id: TaskId) {
+        match self.tasks[&id].input {
+            TaskInput::Reducer(_) => self.reducer_queue.push_back(id),
+            _ => self.queue.push_back(id),
+        }
     }
 
     /// Whether every task has finished and the input has ended (or the job was cancelled).
@@ -183,7 +199,7 @@ impl Machine {
                 fed_ended: false,
             },
         );
-        self.queue.push_back(id);
+        self.enqueue(id);
         self.stats.tasks += 1;
         self.stats.phases[phase].tasks += 1;
         id
@@ -339,7 +355,7 @@ impl Machine {
             t.retries += 1;
             t.state = State::Waiting;
             self.stats.retries += 1;
-            self.queue.push_back(id);
+            self.enqueue(id);
             return;
         }
         self.give_up(id, f, out);
@@ -370,6 +386,7 @@ impl Machine {
             self.give_up(id, f, out);
         }
         self.queue.clear();
+        self.reducer_queue.clear();
     }
 
     /// Will phase `p` get no more input (the job's input ended, or phase `p - 1` is done)?
@@ -421,65 +438,28 @@ impl Machine {
 
     /// Dispatch what can run, end reducers' input, and finish the job when everything is.
     fn settle(&mut self, out: &mut Vec<Command>) {
+        // Reducers take no slot: each waiting one is tried on every settle (a job has few).
         let mut waiting = VecDeque::new();
-        // While every live node's slots are taken by running tasks, no map task can be placed
-        // and a running one will report (and settle again): waiting tasks are only carried
-        // over, not examined — with a thousand queued inputs, examining each on every event
-        // made settling quadratic.
-        let mut full = self.slots_full();
-        while let Some(id) = self.queue.pop_front() {
-            let t = &self.tasks[&id];
-            if t.state != State::Waiting {
-                continue;
-            }
-            let reducer = matches!(t.input, TaskInput::Reducer(_));
-            if full && !reducer {
+        while let Some(id) = self.reducer_queue.pop_front() {
+            if !self.try_start(id, out) {
                 waiting.push_back(id);
-                continue;
             }
-            // A task whose copies all sit on lost nodes can never run: fail it internally.
-            if let TaskInput::Object { nodes, .. } = &t.input {
-                let reachable = nodes.is_empty()
-                    || nodes.iter().any(|n| self.nodes.get(n).is_none_or(|n| n.up));
-                if !reachable {
-                    let f = Failure {
-                        internal: true,
-                        code: "InternalError".into(),
-                        message: "no live node holds a copy of the input".into(),
-                        stderr: None,
-                    };
-                    self.give_up(id, f, out);
-                    continue;
-                }
-            }
-            let Some(node) = self.place(t) else {
-                waiting.push_back(id);
-                continue;
-            };
-            if !reducer {
-                let n = self.nodes.get_mut(&node).expect("placed on a known node");
-                n.running += 1;
-                if let Some(k) = n.idle_groups.get_mut(&t.phase) {
-                    *k = k.saturating_sub(1);
-                }
-                full = self.slots_full();
-            }
-            let t = self.tasks.get_mut(&id).expect("task exists");
-            t.state = State::Running(node.clone());
-            out.push(Command::Run {
-                task: id,
-                phase: t.phase,
-                node,
-                input: t.input.clone(),
-            });
-            for path in &t.fed {
-                out.push(Command::Feed {
-                    task: id,
-                    path: path.clone(),
-                });
-            }
-            t.fed_ended = false;
         }
+        self.reducer_queue = waiting;
+        // Map tasks are tried in order while a slot is free. Once every live node's slots are
+        // taken, none can be placed and a running one will report (and settle again): the rest
+        // of the queue is left as it is, not walked — with thousands of queued inputs, walking
+        // it on every event made settling quadratic.
+        let mut waiting = VecDeque::new();
+        while !self.slots_full() {
+            let Some(id) = self.queue.pop_front() else {
+                break;
+            };
+            if !self.try_start(id, out) {
+                waiting.push_back(id);
+            }
+        }
+        waiting.append(&mut self.queue);
         self.queue = waiting;
         for p in 0..self.phases.len() {
             if self.phases[p].kind != PhaseKind::Reduce || !self.input_complete(p) {
@@ -497,5 +477,60 @@ impl Machine {
             self.done = true;
             out.push(Command::JobDone);
         }
+    }
+
+    /// Start waiting task `id` on a node if one can take it now (or give it up when no live
+    /// node holds its input); false when it must wait. A task no longer waiting is dropped.
+    fn try_start(&mut self, id: TaskId, out: &mut Vec<Command>) -> bool {
+        #[cfg(test)]
+        {
+            self.examined += 1;
+        }
+        let t = &self.tasks[&id];
+        if t.state != State::Waiting {
+            return true;
+        }
+        let reducer = matches!(t.input, TaskInput::Reducer(_));
+        // A task whose copies all sit on lost nodes can never run: fail it internally.
+        if let TaskInput::Object { nodes, .. } = &t.input {
+            let reachable =
+                nodes.is_empty() || nodes.iter().any(|n| self.nodes.get(n).is_none_or(|n| n.up));
+            if !reachable {
+                let f = Failure {
+                    internal: true,
+                    code: "InternalError".into(),
+                    message: "no live node holds a copy of the input".into(),
+                    stderr: None,
+                };
+                self.give_up(id, f, out);
+                return true;
+            }
+        }
+        let Some(node) = self.place(t) else {
+            return false;
+        };
+        if !reducer {
+            let n = self.nodes.get_mut(&node).expect("placed on a known node");
+            n.running += 1;
+            if let Some(k) = n.idle_groups.get_mut(&t.phase) {
+                *k = k.saturating_sub(1);
+            }
+        }
+        let t = self.tasks.get_mut(&id).expect("task exists");
+        t.state = State::Running(node.clone());
+        out.push(Command::Run {
+            task: id,
+            phase: t.phase,
+            node,
+            input: t.input.clone(),
+        });
+        for path in &t.fed {
+            out.push(Command::Feed {
+                task: id,
+                path: path.clone(),
+            });
+        }
+        t.fed_ended = false;
+        true
     }
 }

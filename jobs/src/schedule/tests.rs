@@ -317,6 +317,27 @@ fn slots_bound_what_runs_and_the_rest_waits_in_order() {
 }
 
 #[test]
+fn settling_with_every_slot_taken_leaves_the_queue_unwalked() {
+    // 5,000 inputs queued behind 2 slots (and a reducer): each task's end examines the task that
+    // takes its slot (and the reducer, until it runs), not the thousands behind it.
+    let mut s = Sim::new(vec![map(), reduce(1)], &[("a", 2)]);
+    for i in 0..5000 {
+        s.input(&format!("/u/stor/in{i}"), &["a"]);
+    }
+    assert_eq!(s.m.queued(), 4998);
+    let before = s.m.examined;
+    for _ in 0..100 {
+        let id = *s.running.keys().find(|&&t| t != 0).unwrap();
+        assert!(s.complete(id, |_| Some(0)));
+    }
+    let per_event = (s.m.examined - before) as f64 / 100.0;
+    assert!(per_event <= 3.0, "{per_event} tasks examined per settle");
+    s.ev(Event::EndInput);
+    s.drain(|_| Some(0));
+    assert_eq!((s.outs.len(), s.done), (1, 1));
+}
+
+#[test]
 fn cancel_kills_running_tasks_and_ends_the_job() {
     let mut s = Sim::new(vec![map(), reduce(2)], &nodes3());
     for i in 0..10 {
