@@ -195,15 +195,17 @@ fn object_headers(
     }
     h.insert(header::CONTENT_TYPE, value(&e.content_type)?);
     h.insert(header::ETAG, etag(e).to_http_header().ok()?);
-    let date = |t: s3s::dto::Timestamp| {
+    if let Some(t) = convert::expires_of(e) {
         let mut out = Vec::with_capacity(29);
         t.format(TimestampFormat::HttpDate, &mut out).ok()?;
-        HeaderValue::from_bytes(&out).ok()
-    };
-    if let Some(t) = convert::expires_of(e) {
-        h.insert(header::EXPIRES, date(t)?);
+        h.insert(header::EXPIRES, HeaderValue::from_bytes(&out).ok()?);
     }
-    h.insert(header::LAST_MODIFIED, date(convert::time(e.mtime))?);
+    // s3s's RFC 1123 form is the IMF-fixdate `httpdate` writes (the e2e comparison holds it).
+    let mtime = std::time::UNIX_EPOCH + std::time::Duration::from_millis(e.mtime.max(0) as u64);
+    h.insert(
+        header::LAST_MODIFIED,
+        value(&httpdate::fmt_http_date(mtime))?,
+    );
     for (k, v) in e.headers.iter() {
         if let Some(name) = k.strip_prefix("m-") {
             // s3s writes a value outside printable ASCII RFC 2047-encoded: left to it.

@@ -206,7 +206,8 @@ fn push_value(out: &mut String, v: &str) {
 }
 
 /// The canonical request of a GET of `path` (decoded) with the decoded `query` (without
-/// `X-Amz-Signature`), or `None` when a signed header is missing or repeated.
+/// `X-Amz-Signature`), or `None` when a signed header is missing or repeated, or a query name
+/// has a character that encoding would change.
 pub fn canonical_request(
     path: &str,
     query: &[(String, String)],
@@ -217,16 +218,19 @@ pub fn canonical_request(
     out.push_str("GET\n");
     uri_encode(&mut out, path, true);
     out.push('\n');
-    let mut q: Vec<(String, String)> = query
+    // Names of unreserved characters only (the presigned parameters are): their encoded order
+    // is their own, so the pairs are sorted as they are and encoded straight into the request.
+    let unreserved = |k: &str| {
+        k.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.~".contains(&b))
+    };
+    let mut q: Vec<&(String, String)> = query
         .iter()
         .filter(|(k, _)| k != "X-Amz-Signature")
-        .map(|(k, v)| {
-            let (mut a, mut b) = (String::new(), String::new());
-            uri_encode(&mut a, k, false);
-            uri_encode(&mut b, v, false);
-            (a, b)
-        })
         .collect();
+    if !q.iter().all(|(k, _)| unreserved(k)) {
+        return None;
+    }
     q.sort();
     for (i, (k, v)) in q.iter().enumerate() {
         if i > 0 {
@@ -234,7 +238,7 @@ pub fn canonical_request(
         }
         out.push_str(k);
         out.push('=');
-        out.push_str(v);
+        uri_encode(&mut out, v, false);
     }
     out.push('\n');
     for name in &c.signed {
