@@ -61,7 +61,8 @@ async fn a_metadata_crash_mid_batch_loses_no_acknowledged_write() {
         ("meta-batch-before-commit", false),
         ("meta-batch-before-ack", true),
     ] {
-        // Arm: abort in the 30th batch from now (heartbeats are writes too).
+        // Arm: abort in the 30th batch of 3 or more writes from now (the crash points skip
+        // smaller batches: the two nodes' heartbeats alone would carry no PUT).
         let _ = meta.kill().await;
         meta = metadata(&mdir, &addr, &format!("{point}@30")).await;
         let first = n;
