@@ -13,6 +13,8 @@
 //! `cargo bench --bench jobs`. Env: FILES (1000), TOTAL_MIB (1024), NOOP (30 runs), TINY (1000
 //! objects; 0 skips), SMALL (10,000 objects of 4 KiB: task overhead at scale; 0 skips), SLOTS (tasks per node; default: `up`'s), DIR (where the files go).
 
+#[path = "common/cpu.rs"]
+mod cpu;
 #[path = "common/words.rs"]
 mod words;
 
@@ -220,15 +222,7 @@ fn which(prog: &str) -> bool {
 
 /// (busy, total) jiffies of all CPUs.
 fn busy() -> (u64, u64) {
-    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
-    let v: Vec<u64> = stat
-        .lines()
-        .next()
-        .unwrap_or_default()
-        .split_whitespace()
-        .skip(1)
-        .filter_map(|x| x.parse().ok())
-        .collect();
+    let v = cpu::fields();
     let total: u64 = v.iter().sum();
     let idle = v.get(3).copied().unwrap_or(0) + v.get(4).copied().unwrap_or(0);
     (total - idle, total)

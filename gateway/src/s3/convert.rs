@@ -185,16 +185,19 @@ pub fn add_request_id(body: &[u8], id: &str) -> bytes::Bytes {
     ))
 }
 
+/// What S3's URI encoding escapes: everything but unreserved characters (`/` too).
+pub const ESCAPED: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+/// [`ESCAPED`] but `/` (paths and keys).
+pub const ESCAPED_BUT_SLASH: &percent_encoding::AsciiSet = &ESCAPED.remove(b'/');
+
 /// S3's `EncodingType=url`: keys and prefixes percent-encoded (all but unreserved and `/`).
 pub fn encode(s: &str, url: bool) -> String {
-    const SET: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
-        .remove(b'-')
-        .remove(b'.')
-        .remove(b'_')
-        .remove(b'~')
-        .remove(b'/');
     if url {
-        percent_encoding::utf8_percent_encode(s, SET).to_string()
+        percent_encoding::utf8_percent_encode(s, ESCAPED_BUT_SLASH).to_string()
     } else {
         s.to_string()
     }

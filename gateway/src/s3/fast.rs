@@ -105,17 +105,16 @@ fn presign_query(q: &str) -> Option<Vec<(String, String)>> {
     Some(out)
 }
 
-/// `(bucket, key)` of a path-style object URL, decoded.
-fn bucket_and_key(path: &str) -> Option<(String, String)> {
+/// A path-style object URL's path, decoded, and where its bucket name ends (`/bucket/key`:
+/// the bucket is `[1..end]`, the key `[end + 1..]`).
+fn object_of(path: &str) -> Option<(String, usize)> {
     if path.contains("%2F") || path.contains("%2f") {
         return None; // an encoded slash: left to s3s's rules
     }
-    let p = percent_decode_str(path).decode_utf8().ok()?;
-    let (b, k) = p.strip_prefix('/')?.split_once('/')?;
-    let valid = (3..=63).contains(&b.len())
-        && b.bytes()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'.' || c == b'-');
-    (valid && !k.is_empty()).then(|| (b.to_string(), k.to_string()))
+    let p = percent_decode_str(path).decode_utf8().ok()?.into_owned();
+    let end = 1 + p.strip_prefix('/')?.find('/')?;
+    let ok = mobula_metadata::api::valid_bucket_name(&p[1..end]) && end + 1 < p.len();
+    ok.then_some((p, end))
 }
 
 /// The account whose key signed `req`, when the signature verifies here.
@@ -181,12 +180,8 @@ fn object_headers(
             h.insert(name, value(v)?);
         }
     }
-    if checksums && !range && !e.headers.contains_key(convert::S3_ETAG) {
-        for n in convert::CHECKSUMS {
-            if let Some(v) = e.headers.get(n) {
-                h.insert(HeaderName::from_static(n), value(v)?);
-            }
-        }
+    for (n, v) in super::object::stored_checksums(e, checksums, !range) {
+        h.insert(HeaderName::from_static(n), value(v)?);
     }
     h.insert(header::CONTENT_LENGTH, (end - start).into());
     if range {
@@ -226,15 +221,15 @@ pub async fn get(m: &Mobula, req: &Request) -> Option<Response<Body>> {
         return None;
     }
     let host = req.headers().get(header::HOST)?.to_str().ok()?;
-    if m.vhost_bucket(host).is_some() {
-        return None;
+    if m.domains.split(host).is_some() {
+        return None; // virtual-host style
     }
-    let (bucket, key) = bucket_and_key(req.uri().path())?;
-    let decoded_path = format!("/{bucket}/{key}");
-    let account = signer(m, req, &decoded_path).await?;
+    let (path, end) = object_of(req.uri().path())?;
+    let account = signer(m, req, &path).await?;
+    let (bucket, key) = (&path[1..end], &path[end + 1..]);
     let e =
         m.gw.meta
-            .get(&object_path(&account, &bucket, &key).ok()?)
+            .get(&object_path(&account, bucket, key).ok()?)
             .await
             .ok()??;
     let data = e.data.clone()?;
@@ -349,14 +344,11 @@ mod tests {
         ] {
             assert!(presign_query(&bad).is_none(), "{bad}");
         }
-        assert_eq!(
-            bucket_and_key("/bkt/a%20b/c").unwrap(),
-            ("bkt".into(), "a b/c".into())
-        );
+        assert_eq!(object_of("/bkt/a%20b/c").unwrap(), ("/bkt/a b/c".into(), 4));
         for bad in [
             "/bkt", "/bkt/", "/", "/Bkt/k", "/b/k", "/bkt%2Fk", "/bkt/%FF",
         ] {
-            assert!(bucket_and_key(bad).is_none(), "{bad}");
+            assert!(object_of(bad).is_none(), "{bad}");
         }
     }
 }

@@ -111,13 +111,6 @@ fn s3s_service(m: Mobula) -> S3Service {
     b.build()
 }
 
-impl Mobula {
-    /// The bucket a virtual-host-style `host` names, if any.
-    fn vhost_bucket<'a>(&self, host: &'a str) -> Option<&'a str> {
-        self.domains.split(host).map(|(_, b)| b)
-    }
-}
-
 /// Virtual-host-style addressing: `bucket.DOMAIN[:port]` names a bucket; any other host (the
 /// domain itself, an IP address, `localhost`) is path style. (s3s's `MultiDomain` would take an
 /// unknown host, port included, for a bucket name, which breaks path-style clients.)
@@ -171,7 +164,7 @@ pub async fn run(
     };
     let m = mobula(gw, &cfg);
     let svc = s3s_service(m.clone());
-    let fast = cfg.fast_get.then_some(m);
+    let fast = cfg.fast_get.then(|| Arc::new(m));
     let limits = mobula_http::Limits {
         api: Some("s3"),
         ..Default::default()
@@ -189,7 +182,7 @@ pub async fn run(
 
 /// One request, through the GET fast path or s3s; every answer gets a request id, in the
 /// header and in error XML.
-async fn handle(svc: S3Service, fast: Option<Mobula>, mut req: Request) -> Response<Body> {
+async fn handle(svc: S3Service, fast: Option<Arc<Mobula>>, mut req: Request) -> Response<Body> {
     let started = std::time::Instant::now();
     let request_id = uuid::Uuid::new_v4().simple().to_string();
     if let Some(m) = &fast {

@@ -242,17 +242,27 @@ fn check_read(
     }
 }
 
-/// The checksums stored with an object, when the whole of a single-part object is read.
-fn stored_sums(e: &Entry, mode: Option<&ChecksumMode>, whole: bool) -> Checksum {
-    let mut c = Checksum::default();
-    let enabled = mode.is_some_and(|m| m.as_str() == ChecksumMode::ENABLED);
-    if enabled && whole && !e.headers.contains_key(convert::S3_ETAG) {
-        let sums: Vec<(String, String)> = CHECKSUMS
-            .iter()
-            .filter_map(|n| Some((n.to_string(), e.headers.get(*n)?.clone())))
-            .collect();
-        fill(&sums, &mut c);
+/// The checksums stored with an object that a read returns (stored header name, value): with
+/// checksum mode on, when the whole of a single-part object is read.
+pub fn stored_checksums(e: &Entry, enabled: bool, whole: bool) -> Vec<(&'static str, &String)> {
+    if !enabled || !whole || e.headers.contains_key(convert::S3_ETAG) {
+        return Vec::new();
     }
+    CHECKSUMS
+        .iter()
+        .filter_map(|n| Some((*n, e.headers.get(*n)?)))
+        .collect()
+}
+
+/// [`stored_checksums`] as the output's fields.
+fn stored_sums(e: &Entry, mode: Option<&ChecksumMode>, whole: bool) -> Checksum {
+    let enabled = mode.is_some_and(|m| m.as_str() == ChecksumMode::ENABLED);
+    let sums: Vec<(String, String)> = stored_checksums(e, enabled, whole)
+        .into_iter()
+        .map(|(n, v)| (n.to_string(), v.clone()))
+        .collect();
+    let mut c = Checksum::default();
+    fill(&sums, &mut c);
     c
 }
 

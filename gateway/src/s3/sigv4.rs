@@ -17,6 +17,8 @@ use hmac::{Hmac, Mac};
 use http::HeaderMap;
 use sha2::{Digest, Sha256};
 
+use super::convert;
+
 type HmacSha256 = Hmac<Sha256>;
 
 /// The largest clock difference accepted (s3s's default too).
@@ -30,6 +32,8 @@ pub const EMPTY_SHA256: &str = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934c
 #[derive(Debug, PartialEq)]
 pub struct Claim<'a> {
     pub access_key: &'a str,
+    /// `access key/day/region`: what a signing key is derived from (besides the secret).
+    pub key_id: &'a str,
     pub region: &'a str,
     /// `yyyymmddThhmmssZ`.
     pub amz_date: &'a str,
@@ -41,14 +45,14 @@ pub struct Claim<'a> {
     pub payload: &'a str,
 }
 
-/// `Credential=AK/yyyymmdd/region/s3/aws4_request`'s value: (access key, day, region).
-fn credential(c: &str) -> Option<(&str, &str, &str)> {
-    let mut p = c.split('/');
+/// `Credential=AK/yyyymmdd/region/s3/aws4_request`'s value: (access key, day, region, and the
+/// `AK/yyyymmdd/region` it starts with).
+fn credential(c: &str) -> Option<(&str, &str, &str, &str)> {
+    let key_id = c.strip_suffix("/s3/aws4_request")?;
+    let mut p = key_id.split('/');
     let (ak, day, region) = (p.next()?, p.next()?, p.next()?);
-    (p.next()? == "s3" && p.next()? == "aws4_request" && p.next().is_none())
-        .then_some(())
-        .filter(|_| !ak.is_empty() && !region.is_empty())?;
-    Some((ak, day, region))
+    let ok = p.next().is_none() && !ak.is_empty() && !region.is_empty();
+    ok.then_some((ak, day, region, key_id))
 }
 
 fn signed_headers(s: &str) -> Option<Vec<&str>> {
@@ -76,10 +80,11 @@ fn claim<'a>(
     sig: &'a str,
     payload: &'a str,
 ) -> Option<Claim<'a>> {
-    let (access_key, day, region) = credential(cred)?;
+    let (access_key, day, region, key_id) = credential(cred)?;
     (amz_date.get(..8)? == day).then_some(())?;
     Some(Claim {
         access_key,
+        key_id,
         region,
         amz_date,
         signed: signed_headers(signed)?,
@@ -177,20 +182,12 @@ pub fn in_time(amz_date: &str, expires: Option<i64>, now: i64) -> bool {
 
 /// S3's URI encoding: unreserved bytes kept, `/` kept when `slash`, the rest `%XX`.
 pub fn uri_encode(out: &mut String, s: &str, slash: bool) {
-    const HEX: &[u8; 16] = b"0123456789ABCDEF";
-    for &b in s.as_bytes() {
-        match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'_' | b'-' | b'~' | b'.' => {
-                out.push(b as char)
-            }
-            b'/' if slash => out.push('/'),
-            _ => {
-                out.push('%');
-                out.push(HEX[usize::from(b >> 4)] as char);
-                out.push(HEX[usize::from(b & 15)] as char);
-            }
-        }
-    }
+    let set = if slash {
+        convert::ESCAPED_BUT_SLASH
+    } else {
+        convert::ESCAPED
+    };
+    out.extend(percent_encoding::utf8_percent_encode(s, set));
 }
 
 /// A header value as SigV4 canonicalises it: trimmed, inner runs of spaces made one.
@@ -263,36 +260,30 @@ fn hmac(key: &[u8], msg: &[u8]) -> [u8; 32] {
     m.finalize().into_bytes().into()
 }
 
-/// Signing keys, cached: `(access key, day, region)` → (secret, key). A changed secret
+/// Signing keys, cached: `access key/day/region` → (secret, key). A changed secret
 /// recomputes the key.
 #[derive(Debug, Default)]
-pub struct SigningKeys(Mutex<HashMap<KeyId, (String, [u8; 32])>>);
-
-/// Access key, day, region.
-type KeyId = (String, String, String);
+pub struct SigningKeys(Mutex<HashMap<String, (String, [u8; 32])>>);
 
 impl SigningKeys {
     fn key(&self, c: &Claim<'_>, secret: &str) -> [u8; 32] {
-        let day = &c.amz_date[..8];
-        let id = (
-            c.access_key.to_string(),
-            day.to_string(),
-            c.region.to_string(),
-        );
         let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((s, k)) = map.get(&id) {
+        if let Some((s, k)) = map.get(c.key_id) {
             if s == secret {
                 return *k;
             }
         }
-        let k = hmac(format!("AWS4{secret}").as_bytes(), day.as_bytes());
+        let k = hmac(
+            format!("AWS4{secret}").as_bytes(),
+            &c.amz_date.as_bytes()[..8],
+        );
         let k = hmac(&k, c.region.as_bytes());
         let k = hmac(&k, b"s3");
         let k = hmac(&k, b"aws4_request");
         if map.len() >= 10_000 {
             map.clear();
         }
-        map.insert(id, (secret.to_string(), k));
+        map.insert(c.key_id.to_string(), (secret.to_string(), k));
         k
     }
 
