@@ -251,7 +251,8 @@ pub async fn handle(gw: Arc<Gateway>, req: Request) -> Response<Body> {
     let counted = mobula_http::telemetry::enabled().then(|| ops::put_kind(req.headers()));
     let rid: Arc<str> = Arc::from(request_id.as_str());
     let serve = async {
-        let resp = match route(&gw, req).await {
+        // Boxed: the routes' futures are large, and hyper moves the one it is handed.
+        let resp = match Box::pin(route(&gw, req)).await {
             Ok(r) => r,
             Err(e) => {
                 if e.code == Code::InternalError {

@@ -164,12 +164,23 @@ impl MetadataClient {
         self.call("key.remove", &r).await
     }
     pub async fn get(&self, path: &str) -> Result<Option<Entry>, ApiError> {
+        // Every GET and HEAD asks this first: in this process, with a reader idle, it is
+        // answered in place and typed (no JSON either way).
+        if let Some(local) = crate::local::get(&self.base) {
+            if let Some(r) = local.get_now(path) {
+                return r;
+            }
+        }
         self.call("entry.get", &Name { name: path.into() }).await
     }
     pub async fn mkdir(&self, path: &str) -> Result<(), ApiError> {
         self.call("entry.mkdir", &Name { name: path.into() }).await
     }
     pub async fn put_object(&self, req: &PutObject) -> Result<Entry, ApiError> {
+        // Every PUT ends here: in this process, typed (no JSON either way).
+        if let Some(local) = crate::local::get(&self.base) {
+            return local.put_object(req).await;
+        }
         self.call("entry.put_object", req).await
     }
     pub async fn put_link(&self, req: &PutLink) -> Result<Entry, ApiError> {

@@ -14,7 +14,12 @@ use http::StatusCode;
 use http_body_util::BodyExt;
 use tokio::sync::watch;
 
+use mobula_http::{ApiError, Code};
+
+use crate::api::{Entry, PutObject};
 use crate::db::Db;
+use crate::error::Error;
+use crate::namespace;
 
 /// A service serving in this process.
 pub(crate) struct Local {
@@ -55,6 +60,25 @@ pub(crate) fn get(url: &str) -> Option<Arc<Local>> {
 }
 
 impl Local {
+    /// `entry.get` of `path` answered in place, as the service would answer it, when a reader
+    /// is idle (see [`Db::read_now`]); `None`: make the call.
+    pub fn get_now(&self, path: &str) -> Option<Result<Option<Entry>, ApiError>> {
+        let started = std::time::Instant::now();
+        let r = self.db.read_now(|c| namespace::get(c, path))?;
+        Some(answered("entry.get", started, r))
+    }
+
+    /// `entry.put_object`, typed: the same grouped commit as the call, without its JSON.
+    pub async fn put_object(&self, req: &PutObject) -> Result<Entry, ApiError> {
+        let started = std::time::Instant::now();
+        let a = req.clone();
+        let r = self
+            .db
+            .write_grouped(move |tx| namespace::put_object(tx, &a))
+            .await;
+        answered("entry.put_object", started, r)
+    }
+
     /// Call `method` with JSON `body`: the answer's status and JSON body.
     pub async fn call(&self, method: &str, body: Bytes) -> (StatusCode, Bytes) {
         let started = std::time::Instant::now();
@@ -68,5 +92,108 @@ impl Local {
             Err(_) => Bytes::new(),
         };
         (status, bytes)
+    }
+}
+
+/// A typed answer as the service gives it: its error at the edge (an internal one logged),
+/// the request counted.
+fn answered<T>(
+    op: &'static str,
+    started: std::time::Instant,
+    r: Result<T, Error>,
+) -> Result<T, ApiError> {
+    let r = r.map_err(|e| {
+        let e = ApiError::from(e);
+        if e.code == Code::InternalError {
+            tracing::error!("metadata: {e}");
+        }
+        e
+    });
+    let status = match &r {
+        Ok(_) => StatusCode::OK,
+        Err(e) => e.status(),
+    };
+    mobula_http::telemetry::request("metadata", op, status, started);
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+
+    use crate::api::{Data, PutObject};
+    use crate::{Db, MetadataClient};
+
+    /// `entry.get` answered in place, typed, is what the service answers over HTTP.
+    #[tokio::test]
+    async fn a_get_in_place_answers_as_the_service_does() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Arc::new(Db::open(&dir.path().join("meta.db")).unwrap());
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", l.local_addr().unwrap());
+        tokio::spawn(crate::serve(l, db, std::future::pending()));
+        let m = MetadataClient::new(&url);
+        m.ping().await.unwrap();
+        m.create_account("a").await.unwrap();
+        let mut headers = BTreeMap::new();
+        headers.insert("m-colour".to_string(), "blue ü".to_string());
+        let put = PutObject {
+            parents: true,
+            path: "/a/stor/d/o".into(),
+            data: Data {
+                id: format!("{:032x}", 7),
+                size: 10,
+                md5: "bWQ1".into(),
+                blake3: "ab".into(),
+                durability: 2,
+                nodes: vec!["n1".into(), "n2".into()],
+            },
+            content_type: "text/plain".into(),
+            headers,
+            preconditions: Default::default(),
+        };
+        m.put_object(&put).await.unwrap();
+        let local = super::get(&url).expect("the service is registered in this process");
+        let http = reqwest::Client::new();
+        for path in [
+            "/a/stor/d/o",
+            "/a/stor/d",
+            "/a/stor/missing",
+            "/nobody/stor/x",
+        ] {
+            let typed = local.get_now(path).expect("a reader is idle").unwrap();
+            let wire: Option<crate::api::Entry> = http
+                .post(format!("{url}/rpc/entry.get"))
+                .json(&serde_json::json!({ "name": path }))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            assert_eq!(typed, wire, "{path}");
+            assert_eq!(m.get(path).await.unwrap(), wire, "{path}");
+        }
+        // A typed write is the call's write: the entry it answers is the one read back, and
+        // its refusal is the one the wire gives.
+        let mut again = put.clone();
+        again.data.id = format!("{:032x}", 8);
+        let written = m.put_object(&again).await.unwrap();
+        assert_eq!(m.get("/a/stor/d/o").await.unwrap(), Some(written));
+        let mut orphan = put.clone();
+        orphan.parents = false;
+        orphan.path = "/a/stor/nodir/o".into();
+        let typed = m.put_object(&orphan).await.unwrap_err();
+        let resp = http
+            .post(format!("{url}/rpc/entry.put_object"))
+            .json(&orphan)
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status();
+        let wire = mobula_http::ApiError::from_wire(status, &resp.bytes().await.unwrap());
+        assert_eq!((typed.code, &typed.message), (wire.code, &wire.message));
+        assert_eq!(typed.status(), status);
     }
 }

@@ -106,6 +106,12 @@ impl BlockHashes {
         }
     }
 
+    /// The hash list in the open data file's attribute, if it is there and well formed.
+    pub fn in_attribute(data: &File) -> Option<BlockHashes> {
+        use xattr::FileExt;
+        Self::decode(&data.get_xattr(XATTR).ok()??).ok()
+    }
+
     /// The hash list of the data file at `data` (its sidecar is `<data>.blk`).
     pub fn stored(data: &Path) -> io::Result<BlockHashes> {
         let mut blk = data.as_os_str().to_owned();

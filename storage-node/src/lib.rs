@@ -12,6 +12,7 @@ pub mod api;
 #[doc(hidden)]
 pub mod bench;
 pub mod blocks;
+mod cached;
 pub mod client;
 mod data_path;
 #[cfg(feature = "fake")]

@@ -274,6 +274,16 @@ impl Store {
         Ok(if self.verify_reads { r } else { r.unverified() })
     }
 
+    /// `id`'s size and the verified bytes of `range` (inclusive; all when `None`), read on the
+    /// calling thread because the copy is small and wholly in the kernel's caches; `None`:
+    /// read it with [`Store::reader`] on a blocking thread (see `cached.rs`).
+    pub fn read_cached(&self, id: &str, range: Option<(u64, u64)>) -> Option<(u64, bytes::Bytes)> {
+        if !self.verify_reads {
+            return None;
+        }
+        crate::cached::read(&self.path(id), range)
+    }
+
     /// Turn read verification off (benchmark baseline only; never in service).
     pub fn without_read_verification(mut self) -> Self {
         self.verify_reads = false;
