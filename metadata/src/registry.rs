@@ -16,7 +16,8 @@ pub fn heartbeat(tx: &dyn Sql, hb: &Heartbeat) -> Result<(), Error> {
          VALUES (?1, ?2, ?3, ?4, ?5, ?6)
          ON CONFLICT (id) DO UPDATE SET url = excluded.url, free_bytes = excluded.free_bytes,
             total_bytes = excluded.total_bytes, last_seen = excluded.last_seen,
-            slots = excluded.slots",
+            slots = excluded.slots
+         WHERE nodes.state <> 'removed'",
         params![
             hb.id,
             hb.url,
@@ -58,7 +59,7 @@ pub fn nodes(conn: &dyn Sql) -> Result<Vec<NodeInfo>, Error> {
     let now = now_ms();
     conn.query_map(
         "SELECT id, url, free_bytes, total_bytes, last_seen, slots, state FROM nodes
-             ORDER BY id",
+             WHERE state <> 'removed' ORDER BY id",
         params![],
         |r| {
             Ok(NodeInfo {
@@ -187,7 +188,7 @@ pub fn set_state(tx: &dyn Sql, s: &NodeState) -> Result<(), Error> {
         ));
     }
     let n = tx.execute(
-        "UPDATE nodes SET state = ?2 WHERE id = ?1",
+        "UPDATE nodes SET state = ?2 WHERE id = ?1 AND state <> 'removed'",
         params![s.id, s.state],
     )?;
     if n == 0 {
@@ -224,12 +225,17 @@ pub fn copies_on(conn: &dyn Sql, id: &str) -> Result<u64, Error> {
     )
 }
 
-/// Forget node `id`: only once it is not active and holds no copy anything needs.
+/// Forget node `id`: only once it is not active and holds no copy anything needs. Its id is
+/// retired, not deleted: a node still running keeps heartbeating under it, and those
+/// heartbeats must not bring it back as a new, active node (new copies placed on a machine
+/// the operator took out). A machine rejoins under a new id (a fresh node directory).
 pub fn remove(tx: &dyn Sql, id: &str) -> Result<(), Error> {
     let state: Option<String> = {
-        tx.query_opt("SELECT state FROM nodes WHERE id = ?1", params![id], |r| {
-            r.get(0)
-        })?
+        tx.query_opt(
+            "SELECT state FROM nodes WHERE id = ?1 AND state <> 'removed'",
+            params![id],
+            |r| r.get(0),
+        )?
     };
     let refuse = |m: String| Err(Error::refused(mobula_http::Code::InvalidUpdate, m));
     match state.as_deref() {
@@ -248,6 +254,9 @@ pub fn remove(tx: &dyn Sql, id: &str) -> Result<(), Error> {
             "node {id} still holds {left} copies that are needed"
         ));
     }
-    tx.execute("DELETE FROM nodes WHERE id = ?1", params![id])?;
+    tx.execute(
+        "UPDATE nodes SET state = 'removed' WHERE id = ?1",
+        params![id],
+    )?;
     Ok(())
 }

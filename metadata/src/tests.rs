@@ -379,6 +379,20 @@ fn a_drained_nodes_copy_counts_until_its_replacement_exists(db: &Db) {
     assert_eq!(db.read(|c| registry::copies_on(c, "n1")).unwrap(), 0);
     db.write(|tx| registry::remove(tx, "n1")).unwrap();
     assert_eq!(db.read(registry::nodes).unwrap().len(), 2);
+    // Still running, it heartbeats on: it stays forgotten (no copies placed on it again).
+    db.write(|tx| registry::heartbeat(tx, &hb)).unwrap();
+    assert!(db
+        .read(registry::nodes)
+        .unwrap()
+        .iter()
+        .all(|n| n.id != "n1"));
+    for e in [
+        db.write(|tx| registry::remove(tx, "n1")).unwrap_err(),
+        db.write(|tx| registry::set_state(tx, &set("active")))
+            .unwrap_err(),
+    ] {
+        assert_eq!(e.code(), Code::ResourceNotFound);
+    }
 }
 
 /// Gateways share the repair queue: a claimed repair goes to no other claimant until its claim
