@@ -229,7 +229,7 @@ async fn open(
     let range = (start != 0 || end + 1 != size).then_some((start, end));
     for (index, (node, url)) in order.iter().enumerate() {
         match gw.data.open(url, id, range).await {
-            Ok(opened) => {
+            Ok(mut opened) => {
                 if opened.size != Some(size) {
                     tracing::warn!(
                         "copy of {id} on {node} has the wrong size {:?}",
@@ -237,9 +237,25 @@ async fn open(
                     );
                     continue;
                 }
+                // The first piece is read before a copy is chosen: one failing at once (its
+                // first block bad) is passed over like one that does not answer, so an object
+                // bad on every copy is refused (503) before its head, not cut after it.
+                let stream: ByteStream = match opened.stream.next().await {
+                    Some(Ok(first)) => {
+                        let first = futures::stream::once(async move { Ok(first) });
+                        Box::pin(first.chain(opened.stream))
+                    }
+                    None => opened.stream,
+                    // The node answered: its copy is bad (it reports that itself), not the
+                    // node, which stays in use.
+                    Some(Err(e)) => {
+                        tracing::warn!("copy of {id} on {node} failed at byte {start}: {e}");
+                        continue;
+                    }
+                };
                 return Ok(Open {
                     index,
-                    stream: opened.stream,
+                    stream,
                     order,
                 });
             }

@@ -148,7 +148,7 @@ async fn scrub_finds_and_repairs_a_copy_nobody_read() {
 }
 
 #[tokio::test]
-async fn with_every_copy_bad_the_response_is_cut() {
+async fn with_every_copy_bad_the_get_is_refused_or_cut() {
     let t = T::start(3).await;
     let body = bytes(4 << 20, 13);
     t.put("/admin/stor/b", body.clone()).await;
@@ -165,19 +165,32 @@ async fn with_every_copy_bad_the_response_is_cut() {
         .unwrap();
     assert_eq!(r.status(), 206, "a range that avoids the bad block reads");
     assert_eq!(r.bytes().await.unwrap().as_ref(), &body[3145728..3145828]);
-    // The body is cut, not completed; or refused before any byte; or — when the first block
-    // fails before hyper has written the response head, which it sends with the first bytes —
-    // the connection closes with no response at all.
-    match t.req(Method::GET, "/admin/stor/b").send().await {
-        Err(e) => assert!(e.is_request(), "{e}"),
-        Ok(r) => match r.status().as_u16() {
-            200 => assert!(
-                r.bytes().await.is_err(),
-                "the body must be cut, not completed"
-            ),
-            s => assert_eq!(s, 503, "or refused before any byte"),
-        },
+    // Bad from its first block on every copy: refused before any byte, with the error's JSON.
+    let r = t.req(Method::GET, "/admin/stor/b").send().await.unwrap();
+    assert_eq!(r.status(), 503);
+    let e: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(e["code"], "ServiceUnavailable", "{e}");
+    // Bad past its head on every copy: the body is cut, not completed.
+    let body = bytes(4 << 20, 14);
+    t.put("/admin/stor/c", body.clone()).await;
+    let d = t.data_of("/admin/stor/c").await;
+    for n in &d.nodes {
+        flip(&t.data_path(t.node_index(n), &d.id), (2 << 20) + 10);
     }
+    let r = t.req(Method::GET, "/admin/stor/c").send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(
+        r.bytes().await.is_err(),
+        "the body must be cut, not completed"
+    );
+    // A small object bad on every copy: refused too (its one block is read before the head).
+    t.put("/admin/stor/s", bytes(4096, 15)).await;
+    let d = t.data_of("/admin/stor/s").await;
+    for n in &d.nodes {
+        flip(&t.data_path(t.node_index(n), &d.id), 100);
+    }
+    let r = t.req(Method::GET, "/admin/stor/s").send().await.unwrap();
+    assert_eq!(r.status(), 503);
 }
 
 #[tokio::test]
