@@ -868,10 +868,31 @@ fn main() -> ExitCode {
     }
 }
 
+/// A client command ends quietly when its reader goes away (`mobula get … | head`), as Unix
+/// tools do, instead of panicking on a failed print: SIGPIPE back to its default. (Rust
+/// ignores it, so that servers see `EPIPE` on a closed socket; the server roles keep that.)
+/// The binary's one `unsafe`: setting a signal's disposition is, by nix's contract.
+#[allow(unsafe_code)]
+fn default_sigpipe() {
+    use nix::sys::signal::{signal, SigHandler, Signal};
+    // SAFETY: SIG_DFL installs no handler; nothing in this process relies on SIGPIPE ignored.
+    let _ = unsafe { signal(Signal::SIGPIPE, SigHandler::SigDfl) };
+}
+
 async fn async_main() -> ExitCode {
     #[cfg(feature = "failpoints")]
     arm_crash_points();
     let cli = Cli::parse();
+    if !matches!(
+        cli.cmd,
+        Cmd::Up { .. }
+            | Cmd::Metadata { .. }
+            | Cmd::StorageNode { .. }
+            | Cmd::Gateway { .. }
+            | Cmd::Sandbox { .. }
+    ) {
+        default_sigpipe();
+    }
     match cli.cmd {
         cmd @ (Cmd::Up { .. }
         | Cmd::Metadata { .. }

@@ -113,3 +113,33 @@ async fn cli_on_bucket_paths() {
     ok(&t, &["rm", "-r", "/admin/buckets/cli-bucket"]).await;
     assert_eq!(ok(&t, &["ls", "/admin/buckets"]).await, "");
 }
+
+/// `mobula … | head`: the client ends quietly when its reader goes away (SIGPIPE), no panic.
+#[tokio::test]
+async fn a_client_piped_into_a_closed_reader_ends_quietly() {
+    let t = T::start(3).await;
+    let lines: String = (0..200_000).map(|i| format!("line {i}\n")).collect();
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("lines.txt");
+    std::fs::write(&src, &lines).unwrap();
+    ok(&t, &["put", src.to_str().unwrap(), "/admin/stor/lines.txt"]).await;
+    for args in ["get /admin/stor/lines.txt", "info /admin/stor/lines.txt"] {
+        let script = format!("'{BIN}' {args} | head -c 1 > /dev/null; echo \"${{PIPESTATUS[0]}}\"");
+        let o = tokio::process::Command::new("bash")
+            .arg("-c")
+            .arg(&script)
+            .env("MOBULA_URL", t.c.url())
+            .env("MOBULA_ACCOUNT", "admin")
+            .output()
+            .await
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&o.stderr);
+        assert!(!stderr.contains("panicked"), "{args}: {stderr}");
+        // Done before the pipe closed (0), or ended by SIGPIPE (128 + 13): never a failure.
+        let status = String::from_utf8_lossy(&o.stdout).trim().to_string();
+        assert!(
+            status == "0" || status == "141",
+            "{args}: exit {status}, {stderr}"
+        );
+    }
+}
