@@ -320,8 +320,9 @@ pub(crate) fn report_bad<T>(
 
 async fn get(node: &NodeState, id: &str, headers: &HeaderMap) -> Result<Response<Body>, ApiError> {
     let store = &node.store;
-    // A small copy wholly in the kernel's caches is answered right here, without a hand-off.
-    if !headers.contains_key(header::RANGE) {
+    // A small copy wholly in the kernel's caches is answered right here, without a hand-off
+    // (a peer asking for zstd takes the path below, which decides whether to compress).
+    if !headers.contains_key(header::RANGE) && !accepts_zstd(headers) {
         if let Some((len, bytes)) = store.read_cached(id, None) {
             let mut resp = Response::new(mobula_http::full(bytes));
             resp.headers_mut()
