@@ -33,16 +33,16 @@ pub fn read(data: &Path, range: Option<(u64, u64)>) -> Option<(u64, Bytes)> {
     let flags = OFlags::RDONLY | OFlags::CLOEXEC;
     let fd = rustix::fs::openat2(CWD, data, flags, Mode::empty(), ResolveFlags::CACHED).ok()?;
     let file = File::from(fd);
-    let hashes = BlockHashes::in_attribute(&file)?;
     let size = file.metadata().ok()?.len();
+    // A whole large copy is never read here: known before its list is read.
+    if range.is_none() && size > AT_ONCE {
+        return None;
+    }
+    let hashes = BlockHashes::in_attribute(&file)?;
     if size != hashes.size {
         return None;
     }
-    let (start, end) = match range {
-        None => (0, size),
-        Some((a, b)) if a <= b && b < size => (a, b + 1),
-        Some(_) => return None,
-    };
+    let (start, end) = span(range, size)?;
     // Whole blocks, from the first the range touches to the end of the last.
     let first = start / hashes.block;
     let from = first * hashes.block;
@@ -61,15 +61,22 @@ pub fn read(data: &Path, range: Option<(u64, u64)>) -> Option<(u64, Bytes)> {
             return None;
         }
     }
-    let whole = buf.chunks(hashes.block as usize).enumerate();
-    if !whole
-        .into_iter()
-        .all(|(i, b)| hashes.verifies(first + i as u64, b))
-    {
+    let mut blocks = buf.chunks(hashes.block as usize).enumerate();
+    if !blocks.all(|(i, b)| hashes.verifies(first + i as u64, b)) {
         return None;
     }
     let slice = (start - from) as usize..(end - from) as usize;
     Some((size, Bytes::from(buf).slice(slice)))
+}
+
+/// The bytes `start..end` of a copy of `size` that the inclusive `range` asks for (all when
+/// `None`); `None` when the range does not fit the copy.
+pub(crate) fn span(range: Option<(u64, u64)>, size: u64) -> Option<(u64, u64)> {
+    match range {
+        None => Some((0, size)),
+        Some((a, b)) if a <= b && b < size => Some((a, b + 1)),
+        Some(_) => None,
+    }
 }
 
 #[cfg(test)]

@@ -148,10 +148,8 @@ async fn open(l: Local, id: &str, range: Option<(u64, u64)>) -> Result<Opened, N
     let (s, i) = (l.store.clone(), id.to_string());
     let (size, start) = tokio::task::spawn_blocking(move || -> std::io::Result<(u64, Start)> {
         let size = s.size(&i)?;
-        let (start, end) = match range {
-            None => (0, size),
-            Some((a, b)) if a <= b && b < size => (a, b + 1),
-            Some(_) => return Ok((size, Start::BadRange)),
+        let Some((start, end)) = crate::cached::span(range, size) else {
+            return Ok((size, Start::BadRange));
         };
         if end - start > READ_AT_ONCE {
             return Ok((size, Start::Stream(start, end)));
