@@ -15,6 +15,8 @@ use std::sync::MutexGuard;
 
 use rusqlite::Connection;
 
+use crate::api::Entry;
+use crate::cache::EntryCache;
 use crate::error::Error;
 use crate::pg::{PgConn, PgDb};
 use crate::sql::{Dialect, Row, Sql, ToVal};
@@ -29,6 +31,8 @@ pub struct Db {
     leader: std::sync::Mutex<()>,
     /// Set while a blocking thread leads batches for async writers.
     leading: std::sync::atomic::AtomicBool,
+    /// Entries read lately (SQLite only: see [`crate::cache`]).
+    cache: Option<EntryCache>,
 }
 
 enum Backend {
@@ -49,6 +53,8 @@ impl std::fmt::Debug for Db {
 pub(crate) struct WriteTx<'a> {
     conn: TxConn<'a>,
     open: bool,
+    /// Told when the transaction is over, before anyone learns its outcome.
+    cache: Option<&'a EntryCache>,
 }
 
 enum TxConn<'a> {
@@ -68,6 +74,9 @@ impl WriteTx<'_> {
     pub(crate) fn commit(mut self) -> Result<(), Error> {
         let r = self.sql().batch("COMMIT");
         self.open = r.is_err();
+        if let Some(c) = self.cache {
+            c.settle(r.is_ok());
+        }
         r
     }
 }
@@ -76,6 +85,9 @@ impl Drop for WriteTx<'_> {
     fn drop(&mut self) {
         if self.open {
             let _ = self.sql().batch("ROLLBACK");
+            if let Some(c) = self.cache {
+                c.settle(false);
+            }
         }
     }
 }
@@ -107,18 +119,22 @@ impl Sql for WriteTx<'_> {
 }
 
 impl Db {
-    fn with(backend: Backend) -> Db {
+    fn with(backend: Backend, cache: Option<EntryCache>) -> Db {
         Db {
             backend,
             pending: Default::default(),
             leader: Default::default(),
             leading: Default::default(),
+            cache,
         }
     }
 
     /// Open (creating and migrating) the SQLite database file at `path`.
     pub fn open(path: &std::path::Path) -> Result<Db, Error> {
-        Ok(Db::with(Backend::Sqlite(SqliteDb::open(path)?)))
+        let db = SqliteDb::open(path)?;
+        let cache = EntryCache::default();
+        crate::cache::install(&db.writer(), &cache).map_err(crate::sqlite::sql)?;
+        Ok(Db::with(Backend::Sqlite(db), Some(cache)))
     }
 
     /// Open the database `spec` names: `sqlite:PATH` (or a bare path) or `postgres://…`
@@ -130,7 +146,7 @@ impl Db {
             // On a thread of its own: connecting blocks, and the caller may be async.
             let pg = std::thread::scope(|s| s.spawn(|| PgDb::connect(spec)).join())
                 .map_err(|_| Error::internal("connecting to PostgreSQL panicked"))??;
-            return Ok(Db::with(Backend::Postgres(pg)));
+            return Ok(Db::with(Backend::Postgres(pg), None));
         }
         let path = spec.strip_prefix("sqlite:").unwrap_or(spec);
         Db::open(std::path::Path::new(path))
@@ -155,7 +171,11 @@ impl Db {
             }
             Backend::Postgres(db) => TxConn::Postgres(Box::new(db.begin()?)),
         };
-        Ok(WriteTx { conn, open: true })
+        Ok(WriteTx {
+            conn,
+            open: true,
+            cache: self.cache.as_ref(),
+        })
     }
 
     /// Run `f` in one write transaction; commit if it returns `Ok`.
@@ -205,6 +225,64 @@ impl Db {
             Backend::Sqlite(db) => db.idle_reader().map(|c| f(&*c)),
             Backend::Postgres(_) => None,
         }
+    }
+
+    /// The entry at `path` (`entry.get`, which every GET and HEAD asks), from the entry cache
+    /// when it holds it, else read here as [`Db::read_now`] would (`None`: hand [`Db::entry`]
+    /// to a blocking thread).
+    pub(crate) fn entry_now(&self, path: &str) -> Option<Result<Option<Entry>, Error>> {
+        let Some(cache) = &self.cache else {
+            return self.read_now(|c| crate::namespace::get(c, path));
+        };
+        if let Some(e) = cache.get(path) {
+            return Some(Ok(Some(e)));
+        }
+        let stamp = cache.stamp();
+        let r = self.read_now(|c| crate::namespace::get(c, path))?;
+        if let Ok(Some(e)) = &r {
+            cache.put(path, stamp, e);
+        }
+        Some(r)
+    }
+
+    /// The entry at `path`, waiting for a reader if none is idle (a blocking call).
+    pub(crate) fn entry(&self, path: &str) -> Result<Option<Entry>, Error> {
+        let Some(cache) = &self.cache else {
+            return self.read(|c| crate::namespace::get(c, path));
+        };
+        if let Some(e) = cache.get(path) {
+            return Ok(Some(e));
+        }
+        let stamp = cache.stamp();
+        let r = self.read(|c| crate::namespace::get(c, path))?;
+        if let Some(e) = &r {
+            cache.put(path, stamp, e);
+        }
+        Ok(r)
+    }
+
+    /// `entry.put_object`, grouped with the writes queued meanwhile; the entry written is kept
+    /// in the entry cache (a read soon after a write is common: a pipeline's next step).
+    pub(crate) async fn put_object(
+        self: &std::sync::Arc<Self>,
+        req: &crate::api::PutObject,
+    ) -> Result<Entry, Error> {
+        let db = self.clone();
+        let a = req.clone();
+        self.write_grouped(move |tx| {
+            let e = crate::namespace::put_object(tx, &a)?;
+            if let Some(c) = &db.cache {
+                c.wrote(&e);
+            }
+            Ok(e)
+        })
+        .await
+    }
+
+    /// The entry cache (tests).
+    #[cfg(test)]
+    pub(crate) fn entry_cache(&self) -> Option<&EntryCache> {
+        self.cache.as_ref()
     }
 
     /// SQLite's raw reader connection (tests that count SQLite's own work).

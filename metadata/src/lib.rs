@@ -15,6 +15,7 @@ pub mod api;
 #[doc(hidden)]
 pub mod bench;
 mod buckets;
+mod cache;
 pub mod client;
 mod commit;
 mod db;

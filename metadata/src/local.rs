@@ -19,7 +19,6 @@ use mobula_http::{ApiError, Code};
 use crate::api::{Entry, PutObject};
 use crate::db::Db;
 use crate::error::Error;
-use crate::namespace;
 
 /// A service serving in this process.
 pub(crate) struct Local {
@@ -64,18 +63,14 @@ impl Local {
     /// is idle (see [`Db::read_now`]); `None`: make the call.
     pub fn get_now(&self, path: &str) -> Option<Result<Option<Entry>, ApiError>> {
         let started = std::time::Instant::now();
-        let r = self.db.read_now(|c| namespace::get(c, path))?;
+        let r = self.db.entry_now(path)?;
         Some(answered("entry.get", started, r))
     }
 
     /// `entry.put_object`, typed: the same grouped commit as the call, without its JSON.
     pub async fn put_object(&self, req: &PutObject) -> Result<Entry, ApiError> {
         let started = std::time::Instant::now();
-        let a = req.clone();
-        let r = self
-            .db
-            .write_grouped(move |tx| namespace::put_object(tx, &a))
-            .await;
+        let r = self.db.put_object(req).await;
         answered("entry.put_object", started, r)
     }
 

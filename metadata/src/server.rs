@@ -319,13 +319,16 @@ pub(crate) async fn dispatch(
         // Every GET and HEAD asks this first: run it in place when it cannot wait.
         "entry.get" => {
             let a: Name = parse(&body)?;
-            match db.read_now(|c| namespace::get(c, &a.name)) {
+            match db.entry_now(&a.name) {
                 Some(out) => Ok(mobula_http::json(StatusCode::OK, &out?)),
-                None => blocking(move || db.read(|c| namespace::get(c, &a.name))).await,
+                None => blocking(move || db.entry(&a.name)).await,
             }
         }
         "entry.mkdir" => write!(Name, |tx, a| namespace::mkdir(tx, &a.name)),
-        "entry.put_object" => write!(PutObject, |tx, a| namespace::put_object(tx, &a)),
+        "entry.put_object" => {
+            let a: PutObject = parse(&body)?;
+            Ok(mobula_http::json(StatusCode::OK, &db.put_object(&a).await?))
+        }
         "entry.put_link" => write!(PutLink, |tx, a| namespace::put_link(tx, &a)),
         "entry.update_metadata" => {
             write!(UpdateMetadata, |tx, a| namespace::update_metadata(tx, &a))
