@@ -12,6 +12,10 @@
 //! - `mmap + blake3, then sendfile`: the least the contract allows — each block hashed from the
 //!   page cache and sent without passing through user memory.
 //!
+//! **1 MiB GET**: 16 connections at once, each sent 256 files of 1 MiB one after another (256
+//! distinct files, in the page cache; each opened per send), `sendfile` against `read + blake3
+//! + write` as above.
+//!
 //! **Small PUT**: 32 writers, 4 KiB each:
 //! - `1 copy, no fsync`: what nginx does on disk (a temp file renamed into place);
 //! - `2 copies fsync'd`: per copy a temp file written and fsync'd, renamed into place and its
@@ -58,6 +62,10 @@ const BLOCK: usize = 1 << 20;
 const LARGE: usize = 256 << 20;
 const STREAMS: usize = 4;
 const WRITERS: usize = 32;
+/// The 1 MiB GET line: 16 connections (the storage bench's), 256 distinct files, 4 GiB sent.
+const MEDIUM_CONNS: usize = 16;
+const MEDIUM_EACH: usize = 256;
+const MEDIUM_FILES: usize = 256;
 
 /// Wall seconds, CPU seconds of all cores (a settling pause's deferred work included) and
 /// CPU seconds of this process alone, of `run`.
@@ -146,6 +154,39 @@ fn large_get(how: Send, files: &[(PathBuf, Vec<blake3::Hash>)]) -> (f64, f64) {
         })
     });
     let gb = (files.len() * LARGE) as f64 / 1e9;
+    (gb * 1000.0 / wall, cpu / gb)
+}
+
+/// MB/s and CPU-s per GB of `MEDIUM_CONNS` connections each sent `MEDIUM_EACH` of `files` (1
+/// MiB each, opened per send as a server opens a file per GET) one after another.
+fn medium_get(how: Send, files: &[(PathBuf, Vec<blake3::Hash>)]) -> (f64, f64) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (wall, cpu, _) = measure(|| {
+        std::thread::scope(|s| {
+            for _ in 0..MEDIUM_CONNS {
+                s.spawn(move || {
+                    let mut c = TcpStream::connect(addr).unwrap();
+                    let mut buf = vec![0u8; 256 << 10];
+                    let mut got = 0;
+                    while let Ok(n @ 1..) = c.read(&mut buf) {
+                        got += n;
+                    }
+                    assert_eq!(got, MEDIUM_EACH * BLOCK);
+                });
+            }
+            for c in 0..MEDIUM_CONNS {
+                let mut out = listener.accept().unwrap().0;
+                s.spawn(move || {
+                    for k in 0..MEDIUM_EACH {
+                        let (path, hashes) = &files[(c * MEDIUM_EACH + k) % files.len()];
+                        send(how, &File::open(path).unwrap(), hashes, &mut out);
+                    }
+                });
+            }
+        })
+    });
+    let gb = (MEDIUM_CONNS * MEDIUM_EACH * BLOCK) as f64 / 1e9;
     (gb * 1000.0 / wall, cpu / gb)
 }
 
@@ -322,6 +363,38 @@ fn large_gets(dir: &Path) {
         ("mmap + blake3, then sendfile", Send::MmapHashSendfile),
     ] {
         let runs: Vec<(f64, f64)> = (0..3).map(|_| large_get(how, &files)).collect();
+        let (rate, cpu) = best(&runs);
+        if how == Send::Sendfile {
+            base_rate = rate;
+        }
+        println!(
+            "{name:<32} | {rate:>6.0} | {cpu:.2} | {:.2}",
+            rate / base_rate
+        );
+    }
+    for (path, _) in files {
+        fs::remove_file(path).unwrap();
+    }
+    let files: Vec<(PathBuf, Vec<blake3::Hash>)> = (0..MEDIUM_FILES)
+        .map(|f| {
+            let path = dir.join(format!("medium{f}"));
+            let data: Vec<u8> = (0..BLOCK)
+                .map(|i| (i * 31 + f) as u8 ^ (i >> 13) as u8)
+                .collect();
+            let mut f = File::create(&path).unwrap();
+            f.write_all(&data).unwrap();
+            f.sync_all().unwrap();
+            (path, vec![blake3::hash(&data)])
+        })
+        .collect();
+    println!(
+        "\n{MEDIUM_CONNS} connections × {MEDIUM_EACH} GETs of 1 MiB | MB/s | CPU-s per GB | ÷ sendfile"
+    );
+    for (name, how) in [
+        ("sendfile (nginx, unverified)", Send::Sendfile),
+        ("read + blake3 + write", Send::ReadHashWrite),
+    ] {
+        let runs: Vec<(f64, f64)> = (0..3).map(|_| medium_get(how, &files)).collect();
         let (rate, cpu) = best(&runs);
         if how == Send::Sendfile {
             base_rate = rate;
