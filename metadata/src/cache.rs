@@ -93,7 +93,9 @@ impl EntryCache {
     /// The writer's open transaction wrote `entry` (at the end of the write that made it: a
     /// later change in the same transaction still drops it).
     pub(crate) fn wrote(&self, entry: &Entry) {
-        lock(&self.touched).0.push(Change::Wrote(Box::new(entry.clone())));
+        lock(&self.touched)
+            .0
+            .push(Change::Wrote(Box::new(entry.clone())));
     }
 
     /// The writer's transaction is over: drop what it changed and, if it `committed`, keep the
