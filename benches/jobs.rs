@@ -10,7 +10,7 @@
 //! per task (what Mobula costs beyond the command itself). Every count is checked against the
 //! others. Needs root (task sandboxes).
 //!
-//! `cargo bench --bench jobs`. Env: FILES (1000), TOTAL_MIB (1024), NOOP (30 runs), TINY (1000
+//! `cargo bench --bench jobs`. Env: FILES (1000), TOTAL_MIB (1024), NOOP (30 runs; 0 skips), TINY (1000
 //! objects; 0 skips), SMALL (10,000 objects of 4 KiB: task overhead at scale; 0 skips), SLOTS (tasks per node; default: `up`'s), DIR (where the files go).
 
 #[path = "common/cpu.rs"]
@@ -373,6 +373,9 @@ async fn main() {
         assert_eq!(out, "x\n");
     }
     let show = |what: &str, lat: &mut Vec<f64>| {
+        if lat.is_empty() {
+            return; // NOOP=0: skipped
+        }
         lat.sort_by(f64::total_cmp);
         println!(
             "no-op job (1 input, cat) {what}, {} runs: p50 {:.1} ms, p90 {:.1} ms, min {:.1} ms",
