@@ -58,6 +58,9 @@ use std::time::{Duration, Instant};
 
 use nix::sys::mman::{mmap, munmap, MapFlags, ProtFlags};
 
+/// A file written for a GET line, and its blocks' hashes.
+type Stored = (PathBuf, Vec<blake3::Hash>);
+
 const BLOCK: usize = 1 << 20;
 const LARGE: usize = 256 << 20;
 const STREAMS: usize = 4;
@@ -131,7 +134,7 @@ fn send(how: Send, file: &File, hashes: &[blake3::Hash], out: &mut TcpStream) {
 }
 
 /// MB/s and CPU-s per GB of `STREAMS` files sent at once to loopback readers.
-fn large_get(how: Send, files: &[(PathBuf, Vec<blake3::Hash>)]) -> (f64, f64) {
+fn large_get(how: Send, files: &[Stored]) -> (f64, f64) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     let (wall, cpu, _) = measure(|| {
@@ -159,7 +162,7 @@ fn large_get(how: Send, files: &[(PathBuf, Vec<blake3::Hash>)]) -> (f64, f64) {
 
 /// MB/s and CPU-s per GB of `MEDIUM_CONNS` connections each sent `MEDIUM_EACH` of `files` (1
 /// MiB each, opened per send as a server opens a file per GET) one after another.
-fn medium_get(how: Send, files: &[(PathBuf, Vec<blake3::Hash>)]) -> (f64, f64) {
+fn medium_get(how: Send, files: &[Stored]) -> (f64, f64) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     let (wall, cpu, _) = measure(|| {
@@ -340,61 +343,35 @@ fn main() {
     }
 }
 
-/// The large GET half: its table.
-fn large_gets(dir: &Path) {
-    let files: Vec<(PathBuf, Vec<blake3::Hash>)> = (0..STREAMS)
+/// `count` files of `len` bytes of text-like data under `dir`, written and fsync'd (no writeback
+/// left to disturb what follows), with their blocks' hashes.
+fn files(dir: &Path, name: &str, count: usize, len: usize) -> Vec<Stored> {
+    (0..count)
         .map(|f| {
-            let path = dir.join(format!("large{f}"));
-            let data: Vec<u8> = (0..LARGE)
-                .map(|i| (i * 31 + f) as u8 ^ (i >> 13) as u8)
-                .collect();
-            let mut f = File::create(&path).unwrap();
-            f.write_all(&data).unwrap();
-            f.sync_all().unwrap(); // no writeback left to disturb what follows
-            (path, data.chunks(BLOCK).map(blake3::hash).collect())
-        })
-        .collect();
-    println!("\n{STREAMS} × 256 MiB GET at once | MB/s | CPU-s per GB | ÷ sendfile");
-    let mut base_rate = 0.0;
-    for (name, how) in [
-        ("sendfile (nginx, unverified)", Send::Sendfile),
-        ("read + blake3 + write", Send::ReadHashWrite),
-        ("mmap + blake3 + write", Send::MmapHashWrite),
-        ("mmap + blake3, then sendfile", Send::MmapHashSendfile),
-    ] {
-        let runs: Vec<(f64, f64)> = (0..3).map(|_| large_get(how, &files)).collect();
-        let (rate, cpu) = best(&runs);
-        if how == Send::Sendfile {
-            base_rate = rate;
-        }
-        println!(
-            "{name:<32} | {rate:>6.0} | {cpu:.2} | {:.2}",
-            rate / base_rate
-        );
-    }
-    for (path, _) in files {
-        fs::remove_file(path).unwrap();
-    }
-    let files: Vec<(PathBuf, Vec<blake3::Hash>)> = (0..MEDIUM_FILES)
-        .map(|f| {
-            let path = dir.join(format!("medium{f}"));
-            let data: Vec<u8> = (0..BLOCK)
+            let path = dir.join(format!("{name}{f}"));
+            let data: Vec<u8> = (0..len)
                 .map(|i| (i * 31 + f) as u8 ^ (i >> 13) as u8)
                 .collect();
             let mut f = File::create(&path).unwrap();
             f.write_all(&data).unwrap();
             f.sync_all().unwrap();
-            (path, vec![blake3::hash(&data)])
+            (path, data.chunks(BLOCK).map(blake3::hash).collect())
         })
-        .collect();
-    println!(
-        "\n{MEDIUM_CONNS} connections × {MEDIUM_EACH} GETs of 1 MiB | MB/s | CPU-s per GB | ÷ sendfile"
-    );
-    for (name, how) in [
-        ("sendfile (nginx, unverified)", Send::Sendfile),
-        ("read + blake3 + write", Send::ReadHashWrite),
-    ] {
-        let runs: Vec<(f64, f64)> = (0..3).map(|_| medium_get(how, &files)).collect();
+        .collect()
+}
+
+/// Print the table `title` of `ways` (the first is `sendfile`, the ratios' base), each the best
+/// of 3 runs of `get`; then delete `files`.
+fn get_table(
+    title: &str,
+    ways: &[(&str, Send)],
+    files: Vec<Stored>,
+    get: fn(Send, &[Stored]) -> (f64, f64),
+) {
+    println!("\n{title} | MB/s | CPU-s per GB | ÷ sendfile");
+    let mut base_rate = 0.0;
+    for &(name, how) in ways {
+        let runs: Vec<(f64, f64)> = (0..3).map(|_| get(how, &files)).collect();
         let (rate, cpu) = best(&runs);
         if how == Send::Sendfile {
             base_rate = rate;
@@ -407,6 +384,30 @@ fn large_gets(dir: &Path) {
     for (path, _) in files {
         fs::remove_file(path).unwrap();
     }
+}
+
+/// The GET half: its two tables.
+fn large_gets(dir: &Path) {
+    get_table(
+        &format!("{STREAMS} × 256 MiB GET at once"),
+        &[
+            ("sendfile (nginx, unverified)", Send::Sendfile),
+            ("read + blake3 + write", Send::ReadHashWrite),
+            ("mmap + blake3 + write", Send::MmapHashWrite),
+            ("mmap + blake3, then sendfile", Send::MmapHashSendfile),
+        ],
+        files(dir, "large", STREAMS, LARGE),
+        large_get,
+    );
+    get_table(
+        &format!("{MEDIUM_CONNS} connections × {MEDIUM_EACH} GETs of 1 MiB"),
+        &[
+            ("sendfile (nginx, unverified)", Send::Sendfile),
+            ("read + blake3 + write", Send::ReadHashWrite),
+        ],
+        files(dir, "medium", MEDIUM_FILES, BLOCK),
+        medium_get,
+    );
     nix::unistd::sync();
 }
 
