@@ -22,6 +22,49 @@ pub(crate) struct SqliteDb {
     writer: Mutex<Connection>,
     readers: Vec<Mutex<Connection>>,
     next_reader: AtomicUsize,
+    /// This process's hold on the file ([`hold`]); declared last, so released after the
+    /// connections close.
+    _held: std::fs::File,
+}
+
+/// How long an open waits for another process to let go of the database (a restart that
+/// overlaps the old service's exit).
+pub(crate) const HOLD_PATIENCE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Hold the database at `path` for this process: an exclusive lock (`flock`) on `<path>-lock`,
+/// kept while it is open. The entry cache ([`crate::cache`]) learns of changes only through this
+/// process's writer connection, so no other metadata service may write the file meanwhile.
+/// Another holder is waited for up to `patience`, then refused with a clear error.
+pub(crate) fn hold(path: &Path, patience: std::time::Duration) -> Result<std::fs::File, Error> {
+    let mut lock = path.as_os_str().to_owned();
+    lock.push("-lock");
+    let lock = std::path::PathBuf::from(lock);
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock)
+        .map_err(|e| Error::Database(format!("opening {}: {e}", lock.display())))?;
+    let deadline = std::time::Instant::now() + patience;
+    loop {
+        match f.try_lock() {
+            Ok(()) => return Ok(f),
+            Err(std::fs::TryLockError::WouldBlock) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(Error::Database(format!(
+                    "{} is in use by another metadata service (it holds {}); a SQLite \
+                     database is served by one process at a time",
+                    path.display(),
+                    lock.display()
+                )))
+            }
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(Error::Database(format!("locking {}: {e}", lock.display())))
+            }
+        }
+    }
 }
 
 fn configure(conn: &Connection) -> rusqlite::Result<()> {
@@ -58,6 +101,15 @@ pub(crate) fn migrate_to(conn: &mut Connection, n: usize) -> Result<(), Error> {
 impl SqliteDb {
     /// Open (creating and migrating) the database file at `path`.
     pub(crate) fn open(path: &Path) -> Result<SqliteDb, Error> {
+        SqliteDb::open_within(path, HOLD_PATIENCE)
+    }
+
+    /// [`open`](Self::open), waiting up to `patience` for another holder.
+    pub(crate) fn open_within(
+        path: &Path,
+        patience: std::time::Duration,
+    ) -> Result<SqliteDb, Error> {
+        let held = hold(path, patience)?;
         let mut writer = Connection::open(path).map_err(sql)?;
         configure(&writer).map_err(sql)?;
         migrate_to(&mut writer, MIGRATIONS.len())?;
@@ -76,6 +128,7 @@ impl SqliteDb {
             writer: Mutex::new(writer),
             readers,
             next_reader: AtomicUsize::new(0),
+            _held: held,
         })
     }
 
@@ -176,5 +229,34 @@ impl Sql for Connection {
 
     fn batch(&self, sql: &str) -> Result<(), Error> {
         self.execute_batch(sql).map_err(self::sql)
+    }
+}
+
+#[cfg(test)]
+mod hold_tests {
+    use std::time::Duration;
+
+    use super::SqliteDb;
+
+    /// A database file is served by one process at a time: another open waits for it, is
+    /// refused with a clear error when it is not let go, and opens once it is.
+    #[test]
+    fn a_database_in_use_is_refused_until_let_go() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.db");
+        let first = SqliteDb::open(&path).unwrap();
+        let e = SqliteDb::open_within(&path, Duration::from_millis(200))
+            .err()
+            .expect("refused while held")
+            .to_string();
+        assert!(e.contains("in use by another metadata service"), "{e}");
+        let letting_go = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(300));
+            drop(first);
+        });
+        let second = SqliteDb::open_within(&path, Duration::from_secs(10)).unwrap();
+        letting_go.join().unwrap();
+        drop(second);
+        crate::Db::open(&path).unwrap();
     }
 }
