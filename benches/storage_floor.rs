@@ -133,13 +133,19 @@ fn send(how: Send, file: &File, hashes: &[blake3::Hash], out: &mut TcpStream) {
     }
 }
 
-/// MB/s and CPU-s per GB of `STREAMS` files sent at once to loopback readers.
-fn large_get(how: Send, files: &[Stored]) -> (f64, f64) {
+/// MB/s and CPU-s per GB of `conns` loopback connections at once, each sent `each` bytes by
+/// `send_on(connection index, socket)` on a thread of its own to a reader that discards them.
+fn over_loopback(
+    conns: usize,
+    each: usize,
+    send_on: impl Fn(usize, &mut TcpStream) + Sync,
+) -> (f64, f64) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
+    let send_on = &send_on;
     let (wall, cpu, _) = measure(|| {
         std::thread::scope(|s| {
-            for _ in files {
+            for _ in 0..conns {
                 s.spawn(move || {
                     let mut c = TcpStream::connect(addr).unwrap();
                     let mut buf = vec![0u8; 256 << 10];
@@ -147,50 +153,36 @@ fn large_get(how: Send, files: &[Stored]) -> (f64, f64) {
                     while let Ok(n @ 1..) = c.read(&mut buf) {
                         got += n;
                     }
-                    assert_eq!(got, LARGE);
+                    assert_eq!(got, each);
                 });
             }
-            for (path, hashes) in files {
+            for c in 0..conns {
                 let mut out = listener.accept().unwrap().0;
-                s.spawn(move || send(how, &File::open(path).unwrap(), hashes, &mut out));
+                s.spawn(move || send_on(c, &mut out));
             }
         })
     });
-    let gb = (files.len() * LARGE) as f64 / 1e9;
+    let gb = (conns * each) as f64 / 1e9;
     (gb * 1000.0 / wall, cpu / gb)
+}
+
+/// MB/s and CPU-s per GB of `STREAMS` files sent at once to loopback readers.
+fn large_get(how: Send, files: &[Stored]) -> (f64, f64) {
+    over_loopback(files.len(), LARGE, |c, out| {
+        let (path, hashes) = &files[c];
+        send(how, &File::open(path).unwrap(), hashes, out)
+    })
 }
 
 /// MB/s and CPU-s per GB of `MEDIUM_CONNS` connections each sent `MEDIUM_EACH` of `files` (1
 /// MiB each, opened per send as a server opens a file per GET) one after another.
 fn medium_get(how: Send, files: &[Stored]) -> (f64, f64) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (wall, cpu, _) = measure(|| {
-        std::thread::scope(|s| {
-            for _ in 0..MEDIUM_CONNS {
-                s.spawn(move || {
-                    let mut c = TcpStream::connect(addr).unwrap();
-                    let mut buf = vec![0u8; 256 << 10];
-                    let mut got = 0;
-                    while let Ok(n @ 1..) = c.read(&mut buf) {
-                        got += n;
-                    }
-                    assert_eq!(got, MEDIUM_EACH * BLOCK);
-                });
-            }
-            for c in 0..MEDIUM_CONNS {
-                let mut out = listener.accept().unwrap().0;
-                s.spawn(move || {
-                    for k in 0..MEDIUM_EACH {
-                        let (path, hashes) = &files[(c * MEDIUM_EACH + k) % files.len()];
-                        send(how, &File::open(path).unwrap(), hashes, &mut out);
-                    }
-                });
-            }
-        })
-    });
-    let gb = (MEDIUM_CONNS * MEDIUM_EACH * BLOCK) as f64 / 1e9;
-    (gb * 1000.0 / wall, cpu / gb)
+    over_loopback(MEDIUM_CONNS, MEDIUM_EACH * BLOCK, |c, out| {
+        for k in 0..MEDIUM_EACH {
+            let (path, hashes) = &files[(c * MEDIUM_EACH + k) % files.len()];
+            send(how, &File::open(path).unwrap(), hashes, out);
+        }
+    })
 }
 
 /// Write `body` as `dir/name` durably: temp file, fsync, rename, directory fsync — or, with

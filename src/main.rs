@@ -872,7 +872,7 @@ fn main() -> ExitCode {
 /// A client command ends quietly when its reader goes away (`mobula get … | head`), as Unix
 /// tools do, instead of panicking on a failed print: SIGPIPE back to its default. (Rust
 /// ignores it, so that servers see `EPIPE` on a closed socket; the server roles keep that.)
-/// The binary's one `unsafe`: setting a signal's disposition is, by nix's contract.
+/// `unsafe`: setting a signal's disposition is, by nix's contract.
 #[allow(unsafe_code)]
 fn default_sigpipe() {
     use nix::sys::signal::{signal, SigHandler, Signal};

@@ -231,34 +231,33 @@ impl Db {
     /// when it holds it, else read here as [`Db::read_now`] would (`None`: hand [`Db::entry`]
     /// to a blocking thread).
     pub(crate) fn entry_now(&self, path: &str) -> Option<Result<Option<Entry>, Error>> {
+        self.entry_through_cache(path, || self.read_now(|c| crate::namespace::get(c, path)))
+    }
+
+    /// The entry at `path`, waiting for a reader if none is idle (a blocking call).
+    pub(crate) fn entry(&self, path: &str) -> Result<Option<Entry>, Error> {
+        self.entry_through_cache(path, || Some(self.read(|c| crate::namespace::get(c, path))))
+            .unwrap_or_else(|| Err(Error::internal("a waiting read answered nothing")))
+    }
+
+    /// The entry at `path` from the cache, else from `read` (kept unless a commit overtook it).
+    fn entry_through_cache(
+        &self,
+        path: &str,
+        read: impl FnOnce() -> Option<Result<Option<Entry>, Error>>,
+    ) -> Option<Result<Option<Entry>, Error>> {
         let Some(cache) = &self.cache else {
-            return self.read_now(|c| crate::namespace::get(c, path));
+            return read();
         };
         if let Some(e) = cache.get(path) {
             return Some(Ok(Some(e)));
         }
         let stamp = cache.stamp();
-        let r = self.read_now(|c| crate::namespace::get(c, path))?;
+        let r = read()?;
         if let Ok(Some(e)) = &r {
             cache.put(path, stamp, e);
         }
         Some(r)
-    }
-
-    /// The entry at `path`, waiting for a reader if none is idle (a blocking call).
-    pub(crate) fn entry(&self, path: &str) -> Result<Option<Entry>, Error> {
-        let Some(cache) = &self.cache else {
-            return self.read(|c| crate::namespace::get(c, path));
-        };
-        if let Some(e) = cache.get(path) {
-            return Ok(Some(e));
-        }
-        let stamp = cache.stamp();
-        let r = self.read(|c| crate::namespace::get(c, path))?;
-        if let Some(e) = &r {
-            cache.put(path, stamp, e);
-        }
-        Ok(r)
     }
 
     /// `entry.put_object`, grouped with the writes queued meanwhile; the entry written is kept

@@ -29,7 +29,7 @@ pub(crate) struct SqliteDb {
 
 /// How long an open waits for another process to let go of the database (a restart that
 /// overlaps the old service's exit).
-pub(crate) const HOLD_PATIENCE: std::time::Duration = std::time::Duration::from_secs(10);
+const HOLD_PATIENCE: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Hold the database at `path` for this process: an exclusive lock (`flock`) on `<path>-lock`,
 /// kept while it is open. The entry cache ([`crate::cache`]) learns of changes only through this
