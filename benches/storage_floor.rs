@@ -21,7 +21,8 @@
 //! - `2 copies fsync'd`: per copy a temp file written and fsync'd, renamed into place and its
 //!   directory fsync'd (two copies, here on one disk, as `mobula up`'s nodes are), the two
 //!   written at once by two threads, as a PUT's fan-out writes them;
-//! - `2 copies, linked then one fsync` (btrfs only, where that is durable: Mobula's rule there);
+//! - `2 copies, linked then one fsync` (btrfs and journaled ext4 only, where that is durable:
+//!   Mobula's rule there);
 //! - `+ SQLite group commit`: the fsync'd copies, then a row per object committed by one writer
 //!   thread that takes every row waiting and commits them in one transaction (WAL,
 //!   `synchronous=FULL`), each writer answered after its own row's commit.
@@ -186,8 +187,9 @@ fn medium_get(how: Send, files: &[Stored]) -> (f64, f64) {
 }
 
 /// Write `body` as `dir/name` durably: temp file, fsync, rename, directory fsync — or, with
-/// `btrfs`, link into place then one fsync (btrfs logs the new name with the inode).
-fn durable(dir: &Path, name: &str, body: &[u8], fsync: bool, btrfs: bool) {
+/// `link_first`, link into place then one fsync (btrfs logs the new name with the inode; ext4's
+/// journal commits it with the inode's transaction).
+fn durable(dir: &Path, name: &str, body: &[u8], fsync: bool, link_first: bool) {
     let tmp = dir.join(format!(".{name}.tmp"));
     let mut f = File::create(&tmp).unwrap();
     f.write_all(body).unwrap();
@@ -195,7 +197,7 @@ fn durable(dir: &Path, name: &str, body: &[u8], fsync: bool, btrfs: bool) {
         fs::rename(&tmp, dir.join(name)).unwrap();
         return;
     }
-    if btrfs {
+    if link_first {
         fs::rename(&tmp, dir.join(name)).unwrap();
         f.sync_all().unwrap();
     } else {
@@ -239,7 +241,7 @@ fn small_put(
     n: usize,
     copies: usize,
     fsync: bool,
-    btrfs: bool,
+    link_first: bool,
     db: bool,
 ) -> (f64, f64) {
     let _ = fs::remove_dir_all(dir);
@@ -265,7 +267,7 @@ fn small_put(
                         let (go, jobs) = mpsc::channel::<(String, mpsc::SyncSender<()>)>();
                         s.spawn(move || {
                             for (name, done) in jobs {
-                                durable(h, &name, body, fsync, btrfs);
+                                durable(h, &name, body, fsync, link_first);
                                 done.send(()).unwrap();
                             }
                         });
@@ -279,7 +281,7 @@ fn small_put(
                         for go in &helpers {
                             go.send((name.clone(), done.clone())).unwrap();
                         }
-                        durable(&homes[0], &name, body, fsync, btrfs);
+                        durable(&homes[0], &name, body, fsync, link_first);
                         for _ in &helpers {
                             written.recv().unwrap();
                         }
@@ -317,8 +319,10 @@ fn main() {
         .unwrap_or(4000);
     let btrfs = nix::sys::statfs::statfs(dir.path())
         .is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::BTRFS_SUPER_MAGIC);
+    // Where a storage node links a new file first and fsyncs it once (Volume::file_fsync_keeps_its_name).
+    let link_first = btrfs || mobula_storage_node::volume::plain::journaled_ext4(dir.path());
     println!(
-        "storage floor on {} ({})",
+        "storage floor on {} ({}; one fsync per new file: {link_first})",
         base.display(),
         if btrfs { "btrfs" } else { "not btrfs" }
     );
@@ -331,7 +335,7 @@ fn main() {
         large_put::large_puts(dir.path());
     }
     if only.is_empty() || only == "put" {
-        small_puts(&dir.path().join("small"), n, btrfs);
+        small_puts(&dir.path().join("small"), n, link_first);
     }
 }
 
@@ -404,7 +408,7 @@ fn large_gets(dir: &Path) {
 }
 
 /// The small PUT half: its table.
-fn small_puts(small: &Path, n: usize, btrfs: bool) {
+fn small_puts(small: &Path, n: usize, link_first: bool) {
     println!("\n{n} × 4 KiB PUT, {WRITERS} writers | ops/s | CPU-ms per op");
     let mut lines = vec![
         ("1 copy, no fsync (nginx)", 1, false, false, false),
@@ -417,7 +421,7 @@ fn small_puts(small: &Path, n: usize, btrfs: bool) {
             true,
         ),
     ];
-    if btrfs {
+    if link_first {
         lines.push(("2 copies, linked then one fsync", 2, true, true, false));
         lines.push(("  + SQLite group commit", 2, true, true, true));
     }

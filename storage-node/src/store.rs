@@ -13,8 +13,8 @@
 //! is needed; data last) and the directory fsynced — all before the write is acknowledged. A
 //! crash at any point leaves no partial file visible and no temp file behind (an unlinked inode
 //! vanishes with the process); a `.blk` whose data never got linked is removed by the orphan
-//! sweep. On a volume whose file fsync also makes the file's new name durable (btrfs:
-//! [`Volume::file_fsync_keeps_its_name`]) a file without a sidecar is linked first and fsynced
+//! sweep. On a volume whose file fsync also makes the file's new name durable (btrfs, journaled
+//! ext4: [`Volume::file_fsync_keeps_its_name`]) a file without a sidecar is linked first and fsynced
 //! once — one log sync instead of two; it is whole when linked, nothing refers to it before the
 //! ack, and a power cut before its fsync leaves at worst an unacknowledged short copy that
 //! verification refuses and the orphan sweep removes.

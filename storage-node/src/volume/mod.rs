@@ -9,7 +9,7 @@
 //!
 //! Invariant both rely on: a data file becomes visible under `volume/` only once it is complete
 //! (written as an unnamed `O_TMPFILE` inode, then linked into place; fsynced before the link,
-//! or on btrfs right after it — see [`Volume::file_fsync_keeps_its_name`]), and is never
+//! or on btrfs and journaled ext4 right after it — see [`Volume::file_fsync_keeps_its_name`]), and is never
 //! modified afterwards. A snapshot therefore only ever holds whole files, and a hard link is as
 //! good as a copy.
 
@@ -50,7 +50,8 @@ pub trait Volume: Send + Sync + std::fmt::Debug {
     fn snapshot_restore(&self, name: &str) -> io::Result<()>;
     /// Whether an fsync of a file created in the current transaction also makes its new name
     /// durable, so a new data file needs one fsync rather than two (file, then directory).
-    /// POSIX promises nothing of the kind; btrfs does it by design (see [`btrfs::Btrfs`]).
+    /// POSIX promises nothing of the kind; btrfs does it by design (see [`btrfs::Btrfs`]), ext4
+    /// with a journal by its commit order (see [`plain::journaled_ext4`]).
     fn file_fsync_keeps_its_name(&self) -> bool {
         false
     }

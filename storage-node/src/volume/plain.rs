@@ -1,5 +1,9 @@
 //! The plain backend: any filesystem. Snapshots are hard-link farms of the immutable data files,
 //! built under a temporary name and renamed into place, so a snapshot is complete or absent.
+//!
+//! A plain volume on ext4 with a journal commits a new file with one fsync (see
+//! [`journaled_ext4`]); on anything else it keeps the portable sequence (fsync the file, link it,
+//! fsync the directory).
 
 use std::fs;
 use std::io;
@@ -12,6 +16,36 @@ use super::{check_name, fsync_dir, list_dir_snapshots, Snapshot, Volume};
 pub struct Plain {
     root: PathBuf,
     snapshots: PathBuf,
+    /// [`journaled_ext4`] of the root, found at open.
+    journaled_ext4: bool,
+}
+
+/// Whether `path` is on ext4 with a journal. There an fsync of a regular file commits (jbd2) the
+/// journal transaction holding the inode's last change and every transaction before it; linking
+/// a file into a directory changes the inode (its link count) in the transaction that adds the
+/// directory entry, so an fsync of the file after its link makes the new name durable with its
+/// bytes (`ext4_sync_file` writes the data first, then completes the inode's transaction — with
+/// fast commits too, which log the link with the inode). Without a journal ext4 syncs the inode
+/// alone, so this is false there, as it is for every other file system and wherever the journal
+/// cannot be seen (`/proc/fs/jbd2/<device>-8` names each mounted ext4's internal journal).
+pub fn journaled_ext4(path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let ext4 = nix::sys::statfs::statfs(path)
+        .map(|s| s.filesystem_type() == nix::sys::statfs::EXT4_SUPER_MAGIC)
+        .unwrap_or(false);
+    let Ok(meta) = fs::metadata(path) else {
+        return false;
+    };
+    let dev = meta.dev();
+    let (major, minor) = (nix::sys::stat::major(dev), nix::sys::stat::minor(dev));
+    let Ok(device) = fs::read_link(format!("/sys/dev/block/{major}:{minor}")) else {
+        return false;
+    };
+    let Some(name) = device.file_name() else {
+        return false;
+    };
+    let journal = format!("/proc/fs/jbd2/{}-8", name.to_string_lossy());
+    ext4 && Path::new(&journal).exists()
 }
 
 impl Plain {
@@ -31,7 +65,12 @@ impl Plain {
         if old.exists() {
             fs::remove_dir_all(&old)?;
         }
-        Ok(Plain { root, snapshots })
+        let journaled_ext4 = journaled_ext4(&root);
+        Ok(Plain {
+            root,
+            snapshots,
+            journaled_ext4,
+        })
     }
 }
 
@@ -57,6 +96,10 @@ impl Volume for Plain {
 
     fn root(&self) -> &Path {
         &self.root
+    }
+
+    fn file_fsync_keeps_its_name(&self) -> bool {
+        self.journaled_ext4
     }
 
     fn clone_file(&self, src: &Path, dst: &Path) -> io::Result<()> {

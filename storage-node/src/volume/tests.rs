@@ -39,8 +39,12 @@ fn conformance(node_dir: &Path, expect_kind: &str) {
     let store = Store::open(node_dir).unwrap();
     let vol = store.volume();
     assert_eq!(vol.kind(), expect_kind);
-    // Only btrfs is trusted to make a new file's name durable with the file's own fsync.
-    assert_eq!(vol.file_fsync_keeps_its_name(), expect_kind == "btrfs");
+    // Only btrfs and a journaled ext4 are trusted to make a new file's name durable with the
+    // file's own fsync (plain_volume_on_ext4_trusts_only_a_journal).
+    assert_eq!(
+        vol.file_fsync_keeps_its_name(),
+        expect_kind == "btrfs" || super::plain::journaled_ext4(vol.root())
+    );
     let a = write(&store, 3 << 20);
     let b = write(&store, 10);
     let before = files(vol.root());
@@ -154,4 +158,86 @@ fn btrfs_backend_conforms() {
     };
     conformance(&fs.mountpoint.join("node"), "btrfs");
     snapshot_under_load(&fs.mountpoint.join("node2"));
+}
+
+/// A loop-mounted ext4 made with `features` (`mkfs.ext4 -O`), unmounted on drop.
+struct TempExt4 {
+    _dir: tempfile::TempDir,
+    mountpoint: std::path::PathBuf,
+}
+
+impl TempExt4 {
+    fn for_test(features: &str) -> Option<TempExt4> {
+        if let Some(why) = loopback::unavailable() {
+            if std::env::var("MOBULA_REQUIRE_PRIVILEGED").as_deref() == Ok("1") {
+                panic!("ext4 loop test cannot run and MOBULA_REQUIRE_PRIVILEGED=1: {why}");
+            }
+            eprintln!("skipped: {why}");
+            return None;
+        }
+        let dir = tempfile::Builder::new()
+            .prefix("mobula-ext4")
+            .tempdir_in("/var/tmp")
+            .unwrap();
+        let (image, mountpoint) = (dir.path().join("image"), dir.path().join("mnt"));
+        std::fs::File::create(&image)
+            .unwrap()
+            .set_len(2 << 30)
+            .unwrap();
+        std::fs::create_dir(&mountpoint).unwrap();
+        let run = |cmd: &str, args: &[&std::ffi::OsStr]| {
+            let out = std::process::Command::new(cmd).args(args).output().unwrap();
+            assert!(out.status.success(), "{cmd} {args:?}: {out:?}");
+        };
+        run(
+            "mkfs.ext4",
+            &[
+                "-q".as_ref(),
+                "-O".as_ref(),
+                features.as_ref(),
+                image.as_os_str(),
+            ],
+        );
+        run(
+            "mount",
+            &[
+                "-o".as_ref(),
+                "loop".as_ref(),
+                image.as_os_str(),
+                mountpoint.as_os_str(),
+            ],
+        );
+        Some(TempExt4 {
+            _dir: dir,
+            mountpoint,
+        })
+    }
+}
+
+impl Drop for TempExt4 {
+    fn drop(&mut self) {
+        let _ = loopback::unmount(&self.mountpoint);
+    }
+}
+
+/// A plain volume links a new file first and fsyncs it once on ext4 with a journal (whose commit
+/// carries the link with the inode), and keeps the portable sequence on ext4 without one (which
+/// syncs the inode alone); both conform.
+#[test]
+fn plain_volume_on_ext4_trusts_only_a_journal() {
+    for (features, journaled) in [("has_journal", true), ("^has_journal", false)] {
+        let Some(fs) = TempExt4::for_test(features) else {
+            return;
+        };
+        assert_eq!(super::plain::journaled_ext4(&fs.mountpoint), journaled);
+        let store = Store::open(&fs.mountpoint.join("node")).unwrap();
+        assert_eq!(store.volume().kind(), "plain");
+        assert_eq!(
+            store.volume().file_fsync_keeps_its_name(),
+            journaled,
+            "{features}"
+        );
+        conformance(&fs.mountpoint.join("node2"), "plain");
+        snapshot_under_load(&fs.mountpoint.join("node3"));
+    }
 }
