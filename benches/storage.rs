@@ -176,8 +176,7 @@ async fn main() {
                     // Keep the disk from filling, and let the deletes (Mobula reclaims in the
                     // background) and the page cache settle before the next run is timed.
                     load::delete_all(&http, t, l, round).await;
-                    tokio::time::sleep(Duration::from_secs(3)).await;
-                    nix::unistd::sync();
+                    load::settle().await;
                 }
                 let (pr, u) = rate(l, m.put_secs);
                 unit = u;

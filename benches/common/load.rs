@@ -57,6 +57,40 @@ pub fn free_port() -> u16 {
 }
 
 /// CPU seconds (user + system) used so far by `pids` (their threads included).
+/// Flush what is dirty, then wait (up to 30 s) for the machine to go quiet: a half second with
+/// both cores ≥ 90% idle — no writeback, no background deletes of the last run (Mobula reclaims
+/// deleted copies in the background, one delete after another) — so the next timed load has the
+/// machine to itself. A fixed 3 s pause was not always enough: one build's 1 MiB GET ratio
+/// swung from 0.36 to 0.61 between runs, its CPU per GET by half.
+pub async fn settle() {
+    fn busy_idle() -> (u64, u64) {
+        let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+        let f: Vec<u64> = stat
+            .lines()
+            .next()
+            .unwrap_or("")
+            .split_whitespace()
+            .skip(1)
+            .filter_map(|v| v.parse().ok())
+            .collect();
+        let idle = f.get(3).copied().unwrap_or(0) + f.get(4).copied().unwrap_or(0);
+        (f.iter().sum::<u64>() - idle, idle)
+    }
+    tokio::task::spawn_blocking(nix::unistd::sync)
+        .await
+        .unwrap();
+    let deadline = Instant::now() + std::time::Duration::from_secs(30);
+    while Instant::now() < deadline {
+        let (b0, i0) = busy_idle();
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        let (b1, i1) = busy_idle();
+        if (i1 - i0) * 10 >= ((b1 - b0) + (i1 - i0)) * 9 {
+            return;
+        }
+    }
+    eprintln!("settle: the machine stayed busy for 30 s");
+}
+
 pub fn cpu(pids: &[u32]) -> f64 {
     pids.iter()
         .map(|p| {
@@ -169,6 +203,12 @@ pub async fn run(
         .await;
     let put_secs = start.elapsed().as_secs_f64();
     let cpu_mid = cpu(&t.pids);
+    if l.size >= 1 << 20 {
+        // What the PUTs left dirty (all of nginx's, which never fsyncs; the loop image's host
+        // file under any system's fsync'd copies) is written back before the GETs are timed, so
+        // no system's GETs share the CPU with the kernel's writeback of its PUTs.
+        settle().await;
+    }
     let me = [std::process::id()];
     let client0 = cpu(&me);
     let start = Instant::now();
