@@ -248,6 +248,37 @@ async fn grep_and_map_map_reduce() {
     assert_eq!(s["stats"]["tasks"], 6 + 6 + 1);
 }
 
+/// A reducer is fed every map output whole and once, small ones (read or fetched whole) and
+/// ones over a MiB (streamed from a file) alike, from this node's copies and from peers'.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reducer_is_fed_small_and_large_outputs_whole() {
+    let Some(t) = cluster(3).await else { return };
+    let objs = texts(&t, "feed", 6, 31).await;
+    let job = create(
+        &t,
+        json!({"phases": [
+            {"exec": "cat; case \"$MANTA_INPUT_OBJECT\" in *[024].txt) head -c 1200000 /dev/zero | tr '\\0' Z; echo;; esac"},
+            {"type": "reduce", "exec": "sort"}
+        ]}),
+    )
+    .await;
+    add(&t, &job, &paths(&objs), true).await;
+    let s = wait(&t, &job, 60).await;
+    assert_eq!(s["stats"]["tasks"], 6 + 1);
+    let mut want: Vec<String> = objs
+        .iter()
+        .flat_map(|(_, b)| b.lines().map(str::to_string).collect::<Vec<_>>())
+        .collect();
+    want.extend(std::iter::repeat_n("Z".repeat(1_200_000), 3));
+    want.sort();
+    let got = outputs(&t, &job).await;
+    assert_eq!(got.len(), 1);
+    assert!(
+        got[0].lines().eq(want.iter().map(String::as_str)),
+        "the reducer saw every byte once"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn msplit_feeds_two_reducers_and_mcat_mpipe_emit() {
     let Some(t) = cluster(3).await else { return };

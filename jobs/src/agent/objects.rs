@@ -33,6 +33,17 @@ pub(crate) struct Objects {
     peers: tokio::sync::Mutex<(Option<Instant>, Vec<NodeInfo>)>,
 }
 
+/// Largest object a reducer is fed from memory ([`Objects::for_feed`]).
+const FEED_AT_ONCE: u64 = 1 << 20;
+
+/// An object's bytes for a reducer's stdin.
+pub(crate) enum Feed {
+    /// Small: read (or fetched) whole.
+    Bytes(bytes::Bytes),
+    /// Larger: a file to stream from.
+    File(LocalFile),
+}
+
 /// A local file holding an object's bytes for a task, removed after it when fetched.
 pub(crate) struct LocalFile {
     pub path: PathBuf,
@@ -181,6 +192,52 @@ impl Objects {
             }
         }
         Err(last)
+    }
+
+    /// `data`'s bytes to feed a reducer. One of up to [`FEED_AT_ONCE`] is read whole on one
+    /// blocking call (this node's copy) or fetched whole into memory (a holder's, checked
+    /// against its blake3) — a reducer is fed every map output in turn, and a file opened and
+    /// streamed through the blocking pool cost three hand-offs or more for each; a larger one
+    /// is a file to stream from, as [`Objects::local_file`] finds it.
+    pub async fn for_feed(&self, data: &Data) -> Result<Feed, ApiError> {
+        if data.size > FEED_AT_ONCE {
+            return self.local_file(data).await.map(Feed::File);
+        }
+        if let Some(f) = self.local_copy(data) {
+            let path = f.path.clone();
+            return match tokio::task::spawn_blocking(move || std::fs::read(path)).await {
+                Ok(Ok(b)) => Ok(Feed::Bytes(b.into())),
+                Ok(Err(e)) => Err(ApiError::internal(e)),
+                Err(e) => Err(ApiError::internal(e)),
+            };
+        }
+        let mut last = ApiError::new(Code::ServiceUnavailable, "no healthy node holds a copy");
+        for n in self.healthy().await.iter() {
+            if !data.nodes.contains(&n.id) {
+                continue;
+            }
+            match self.fetch(&n.url, data).await {
+                Ok(b) => return Ok(Feed::Bytes(b)),
+                Err(e) => last = e,
+            }
+        }
+        Err(last)
+    }
+
+    /// A small `data` whole from the node at `url`, checked against its blake3.
+    async fn fetch(&self, url: &str, data: &Data) -> Result<bytes::Bytes, ApiError> {
+        let resp = self.nodes.get(url, &data.id, None).await?;
+        let body = resp
+            .bytes()
+            .await
+            .map_err(|e| ApiError::new(Code::ServiceUnavailable, e.to_string()))?;
+        if blake3::hash(&body).to_hex().as_str() != data.blake3 {
+            return Err(ApiError::internal(format!(
+                "copy of {} from {url} differs",
+                data.id
+            )));
+        }
+        Ok(body)
     }
 
     async fn fetch_into(&self, url: &str, data: &Data, to: &PathBuf) -> Result<(), ApiError> {

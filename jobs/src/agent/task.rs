@@ -22,7 +22,7 @@ use tokio::sync::mpsc;
 
 use super::argv;
 use super::launch::launch;
-use super::objects::{output, LocalFile, Objects};
+use super::objects::{output, Feed, LocalFile, Objects};
 use super::{Entry, FeedMsg, Shared};
 use crate::api::{TaskLog, TaskRequest, TaskResult};
 use crate::schedule::{Failure, Output, TaskInput};
@@ -138,17 +138,20 @@ async fn feed(sh: &Shared, rx: Option<mpsc::UnboundedReceiver<FeedMsg>>, tx: Opt
                 continue;
             }
         };
-        let f = match sh.objects.local_file(&data).await {
-            Ok(f) => f,
+        let fed = match sh.objects.for_feed(&data).await {
+            Ok(Feed::Bytes(b)) => tx.write_all(&b).await,
+            Ok(Feed::File(f)) => {
+                let Ok(mut file) = tokio::fs::File::open(&f.path).await else {
+                    continue;
+                };
+                tokio::io::copy(&mut file, &mut tx).await.map(drop)
+            }
             Err(e) => {
                 tracing::warn!("reducer input {p}: {e}; skipped");
                 continue;
             }
         };
-        let Ok(mut file) = tokio::fs::File::open(&f.path).await else {
-            continue;
-        };
-        if tokio::io::copy(&mut file, &mut tx).await.is_err() {
+        if fed.is_err() {
             return; // the reducer closed its stdin or exited
         }
     }
