@@ -10,6 +10,8 @@
 //!
 //! `cargo bench --bench cluster` (`-- --quick`: 1 GiB instead of 10 GiB, one round).
 
+#[path = "common/cpu.rs"]
+mod cpu;
 #[path = "common/load.rs"]
 mod load;
 

@@ -7,6 +7,8 @@
 //! ListObjectsV2-with-delimiter time over 100,000 keys, and the servers' CPU-seconds per 1,000
 //! operations (utime + stime of their processes, from /proc).
 
+#[path = "common/cpu.rs"]
+mod cpu;
 #[path = "s3/garage.rs"]
 mod garage;
 #[path = "common/load.rs"]

@@ -14,6 +14,8 @@
 //! nginx from Debian (`apt-get install nginx-light`), Garage with `cargo install garage
 //! --version 2.5.0 --locked --root /var/tmp/garage`; without them their columns are skipped.
 
+#[path = "common/cpu.rs"]
+mod cpu;
 #[path = "s3/garage.rs"]
 mod garage;
 #[path = "storage/listing.rs"]

@@ -62,17 +62,11 @@ pub fn free_port() -> u16 {
 /// deleted copies in the background, one delete after another) — so the next timed load has the
 /// machine to itself. A fixed 3 s pause was not always enough: one build's 1 MiB GET ratio
 /// swung from 0.36 to 0.61 between runs, its CPU per GET by half.
+/// (Its bench declares `common/cpu.rs` as `cpu` beside this module.)
 pub async fn settle() {
+    // Busy and idle (idle + iowait) ticks of all cores so far.
     fn busy_idle() -> (u64, u64) {
-        let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
-        let f: Vec<u64> = stat
-            .lines()
-            .next()
-            .unwrap_or("")
-            .split_whitespace()
-            .skip(1)
-            .filter_map(|v| v.parse().ok())
-            .collect();
+        let f = super::cpu::fields();
         let idle = f.get(3).copied().unwrap_or(0) + f.get(4).copied().unwrap_or(0);
         (f.iter().sum::<u64>() - idle, idle)
     }

@@ -104,18 +104,11 @@ pub(crate) fn null_stdio() {
     }
 }
 
-/// Start the task process; returns its pid.
+/// Start the task process; returns its pid. It shares pid 1's memory until its execve
+/// ([`crate::sys::spawn_sharing_memory`]), and takes the changes made in `task` on its own fd
+/// table, cwd, signal handlers and credentials.
 pub(crate) fn start(prepared: &Prepared, prog: &seccompiler::BpfProgram) -> Result<i32, String> {
-    // The task shares pid 1's memory until its execve (CLONE_VM | CLONE_VFORK, as posix_spawn
-    // does): no page tables to copy, no copied address space to tear down at exec. Its own fd
-    // table, cwd, signal handlers and credentials (no CLONE_FILES/FS/SIGHAND) take the changes
-    // made in `task`; pid 1 (single-threaded) stays suspended meanwhile, so even the
-    // allocations of the error path are safe.
-    let mut stack = vec![0u8; 256 << 10];
-    let flags = CloneFlags::CLONE_VM | CloneFlags::CLONE_VFORK;
-    let cb = Box::new(|| task(prepared, prog));
-    // SAFETY: see above; `task` only makes system calls and then execs or exits.
-    let task = unsafe { nix::sched::clone(cb, &mut stack, flags, Some(libc::SIGCHLD)) }
+    let task = crate::sys::spawn_sharing_memory(|| task(prepared, prog))
         .map_err(|e| format!("clone task: {e}"))?;
     Ok(task.as_raw())
 }

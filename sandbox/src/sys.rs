@@ -14,6 +14,22 @@ use nix::unistd::Pid;
 /// The argument that turns the `mobula` binary into a zygote.
 pub const ZYGOTE_ARG: &str = "__sandbox-zygote";
 
+/// Run `body` in a child process that shares the caller's memory until it execs or exits
+/// (`clone(CLONE_VM | CLONE_VFORK)`, as `posix_spawn` does): no page tables copied, no copied
+/// address space torn down after. The child has its own fd table, cwd and root (`fs_struct`),
+/// signal handlers and credentials (no `CLONE_FILES`/`CLONE_FS`/`CLONE_SIGHAND`), so what
+/// `body` changes there is its own. The caller must be single-threaded: it stays suspended until
+/// the child has exec'd or exited, so even the child's allocations keep the shared heap
+/// consistent. `body` must exec or `_exit`, never return into the caller's destructors.
+pub fn spawn_sharing_memory(body: impl FnMut() -> isize) -> nix::Result<Pid> {
+    let mut stack = vec![0u8; 256 << 10];
+    let flags = nix::sched::CloneFlags::CLONE_VM | nix::sched::CloneFlags::CLONE_VFORK;
+    // SAFETY: as documented above; the caller promises a single thread and a `body` that only
+    // makes system calls (and allocations the suspended caller does not race), then execs or
+    // exits.
+    unsafe { nix::sched::clone(Box::new(body), &mut stack, flags, Some(libc::SIGCHLD)) }
+}
+
 /// A pidfd for `pid`.
 pub fn pidfd_open(pid: Pid) -> Result<OwnedFd, String> {
     // SAFETY: plain system call; the returned descriptor is owned by the OwnedFd.

@@ -179,15 +179,34 @@ impl Objects {
         if let Some(f) = self.local_copy(data) {
             return Ok(f);
         }
-        let peers = self.healthy().await;
         let tmp = LocalFile {
             path: self.dir.join("cache").join(new_id()),
             local: false,
         };
+        let to = &tmp.path;
+        self.first_holder(
+            data,
+            |url| async move { self.fetch_into(&url, data, to).await },
+        )
+        .await?;
+        Ok(tmp)
+    }
+
+    /// `fetch(url)` from each healthy node holding `data` in turn, until one answers.
+    async fn first_holder<T, F: std::future::Future<Output = Result<T, ApiError>>>(
+        &self,
+        data: &Data,
+        fetch: impl Fn(String) -> F,
+    ) -> Result<T, ApiError> {
         let mut last = ApiError::new(Code::ServiceUnavailable, "no healthy node holds a copy");
-        for n in peers.iter().filter(|n| data.nodes.contains(&n.id)) {
-            match self.fetch_into(&n.url, data, &tmp.path).await {
-                Ok(()) => return Ok(tmp),
+        for n in self
+            .healthy()
+            .await
+            .iter()
+            .filter(|n| data.nodes.contains(&n.id))
+        {
+            match fetch(n.url.clone()).await {
+                Ok(got) => return Ok(got),
                 Err(e) => last = e,
             }
         }
@@ -211,17 +230,9 @@ impl Objects {
                 Err(e) => Err(ApiError::internal(e)),
             };
         }
-        let mut last = ApiError::new(Code::ServiceUnavailable, "no healthy node holds a copy");
-        for n in self.healthy().await.iter() {
-            if !data.nodes.contains(&n.id) {
-                continue;
-            }
-            match self.fetch(&n.url, data).await {
-                Ok(b) => return Ok(Feed::Bytes(b)),
-                Err(e) => last = e,
-            }
-        }
-        Err(last)
+        self.first_holder(data, |url| async move { self.fetch(&url, data).await })
+            .await
+            .map(Feed::Bytes)
     }
 
     /// A small `data` whole from the node at `url`, checked against its blake3.

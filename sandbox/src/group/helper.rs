@@ -31,7 +31,9 @@ use crate::cgroup::Cgroups;
 use crate::child::parse_status;
 use crate::helper::{pipe, reap, start_pid1, HelperArgs};
 use crate::spec::{Report, TaskSpec};
-use crate::sys::{move_mount_here, pidfd_open, poll_any, recv_with_fds, send_with_fds};
+use crate::sys::{
+    move_mount_here, pidfd_open, poll_any, recv_with_fds, send_with_fds, spawn_sharing_memory,
+};
 
 /// One task, from the caller to the helper. Attached: stdin, stdout, stderr, then one detached
 /// mount per entry of `inputs`, in order.
@@ -236,14 +238,11 @@ impl Served<'_> {
         Ok(())
     }
 
-    /// Step 2 of the module doc, in a child sharing the helper's memory (`setns` changes the
-    /// caller's mounts, so not the helper itself). The child is made as the task is
-    /// (`child::start`: `CLONE_VM | CLONE_VFORK`, as `posix_spawn` does): a forked copy of the
+    /// Step 2 of the module doc, in a child sharing the helper's memory
+    /// ([`crate::sys::spawn_sharing_memory`]; `setns` changes the caller's mounts, so not the
+    /// helper itself, and needs the child's own `fs_struct`, which it has). A forked copy of the
     /// helper's address space cost a page-table copy, copy-on-write faults and its tear-down
-    /// at exit on every task — ~6% of all CPU in a job of tiny tasks. It has its own fd table
-    /// and `fs_struct` (no `CLONE_FILES`/`CLONE_FS`: `setns` of a mount namespace needs the
-    /// latter unshared), and the helper (single-threaded) stays suspended until it has exited,
-    /// so the child's allocations and frees keep the shared heap consistent.
+    /// at exit on every task — ~6% of all CPU in a job of tiny tasks.
     fn mount_inputs(
         &mut self,
         inputs: &[(String, bool)],
@@ -258,7 +257,7 @@ impl Served<'_> {
         let (err_r, err_w) = pipe()?;
         let replace = self.manta;
         let pidfd = &self.pidfd;
-        let cb = Box::new(|| {
+        let child = spawn_sharing_memory(|| {
             let code = match place(pidfd, replace, inputs, mounts) {
                 Ok(()) => 0,
                 Err(e) => {
@@ -268,13 +267,8 @@ impl Served<'_> {
             };
             // SAFETY: leave at once: the helper's destructors are the helper's to run.
             unsafe { libc::_exit(code) }
-        });
-        let mut stack = vec![0u8; 256 << 10];
-        let flags = CloneFlags::CLONE_VM | CloneFlags::CLONE_VFORK;
-        // SAFETY: see above; the child only makes system calls (and allocations the suspended
-        // helper does not race) and exits.
-        let child = unsafe { nix::sched::clone(cb, &mut stack, flags, Some(libc::SIGCHLD)) }
-            .map_err(|e| format!("clone: {e}"))?;
+        })
+        .map_err(|e| format!("clone: {e}"))?;
         drop(err_w);
         reap(child);
         let mut msg = String::new();

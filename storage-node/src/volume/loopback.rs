@@ -5,7 +5,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-fn run(cmd: &str, args: &[&std::ffi::OsStr]) -> io::Result<()> {
+pub(crate) fn run(cmd: &str, args: &[&std::ffi::OsStr]) -> io::Result<()> {
     let out = Command::new(cmd)
         .args(args)
         .output()
@@ -108,14 +108,15 @@ impl Drop for TempBtrfs {
 /// For tests that need btrfs: the filesystem, or `None` after printing why it is skipped.
 /// With `MOBULA_REQUIRE_PRIVILEGED=1` (CI) a skip is a failure.
 pub fn for_test(size: u64) -> Option<TempBtrfs> {
-    match TempBtrfs::new(size) {
-        Ok(b) => Some(b),
-        Err(why) => {
-            if std::env::var("MOBULA_REQUIRE_PRIVILEGED").as_deref() == Ok("1") {
-                panic!("btrfs test cannot run and MOBULA_REQUIRE_PRIVILEGED=1: {why}");
-            }
-            eprintln!("skipped: {why}");
-            None
-        }
+    TempBtrfs::new(size).map_or_else(skipped, Some)
+}
+
+/// A privileged test cannot run here, for `why`: `None` after printing it — or, with
+/// `MOBULA_REQUIRE_PRIVILEGED=1` (CI), a failure.
+pub fn skipped<T>(why: String) -> Option<T> {
+    if std::env::var("MOBULA_REQUIRE_PRIVILEGED").as_deref() == Ok("1") {
+        panic!("privileged test cannot run and MOBULA_REQUIRE_PRIVILEGED=1: {why}");
     }
+    eprintln!("skipped: {why}");
+    None
 }

@@ -31,21 +31,17 @@ pub struct Plain {
 pub fn journaled_ext4(path: &Path) -> bool {
     use std::os::unix::fs::MetadataExt;
     let ext4 = nix::sys::statfs::statfs(path)
-        .map(|s| s.filesystem_type() == nix::sys::statfs::EXT4_SUPER_MAGIC)
-        .unwrap_or(false);
-    let Ok(meta) = fs::metadata(path) else {
-        return false;
+        .is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::EXT4_SUPER_MAGIC);
+    let journal_of = |dev: u64| {
+        let (major, minor) = (nix::sys::stat::major(dev), nix::sys::stat::minor(dev));
+        let device = fs::read_link(format!("/sys/dev/block/{major}:{minor}")).ok()?;
+        let name = device.file_name()?.to_string_lossy().into_owned();
+        Some(PathBuf::from(format!("/proc/fs/jbd2/{name}-8")))
     };
-    let dev = meta.dev();
-    let (major, minor) = (nix::sys::stat::major(dev), nix::sys::stat::minor(dev));
-    let Ok(device) = fs::read_link(format!("/sys/dev/block/{major}:{minor}")) else {
-        return false;
-    };
-    let Some(name) = device.file_name() else {
-        return false;
-    };
-    let journal = format!("/proc/fs/jbd2/{}-8", name.to_string_lossy());
-    ext4 && Path::new(&journal).exists()
+    ext4 && fs::metadata(path)
+        .ok()
+        .and_then(|m| journal_of(m.dev()))
+        .is_some_and(|j| j.exists())
 }
 
 impl Plain {

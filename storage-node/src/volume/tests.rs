@@ -169,11 +169,7 @@ struct TempExt4 {
 impl TempExt4 {
     fn for_test(features: &str) -> Option<TempExt4> {
         if let Some(why) = loopback::unavailable() {
-            if std::env::var("MOBULA_REQUIRE_PRIVILEGED").as_deref() == Ok("1") {
-                panic!("ext4 loop test cannot run and MOBULA_REQUIRE_PRIVILEGED=1: {why}");
-            }
-            eprintln!("skipped: {why}");
-            return None;
+            return loopback::skipped(why);
         }
         let dir = tempfile::Builder::new()
             .prefix("mobula-ext4")
@@ -185,11 +181,7 @@ impl TempExt4 {
             .set_len(2 << 30)
             .unwrap();
         std::fs::create_dir(&mountpoint).unwrap();
-        let run = |cmd: &str, args: &[&std::ffi::OsStr]| {
-            let out = std::process::Command::new(cmd).args(args).output().unwrap();
-            assert!(out.status.success(), "{cmd} {args:?}: {out:?}");
-        };
-        run(
+        loopback::run(
             "mkfs.ext4",
             &[
                 "-q".as_ref(),
@@ -197,8 +189,9 @@ impl TempExt4 {
                 features.as_ref(),
                 image.as_os_str(),
             ],
-        );
-        run(
+        )
+        .unwrap();
+        loopback::run(
             "mount",
             &[
                 "-o".as_ref(),
@@ -206,7 +199,8 @@ impl TempExt4 {
                 image.as_os_str(),
                 mountpoint.as_os_str(),
             ],
-        );
+        )
+        .unwrap();
         Some(TempExt4 {
             _dir: dir,
             mountpoint,
