@@ -32,7 +32,8 @@
 //! writing process per operation (from `/proc/self/stat`, as the storage bench counts a
 //! server's; the kernel's own threads — journal, writeback — are not counted). `cargo bench --bench storage_floor`. Env:
 //! DIR (where files go, default the temp dir: point it at the volume's file system), N (small
-//! PUTs per line, default 4000), ONLY (`get`, `large-put` or `put`: that table alone).
+//! PUTs per line, default 20,000 — the storage bench's 4 KiB count: an ext4 journal filling
+//! and checkpointing over that many files is part of what the bench's PUTs pay), ONLY (`get`, `large-put` or `put`: that table alone).
 //!
 //! **Large PUT** (`storage_floor/large_put.rs`): 4 streams of 256 MiB at once, taken in over
 //! loopback TCP — nginx's way (one copy, no fsync) against the contract's least (MD5, each
@@ -316,7 +317,7 @@ fn main() {
     let n: usize = std::env::var("N")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(4000);
+        .unwrap_or(20_000);
     let btrfs = nix::sys::statfs::statfs(dir.path())
         .is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::BTRFS_SUPER_MAGIC);
     // Where a storage node links a new file first and fsyncs it once (Volume::file_fsync_keeps_its_name).

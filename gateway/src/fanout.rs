@@ -33,7 +33,7 @@ use mobula_storage_node::api::Written;
 use mobula_storage_node::{NodeError, UploadAborted};
 use tokio::task::JoinHandle;
 
-use crate::Gateway;
+use crate::{together, Gateway};
 
 /// Body prefix kept for placing a copy again, once every copy has started taking the body.
 pub const REPLAY_LIMIT: u64 = 1 << 20;
@@ -149,7 +149,38 @@ async fn replace(
 /// Write `body` as new data to `targets` (node id, url). With `replace`, a copy whose node fails
 /// while the body's prefix is held is placed again on another node; without (multipart parts,
 /// pinned to their upload's nodes) it fails the write. Returns the data once durable everywhere.
+/// A small body to nodes of this process is written to all of them on one call
+/// ([`crate::together`]), and streamed only should that fail.
 pub async fn write_data<B>(
+    gw: &Gateway,
+    targets: &[(String, String)],
+    durability: u8,
+    mut body: B,
+    content_md5: Option<String>,
+    may_replace: bool,
+) -> Result<Data, ApiError>
+where
+    B: hyper::body::Body<Data = Bytes> + Unpin,
+    B::Error: std::fmt::Display,
+{
+    let urls: Vec<String> = targets.iter().map(|(_, u)| u.clone()).collect();
+    if !together::applies(gw, body.size_hint().exact(), &urls) {
+        return stream_data(gw, targets, durability, body, content_md5, may_replace).await;
+    }
+    let chunks = together::read_whole(gw, &mut body).await?;
+    let md5 = content_md5.as_deref();
+    if let Some(data) = together::write(gw, targets, durability, &chunks, md5).await? {
+        return Ok(data);
+    }
+    let frames = chunks
+        .into_iter()
+        .map(|b| Ok::<_, std::convert::Infallible>(hyper::body::Frame::data(b)));
+    let replayed = http_body_util::StreamBody::new(futures::stream::iter(frames));
+    stream_data(gw, targets, durability, replayed, content_md5, may_replace).await
+}
+
+/// [`write_data`]'s streaming path: one task and channel per copy.
+async fn stream_data<B>(
     gw: &Gateway,
     targets: &[(String, String)],
     durability: u8,
@@ -174,26 +205,13 @@ where
     let mut size = 0u64;
     let mut failure: Option<Failure> = None;
     'feed: loop {
-        let frame = match tokio::time::timeout(gw.cfg.upload_timeout, body.frame()).await {
-            Err(_) => {
-                failure = Some(Failure::Client(ApiError::new(
-                    Code::UploadTimeout,
-                    format!("no data received for {:?}", gw.cfg.upload_timeout),
-                )));
-                break;
-            }
+        let data = match next_data(gw, &mut body).await {
+            Ok(Some(data)) => data,
             Ok(None) => break,
-            Ok(Some(Err(e))) => {
-                failure = Some(Failure::Client(ApiError::new(
-                    Code::InvalidArgument,
-                    format!("reading request body: {e}"),
-                )));
+            Err(e) => {
+                failure = Some(Failure::Client(e));
                 break;
             }
-            Ok(Some(Ok(f))) => f,
-        };
-        let Ok(data) = frame.into_data() else {
-            continue;
         };
         size += data.len() as u64;
         if size > gw.cfg.max_object_size {
@@ -328,6 +346,37 @@ where
         durability,
         nodes,
     })
+}
+
+/// The body's next data (other frames skipped), awaited under the write's upload timeout; the
+/// client's failure when it stalls or breaks.
+pub(crate) async fn next_data<B>(gw: &Gateway, body: &mut B) -> Result<Option<Bytes>, ApiError>
+where
+    B: hyper::body::Body<Data = Bytes> + Unpin,
+    B::Error: std::fmt::Display,
+{
+    loop {
+        match tokio::time::timeout(gw.cfg.upload_timeout, body.frame()).await {
+            Err(_) => {
+                return Err(ApiError::new(
+                    Code::UploadTimeout,
+                    format!("no data received for {:?}", gw.cfg.upload_timeout),
+                ))
+            }
+            Ok(None) => return Ok(None),
+            Ok(Some(Err(e))) => {
+                return Err(ApiError::new(
+                    Code::InvalidArgument,
+                    format!("reading request body: {e}"),
+                ))
+            }
+            Ok(Some(Ok(f))) => {
+                if let Ok(data) = f.into_data() {
+                    return Ok(Some(data));
+                }
+            }
+        }
+    }
 }
 
 /// After a metadata write that referred to data `id` failed with `err`: queue the data for

@@ -197,3 +197,141 @@ async fn no_node_left_to_take_the_copy_fails_the_put() {
     );
     assert_eq!(fake.files_on(&url(1)), 0, "the surviving copy is discarded");
 }
+
+/// Small bodies to nodes that can be written together ([`crate::together`]): one call for every
+/// copy, and the streaming path's rules when a copy fails there.
+mod together {
+    use base64::Engine;
+    use md5::Digest;
+
+    use super::*;
+    use crate::testing::sized_body;
+
+    #[tokio::test]
+    async fn a_small_body_goes_to_every_copy_on_one_call() {
+        let (gw, fake) = gateway(3);
+        fake.write_together(true);
+        let data = bytes(10_000);
+        let d = write_data(
+            &gw,
+            &targets(&[0, 1]),
+            2,
+            sized_body(&data, 4096, None),
+            None,
+            true,
+        )
+        .await
+        .unwrap();
+        assert_eq!(fake.together_calls(), 1);
+        assert!(fake.puts().is_empty(), "nothing streamed");
+        assert_eq!(d.nodes, ["n0", "n1"]);
+        assert_eq!(d.size, 10_000);
+        assert_eq!(d.blake3, blake3::hash(&data).to_hex().to_string());
+        assert_eq!(fake.get(&url(0), &d.id).unwrap(), data);
+        assert_eq!(fake.get(&url(1), &d.id).unwrap(), data);
+        // Larger than together::LIMIT, or of no declared length: streamed as before.
+        let large = bytes(crate::together::LIMIT as usize + 1);
+        let big = sized_body(&large, 8192, None);
+        let d = write_data(&gw, &targets(&[0, 1]), 2, big, None, true)
+            .await
+            .unwrap();
+        let undeclared = body(&data, 4096, None);
+        write_data(&gw, &targets(&[0, 1]), 2, undeclared, None, true)
+            .await
+            .unwrap();
+        assert_eq!(fake.together_calls(), 1);
+        assert_eq!(fake.puts().len(), 4);
+        assert_eq!(fake.get(&url(1), &d.id).unwrap(), large);
+    }
+
+    #[tokio::test]
+    async fn a_copy_failing_on_the_one_call_is_placed_again_and_nothing_is_left_over() {
+        let (gw, fake) = gateway(3);
+        fake.write_together(true);
+        fake.fail(&url(1), Fault::Down);
+        let data = bytes(20_000);
+        let d = write_data(
+            &gw,
+            &targets(&[0, 1]),
+            2,
+            sized_body(&data, 1000, None),
+            None,
+            true,
+        )
+        .await
+        .unwrap();
+        assert_eq!(fake.together_calls(), 1);
+        assert!(gw.nodes.recently_failed("n1"));
+        let mut nodes = d.nodes.clone();
+        nodes.sort();
+        assert_eq!(
+            nodes,
+            ["n0", "n2"],
+            "streamed, the dead node's copy placed again"
+        );
+        assert_eq!(fake.get(&url(0), &d.id).unwrap(), data);
+        assert_eq!(fake.get(&url(2), &d.id).unwrap(), data);
+        // The first attempt's copy on n0 was discarded (no metadata service here: deleted).
+        assert_eq!(fake.files_on(&url(0)), 1);
+        assert!(fake
+            .deletes()
+            .iter()
+            .any(|(u, id)| *u == url(0) && *id != d.id));
+    }
+
+    #[tokio::test]
+    async fn a_nodes_refusal_on_the_one_call_is_its_answer_and_blames_no_node() {
+        let (gw, fake) = gateway(3);
+        fake.write_together(true);
+        fake.fail(
+            &url(1),
+            Fault::Answer(ApiError::new(Code::InvalidArgument, "no")),
+        );
+        let e = write_data(
+            &gw,
+            &targets(&[0, 1]),
+            2,
+            sized_body(&bytes(100), 10, None),
+            None,
+            true,
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(e.code, Code::InvalidArgument);
+        assert!(!gw.nodes.recently_failed("n1"));
+        for i in 0..3 {
+            assert_eq!(fake.files_on(&url(i)), 0, "node {i}");
+        }
+    }
+
+    #[tokio::test]
+    async fn the_clients_failures_store_nothing_and_blame_no_node() {
+        let (gw, fake) = gateway(3);
+        fake.write_together(true);
+        let data = bytes(5000);
+        let md5 = Some("AAAAAAAAAAAAAAAAAAAAAA==".to_string());
+        let wrong = sized_body(&data, 1000, None);
+        let e = write_data(&gw, &targets(&[0, 1]), 2, wrong, md5, true)
+            .await
+            .unwrap_err();
+        assert_eq!(e.code, Code::ContentMD5Mismatch, "{e}");
+        let broken = sized_body(&data, 1000, Some(2500));
+        let e = write_data(&gw, &targets(&[0, 1]), 2, broken, None, true)
+            .await
+            .unwrap_err();
+        assert_eq!(e.code, Code::InvalidArgument, "{e}");
+        assert_eq!(fake.together_calls(), 0, "no copy was begun");
+        assert!(fake.puts().is_empty());
+        for n in ["n0", "n1", "n2"] {
+            assert!(!gw.nodes.recently_failed(n), "{n}");
+        }
+        // The right Content-MD5 is accepted.
+        let md5 = base64::engine::general_purpose::STANDARD.encode(md5::Md5::digest(&data));
+        let right = sized_body(&data, 1000, None);
+        let to = targets(&[0, 1]);
+        let d = write_data(&gw, &to, 2, right, Some(md5.clone()), true)
+            .await
+            .unwrap();
+        assert_eq!(d.md5, md5);
+    }
+}

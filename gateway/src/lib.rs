@@ -28,6 +28,7 @@ pub mod s3;
 mod signature;
 #[cfg(test)]
 mod testing;
+mod together;
 mod uploads;
 mod write;
 

@@ -40,6 +40,23 @@ pub trait DataNodes: Send + Sync + std::fmt::Debug {
         expected_md5: Option<&'a str>,
     ) -> BoxFuture<'a, Result<Written, NodeError>>;
 
+    /// Whether [`DataNodes::put_together`] would write to every node of `urls`.
+    fn can_put_together(&self, _urls: &[String]) -> bool {
+        false
+    }
+
+    /// Write the whole small body `chunks` as `id` to every node of `urls` on one call, where
+    /// this data path can (see [`crate::local::LocalFirst`]); one answer per url, in order.
+    /// `None` where it cannot: the caller streams to each node with [`DataNodes::put`].
+    fn put_together(
+        &self,
+        _urls: &[String],
+        _id: &str,
+        _chunks: Vec<Bytes>,
+    ) -> Option<BoxFuture<'static, Vec<Result<Written, NodeError>>>> {
+        None
+    }
+
     /// Open data `id` on `url` (optionally the inclusive byte range `range`).
     fn open<'a>(
         &'a self,

@@ -40,6 +40,9 @@ struct State {
     /// Every PUT and delete, in order: (url, id).
     puts: Vec<(String, String)>,
     deletes: Vec<(String, String)>,
+    /// Whether writes may go to all their copies on one call, and how many did.
+    together: bool,
+    together_calls: usize,
 }
 
 /// Fake storage nodes, each named by a URL.
@@ -97,6 +100,18 @@ impl FakeNodes {
         self.lock().deletes.clone()
     }
 
+    /// From now on, every set of nodes can be written together
+    /// ([`DataNodes::put_together`]) when `on` — as nodes in the gateway's process on one
+    /// journal can.
+    pub fn write_together(&self, on: bool) {
+        self.lock().together = on;
+    }
+
+    /// How many writes went to all their copies on one call.
+    pub fn together_calls(&self) -> usize {
+        self.lock().together_calls
+    }
+
     fn fault(&self, url: &str) -> Option<Fault> {
         self.lock().faults.get(url).cloned()
     }
@@ -106,7 +121,45 @@ fn down() -> NodeError {
     NodeError::Unreachable("connection refused (fake)".into())
 }
 
+/// Store `data` as `id` on `url`, or fail as the node's fault says (one copy of a write made
+/// together).
+fn put_whole(nodes: &FakeNodes, url: &str, id: &str, data: &Bytes) -> Result<Written, NodeError> {
+    match nodes.fault(url) {
+        Some(Fault::Down) => return Err(down()),
+        Some(Fault::Answer(e)) => return Err(NodeError::Answered(e)),
+        Some(Fault::PutFailsAfter(n)) if data.len() as u64 > n => {
+            return Err(NodeError::Unreachable("connection reset (fake)".into()))
+        }
+        _ => {}
+    }
+    nodes.insert(url, id, data.clone());
+    Ok(Written {
+        size: data.len() as u64,
+        md5: String::new(),
+        blake3: blake3::hash(data).to_hex().to_string(),
+    })
+}
+
 impl DataNodes for FakeNodes {
+    fn can_put_together(&self, _urls: &[String]) -> bool {
+        self.lock().together
+    }
+
+    fn put_together(
+        &self,
+        urls: &[String],
+        id: &str,
+        chunks: Vec<Bytes>,
+    ) -> Option<BoxFuture<'static, Vec<Result<Written, NodeError>>>> {
+        if !self.can_put_together(urls) {
+            return None;
+        }
+        self.lock().together_calls += 1;
+        let data = Bytes::from(chunks.concat());
+        let answers = urls.iter().map(|u| put_whole(self, u, id, &data)).collect();
+        Some(Box::pin(futures::future::ready(answers)))
+    }
+
     fn put<'a>(
         &'a self,
         url: &'a str,

@@ -34,7 +34,7 @@ pub use data_path::{BodyStream, DataNodes, DataStream, Opened};
 pub use local::{LocalFirst, LocalNodes};
 use mobula_metadata::api::Heartbeat;
 use mobula_metadata::MetadataClient;
-pub use store::{Store, Writer};
+pub use store::{Pending, Store, Writer};
 use tokio::net::TcpListener;
 
 /// Configuration of one storage node.

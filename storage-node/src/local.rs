@@ -246,7 +246,75 @@ async fn put(
     }
 }
 
+impl LocalFirst {
+    /// The nodes of `urls` when every one runs in this process on a volume of one shared
+    /// journal ([`crate::volume::Volume::shared_journal`]) — where copies linked first and
+    /// fsync'd one after another on one thread are made durable by one journal commit.
+    fn together(&self, urls: &[String]) -> Option<Vec<Local>> {
+        let nodes: Vec<Local> = urls
+            .iter()
+            .map(|u| self.local.get(u).filter(|l| l.alive.load(Ordering::SeqCst)))
+            .collect::<Option<_>>()?;
+        let journal = nodes.first()?.store.volume().shared_journal()?;
+        nodes
+            .iter()
+            .all(|l| l.store.volume().shared_journal() == Some(journal))
+            .then_some(nodes)
+    }
+}
+
+/// [`crate::write::store_together`] into the stores of `nodes`, answering for each as
+/// [`put`] would.
+async fn put_together(
+    nodes: Vec<Local>,
+    id: String,
+    chunks: Vec<bytes::Bytes>,
+) -> Vec<Result<Written, NodeError>> {
+    let stores: Vec<Store> = nodes.iter().map(|l| l.store.clone()).collect();
+    let done =
+        tokio::task::spawn_blocking(move || crate::write::store_together(&stores, &id, &chunks))
+            .await;
+    let results = match done {
+        Ok(r) => r,
+        Err(e) => {
+            let e = ApiError::internal(e);
+            return nodes
+                .iter()
+                .map(|_| Err(NodeError::Answered(e.clone())))
+                .collect();
+        }
+    };
+    results
+        .into_iter()
+        .zip(nodes)
+        .map(|(r, l)| match r {
+            _ if !l.alive.load(Ordering::SeqCst) => {
+                Err(NodeError::Unreachable("the storage node stopped".into()))
+            }
+            Ok(w) => Ok(w),
+            Err(e) => Err(NodeError::Answered(e)),
+        })
+        .collect()
+}
+
 impl DataNodes for LocalFirst {
+    fn can_put_together(&self, urls: &[String]) -> bool {
+        self.together(urls).is_some()
+    }
+
+    fn put_together(
+        &self,
+        urls: &[String],
+        id: &str,
+        chunks: Vec<bytes::Bytes>,
+    ) -> Option<BoxFuture<'static, Vec<Result<Written, NodeError>>>> {
+        let nodes = self.together(urls)?;
+        if !valid_id(id) {
+            return None;
+        }
+        Some(Box::pin(put_together(nodes, id.to_string(), chunks)))
+    }
+
     fn put<'a>(
         &'a self,
         url: &'a str,

@@ -15,7 +15,8 @@
 //! vanishes with the process); a `.blk` whose data never got linked is removed by the orphan
 //! sweep. On a volume whose file fsync also makes the file's new name durable (btrfs, journaled
 //! ext4: [`Volume::file_fsync_keeps_its_name`]) a file without a sidecar is linked first and fsynced
-//! once — one log sync instead of two; it is whole when linked, nothing refers to it before the
+//! once ([`Writer::link`], then [`Pending::sync`]; several copies may be linked before any is
+//! fsynced) — one log sync instead of two; it is whole when linked, nothing refers to it before the
 //! ack, and a power cut before its fsync leaves at worst an unacknowledged short copy that
 //! verification refuses and the orphan sweep removes.
 
@@ -68,6 +69,51 @@ pub struct Writer {
     copies: metrics::Gauge,
 }
 
+/// A copy between [`Writer::link`] and [`Pending::sync`]: linked into place and awaiting its
+/// one fsync, or already durable (the portable commit). Dropped unsynced, a linked copy stays
+/// as an unacknowledged file for the orphan sweep.
+#[derive(Debug)]
+pub struct Pending {
+    linked: Option<(File, PathBuf)>,
+    committed: Committed,
+    written: metrics::Counter,
+    copies: metrics::Gauge,
+}
+
+impl Pending {
+    /// Start writing the copy's bytes back without waiting, so that the fsyncs of copies
+    /// linked together find their data on its way and their names in one journal commit.
+    pub fn start_writeback(&self) {
+        if let Some((f, _)) = &self.linked {
+            start_writeback(f);
+        }
+    }
+
+    /// Make the copy durable (its one fsync, when linked first); on failure its name is removed.
+    pub fn sync(self) -> io::Result<Committed> {
+        if let Some((file, path)) = &self.linked {
+            fail::fail_point!("put-before-fsync");
+            if let Err(e) = file.sync_all() {
+                let _ = fs::remove_file(path);
+                return Err(e);
+            }
+            fail::fail_point!("put-before-dir-fsync");
+        }
+        self.written.increment(1);
+        self.copies.increment(1.0);
+        Ok(self.committed)
+    }
+}
+
+/// `sync_file_range(SYNC_FILE_RANGE_WRITE)` of the whole file: queue its dirty pages for
+/// writeback and return (a hint; durability still comes from fsync). Neither nix nor rustix
+/// wraps it.
+#[allow(unsafe_code)]
+fn start_writeback(f: &File) {
+    // SAFETY: a plain syscall on an open descriptor; no memory is passed.
+    let _ = unsafe { libc::sync_file_range(f.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE) };
+}
+
 fn tmpfile(dir: &Path) -> io::Result<File> {
     OpenOptions::new()
         .write(true)
@@ -113,6 +159,14 @@ impl Writer {
 
     /// Make the bytes durable and visible as `id`.
     pub fn commit(self, id: &str) -> io::Result<Committed> {
+        self.link(id)?.sync()
+    }
+
+    /// The first half of [`Writer::commit`]: where the volume's file fsync keeps the file's
+    /// name ([`Volume::file_fsync_keeps_its_name`]) and no sidecar is needed, link the file into
+    /// place and leave its one fsync to [`Pending::sync`] — so that several copies can be linked
+    /// first and their fsyncs share one journal commit; elsewhere the whole portable commit.
+    pub fn link(self, id: &str) -> io::Result<Pending> {
         let Writer {
             dir,
             file,
@@ -124,32 +178,32 @@ impl Writer {
         } = self;
         let file = file.into_inner().map_err(|e| e.into_error())?;
         let (hashes, blake3) = hasher.finish();
+        let committed = Committed {
+            size: hashes.size,
+            blake3,
+            md5: md5.map(|m| base64::engine::general_purpose::STANDARD.encode(m.finalize())),
+        };
         // Small lists go in the file's own attribute: durable with its bytes, one fsync.
         let sidecar = !hashes.attach(&file);
-        if fsync_keeps_name && !sidecar {
+        let linked = if fsync_keeps_name && !sidecar {
             // One fsync makes bytes, hashes and name durable together. Until it returns the
             // file may be visible but not yet durable: nothing refers to it before the ack,
             // and a power cut in between leaves at worst a short copy that verified reads
             // refuse and the orphan sweep removes.
-            link_into_place(&file, &dir.join(id))?;
-            fail::fail_point!("put-before-fsync");
-            if let Err(e) = file.sync_all() {
-                let _ = fs::remove_file(dir.join(id));
-                return Err(e);
-            }
-            fail::fail_point!("put-before-dir-fsync");
+            let path = dir.join(id);
+            link_into_place(&file, &path)?;
+            Some((file, path))
         } else {
             Self::fsync_then_link(&file, &dir, id, sidecar, &hashes)?;
-        }
-        written.increment(1);
-        copies.increment(1.0);
-        Ok(Committed {
-            size: hashes.size,
-            blake3,
-            md5: md5.map(|m| base64::engine::general_purpose::STANDARD.encode(m.finalize())),
+            None
+        };
+        Ok(Pending {
+            linked,
+            committed,
+            written,
+            copies,
         })
     }
-
     /// The portable commit: fsync the unnamed file (and its sidecar), link them into place,
     /// fsync the directory.
     fn fsync_then_link(

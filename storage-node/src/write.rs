@@ -117,6 +117,42 @@ where
     })
 }
 
+/// Write the whole small body `chunks` as `id` into each of `stores` on this one blocking
+/// call: every copy linked first ([`Writer::link`]) and its writeback started, then each
+/// fsync'd — copies on one file system find their names in the journal commit the first
+/// fsync waits for, where copies written on threads of their own each wait for one. One result
+/// per store; a copy that failed leaves nothing (an unlinked file, or its name removed).
+pub(crate) fn store_together(
+    stores: &[Store],
+    id: &str,
+    chunks: &[bytes::Bytes],
+) -> Vec<Result<Written, ApiError>> {
+    let linked: Vec<std::io::Result<crate::store::Pending>> = stores
+        .iter()
+        .map(|s| {
+            let mut w = s.writer(id, false)?;
+            for b in chunks {
+                w.write(b)?;
+            }
+            w.link(id)
+        })
+        .collect();
+    for p in linked.iter().flatten() {
+        p.start_writeback();
+    }
+    let synced = linked.into_iter().map(|p| p.and_then(|p| p.sync()));
+    let answers = synced.map(|c| {
+        let c = c.map_err(io_err)?;
+        fail::fail_point!("put-before-ack", |_| Err(ApiError::internal("failpoint")));
+        Ok(Written {
+            size: c.size,
+            md5: c.md5.unwrap_or_default(),
+            blake3: c.blake3,
+        })
+    });
+    answers.collect()
+}
+
 /// `w` if its MD5 is what the client said (or nothing was said).
 fn check_md5(w: Writer, expected: Option<String>) -> Result<Writer, ApiError> {
     match (expected, w.md5()) {

@@ -120,3 +120,60 @@ pub fn skipped<T>(why: String) -> Option<T> {
     eprintln!("skipped: {why}");
     None
 }
+
+/// A 2 GiB loop-mounted ext4 made with `features` (`mkfs.ext4 -O`), unmounted on drop.
+#[derive(Debug)]
+pub struct TempExt4 {
+    _dir: tempfile::TempDir,
+    pub mountpoint: PathBuf,
+}
+
+impl TempExt4 {
+    /// For tests that need it: the filesystem, or `None` after printing why it is skipped
+    /// (with `MOBULA_REQUIRE_PRIVILEGED=1` a failure).
+    pub fn for_test(features: &str) -> Option<TempExt4> {
+        if let Some(why) = unavailable() {
+            return skipped(why);
+        }
+        let dir = tempfile::Builder::new()
+            .prefix("mobula-ext4")
+            .tempdir_in("/var/tmp")
+            .unwrap();
+        let (image, mountpoint) = (dir.path().join("image"), dir.path().join("mnt"));
+        std::fs::File::create(&image)
+            .unwrap()
+            .set_len(2 << 30)
+            .unwrap();
+        std::fs::create_dir(&mountpoint).unwrap();
+        run(
+            "mkfs.ext4",
+            &[
+                "-q".as_ref(),
+                "-O".as_ref(),
+                features.as_ref(),
+                image.as_os_str(),
+            ],
+        )
+        .unwrap();
+        run(
+            "mount",
+            &[
+                "-o".as_ref(),
+                "loop".as_ref(),
+                image.as_os_str(),
+                mountpoint.as_os_str(),
+            ],
+        )
+        .unwrap();
+        Some(TempExt4 {
+            _dir: dir,
+            mountpoint,
+        })
+    }
+}
+
+impl Drop for TempExt4 {
+    fn drop(&mut self) {
+        let _ = unmount(&self.mountpoint);
+    }
+}

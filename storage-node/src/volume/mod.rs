@@ -55,6 +55,15 @@ pub trait Volume: Send + Sync + std::fmt::Debug {
     fn file_fsync_keeps_its_name(&self) -> bool {
         false
     }
+    /// The journal that commits this volume's new files, when one journal serves its whole
+    /// file system (journaled ext4: the device's number): copies linked first on volumes of
+    /// one journal become durable in the one commit their first fsync waits for, so they can
+    /// be fsync'd one after another on one thread ([`crate::local::LocalFirst`]). `None` where
+    /// fsyncs do not share a commit that way (btrfs logs each subvolume on its own; others
+    /// need the portable sequence).
+    fn shared_journal(&self) -> Option<u64> {
+        None
+    }
 }
 
 /// Snapshot names: 1..=64 of `[A-Za-z0-9._-]`, not starting with `.`.

@@ -18,6 +18,8 @@ pub struct Plain {
     snapshots: PathBuf,
     /// [`journaled_ext4`] of the root, found at open.
     journaled_ext4: bool,
+    /// The root's device, when [`journaled_ext4`].
+    journal: Option<u64>,
 }
 
 /// Whether `path` is on ext4 with a journal. There an fsync of a regular file commits (jbd2) the
@@ -62,10 +64,15 @@ impl Plain {
             fs::remove_dir_all(&old)?;
         }
         let journaled_ext4 = journaled_ext4(&root);
+        let journal = match journaled_ext4 {
+            true => Some(std::os::unix::fs::MetadataExt::dev(&fs::metadata(&root)?)),
+            false => None,
+        };
         Ok(Plain {
             root,
             snapshots,
             journaled_ext4,
+            journal,
         })
     }
 }
@@ -96,6 +103,10 @@ impl Volume for Plain {
 
     fn file_fsync_keeps_its_name(&self) -> bool {
         self.journaled_ext4
+    }
+
+    fn shared_journal(&self) -> Option<u64> {
+        self.journal
     }
 
     fn clone_file(&self, src: &Path, dst: &Path) -> io::Result<()> {

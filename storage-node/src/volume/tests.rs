@@ -160,67 +160,13 @@ fn btrfs_backend_conforms() {
     snapshot_under_load(&fs.mountpoint.join("node2"));
 }
 
-/// A loop-mounted ext4 made with `features` (`mkfs.ext4 -O`), unmounted on drop.
-struct TempExt4 {
-    _dir: tempfile::TempDir,
-    mountpoint: std::path::PathBuf,
-}
-
-impl TempExt4 {
-    fn for_test(features: &str) -> Option<TempExt4> {
-        if let Some(why) = loopback::unavailable() {
-            return loopback::skipped(why);
-        }
-        let dir = tempfile::Builder::new()
-            .prefix("mobula-ext4")
-            .tempdir_in("/var/tmp")
-            .unwrap();
-        let (image, mountpoint) = (dir.path().join("image"), dir.path().join("mnt"));
-        std::fs::File::create(&image)
-            .unwrap()
-            .set_len(2 << 30)
-            .unwrap();
-        std::fs::create_dir(&mountpoint).unwrap();
-        loopback::run(
-            "mkfs.ext4",
-            &[
-                "-q".as_ref(),
-                "-O".as_ref(),
-                features.as_ref(),
-                image.as_os_str(),
-            ],
-        )
-        .unwrap();
-        loopback::run(
-            "mount",
-            &[
-                "-o".as_ref(),
-                "loop".as_ref(),
-                image.as_os_str(),
-                mountpoint.as_os_str(),
-            ],
-        )
-        .unwrap();
-        Some(TempExt4 {
-            _dir: dir,
-            mountpoint,
-        })
-    }
-}
-
-impl Drop for TempExt4 {
-    fn drop(&mut self) {
-        let _ = loopback::unmount(&self.mountpoint);
-    }
-}
-
 /// A plain volume links a new file first and fsyncs it once on ext4 with a journal (whose commit
 /// carries the link with the inode), and keeps the portable sequence on ext4 without one (which
 /// syncs the inode alone); both conform.
 #[test]
 fn plain_volume_on_ext4_trusts_only_a_journal() {
     for (features, journaled) in [("has_journal", true), ("^has_journal", false)] {
-        let Some(fs) = TempExt4::for_test(features) else {
+        let Some(fs) = loopback::TempExt4::for_test(features) else {
             return;
         };
         assert_eq!(super::plain::journaled_ext4(&fs.mountpoint), journaled);
