@@ -204,6 +204,7 @@ impl Writer {
             copies,
         })
     }
+
     /// The portable commit: fsync the unnamed file (and its sidecar), link them into place,
     /// fsync the directory.
     fn fsync_then_link(
