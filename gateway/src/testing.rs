@@ -72,30 +72,12 @@ pub fn body(
 }
 
 /// [`body`] with its length declared, as a request's `Content-Length` declares it.
-pub fn sized_body(data: &[u8], chunk: usize, fail_after: Option<usize>) -> Sized {
-    Sized(body(data, chunk, fail_after), data.len() as u64)
-}
-
-/// A body and its declared length.
-pub struct Sized(
-    StreamBody<futures::stream::Iter<std::vec::IntoIter<Piece>>>,
-    u64,
-);
-
-impl hyper::body::Body for Sized {
-    type Data = Bytes;
-    type Error = std::io::Error;
-
-    fn poll_frame(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
-        std::pin::Pin::new(&mut self.0).poll_frame(cx)
-    }
-
-    fn size_hint(&self) -> hyper::body::SizeHint {
-        hyper::body::SizeHint::with_exact(self.1)
-    }
+pub fn sized_body(
+    data: &[u8],
+    chunk: usize,
+    fail_after: Option<usize>,
+) -> crate::together::Declared<StreamBody<futures::stream::Iter<std::vec::IntoIter<Piece>>>> {
+    crate::together::Declared(body(data, chunk, fail_after), Some(data.len() as u64))
 }
 
 /// A gateway serving HTTP on a real metadata service (SQLite in `dir`, account `a`) over `n`

@@ -23,6 +23,29 @@ use crate::Gateway;
 /// Bodies of at most this many bytes (by their `Content-Length`) may be written together.
 pub const LIMIT: u64 = 64 << 10;
 
+/// A body and its length, when known, declared as its exact size — for a body whose length is
+/// known but not its own size hint (an S3 body: the request's decoded length).
+pub struct Declared<B>(pub B, pub Option<u64>);
+
+impl<B: hyper::body::Body + Unpin> hyper::body::Body for Declared<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<B::Data>, B::Error>>> {
+        std::pin::Pin::new(&mut self.0).poll_frame(cx)
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        match self.1 {
+            Some(n) => hyper::body::SizeHint::with_exact(n),
+            None => self.0.size_hint(),
+        }
+    }
+}
+
 /// Whether a body of `exact` bytes (when known) to `urls` is written together.
 pub(crate) fn applies(gw: &Gateway, exact: Option<u64>, urls: &[String]) -> bool {
     exact.is_some_and(|n| n <= LIMIT.min(gw.cfg.max_object_size)) && gw.data.can_put_together(urls)

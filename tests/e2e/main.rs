@@ -68,7 +68,17 @@ impl T {
             .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
             .with_test_writer()
             .try_init();
-        let dir = tempfile::tempdir().unwrap();
+        // `MOBULA_E2E_DIR`: where the cluster's files go instead of the temp dir (.ci/run points
+        // it at a journaled ext4, where small PUTs write their copies together).
+        let dir = match std::env::var_os("MOBULA_E2E_DIR") {
+            Some(base) => {
+                let dir = tempfile::tempdir_in(base).unwrap();
+                let journaled = mobula_storage_node::volume::plain::journaled_ext4(dir.path());
+                assert!(journaled, "MOBULA_E2E_DIR is meant to be a journaled ext4");
+                dir
+            }
+            None => tempfile::tempdir().unwrap(),
+        };
         let mut cfg = ClusterConfig::new(dir.path(), "127.0.0.1:0".parse().unwrap());
         cfg.nodes = nodes;
         cfg.gateway.reclaim_every = Duration::from_millis(100);

@@ -19,6 +19,7 @@ use super::convert::{
 use super::sums::{claimed, fill, Sums};
 use super::{Mobula, R};
 use crate::fanout::{discard, discard_after, write_data};
+use crate::together::Declared;
 use crate::Gateway;
 
 /// S3's content type when none is given.
@@ -80,6 +81,10 @@ pub async fn store(
     let body = body.unwrap_or_else(|| {
         StreamingBlob::wrap(futures::stream::empty::<Result<bytes::Bytes, std::io::Error>>())
     });
+    // The decoded length (aws-chunked too), so that a small body may be written together.
+    let length = s3s::stream::ByteStream::remaining_length(&body)
+        .exact()
+        .map(|n| n as u64);
     let failed = BodyError::default();
     let (s, f) = (sums.clone(), failed.clone());
     let stream = body.map(move |r| match r {
@@ -96,7 +101,7 @@ pub async fn store(
         gw,
         targets,
         durability,
-        http_body_util::StreamBody::new(stream),
+        Declared(http_body_util::StreamBody::new(stream), length),
         content_md5,
         may_replace,
     )
