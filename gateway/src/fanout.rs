@@ -169,7 +169,7 @@ where
     }
     let chunks = together::read_whole(gw, &mut body).await?;
     let md5 = content_md5.as_deref();
-    if let Some(data) = together::write(gw, targets, durability, &chunks, md5).await? {
+    if let Some(data) = together::write(gw, targets, &urls, durability, &chunks, md5).await? {
         return Ok(data);
     }
     let frames = chunks
@@ -275,10 +275,7 @@ where
     if failure.is_none() {
         if let Some(want) = &content_md5 {
             if *want != computed {
-                failure = Some(Failure::Client(ApiError::new(
-                    Code::ContentMD5Mismatch,
-                    format!("content-md5 {want} does not match computed {computed}"),
-                )));
+                failure = Some(Failure::Client(md5_mismatch(want, &computed)));
             }
         }
     }
@@ -346,6 +343,14 @@ where
         durability,
         nodes,
     })
+}
+
+/// The client's `Content-MD5` `want` is not the body's, `computed`.
+pub(crate) fn md5_mismatch(want: &str, computed: &str) -> ApiError {
+    ApiError::new(
+        Code::ContentMD5Mismatch,
+        format!("content-md5 {want} does not match computed {computed}"),
+    )
 }
 
 /// The body's next data (other frames skipped), awaited under the write's upload timeout; the

@@ -13,11 +13,11 @@
 use base64::Engine;
 use bytes::Bytes;
 use md5::Digest;
-use mobula_http::{ApiError, Code};
+use mobula_http::ApiError;
 use mobula_metadata::api::Data;
 use mobula_storage_node::api::new_id;
 
-use crate::fanout::{discard, next_data};
+use crate::fanout::{discard, md5_mismatch, next_data};
 use crate::Gateway;
 
 /// Bodies of at most this many bytes (by their `Content-Length`) may be written together.
@@ -65,12 +65,13 @@ where
     Ok(chunks)
 }
 
-/// Write `chunks` as new data to every node of `targets` at once. `Ok(None)` when a copy
+/// Write `chunks` as new data to every node of `targets` (whose URLs are `urls`) at once. `Ok(None)` when a copy
 /// failed or the nodes cannot be written together (nothing of this attempt is left: stream
 /// instead); an error for the client's own (a wrong `Content-MD5`: nothing was written).
 pub(crate) async fn write(
     gw: &Gateway,
     targets: &[(String, String)],
+    urls: &[String],
     durability: u8,
     chunks: &[Bytes],
     content_md5: Option<&str>,
@@ -86,14 +87,10 @@ pub(crate) async fn write(
     let computed = base64::engine::general_purpose::STANDARD.encode(md5.finalize());
     let blake3 = b3.finalize().to_hex().to_string();
     if let Some(want) = content_md5.filter(|w| *w != computed) {
-        return Err(ApiError::new(
-            Code::ContentMD5Mismatch,
-            format!("content-md5 {want} does not match computed {computed}"),
-        ));
+        return Err(md5_mismatch(want, &computed));
     }
     let id = new_id();
-    let urls: Vec<String> = targets.iter().map(|(_, u)| u.clone()).collect();
-    let Some(written) = gw.data.put_together(&urls, &id, chunks.to_vec()) else {
+    let Some(written) = gw.data.put_together(urls, &id, chunks.to_vec()) else {
         return Ok(None);
     };
     let answers = written.await;

@@ -110,11 +110,7 @@ where
     };
     let c = committed?;
     fail::fail_point!("put-before-ack", |_| Err(ApiError::internal("failpoint")));
-    Ok(Written {
-        size: c.size,
-        md5: c.md5.unwrap_or_default(),
-        blake3: c.blake3,
-    })
+    Ok(written(c))
 }
 
 /// Write the whole small body `chunks` as `id` into each of `stores` on this one blocking
@@ -144,13 +140,18 @@ pub(crate) fn store_together(
     let answers = synced.map(|c| {
         let c = c.map_err(io_err)?;
         fail::fail_point!("put-before-ack", |_| Err(ApiError::internal("failpoint")));
-        Ok(Written {
-            size: c.size,
-            md5: c.md5.unwrap_or_default(),
-            blake3: c.blake3,
-        })
+        Ok(written(c))
     });
     answers.collect()
+}
+
+/// A node's answer for a committed copy.
+fn written(c: Committed) -> Written {
+    Written {
+        size: c.size,
+        md5: c.md5.unwrap_or_default(),
+        blake3: c.blake3,
+    }
 }
 
 /// `w` if its MD5 is what the client said (or nothing was said).

@@ -16,9 +16,7 @@ use super::{check_name, fsync_dir, list_dir_snapshots, Snapshot, Volume};
 pub struct Plain {
     root: PathBuf,
     snapshots: PathBuf,
-    /// [`journaled_ext4`] of the root, found at open.
-    journaled_ext4: bool,
-    /// The root's device, when [`journaled_ext4`].
+    /// [`ext4_journal`] of the root, found at open.
     journal: Option<u64>,
 }
 
@@ -31,6 +29,12 @@ pub struct Plain {
 /// alone, so this is false there, as it is for every other file system and wherever the journal
 /// cannot be seen (`/proc/fs/jbd2/<device>-8` names each mounted ext4's internal journal).
 pub fn journaled_ext4(path: &Path) -> bool {
+    ext4_journal(path).is_some()
+}
+
+/// The device number of `path`'s file system when it is ext4 with a journal
+/// ([`journaled_ext4`]): what names the journal its files are committed through.
+pub fn ext4_journal(path: &Path) -> Option<u64> {
     use std::os::unix::fs::MetadataExt;
     let ext4 = nix::sys::statfs::statfs(path)
         .is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::EXT4_SUPER_MAGIC);
@@ -40,10 +44,11 @@ pub fn journaled_ext4(path: &Path) -> bool {
         let name = device.file_name()?.to_string_lossy().into_owned();
         Some(PathBuf::from(format!("/proc/fs/jbd2/{name}-8")))
     };
-    ext4 && fs::metadata(path)
-        .ok()
-        .and_then(|m| journal_of(m.dev()))
-        .is_some_and(|j| j.exists())
+    if !ext4 {
+        return None;
+    }
+    let dev = fs::metadata(path).ok()?.dev();
+    journal_of(dev)?.exists().then_some(dev)
 }
 
 impl Plain {
@@ -63,15 +68,10 @@ impl Plain {
         if old.exists() {
             fs::remove_dir_all(&old)?;
         }
-        let journaled_ext4 = journaled_ext4(&root);
-        let journal = match journaled_ext4 {
-            true => Some(std::os::unix::fs::MetadataExt::dev(&fs::metadata(&root)?)),
-            false => None,
-        };
+        let journal = ext4_journal(&root);
         Ok(Plain {
             root,
             snapshots,
-            journaled_ext4,
             journal,
         })
     }
@@ -102,7 +102,7 @@ impl Volume for Plain {
     }
 
     fn file_fsync_keeps_its_name(&self) -> bool {
-        self.journaled_ext4
+        self.journal.is_some()
     }
 
     fn shared_journal(&self) -> Option<u64> {
