@@ -189,7 +189,8 @@ pub fn verify(openssh: &str, algorithm: &str, msg: &[u8], sig: &[u8]) -> Result<
                 .map_err(|_| failed())?;
             vk.verify(msg, &s).map_err(|_| failed())
         }
-        (KeyData::Ed25519(k), "ed25519") => {
+        // node-manta (sshpk) names its Ed25519 signatures "ed25519-sha512": the same scheme.
+        (KeyData::Ed25519(k), "ed25519" | "ed25519-sha512") => {
             use ed25519_dalek::Verifier;
             let vk = ed25519_dalek::VerifyingKey::from_bytes(&k.0).map_err(|_| failed())?;
             let s = ed25519_dalek::Signature::from_slice(sig).map_err(|_| failed())?;
@@ -227,7 +228,8 @@ mod tests {
             ed.verifying_key().to_bytes(),
         )));
         use ed25519_dalek::Signer;
-        cases.push((ed_pub, "ed25519", ed.sign(msg).to_bytes().to_vec()));
+        cases.push((ed_pub.clone(), "ed25519", ed.sign(msg).to_bytes().to_vec()));
+        cases.push((ed_pub, "ed25519-sha512", ed.sign(msg).to_bytes().to_vec()));
 
         let p = p256::ecdsa::SigningKey::from_slice(&[9u8; 32]).unwrap();
         let point = p.verifying_key().to_encoded_point(false);

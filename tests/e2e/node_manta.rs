@@ -1,5 +1,5 @@
 //! The real Node.js `manta` CLI (npm `manta` 5.4.2) against a cluster that requires signatures:
-//! it signs with an RSA key from `$HOME/.ssh`, as Manta users have it. `.ci/run` installs it and
+//! it signs with an RSA key from `$HOME/.ssh`, as Manta users have it, or an Ed25519 one. `.ci/run` installs it and
 //! sets MOBULA_NODE_MANTA to its `bin` directory; elsewhere the test skips with a reason (a
 //! failure under MOBULA_REQUIRE_PRIVILEGED=1, which CI sets). `mjob` runs jobs as her (needs root for the sandboxes).
 
@@ -29,18 +29,24 @@ struct Manta {
 
 impl Manta {
     async fn new(bin: PathBuf, t: &T) -> Manta {
+        Self::with_key(bin, t, &["-t", "rsa", "-b", "2048", "-m", "PEM"], "id_rsa").await
+    }
+
+    /// The same with the key `ssh-keygen ARGS` makes as `$HOME/.ssh/NAME`.
+    async fn with_key(bin: PathBuf, t: &T, args: &[&str], name: &str) -> Manta {
         let home = tempfile::tempdir().unwrap();
         let ssh = home.path().join(".ssh");
         std::fs::create_dir(&ssh).unwrap();
-        let key = ssh.join("id_rsa");
+        let key = ssh.join(name);
         let gen = tokio::process::Command::new("ssh-keygen")
-            .args(["-q", "-t", "rsa", "-b", "2048", "-m", "PEM", "-N", "", "-f"])
+            .args(["-q", "-N", "", "-f"])
             .arg(&key)
+            .args(args)
             .status()
             .await
             .unwrap();
         assert!(gen.success());
-        let public = std::fs::read_to_string(ssh.join("id_rsa.pub")).unwrap();
+        let public = std::fs::read_to_string(ssh.join(format!("{name}.pub"))).unwrap();
         let (md5, sha256) = mobula_metadata::api::fingerprints(&public).unwrap();
         t.c.gw.meta.create_account("alice").await.unwrap();
         t.c.gw
@@ -220,4 +226,30 @@ async fn mjob_runs_jobs_as_the_signed_account() {
         .await
         .unwrap();
     assert_eq!(r.status(), 401);
+}
+
+/// An Ed25519 key, as `mobula up` generates one: node-manta names its signatures
+/// "ed25519-sha512", and they verify (headers and signed URLs).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_manta_signs_with_an_ed25519_key() {
+    let Some(bin) = bin_dir() else { return };
+    let t = T::start_with(3, |c| c.gateway.require_signatures = true).await;
+    let manta = Manta::with_key(bin, &t, &["-t", "ed25519"], "id_ed25519").await;
+    let file = manta.home.path().join("hello.txt");
+    std::fs::write(&file, "signed with ed25519\n").unwrap();
+    manta.run("mmkdir", &["-p", "~~/stor/e"], None).await;
+    let f = file.to_str().unwrap();
+    manta
+        .run("mput", &["-f", f, "~~/stor/e/hello.txt"], None)
+        .await;
+    let got = manta.run("mget", &["~~/stor/e/hello.txt"], None).await;
+    assert_eq!(got, "signed with ed25519\n");
+    let url = manta.run("msign", &["~~/stor/e/hello.txt"], None).await;
+    assert!(
+        url.to_ascii_lowercase().contains("algorithm=ed25519"),
+        "{url}"
+    );
+    let r = reqwest::get(url.trim()).await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.text().await.unwrap(), "signed with ed25519\n");
 }
