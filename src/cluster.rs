@@ -162,6 +162,7 @@ pub fn agent_for(
     url: &str,
     metadata_url: &str,
     a: &AgentOptions,
+    local: Option<mobula_storage_node::LocalNodes>,
 ) -> anyhow::Result<mobula_storage_node::Extension> {
     let store = mobula_storage_node::Store::open(dir)?;
     let cfg = AgentConfig {
@@ -171,6 +172,7 @@ pub fn agent_for(
         metadata_url: metadata_url.to_string(),
         exe: a.exe.clone(),
         slots: a.slots.unwrap_or_else(AgentConfig::default_slots),
+        local,
     };
     let agent = Agent::new(cfg).with_context(|| format!("job agent in {}", dir.display()))?;
     Ok(agent.extension())
@@ -276,7 +278,9 @@ impl Cluster {
         ncfg.heartbeat = Duration::from_millis(500);
         ncfg.local = self.gw.cfg.local_nodes.clone();
         if let Some(a) = &self.cfg.agent {
-            ncfg.extension = Some(agent_for(&self.node_dir(i), &url, self.metadata_url(), a)?);
+            let local = ncfg.local.clone();
+            let agent = agent_for(&self.node_dir(i), &url, self.metadata_url(), a, local)?;
+            ncfg.extension = Some(agent);
         }
         Ok(start_node(l, url, ncfg))
     }

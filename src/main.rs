@@ -611,7 +611,7 @@ async fn serve(cmd: Cmd, up_account: String, log: LogFormat) -> anyhow::Result<(
             cfg.scrub_rate = scrub_rate << 20;
             if let Some(a) = agent_options(no_jobs, slots)? {
                 let me = advertise.clone().unwrap_or_else(|| url.clone());
-                cfg.extension = Some(cluster::agent_for(&cfg.dir, &me, &metadata, &a)?);
+                cfg.extension = Some(cluster::agent_for(&cfg.dir, &me, &metadata, &a, None)?);
             }
             println!("mobula storage-node listening on {url}");
             let admin = start_admin(admin_listen, |h| {

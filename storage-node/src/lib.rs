@@ -36,6 +36,7 @@ use mobula_metadata::api::Heartbeat;
 use mobula_metadata::MetadataClient;
 pub use store::{Pending, Store, Writer};
 use tokio::net::TcpListener;
+pub use write::commit_with_copies;
 
 /// Configuration of one storage node.
 #[derive(Debug, Clone)]

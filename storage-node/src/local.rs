@@ -246,20 +246,40 @@ async fn put(
     }
 }
 
-impl LocalFirst {
-    /// The nodes of `urls` when every one runs in this process on a volume of one shared
-    /// journal ([`crate::volume::Volume::shared_journal`]) — where copies linked first and
-    /// fsync'd one after another on one thread are made durable by one journal commit.
-    fn together(&self, urls: &[String]) -> Option<Vec<Local>> {
+impl LocalNodes {
+    /// The nodes of `urls` when every one runs in this process now on a volume of `journal`
+    /// ([`crate::volume::Volume::shared_journal`]; the first node's when `None`) — where
+    /// copies linked first and fsync'd one after another on one thread are made durable by one
+    /// journal commit.
+    fn on_one_journal(&self, urls: &[String], journal: Option<u64>) -> Option<Vec<Local>> {
         let nodes: Vec<Local> = urls
             .iter()
-            .map(|u| self.local.get(u).filter(|l| l.alive.load(Ordering::SeqCst)))
+            .map(|u| self.get(u).filter(|l| l.alive.load(Ordering::SeqCst)))
             .collect::<Option<_>>()?;
-        let journal = nodes.first()?.store.volume().shared_journal()?;
+        let journal = match journal {
+            Some(j) => j,
+            None => nodes.first()?.store.volume().shared_journal()?,
+        };
         nodes
             .iter()
             .all(|l| l.store.volume().shared_journal() == Some(journal))
             .then_some(nodes)
+    }
+
+    /// For a job agent in this process: the stores of the nodes at `urls` when every one runs
+    /// here now on the journal `own`'s volume is on — copies a
+    /// [`crate::commit_with_copies`] can make durable with `own`'s in one journal commit.
+    pub fn sharing_journal(&self, own: &Store, urls: &[String]) -> Option<Vec<Store>> {
+        let journal = own.volume().shared_journal()?;
+        let nodes = self.on_one_journal(urls, Some(journal))?;
+        Some(nodes.into_iter().map(|l| l.store).collect())
+    }
+}
+
+impl LocalFirst {
+    /// The nodes of `urls` when all run in this process on one journal.
+    fn together(&self, urls: &[String]) -> Option<Vec<Local>> {
+        self.local.on_one_journal(urls, None)
     }
 }
 
@@ -357,3 +377,7 @@ impl DataNodes for LocalFirst {
 #[cfg(test)]
 #[path = "local_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "local_together_tests.rs"]
+mod together_tests;

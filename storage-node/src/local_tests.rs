@@ -6,7 +6,7 @@ use futures::TryStreamExt;
 use super::*;
 
 /// Nothing listens here: whatever answers for this URL answered from the store.
-const NOWHERE: &str = "http://127.0.0.1:9";
+pub(super) const NOWHERE: &str = "http://127.0.0.1:9";
 
 fn stored(store: &Store, bytes: &[u8]) -> String {
     let id = crate::api::new_id();
@@ -186,98 +186,4 @@ async fn writes_go_into_the_store_with_the_nodes_own_rules() {
         matches!(e, Err(NodeError::Unreachable(_))),
         "stopped: over HTTP"
     );
-}
-
-/// Small copies to nodes of this process on volumes of one journal are written, linked and
-/// fsync'd on one call; a copy that cannot be written fails alone and leaves nothing; nodes
-/// elsewhere, stopped, or on volumes that do not share a journal are not offered the call.
-#[tokio::test]
-async fn copies_on_one_journal_are_written_together() {
-    use crate::volume::loopback::{self, TempExt4};
-    let Some(fs) = TempExt4::for_test("has_journal") else {
-        return;
-    };
-    let store = |dir: &std::path::Path, name: &str| Store::open(&dir.join(name)).unwrap();
-    let (a, b) = (store(&fs.mountpoint, "a"), store(&fs.mountpoint, "b"));
-    let local = LocalNodes::default();
-    let data = LocalFirst::new(local.clone());
-    let (tx, _bad) = tokio::sync::mpsc::unbounded_channel();
-    let urls = vec![
-        "http://a.invalid".to_string(),
-        "http://b.invalid".to_string(),
-    ];
-    let _ra = local.register(&urls[0], a.clone(), tx.clone());
-    let rb = local.register(&urls[1], b.clone(), tx.clone());
-    assert!(data.can_put_together(&urls));
-
-    let id = crate::api::new_id();
-    let body = vec![
-        bytes::Bytes::from_static(b"hello "),
-        bytes::Bytes::from_static(b"together"),
-    ];
-    let answers = data.put_together(&urls, &id, body.clone()).unwrap().await;
-    let hash = blake3::hash(b"hello together").to_hex().to_string();
-    for (answer, url) in answers.iter().zip(&urls) {
-        let w = answer.as_ref().unwrap();
-        assert_eq!((w.size, &w.blake3), (14, &hash));
-        let chunks: Vec<bytes::Bytes> = data
-            .open(url, &id, None)
-            .await
-            .unwrap()
-            .stream
-            .try_collect()
-            .await
-            .unwrap();
-        assert_eq!(chunks.concat(), b"hello together");
-    }
-
-    // b cannot write this id (its directory is gone): that copy fails alone, nothing of it left.
-    let other = loop {
-        let i = crate::api::new_id();
-        if i[..2] != id[..2] {
-            break i;
-        }
-    };
-    let gone = b.path(&other).parent().unwrap().to_path_buf();
-    std::fs::remove_dir(&gone).unwrap();
-    let answers = data
-        .put_together(&urls, &other, body.clone())
-        .unwrap()
-        .await;
-    assert_eq!(answers[0].as_ref().unwrap().blake3, hash);
-    let e = answers[1].as_ref().unwrap_err();
-    assert!(e.answered().is_some() && !e.is_node_fault(), "{e}");
-    assert!(a.path(&other).exists() && !gone.exists());
-    let held: Vec<String> = b.ids().unwrap().into_iter().map(|(i, _)| i).collect();
-    assert_eq!(held, vec![id.clone()]);
-    std::fs::create_dir(&gone).unwrap();
-
-    // Not offered: a node not in this process; a stopped one; volumes of another journal,
-    // of none, or on btrfs (which logs each subvolume on its own).
-    assert!(!data.can_put_together(&[urls[0].clone(), NOWHERE.to_string()]));
-    assert!(data
-        .put_together(&[urls[0].clone(), NOWHERE.to_string()], &id, body.clone())
-        .is_none());
-    drop(rb);
-    assert!(!data.can_put_together(&urls));
-    let Some(second) = TempExt4::for_test("has_journal") else {
-        return;
-    };
-    let Some(unjournaled) = TempExt4::for_test("^has_journal") else {
-        return;
-    };
-    let Some(btrfs) = loopback::for_test(1 << 30) else {
-        return;
-    };
-    for dir in [
-        &second.mountpoint,
-        &unjournaled.mountpoint,
-        &btrfs.mountpoint,
-    ] {
-        let _r = local.register(&urls[1], store(dir, "b"), tx.clone());
-        assert!(!data.can_put_together(&urls), "{}", dir.display());
-    }
-    let _r = local.register(&urls[1], store(&unjournaled.mountpoint, "c"), tx.clone());
-    let _s = local.register(&urls[0], store(&unjournaled.mountpoint, "d"), tx.clone());
-    assert!(!data.can_put_together(&urls), "no journal, no sharing");
 }

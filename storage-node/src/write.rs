@@ -11,7 +11,7 @@ use tokio::sync::mpsc;
 
 use crate::api::Written;
 use crate::server::{blocking, io_err};
-use crate::store::{Committed, Store, Writer};
+use crate::store::{Committed, Pending, Store, Writer};
 
 /// Stream `body` into a new writer for `id` on a blocking thread (which writes and hashes; the
 /// runtime only moves buffers). The first body error is returned as is; dropping the returned
@@ -123,26 +123,68 @@ pub(crate) fn store_together(
     id: &str,
     chunks: &[bytes::Bytes],
 ) -> Vec<Result<Written, ApiError>> {
-    let linked: Vec<std::io::Result<crate::store::Pending>> = stores
-        .iter()
-        .map(|s| {
-            let mut w = s.writer(id, false)?;
-            for b in chunks {
-                w.write(b)?;
-            }
-            w.link(id)
-        })
-        .collect();
-    for p in linked.iter().flatten() {
-        p.start_writeback();
-    }
-    let synced = linked.into_iter().map(|p| p.and_then(|p| p.sync()));
-    let answers = synced.map(|c| {
+    let linked = stores.iter().map(|s| link_copy(s, id, chunks)).collect();
+    let answers = sync_linked(linked).into_iter().map(|c| {
         let c = c.map_err(io_err)?;
         fail::fail_point!("put-before-ack", |_| Err(ApiError::internal("failpoint")));
         Ok(written(c))
     });
     answers.collect()
+}
+
+/// A new copy of `chunks` as `id` in `store`, linked and awaiting its fsync.
+fn link_copy(store: &Store, id: &str, chunks: &[bytes::Bytes]) -> std::io::Result<Pending> {
+    let mut w = store.writer(id, false)?;
+    for b in chunks {
+        w.write(b)?;
+    }
+    w.link(id)
+}
+
+/// Start every linked copy's writeback, then fsync each: copies on one journal find their names
+/// in the commit the first fsync waits for.
+fn sync_linked(linked: Vec<std::io::Result<Pending>>) -> Vec<std::io::Result<Committed>> {
+    for p in linked.iter().flatten() {
+        p.start_writeback();
+    }
+    let synced = linked.into_iter().map(|p| p.and_then(Pending::sync));
+    synced.collect()
+}
+
+/// Commit `w` as `id` in its store, and write its bytes — `whole`, all of them, kept by the
+/// caller while writing — as `id` into each of `peers`, on this one blocking call, as
+/// [`store_together`] does: a job agent's task output and its peers' copies made durable by one
+/// journal commit instead of one each, after a fetch over HTTP each. The own copy's result
+/// first, then one per peer; a peer's copy that does not match the own copy's size and blake3
+/// is removed and answered as an error. Nothing is written to a peer when the own copy cannot
+/// be linked; a copy that fails leaves nothing.
+pub fn commit_with_copies(
+    w: Writer,
+    id: &str,
+    whole: &[bytes::Bytes],
+    peers: &[Store],
+) -> (std::io::Result<Committed>, Vec<std::io::Result<Committed>>) {
+    let own = match w.link(id) {
+        Ok(p) => p,
+        Err(e) => return (Err(e), Vec::new()),
+    };
+    let mut linked = vec![Ok(own)];
+    linked.extend(peers.iter().map(|s| link_copy(s, id, whole)));
+    let mut synced = sync_linked(linked).into_iter();
+    let own = synced
+        .next()
+        .unwrap_or_else(|| Err(std::io::Error::other("no own copy")));
+    let copies = synced.zip(peers).map(|(c, store)| match (c, &own) {
+        (Ok(c), Ok(o)) if c.size != o.size || c.blake3 != o.blake3 => {
+            let _ = store.delete(id);
+            Err(std::io::Error::other(format!(
+                "the copy of {id} differs from its source"
+            )))
+        }
+        (c, _) => c,
+    });
+    let copies = copies.collect();
+    (own, copies)
 }
 
 /// A node's answer for a committed copy.

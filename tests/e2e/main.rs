@@ -24,6 +24,7 @@ mod netns_jobs;
 mod node_manta;
 mod nodes;
 mod objects;
+mod outputs_together;
 mod pg_host;
 mod processes;
 mod s3;

@@ -16,14 +16,14 @@ use tokio::process::{Child, Command};
 const BIN: &str = env!("CARGO_BIN_EXE_mobula");
 
 /// A `mobula` process whose stdout and stderr lines are kept.
-struct Proc {
+pub(crate) struct Proc {
     _child: Child,
     out: Arc<Mutex<Vec<String>>>,
     err: Arc<Mutex<Vec<String>>>,
 }
 
 impl Proc {
-    fn start(args: &[&str], env: &[(&str, &str)]) -> Proc {
+    pub(crate) fn start(args: &[&str], env: &[(&str, &str)]) -> Proc {
         let mut child = Command::new(BIN)
             .args(args)
             .env("RUST_LOG", "warn")
@@ -54,7 +54,7 @@ impl Proc {
     }
 
     /// The first URL on a stdout line containing `marker` (waits for it).
-    async fn url(&self, marker: &str) -> String {
+    pub(crate) async fn url(&self, marker: &str) -> String {
         for _ in 0..600 {
             let found = self.out.lock().unwrap().iter().find_map(|l| {
                 let i = l.find(marker)?;
@@ -115,7 +115,7 @@ pub fn sum(samples: &[Sample], name: &str, with: &[(&str, &str)]) -> f64 {
         .sum()
 }
 
-async fn scrape(http: &reqwest::Client, admin: &str) -> Vec<Sample> {
+pub(crate) async fn scrape(http: &reqwest::Client, admin: &str) -> Vec<Sample> {
     let r = http.get(format!("{admin}/metrics")).send().await.unwrap();
     assert_eq!(r.status(), 200);
     let ct = r.headers()["content-type"].to_str().unwrap().to_string();
@@ -132,7 +132,7 @@ async fn ready(http: &reqwest::Client, admin: &str) -> (u16, Value) {
     (r.status().as_u16(), r.json().await.unwrap())
 }
 
-async fn wait_ready(http: &reqwest::Client, admin: &str) {
+pub(crate) async fn wait_ready(http: &reqwest::Client, admin: &str) {
     for _ in 0..200 {
         if ready(http, admin).await.0 == 200 {
             return;

@@ -52,6 +52,9 @@ pub struct AgentConfig {
     pub exe: PathBuf,
     /// Tasks run at once (default: by cores and memory).
     pub slots: u32,
+    /// The storage nodes running in this process (`mobula up`), whose copies of small outputs
+    /// the agent writes straight to their stores when they share this node's journal.
+    pub local: Option<mobula_storage_node::LocalNodes>,
 }
 
 impl AgentConfig {

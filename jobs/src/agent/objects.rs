@@ -14,7 +14,7 @@ use mobula_metadata::api::{Data, Garbage, Headers, NodeInfo, PutObject};
 use mobula_metadata::MetadataClient;
 use mobula_storage_node::api::new_id;
 use mobula_storage_node::Writer;
-use mobula_storage_node::{NodeClient, Store};
+use mobula_storage_node::{commit_with_copies, LocalNodes, NodeClient, Store};
 use rand::seq::SliceRandom;
 use tokio::io::AsyncWriteExt;
 
@@ -30,6 +30,8 @@ pub(crate) struct Objects {
     store: Store,
     pub meta: MetadataClient,
     nodes: NodeClient,
+    /// The nodes running in this process, when the agent does.
+    local: Option<LocalNodes>,
     peers: tokio::sync::Mutex<(Option<Instant>, Vec<NodeInfo>)>,
 }
 
@@ -58,6 +60,33 @@ impl Drop for LocalFile {
     }
 }
 
+/// Outputs of up to this many bytes are also kept in memory while written, so that the peers'
+/// copies are written from there on the call that commits the local one
+/// ([`commit_with_copies`]).
+pub(crate) const KEEP_WHOLE: usize = 64 << 10;
+
+/// A task output being written: the local [`Writer`], and its bytes while there are no more
+/// than [`KEEP_WHOLE`].
+#[derive(Debug)]
+pub(crate) struct OutputFile {
+    w: Writer,
+    kept: Option<Vec<u8>>,
+}
+
+impl OutputFile {
+    /// Append bytes.
+    pub fn write(&mut self, b: &[u8]) -> std::io::Result<()> {
+        self.w.write(b)?;
+        if let Some(k) = &mut self.kept {
+            match k.len() + b.len() <= KEEP_WHOLE {
+                true => k.extend_from_slice(b),
+                false => self.kept = None,
+            }
+        }
+        Ok(())
+    }
+}
+
 /// The request creating object `path` on `data` (content type from `headers`, else binary).
 pub(crate) fn output(path: &str, parents: bool, data: &Data, mut headers: Headers) -> PutObject {
     let content_type = headers
@@ -82,15 +111,17 @@ impl Objects {
             store,
             meta: MetadataClient::new(&cfg.metadata_url),
             nodes: NodeClient::new(),
+            local: cfg.local.clone(),
             peers: tokio::sync::Mutex::new((None, Vec::new())),
         }
     }
 
-    /// A new local writer (with its data id).
-    pub fn writer(&self) -> std::io::Result<(String, Writer)> {
+    /// A new local output file (with its data id).
+    pub fn writer(&self) -> std::io::Result<(String, OutputFile)> {
         let id = new_id();
         let w = self.store.writer(&id, true)?;
-        Ok((id, w))
+        let kept = Some(Vec::new());
+        Ok((id, OutputFile { w, kept }))
     }
 
     /// Healthy registered nodes (cached for a second).
@@ -111,7 +142,7 @@ impl Objects {
     pub async fn commit(
         &self,
         id: String,
-        w: Writer,
+        w: OutputFile,
         path: &str,
         parents: bool,
         headers: Headers,
@@ -134,23 +165,47 @@ impl Objects {
         }
     }
 
-    /// Make `w` durable here and on peers: the data of an object yet to be created.
-    pub async fn store(&self, id: String, w: Writer) -> Result<Data, ApiError> {
-        let i = id.clone();
-        let c = tokio::task::spawn_blocking(move || w.commit(&i))
-            .await
-            .map_err(ApiError::internal)?
-            .map_err(|e| ApiError::internal(format!("storing task output: {e}")))?;
-        let mut nodes = vec![self.node_id.clone()];
+    /// Make `w` durable here and on peers: the data of an object yet to be created. A small
+    /// output whose peers run in this process on this node's journal is made durable here and
+    /// there on one call ([`commit_with_copies`]); otherwise each peer fetches a copy.
+    pub async fn store(&self, id: String, w: OutputFile) -> Result<Data, ApiError> {
         let mut peers: Vec<NodeInfo> = self.healthy().await;
         peers.retain(|n| n.id != self.node_id);
         peers.shuffle(&mut rand::thread_rng());
-        for p in peers {
+        let first = &peers[..peers.len().min(DURABILITY - 1)];
+        let urls: Vec<String> = first.iter().map(|p| p.url.clone()).collect();
+        let together = (self.local.as_ref())
+            .filter(|_| !first.is_empty())
+            .and_then(|l| l.sharing_journal(&self.store, &urls))
+            .zip(w.kept.map(bytes::Bytes::from));
+        let i = id.clone();
+        let (own, copies) = match together {
+            Some((stores, whole)) => tokio::task::spawn_blocking(move || {
+                let (own, copies) = commit_with_copies(w.w, &i, &[whole], &stores);
+                (own, Some(copies))
+            }),
+            None => tokio::task::spawn_blocking(move || (w.w.commit(&i), None)),
+        }
+        .await
+        .map_err(ApiError::internal)?;
+        let c = own.map_err(|e| ApiError::internal(format!("storing task output: {e}")))?;
+        let mut nodes = vec![self.node_id.clone()];
+        let mut rest = &peers[..];
+        if let Some(copies) = copies {
+            for (p, r) in first.iter().zip(copies) {
+                match r {
+                    Ok(_) => nodes.push(p.id.clone()),
+                    Err(e) => tracing::warn!("node {} could not store {id}: {e}", p.id),
+                }
+            }
+            rest = &peers[first.len()..];
+        }
+        for p in rest {
             if nodes.len() >= DURABILITY {
                 break;
             }
             match self.nodes.fetch(&p.url, &id, &self.url, &c.blake3).await {
-                Ok(w) if w.size == c.size => nodes.push(p.id),
+                Ok(w) if w.size == c.size => nodes.push(p.id.clone()),
                 Ok(_) => tracing::warn!("node {} copied {id} short", p.id),
                 Err(e) => tracing::warn!("node {} could not copy {id}: {e}", p.id),
             }

@@ -15,14 +15,13 @@ use std::sync::Arc;
 
 use futures::FutureExt;
 use mobula_metadata::api::Data;
-use mobula_storage_node::Writer;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::unix::pipe;
 use tokio::sync::mpsc;
 
 use super::argv;
 use super::launch::launch;
-use super::objects::{output, Feed, LocalFile, Objects};
+use super::objects::{output, Feed, LocalFile, Objects, OutputFile};
 use super::{Entry, FeedMsg, Shared};
 use crate::api::{TaskLog, TaskRequest, TaskResult};
 use crate::schedule::{Failure, Output, TaskInput};
@@ -97,7 +96,7 @@ async fn object(sh: &Shared, path: &str) -> Result<Option<Data>, TaskResult> {
 const METADATA_OUTAGE: std::time::Duration = std::time::Duration::from_secs(15);
 
 /// A local data file (with its id) holding what a task wrote to one of its streams.
-type Stream = (Option<(String, Writer)>, u64);
+type Stream = (Option<(String, OutputFile)>, u64);
 
 /// Stream `r` into a local data file, created at the first byte (most tasks write nothing to
 /// stderr: no file is made for it then).
