@@ -6,7 +6,8 @@
 //!
 //! `GET live/status` carries the job's version in `Job-Version`; with `?since=<version>` it
 //! waits (at most 10 s, a Mobula extension) until the job's version differs, so a watcher is told
-//! of every change at once without polling.
+//! of changes without polling: of the job's end at once, of a running job's progress within
+//! 50 ms (gathered, so that a busy job's watcher is not answered once per task).
 
 use std::sync::Arc;
 
@@ -22,6 +23,10 @@ use crate::Gateway;
 const MAX_SPEC: usize = 1 << 20;
 /// How long `live/status?since=` waits for a change.
 const STATUS_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+/// How long a running job's progress gathers before `live/status?since=` answers (its end, at
+/// once): a watcher of a job of many short tasks is answered a few times a second, not once
+/// per task.
+const STATUS_SETTLE: std::time::Duration = std::time::Duration::from_millis(50);
 const MAX_INPUT_BODY: usize = 64 << 20;
 
 /// Is this request for the jobs API (rather than the storage API)?
@@ -101,10 +106,14 @@ pub async fn route(
             Ok(mobula_http::status(StatusCode::ACCEPTED))
         }
         (Method::GET | Method::HEAD, ["status"]) => {
+            // Unchanged, or only moved on since `seen`: the wait answers (progress gathered).
+            let moved_on = |seen: &str| {
+                seen.split('.').next() == Some(job.state.as_str()) && job.state != "done"
+            };
             let job = match crate::query(&parts).get("since") {
-                Some(seen) if *seen == job.version() => gw
+                Some(seen) if *seen == job.version() || moved_on(seen) => gw
                     .meta
-                    .job_wait(&job.id, seen, STATUS_WAIT)
+                    .job_wait(&job.id, seen, STATUS_WAIT, STATUS_SETTLE)
                     .await?
                     .unwrap_or(job),
                 _ => job,

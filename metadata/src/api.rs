@@ -453,6 +453,9 @@ pub struct JobWait {
     pub id: String,
     pub seen: String,
     pub timeout_ms: u64,
+    /// How long a running job's progress may gather before it is answered (0: at once).
+    #[serde(default)]
+    pub settle_ms: u64,
 }
 
 /// Add inputs to a job (and maybe end its input).

@@ -386,16 +386,20 @@ impl MetadataClient {
         self.call("job.get", &Name { name: id.into() }).await
     }
     /// The job once it differs from version `seen` (or after `timeout`, at most 10 s).
+    /// Job `id`'s row once its version differs from `seen` (or when `timeout` is up); a
+    /// running job's progress gathered for up to `settle` first (its end answered at once).
     pub async fn job_wait(
         &self,
         id: &str,
         seen: &str,
         timeout: std::time::Duration,
+        settle: std::time::Duration,
     ) -> Result<Option<JobRow>, ApiError> {
         let w = JobWait {
             id: id.into(),
             seen: seen.into(),
             timeout_ms: timeout.as_millis() as u64,
+            settle_ms: settle.as_millis() as u64,
         };
         self.call("job.wait", &w).await
     }

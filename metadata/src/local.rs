@@ -23,7 +23,7 @@ use crate::error::Error;
 /// A service serving in this process.
 pub(crate) struct Local {
     pub db: Arc<Db>,
-    pub changes: Arc<watch::Sender<u64>>,
+    pub(crate) changes: Arc<watch::Sender<crate::server::JobChanges>>,
 }
 
 fn registry() -> &'static Mutex<HashMap<String, Weak<Local>>> {

@@ -1,6 +1,7 @@
 //! Watching a job without polling: `live/status` carries the job's version in `Job-Version`,
-//! and `?since=<version>` holds the request until the job changes — answered at once when it
-//! does, and at once when the caller's version is already stale.
+//! and `?since=<version>` holds the request until the job changes — answered at once when its
+//! state changes or the caller's version is of another state, and a running job's progress
+//! gathered for up to 50 ms.
 
 use std::time::{Duration, Instant};
 
@@ -76,4 +77,41 @@ async fn job_status_waits_for_the_next_change_and_answers_at_once_on_it() {
         assert!(Instant::now() < deadline, "job not done: {s}");
         seen = v;
     }
+}
+
+/// A busy job's watcher is answered a few times a second (its progress gathered for up to
+/// 50 ms), not once per task — and of the job's end at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_jobs_progress_is_gathered_and_its_end_told_at_once() {
+    let Some(t) = crate::jobs::cluster(3).await else {
+        return;
+    };
+    let objs = crate::jobs::texts(&t, "busy", 150, 2).await;
+    let job = crate::jobs::create(&t, json!({"phases": [{"type": "map", "exec": "wc -w"}]})).await;
+    let (_, mut seen) = status(&t, &job, None).await;
+    crate::jobs::add(&t, &job, &crate::jobs::paths(&objs), true).await;
+    let started = Instant::now();
+    let mut answers = 0;
+    let last = loop {
+        let (s, v) = status(&t, &job, Some(&seen)).await;
+        answers += 1;
+        if s["state"] == "done" {
+            assert_eq!(s["stats"]["tasks"], 150, "{s}");
+            break Instant::now();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "job not done: {s}"
+        );
+        seen = v;
+    };
+    let took = last.duration_since(started).as_secs_f64();
+    // At most one progress answer per 50 ms, and a few told at once (input added, its end,
+    // the job's end).
+    let bound = took / 0.05 + 4.0;
+    eprintln!("{answers} answers in {took:.2} s for 150 tasks (bound {bound:.0})");
+    assert!(
+        f64::from(answers) <= bound,
+        "{answers} answers in {took:.2} s"
+    );
 }
