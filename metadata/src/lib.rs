@@ -20,6 +20,7 @@ pub mod client;
 mod commit;
 mod db;
 mod error;
+mod job_watch;
 mod jobs;
 mod keys;
 mod local;

@@ -12,7 +12,6 @@ use std::sync::{Arc, Mutex, OnceLock, Weak};
 use bytes::Bytes;
 use http::StatusCode;
 use http_body_util::BodyExt;
-use tokio::sync::watch;
 
 use mobula_http::{ApiError, Code};
 
@@ -23,7 +22,7 @@ use crate::error::Error;
 /// A service serving in this process.
 pub(crate) struct Local {
     pub db: Arc<Db>,
-    pub(crate) changes: Arc<watch::Sender<crate::server::JobChanges>>,
+    pub(crate) changes: Arc<crate::job_watch::JobWatch>,
 }
 
 fn registry() -> &'static Mutex<HashMap<String, Weak<Local>>> {

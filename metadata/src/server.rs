@@ -14,10 +14,10 @@ use crate::error::Error;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
-use tokio::sync::watch;
 
 use crate::api::*;
 use crate::db::Db;
+use crate::job_watch::JobWatch;
 use crate::{buckets, jobs, keys, namespace, registry, repairs, uploads};
 
 const MAX_BODY: usize = 16 << 20;
@@ -70,19 +70,14 @@ pub struct Repaired {
     pub copy: Copy,
 }
 
-/// The longest a `job.wait` holds its request.
-const MAX_WAIT: Duration = Duration::from_secs(10);
-/// The longest a `job.wait` lets progress gather.
-const MAX_SETTLE: Duration = Duration::from_secs(1);
-
 /// Serve the metadata API on `listener` until `shutdown` resolves.
 pub async fn run(
     listener: TcpListener,
     db: Arc<Db>,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
-    // Bumped after every committed write to a job: what `job.wait` sleeps on.
-    let changes = Arc::new(watch::channel(JobChanges::default()).0);
+    // What `job.wait` sleeps on.
+    let changes = JobWatch::new();
     // Clients in this process call straight in while this serves (`crate::local`).
     let _local = listener.local_addr().ok().map(|a| {
         let l = crate::local::Local {
@@ -106,11 +101,7 @@ pub async fn run(
     .await
 }
 
-async fn handle(
-    db: Arc<Db>,
-    changes: Arc<watch::Sender<JobChanges>>,
-    req: Request,
-) -> http::Response<Body> {
+async fn handle(db: Arc<Db>, changes: Arc<JobWatch>, req: Request) -> http::Response<Body> {
     let started = std::time::Instant::now();
     let op = match req.uri().path() {
         "/ping" => "ping",
@@ -226,65 +217,9 @@ async fn blocking<T: Serialize + Send + 'static>(
     Ok(mobula_http::json(StatusCode::OK, &out))
 }
 
-/// What `job.wait` sleeps on: counts of committed writes to jobs — all of them, and those a
-/// watcher is told of at once (every one but the progress of a running job: a job's end,
-/// its creation, cancel, end of input).
-#[derive(Debug, Default, Clone, Copy)]
-pub(crate) struct JobChanges {
-    pub writes: u64,
-    pub prompt: u64,
-}
-
-/// `job.wait`: the job's row once its version differs from `seen`, or when the time is up.
-/// With `settle_ms`, a change that only moved a running job on (its state the same as in
-/// `seen`, already there or come meanwhile) is answered after more of them have gathered — at
-/// most `settle_ms` later, and at once on a write told promptly (the job's end): a watcher of a
-/// busy job is answered a few times a second instead of once per task, with no delay to the
-/// news that it is done.
-async fn wait_job(
-    db: Arc<Db>,
-    changes: &watch::Sender<JobChanges>,
-    a: JobWait,
-) -> Result<http::Response<Body>, ApiError> {
-    let deadline = tokio::time::Instant::now() + Duration::from_millis(a.timeout_ms).min(MAX_WAIT);
-    let settle = Duration::from_millis(a.settle_ms).min(MAX_SETTLE);
-    let seen_state = a.seen.split('.').next().unwrap_or_default().to_string();
-    let mut changed = changes.subscribe();
-    let mut settled = settle.is_zero();
-    loop {
-        // Marked seen before the read: a write committed after it wakes the wait below.
-        let mark = *changed.borrow_and_update();
-        let (d, id) = (db.clone(), a.id.clone());
-        let row = tokio::task::spawn_blocking(move || d.read(|c| jobs::get(c, &id)))
-            .await
-            .map_err(ApiError::internal)??;
-        let now_differs = row.as_ref().is_none_or(|r| r.version() != a.seen);
-        let progress = row
-            .as_ref()
-            .is_some_and(|r| r.state == seen_state && r.state != "done");
-        if now_differs && progress && !settled {
-            settled = true;
-            let until = (tokio::time::Instant::now() + settle).min(deadline);
-            while let Ok(Ok(())) = tokio::time::timeout_at(until, changed.changed()).await {
-                if changed.borrow_and_update().prompt != mark.prompt {
-                    break;
-                }
-            }
-            continue; // read again: everything that gathered
-        }
-        if now_differs
-            || tokio::time::timeout_at(deadline, changed.changed())
-                .await
-                .is_err()
-        {
-            return Ok(mobula_http::json(StatusCode::OK, &row));
-        }
-    }
-}
-
 async fn route(
     db: Arc<Db>,
-    changes: Arc<watch::Sender<JobChanges>>,
+    changes: Arc<JobWatch>,
     req: Request,
 ) -> Result<http::Response<Body>, ApiError> {
     let path = req.uri().path().to_string();
@@ -311,7 +246,7 @@ async fn route(
 /// Run RPC `method` with its JSON arguments `body`.
 pub(crate) async fn dispatch(
     db: Arc<Db>,
-    changes: Arc<watch::Sender<JobChanges>>,
+    changes: Arc<JobWatch>,
     method: &str,
     body: Bytes,
 ) -> Result<http::Response<Body>, ApiError> {
@@ -322,15 +257,14 @@ pub(crate) async fn dispatch(
             Ok(mobula_http::json(StatusCode::OK, &out))
         }};
     }
-    // A write to a job wakes its watchers once committed.
+    // A write to job `$a.$id` wakes its watchers once committed.
     macro_rules! job_write {
-        ($ty:ty, |$tx:ident, $a:ident| $e:expr) => {{
-            let out = write!($ty, |$tx, $a| $e);
-            changes.send_modify(|c| {
-                c.writes += 1;
-                c.prompt += 1;
-            });
-            out
+        ($ty:ty, |$tx:ident, $a:ident| $e:expr, $id:ident) => {{
+            let $a: $ty = parse(&body)?;
+            let id = $a.$id.clone();
+            let out = db.write_grouped(move |$tx| $e).await?;
+            changes.wrote(&id, true, false);
+            Ok(mobula_http::json(StatusCode::OK, &out))
         }};
     }
     macro_rules! read {
@@ -398,23 +332,23 @@ pub(crate) async fn dispatch(
         "upload.commit" => write!(CommitUpload, |tx, a| uploads::commit(tx, &a)),
         "upload.list" => read!(UploadQuery, |c, a| uploads::list(c, &a)),
         "upload.abort" => write!(Name, |tx, a| uploads::abort(tx, &a.name)),
-        "job.create" => job_write!(NewJob, |tx, a| jobs::create(tx, &a)),
+        "job.create" => write!(NewJob, |tx, a| jobs::create(tx, &a)), // nobody waits on it yet
         "job.get" => read!(Name, |c, a| jobs::get(c, &a.name)),
         "job.active" => read!((), |c, _a| jobs::active(c)),
-        "job.add_inputs" => job_write!(AddInputs, |tx, a| jobs::add_inputs(tx, &a)),
-        "job.end" => job_write!(Name, |tx, a| jobs::end(tx, &a.name)),
-        "job.cancel" => job_write!(Name, |tx, a| jobs::cancel(tx, &a.name)),
-        "job.wait" => wait_job(db, &changes, parse(&body)?).await,
+        "job.add_inputs" => job_write!(AddInputs, |tx, a| jobs::add_inputs(tx, &a), id),
+        "job.end" => job_write!(Name, |tx, a| jobs::end(tx, &a.name), name),
+        "job.cancel" => job_write!(Name, |tx, a| jobs::cancel(tx, &a.name), name),
+        "job.wait" => {
+            let row = changes.wait(db, parse(&body)?).await?;
+            Ok(mobula_http::json(StatusCode::OK, &row))
+        }
         "job.records" => read!(JobRecords, |c, a| jobs::records(c, &a)),
         "job.log" => {
             // A running job's progress; its end is told to watchers at once.
             let a: JobAppend = parse(&body)?;
-            let prompt = u64::from(a.state == "done");
+            let (id, done) = (a.id.clone(), a.state == "done");
             db.write_grouped(move |tx| jobs::log(tx, &a)).await?;
-            changes.send_modify(|c| {
-                c.writes += 1;
-                c.prompt += prompt;
-            });
+            changes.wrote(&id, done, done);
             Ok(mobula_http::json(StatusCode::OK, &()))
         }
         "lease.take" => write!(Lease, |tx, a| jobs::lease(tx, &a)),
