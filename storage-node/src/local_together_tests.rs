@@ -4,13 +4,21 @@ use futures::TryStreamExt;
 
 use super::tests::NOWHERE;
 use super::*;
+use crate::volume::loopback::{self, TempBtrfs, TempExt4};
+
+/// Volumes that share no journal with a first ext4 image: a second journaled ext4, one
+/// without a journal, a btrfs (which logs each subvolume on its own) — or `None`, skipped.
+fn elsewhere() -> Option<(TempExt4, TempExt4, TempBtrfs)> {
+    let second = TempExt4::for_test("has_journal")?;
+    let unjournaled = TempExt4::for_test("^has_journal")?;
+    Some((second, unjournaled, loopback::for_test(1 << 30)?))
+}
 
 /// Small copies to nodes of this process on volumes of one journal are written, linked and
 /// fsync'd on one call; a copy that cannot be written fails alone and leaves nothing; nodes
 /// elsewhere, stopped, or on volumes that do not share a journal are not offered the call.
 #[tokio::test]
 async fn copies_on_one_journal_are_written_together() {
-    use crate::volume::loopback::{self, TempExt4};
     let Some(fs) = TempExt4::for_test("has_journal") else {
         return;
     };
@@ -77,13 +85,7 @@ async fn copies_on_one_journal_are_written_together() {
         .is_none());
     drop(rb);
     assert!(!data.can_put_together(&urls));
-    let Some(second) = TempExt4::for_test("has_journal") else {
-        return;
-    };
-    let Some(unjournaled) = TempExt4::for_test("^has_journal") else {
-        return;
-    };
-    let Some(btrfs) = loopback::for_test(1 << 30) else {
+    let Some((second, unjournaled, btrfs)) = elsewhere() else {
         return;
     };
     for dir in [
@@ -105,7 +107,6 @@ async fn copies_on_one_journal_are_written_together() {
 /// copy's journal and their nodes run in this process now.
 #[test]
 fn an_agents_output_is_committed_with_its_peers_copies() {
-    use crate::volume::loopback::{self, TempExt4};
     let Some(fs) = TempExt4::for_test("has_journal") else {
         return;
     };
@@ -178,13 +179,7 @@ fn an_agents_output_is_committed_with_its_peers_copies() {
     drop(rc);
     assert!(local.sharing_journal(&own, &urls).is_none());
     assert!(local.sharing_journal(&own, &urls[..1]).is_some());
-    let Some(second) = TempExt4::for_test("has_journal") else {
-        return;
-    };
-    let Some(unjournaled) = TempExt4::for_test("^has_journal") else {
-        return;
-    };
-    let Some(btrfs) = loopback::for_test(1 << 30) else {
+    let Some((second, unjournaled, btrfs)) = elsewhere() else {
         return;
     };
     assert!(local
