@@ -25,7 +25,10 @@
 //!   Mobula's rule there);
 //! - `+ SQLite group commit`: the fsync'd copies, then a row per object committed by one writer
 //!   thread that takes every row waiting and commits them in one transaction (WAL,
-//!   `synchronous=FULL`), each writer answered after its own row's commit.
+//!   `synchronous=FULL`), each writer answered after its own row's commit;
+//! - `+ HTTP/1.1, MD5 and blake3` (`storage_floor/small_http.rs`): the same, each PUT arriving
+//!   as a request on one of 32 kept-alive loopback connections, its body hashed as the contract
+//!   asks and `204` written back — the server's CPU only.
 //!
 //! Figures (the best of 3 runs: a floor): throughput; for GETs, CPU of all cores per GB (from
 //! `/proc/stat`: the readers' and the kernel's deferred work included); for PUTs, CPU of the
@@ -48,6 +51,8 @@ mod load;
 
 #[path = "storage_floor/large_put.rs"]
 mod large_put;
+#[path = "storage_floor/small_http.rs"]
+mod small_http;
 
 use std::fs::{self, File};
 use std::io::{Read, Write};
@@ -433,4 +438,10 @@ fn small_puts(small: &Path, n: usize, link_first: bool) {
         let (rate, cpu) = best(&runs);
         println!("{name:<40} | {rate:>6.0} | {cpu:.3}");
     }
+    let runs: Vec<(f64, f64)> = (0..3)
+        .map(|_| small_http::small_http_put(small, n, link_first))
+        .collect();
+    let (rate, cpu) = best(&runs);
+    let name = "  + HTTP/1.1, MD5 and blake3 (server CPU)";
+    println!("{name:<40} | {rate:>6.0} | {cpu:.3}");
 }
