@@ -207,21 +207,27 @@ mod together {
     use super::*;
     use crate::testing::sized_body;
 
+    /// Two copies (to n0 and n1) of `body`, which may be placed again.
+    async fn two_copies<B>(
+        gw: &crate::Gateway,
+        body: B,
+        md5: Option<String>,
+    ) -> Result<mobula_metadata::api::Data, ApiError>
+    where
+        B: hyper::body::Body<Data = bytes::Bytes> + Unpin,
+        B::Error: std::fmt::Display,
+    {
+        write_data(gw, &targets(&[0, 1]), 2, body, md5, true).await
+    }
+
     #[tokio::test]
     async fn a_small_body_goes_to_every_copy_on_one_call() {
         let (gw, fake) = gateway(3);
         fake.write_together(true);
         let data = bytes(10_000);
-        let d = write_data(
-            &gw,
-            &targets(&[0, 1]),
-            2,
-            sized_body(&data, 4096, None),
-            None,
-            true,
-        )
-        .await
-        .unwrap();
+        let d = two_copies(&gw, sized_body(&data, 4096, None), None)
+            .await
+            .unwrap();
         assert_eq!(fake.together_calls(), 1);
         assert!(fake.puts().is_empty(), "nothing streamed");
         assert_eq!(d.nodes, ["n0", "n1"]);
@@ -232,13 +238,9 @@ mod together {
         // Larger than together::LIMIT, or of no declared length: streamed as before.
         let large = bytes(crate::together::LIMIT as usize + 1);
         let big = sized_body(&large, 8192, None);
-        let d = write_data(&gw, &targets(&[0, 1]), 2, big, None, true)
-            .await
-            .unwrap();
+        let d = two_copies(&gw, big, None).await.unwrap();
         let undeclared = body(&data, 4096, None);
-        write_data(&gw, &targets(&[0, 1]), 2, undeclared, None, true)
-            .await
-            .unwrap();
+        two_copies(&gw, undeclared, None).await.unwrap();
         assert_eq!(fake.together_calls(), 1);
         assert_eq!(fake.puts().len(), 4);
         assert_eq!(fake.get(&url(1), &d.id).unwrap(), large);
@@ -250,16 +252,9 @@ mod together {
         fake.write_together(true);
         fake.fail(&url(1), Fault::Down);
         let data = bytes(20_000);
-        let d = write_data(
-            &gw,
-            &targets(&[0, 1]),
-            2,
-            sized_body(&data, 1000, None),
-            None,
-            true,
-        )
-        .await
-        .unwrap();
+        let d = two_copies(&gw, sized_body(&data, 1000, None), None)
+            .await
+            .unwrap();
         assert_eq!(fake.together_calls(), 1);
         assert!(gw.nodes.recently_failed("n1"));
         let mut nodes = d.nodes.clone();
@@ -287,16 +282,9 @@ mod together {
             &url(1),
             Fault::Answer(ApiError::new(Code::InvalidArgument, "no")),
         );
-        let e = write_data(
-            &gw,
-            &targets(&[0, 1]),
-            2,
-            sized_body(&bytes(100), 10, None),
-            None,
-            true,
-        )
-        .await
-        .unwrap_err();
+        let e = two_copies(&gw, sized_body(&bytes(100), 10, None), None)
+            .await
+            .unwrap_err();
         assert_eq!(e.code, Code::InvalidArgument);
         assert!(!gw.nodes.recently_failed("n1"));
         for i in 0..3 {
@@ -311,14 +299,10 @@ mod together {
         let data = bytes(5000);
         let md5 = Some("AAAAAAAAAAAAAAAAAAAAAA==".to_string());
         let wrong = sized_body(&data, 1000, None);
-        let e = write_data(&gw, &targets(&[0, 1]), 2, wrong, md5, true)
-            .await
-            .unwrap_err();
+        let e = two_copies(&gw, wrong, md5).await.unwrap_err();
         assert_eq!(e.code, Code::ContentMD5Mismatch, "{e}");
         let broken = sized_body(&data, 1000, Some(2500));
-        let e = write_data(&gw, &targets(&[0, 1]), 2, broken, None, true)
-            .await
-            .unwrap_err();
+        let e = two_copies(&gw, broken, None).await.unwrap_err();
         assert_eq!(e.code, Code::InvalidArgument, "{e}");
         assert_eq!(fake.together_calls(), 0, "no copy was begun");
         assert!(fake.puts().is_empty());
@@ -328,10 +312,7 @@ mod together {
         // The right Content-MD5 is accepted.
         let md5 = base64::engine::general_purpose::STANDARD.encode(md5::Md5::digest(&data));
         let right = sized_body(&data, 1000, None);
-        let to = targets(&[0, 1]);
-        let d = write_data(&gw, &to, 2, right, Some(md5.clone()), true)
-            .await
-            .unwrap();
+        let d = two_copies(&gw, right, Some(md5.clone())).await.unwrap();
         assert_eq!(d.md5, md5);
     }
 }
