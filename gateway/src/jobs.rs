@@ -107,11 +107,8 @@ pub async fn route(
         }
         (Method::GET | Method::HEAD, ["status"]) => {
             // Unchanged, or only moved on since `seen`: the wait answers (progress gathered).
-            let moved_on = |seen: &str| {
-                seen.split('.').next() == Some(job.state.as_str()) && job.state != "done"
-            };
             let job = match crate::query(&parts).get("since") {
-                Some(seen) if *seen == job.version() || moved_on(seen) => gw
+                Some(seen) if *seen == job.version() || job.moved_on_from(seen) => gw
                     .meta
                     .job_wait(&job.id, seen, STATUS_WAIT, STATUS_SETTLE)
                     .await?

@@ -444,6 +444,12 @@ impl JobRow {
             u8::from(self.cancel_requested)
         )
     }
+
+    /// Whether the job has only moved on since a watcher's `seen` version: still running in
+    /// the state `seen` was taken in (progress, which `job.wait` may gather before answering).
+    pub fn moved_on_from(&self, seen: &str) -> bool {
+        seen.split('.').next() == Some(self.state.as_str()) && self.state != "done"
+    }
 }
 
 /// Wait for a job to change (`job.wait`): answers as soon as its version differs from `seen`

@@ -72,7 +72,6 @@ impl JobWatch {
     pub async fn wait(&self, db: Arc<Db>, a: JobWait) -> Result<Option<JobRow>, ApiError> {
         let deadline = Instant::now() + Duration::from_millis(a.timeout_ms).min(MAX_WAIT);
         let settle = Duration::from_millis(a.settle_ms).min(MAX_SETTLE);
-        let seen_state = a.seen.split('.').next().unwrap_or_default().to_string();
         let mut changed = self.tx.subscribe();
         let mut settled = settle.is_zero();
         loop {
@@ -85,9 +84,7 @@ impl JobWatch {
                 .await
                 .map_err(ApiError::internal)??;
             let now_differs = row.as_ref().is_none_or(|r| r.version() != a.seen);
-            let progress = row
-                .as_ref()
-                .is_some_and(|r| r.state == seen_state && r.state != "done");
+            let progress = row.as_ref().is_some_and(|r| r.moved_on_from(&a.seen));
             if now_differs && progress && !settled {
                 settled = true;
                 let until = (Instant::now() + settle).min(deadline);

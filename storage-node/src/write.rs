@@ -154,10 +154,10 @@ fn sync_linked(linked: Vec<std::io::Result<Pending>>) -> Vec<std::io::Result<Com
 /// Commit `w` as `id` in its store, and write its bytes — `whole`, all of them, kept by the
 /// caller while writing — as `id` into each of `peers`, on this one blocking call, as
 /// `store_together` does for a small PUT: a job agent's task output and its peers' copies made
-/// durable by one journal commit instead of one each, after a fetch over HTTP each. The own copy's result
-/// first, then one per peer; a peer's copy that does not match the own copy's size and blake3
-/// is removed and answered as an error. Nothing is written to a peer when the own copy cannot
-/// be linked; a copy that fails leaves nothing.
+/// durable by one journal commit instead of one each, after a fetch over HTTP each. The own
+/// copy's result first, then one per peer; a peer's copy that does not match the own copy's
+/// size and blake3 is removed and answered as an error. Nothing is written to a peer when the
+/// own copy cannot be linked; a copy that fails leaves nothing.
 pub fn commit_with_copies(
     w: Writer,
     id: &str,

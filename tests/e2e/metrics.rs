@@ -53,6 +53,23 @@ impl Proc {
         }
     }
 
+    /// `mobula up --no-auth --volume plain` on `data`, every listener on a port of its own.
+    pub(crate) fn up(data: &str) -> Proc {
+        let any = "127.0.0.1:0";
+        let args = [
+            "up",
+            "--data",
+            data,
+            "--no-auth",
+            "--volume",
+            "plain",
+            "--listen",
+            any,
+        ];
+        let listeners = ["--s3-listen", any, "--admin-listen", any];
+        Proc::start(&[&args[..], &listeners[..]].concat(), &[])
+    }
+
     /// The first URL on a stdout line containing `marker` (waits for it).
     pub(crate) async fn url(&self, marker: &str) -> String {
         for _ in 0..600 {
@@ -149,23 +166,7 @@ async fn metrics_count_exactly_what_was_done() {
     }
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("up").to_string_lossy().to_string();
-    let up = Proc::start(
-        &[
-            "up",
-            "--data",
-            &data,
-            "--no-auth",
-            "--volume",
-            "plain",
-            "--listen",
-            "127.0.0.1:0",
-            "--s3-listen",
-            "127.0.0.1:0",
-            "--admin-listen",
-            "127.0.0.1:0",
-        ],
-        &[],
-    );
+    let up = Proc::up(&data);
     let url = up.url("gateway listening on").await;
     let s3 = up.url("S3 listening on").await;
     let admin = up.url("metrics at").await;

@@ -18,21 +18,7 @@ async fn small_outputs_on_one_journal_get_their_copies_without_a_fetch() {
         return;
     };
     let data = fs.mountpoint.join("up").to_string_lossy().to_string();
-    let up = Proc::start(
-        &[
-            "up",
-            "--data",
-            &data,
-            "--no-auth",
-            "--volume",
-            "plain",
-            "--listen",
-            "127.0.0.1:0",
-            "--admin-listen",
-            "127.0.0.1:0",
-        ],
-        &[],
-    );
+    let up = Proc::up(&data);
     let url = up.url("gateway listening on").await;
     let admin = up.url("metrics at").await;
     let http = reqwest::Client::new();

@@ -30,7 +30,8 @@ pub(crate) struct Objects {
     store: Store,
     pub meta: MetadataClient,
     nodes: NodeClient,
-    /// The nodes running in this process, when the agent does.
+    /// The nodes running in this process, when the agent does — and when this node's volume
+    /// shares its journal, so that [`commit_with_copies`] may apply (else outputs are not kept).
     local: Option<LocalNodes>,
     peers: tokio::sync::Mutex<(Option<Instant>, Vec<NodeInfo>)>,
 }
@@ -66,7 +67,7 @@ impl Drop for LocalFile {
 pub(crate) const KEEP_WHOLE: usize = 64 << 10;
 
 /// A task output being written: the local [`Writer`], and its bytes while there are no more
-/// than [`KEEP_WHOLE`].
+/// than [`KEEP_WHOLE`] (when the agent may write peers' copies from them at all).
 #[derive(Debug)]
 pub(crate) struct OutputFile {
     w: Writer,
@@ -104,6 +105,7 @@ pub(crate) fn output(path: &str, parents: bool, data: &Data, mut headers: Header
 
 impl Objects {
     pub fn new(cfg: &AgentConfig, store: Store) -> Objects {
+        let journal = store.volume().shared_journal();
         Objects {
             node_id: cfg.node_id.clone(),
             url: cfg.url.clone(),
@@ -111,7 +113,7 @@ impl Objects {
             store,
             meta: MetadataClient::new(&cfg.metadata_url),
             nodes: NodeClient::new(),
-            local: cfg.local.clone(),
+            local: cfg.local.clone().filter(|_| journal.is_some()),
             peers: tokio::sync::Mutex::new((None, Vec::new())),
         }
     }
@@ -120,7 +122,8 @@ impl Objects {
     pub fn writer(&self) -> std::io::Result<(String, OutputFile)> {
         let id = new_id();
         let w = self.store.writer(&id, true)?;
-        let kept = Some(Vec::new());
+        // Kept only where peers' copies may be written from them.
+        let kept = self.local.is_some().then(Vec::new);
         Ok((id, OutputFile { w, kept }))
     }
 
