@@ -2,6 +2,8 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
+use super::waiting::Waiting;
+
 use super::{
     Command, ErrRecord, Event, Failure, Located, NodeId, Output, PhaseKind, PhaseShape, Stats,
     TaskId, TaskInput, MAX_RETRIES,
@@ -43,8 +45,11 @@ pub struct Machine {
     phases: Vec<PhaseShape>,
     nodes: BTreeMap<NodeId, Node>,
     tasks: BTreeMap<TaskId, Task>,
-    /// Map tasks waiting for a slot, oldest first.
-    queue: VecDeque<TaskId>,
+    /// Map tasks waiting for a slot, by arrival and by the nodes holding their input.
+    queue: Waiting,
+    /// Waiting map tasks whose input may have no live copy left (queued with a holder down, or
+    /// held by a node just lost): checked at the next settle.
+    recheck: Vec<TaskId>,
     /// Reducers waiting to be placed (they take no slot), oldest first.
     reducer_queue: VecDeque<TaskId>,
     /// Reducer task ids of each phase (empty for map phases).
@@ -71,7 +76,8 @@ impl Machine {
             phases,
             nodes: BTreeMap::new(),
             tasks: BTreeMap::new(),
-            queue: VecDeque::new(),
+            queue: Waiting::default(),
+            recheck: Vec::new(),
             reducer_queue: VecDeque::new(),
             next: 0,
             input_ended: false,
@@ -105,9 +111,28 @@ impl Machine {
 
     /// Queue task `id` (waiting) for a slot.
     fn enqueue(&mut self, id: TaskId) {
-        match self.tasks[&id].input {
+        match &self.tasks[&id].input {
             TaskInput::Reducer(_) => self.reducer_queue.push_back(id),
-            _ => self.queue.push_back(id),
+            TaskInput::Object { nodes, .. } => {
+                self.queue.push(id, nodes);
+                if self.unreachable(id) {
+                    self.recheck.push(id);
+                }
+            }
+        }
+    }
+
+    /// Whether every node holding a copy of task `id`'s input is known and down (it can never
+    /// run while that lasts).
+    fn unreachable(&self, id: TaskId) -> bool {
+        match &self.tasks[&id].input {
+            TaskInput::Object { nodes, .. } => {
+                !nodes.is_empty()
+                    && nodes
+                        .iter()
+                        .all(|n| self.nodes.get(n).is_some_and(|n| !n.up))
+            }
+            TaskInput::Reducer(_) => false,
         }
     }
 
@@ -153,6 +178,7 @@ impl Machine {
                 if let Some(n) = self.nodes.get_mut(&node) {
                     n.up = false;
                 }
+                self.recheck.extend(self.queue.held_by(&node));
                 let lost: Vec<TaskId> = self
                     .tasks
                     .iter()
@@ -386,6 +412,7 @@ impl Machine {
             self.give_up(id, f, out);
         }
         self.queue.clear();
+        self.recheck.clear();
         self.reducer_queue.clear();
     }
 
@@ -446,21 +473,32 @@ impl Machine {
             }
         }
         self.reducer_queue = waiting;
-        // Map tasks are tried in order while a slot is free. Once every live node's slots are
-        // taken, none can be placed and a running one will report (and settle again): the rest
-        // of the queue is left as it is, not walked — with thousands of queued inputs, walking
-        // it on every event made settling quadratic.
-        let mut waiting = VecDeque::new();
+        // A waiting task none of whose holders is live any more fails (try_start gives it up).
+        for id in std::mem::take(&mut self.recheck) {
+            if self.tasks[&id].state == State::Waiting && self.unreachable(id) {
+                self.try_start(id, out);
+                self.queue.remove(id);
+            }
+        }
+        // Map tasks start in arrival order, each on a node with a free slot holding its input:
+        // the oldest waiting task that a free node holds goes next, found through the index
+        // of waiting tasks by holder, not by walking the queue — with thousands queued, a walk
+        // on every event made settling quadratic (all slots taken, or a free node holding none
+        // of them).
         while !self.slots_full() {
-            let Some(id) = self.queue.pop_front() else {
+            let free = self
+                .nodes
+                .iter()
+                .filter(|(_, n)| n.up && n.running < n.slots)
+                .map(|(id, _)| id);
+            let Some(id) = self.queue.oldest_for(free) else {
                 break;
             };
             if !self.try_start(id, out) {
-                waiting.push_back(id);
+                break; // cannot be: a free node holds it (or it needs no copy)
             }
+            self.queue.remove(id);
         }
-        waiting.append(&mut self.queue);
-        self.queue = waiting;
         for p in 0..self.phases.len() {
             if self.phases[p].kind != PhaseKind::Reduce || !self.input_complete(p) {
                 continue;
@@ -492,10 +530,8 @@ impl Machine {
         }
         let reducer = matches!(t.input, TaskInput::Reducer(_));
         // A task whose copies all sit on lost nodes can never run: fail it internally.
-        if let TaskInput::Object { nodes, .. } = &t.input {
-            let reachable =
-                nodes.is_empty() || nodes.iter().any(|n| self.nodes.get(n).is_none_or(|n| n.up));
-            if !reachable {
+        if let TaskInput::Object { .. } = &t.input {
+            if self.unreachable(id) {
                 let f = Failure {
                     internal: true,
                     code: "InternalError".into(),

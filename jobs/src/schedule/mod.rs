@@ -23,6 +23,7 @@
 mod machine;
 #[cfg(test)]
 mod tests;
+mod waiting;
 
 pub use machine::Machine;
 

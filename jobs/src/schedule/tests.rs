@@ -338,6 +338,68 @@ fn settling_with_every_slot_taken_leaves_the_queue_unwalked() {
 }
 
 #[test]
+fn a_free_node_holding_none_of_the_queue_leaves_it_unwalked() {
+    // 5,000 inputs on a and b only, c free all along: each task's end examines the task that
+    // takes its slot, not the thousands that c cannot take. Then one input c holds, queued
+    // last, starts there at once — ahead of the older ones waiting for a and b.
+    let mut s = Sim::new(vec![map()], &nodes3());
+    for i in 0..5000 {
+        s.input(&format!("/u/stor/in{i}"), &["a", "b"]);
+    }
+    assert_eq!(s.m.queued(), 4996);
+    let before = s.m.examined;
+    for _ in 0..100 {
+        let id = *s.running.keys().next().unwrap();
+        assert!(s.complete(id, |_| None));
+    }
+    let per_event = (s.m.examined - before) as f64 / 100.0;
+    assert!(per_event <= 2.0, "{per_event} tasks examined per settle");
+    s.input("/u/stor/on-c", &["c"]);
+    let last = s.runs.last().unwrap();
+    assert_eq!((last.0, last.1.as_str()), (5000, "c"));
+    // The rest still run in arrival order.
+    let order: Vec<TaskId> = s.runs.iter().map(|r| r.0).filter(|&t| t != 5000).collect();
+    assert!(order.windows(2).all(|w| w[0] < w[1]), "arrival order");
+    s.ev(Event::EndInput);
+    s.drain(|_| None);
+    assert_eq!((s.outs.len(), s.done), (5001, 1));
+}
+
+#[test]
+fn a_waiting_task_fails_once_no_live_node_holds_its_input() {
+    // Queued behind full slots, held by b only: when b is lost it fails at once (not when the
+    // queue reaches it), and the rest keep their order.
+    let mut s = Sim::new(vec![map()], &[("a", 1), ("b", 1)]);
+    s.input("/u/stor/x", &["a"]);
+    s.input("/u/stor/y", &["b"]);
+    s.input("/u/stor/z", &["b"]);
+    s.input("/u/stor/w", &["a", "b"]);
+    assert_eq!(s.m.queued(), 2);
+    s.ev(Event::NodeLost { node: "b".into() });
+    let lost: Vec<_> = s.errs.iter().filter_map(|e| e.input.clone()).collect();
+    assert!(
+        lost.contains(&"/u/stor/z".to_string()),
+        "z failed at once: {lost:?}"
+    );
+    assert_eq!(s.m.queued(), 1, "w waits for a");
+    s.ev(Event::EndInput);
+    s.drain(|_| None);
+    assert_eq!(s.done, 1);
+    assert_eq!(s.outs, ["/u/stor/x.0", "/u/stor/w.0"]);
+    let mut failed: Vec<_> = s
+        .errs
+        .iter()
+        .map(|e| (e.input.clone().unwrap(), e.message.as_str()))
+        .collect();
+    failed.sort();
+    let why = "no live node holds a copy of the input";
+    assert_eq!(
+        failed,
+        [("/u/stor/y".into(), why), ("/u/stor/z".into(), why)]
+    );
+}
+
+#[test]
 fn cancel_kills_running_tasks_and_ends_the_job() {
     let mut s = Sim::new(vec![map(), reduce(2)], &nodes3());
     for i in 0..10 {
