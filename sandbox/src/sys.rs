@@ -21,13 +21,24 @@ pub const ZYGOTE_ARG: &str = "__sandbox-zygote";
 /// `body` changes there is its own. The caller must be single-threaded: it stays suspended until
 /// the child has exec'd or exited, so even the child's allocations keep the shared heap
 /// consistent. `body` must exec or `_exit`, never return into the caller's destructors.
+/// The child's stack is the calling thread's own, kept from one spawn to the next (the caller
+/// is suspended while the child runs on it, so one spawn at a time uses it): not a fresh 256 KiB
+/// zeroed — and so written — on each of a task group's spawns.
 pub fn spawn_sharing_memory(body: impl FnMut() -> isize) -> nix::Result<Pid> {
-    let mut stack = vec![0u8; 256 << 10];
-    let flags = nix::sched::CloneFlags::CLONE_VM | nix::sched::CloneFlags::CLONE_VFORK;
-    // SAFETY: as documented above; the caller promises a single thread and a `body` that only
-    // makes system calls (and allocations the suspended caller does not race), then execs or
-    // exits.
-    unsafe { nix::sched::clone(Box::new(body), &mut stack, flags, Some(libc::SIGCHLD)) }
+    thread_local! {
+        static STACK: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    STACK.with(|stack| {
+        let mut stack = stack.borrow_mut();
+        if stack.is_empty() {
+            *stack = vec![0u8; 256 << 10];
+        }
+        let flags = nix::sched::CloneFlags::CLONE_VM | nix::sched::CloneFlags::CLONE_VFORK;
+        // SAFETY: as documented above; the caller promises a single thread and a `body` that
+        // only makes system calls (and allocations the suspended caller does not race), then
+        // execs or exits. `CLONE_VFORK` returns only once the child no longer runs on `stack`.
+        unsafe { nix::sched::clone(Box::new(body), &mut stack, flags, Some(libc::SIGCHLD)) }
+    })
 }
 
 /// A pidfd for `pid`.
