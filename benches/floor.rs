@@ -339,36 +339,14 @@ thread_local! {
     static DB: std::cell::RefCell<Option<rusqlite::Connection>> = const { std::cell::RefCell::new(None) };
 }
 
-fn sqlite_commit(dir: &Path, i: usize) {
+/// `rows` (row ids) inserted in one transaction into the worker process's database, made on
+/// its first use in the metadata's settings (WAL, `synchronous=FULL`).
+fn sqlite_insert(dir: &Path, rows: &[usize]) {
     DB.with(|db| {
         let mut db = db.borrow_mut();
         let c = db.get_or_insert_with(|| {
-            let c = rusqlite::Connection::open(dir.join(format!("db{}.sqlite", i / 1_000_000)))
-                .expect("open");
-            c.pragma_update(None, "journal_mode", "WAL").expect("wal");
-            c.pragma_update(None, "synchronous", "FULL").expect("sync");
-            c.execute_batch("CREATE TABLE t (k INTEGER PRIMARY KEY, v TEXT)")
-                .expect("table");
-            c
-        });
-        c.execute(
-            "INSERT INTO t VALUES (?1, 'an output of a task')",
-            [i as i64],
-        )
-        .expect("insert");
-    });
-}
-
-/// Two rows per transaction: the commit's share of each of two results logged together.
-fn sqlite_commit_pair(dir: &Path, i: usize) {
-    if i % 2 == 1 {
-        return;
-    }
-    DB.with(|db| {
-        let mut db = db.borrow_mut();
-        let c = db.get_or_insert_with(|| {
-            let c = rusqlite::Connection::open(dir.join(format!("pair{}.sqlite", i / 1_000_000)))
-                .expect("open");
+            let name = format!("db{}-{}.sqlite", rows[0] / 1_000_000, rows.len());
+            let c = rusqlite::Connection::open(dir.join(name)).expect("open");
             c.pragma_update(None, "journal_mode", "WAL").expect("wal");
             c.pragma_update(None, "synchronous", "FULL").expect("sync");
             c.execute_batch("CREATE TABLE t (k INTEGER PRIMARY KEY, v TEXT)")
@@ -376,7 +354,7 @@ fn sqlite_commit_pair(dir: &Path, i: usize) {
             c
         });
         let t = c.transaction().expect("begin");
-        for k in [i, i + 1] {
+        for &k in rows {
             t.execute(
                 "INSERT INTO t VALUES (?1, 'an output of a task')",
                 [k as i64],
@@ -385,6 +363,17 @@ fn sqlite_commit_pair(dir: &Path, i: usize) {
         }
         t.commit().expect("commit");
     });
+}
+
+fn sqlite_commit(dir: &Path, i: usize) {
+    sqlite_insert(dir, &[i]);
+}
+
+/// Two rows per transaction: the commit's share of each of two results logged together.
+fn sqlite_commit_pair(dir: &Path, i: usize) {
+    if i.is_multiple_of(2) {
+        sqlite_insert(dir, &[i, i + 1]);
+    }
 }
 
 fn http_round_trips(n: usize) {
