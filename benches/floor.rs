@@ -309,29 +309,11 @@ fn durable_copies_linked(dir: &Path, i: usize) {
 }
 
 /// Whether `dir`'s file system makes a new name durable with its inode's fsync: btrfs (its
-/// log tree) or an ext4 with a journal (its device has a jbd2 entry).
+/// log tree) or an ext4 with a journal (where a storage node links first, too).
 fn names_ride_with_fsync(dir: &Path) -> bool {
-    let Ok(st) = nix::sys::statfs::statfs(dir) else {
-        return false;
-    };
-    if st.filesystem_type() == nix::sys::statfs::BTRFS_SUPER_MAGIC {
-        return true;
-    }
-    if st.filesystem_type() != nix::sys::statfs::EXT4_SUPER_MAGIC {
-        return false;
-    }
-    use std::os::unix::fs::MetadataExt;
-    let Ok(dev) = fs::metadata(dir).map(|m| m.dev()) else {
-        return false;
-    };
-    let (major, minor) = (nix::sys::stat::major(dev), nix::sys::stat::minor(dev));
-    fs::read_to_string(format!("/sys/dev/block/{major}:{minor}/uevent"))
-        .ok()
-        .and_then(|u| {
-            u.lines()
-                .find_map(|l| l.strip_prefix("DEVNAME=").map(str::to_owned))
-        })
-        .is_some_and(|name| Path::new(&format!("/proc/fs/jbd2/{name}-8")).exists())
+    let btrfs = nix::sys::statfs::statfs(dir)
+        .is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::BTRFS_SUPER_MAGIC);
+    btrfs || mobula_storage_node::volume::plain::journaled_ext4(dir)
 }
 
 thread_local! {

@@ -385,7 +385,6 @@ impl MetadataClient {
     pub async fn job(&self, id: &str) -> Result<Option<JobRow>, ApiError> {
         self.call("job.get", &Name { name: id.into() }).await
     }
-    /// The job once it differs from version `seen` (or after `timeout`, at most 10 s).
     /// Job `id`'s row once its version differs from `seen` (or when `timeout` is up); a
     /// running job's progress gathered for up to `settle` first (its end answered at once).
     pub async fn job_wait(

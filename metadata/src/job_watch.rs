@@ -50,9 +50,10 @@ impl JobWatch {
     pub fn wrote(&self, id: &str, prompt: bool, done: bool) {
         {
             let mut w = self.writes.lock().unwrap_or_else(|p| p.into_inner());
-            match done {
-                true => drop(w.remove(id)),
-                false => *w.entry(id.to_string()).or_default() += 1,
+            if done {
+                w.remove(id);
+            } else {
+                *w.entry(id.to_string()).or_default() += 1;
             }
         }
         self.tx.send_modify(|p| *p += u64::from(prompt));

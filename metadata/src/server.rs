@@ -257,13 +257,15 @@ pub(crate) async fn dispatch(
             Ok(mobula_http::json(StatusCode::OK, &out))
         }};
     }
-    // A write to job `$a.$id` wakes its watchers once committed.
+    // A write to job `$a.$id` wakes its watchers once committed; `$wake` is (tell it at once,
+    // the job is done), read from the arguments `$a`.
     macro_rules! job_write {
-        ($ty:ty, |$tx:ident, $a:ident| $e:expr, $id:ident) => {{
+        ($ty:ty, |$tx:ident, $a:ident| $e:expr, $id:ident, $wake:expr) => {{
             let $a: $ty = parse(&body)?;
             let id = $a.$id.clone();
+            let (prompt, done): (bool, bool) = $wake;
             let out = db.write_grouped(move |$tx| $e).await?;
-            changes.wrote(&id, true, false);
+            changes.wrote(&id, prompt, done);
             Ok(mobula_http::json(StatusCode::OK, &out))
         }};
     }
@@ -335,22 +337,24 @@ pub(crate) async fn dispatch(
         "job.create" => write!(NewJob, |tx, a| jobs::create(tx, &a)), // nobody waits on it yet
         "job.get" => read!(Name, |c, a| jobs::get(c, &a.name)),
         "job.active" => read!((), |c, _a| jobs::active(c)),
-        "job.add_inputs" => job_write!(AddInputs, |tx, a| jobs::add_inputs(tx, &a), id),
-        "job.end" => job_write!(Name, |tx, a| jobs::end(tx, &a.name), name),
-        "job.cancel" => job_write!(Name, |tx, a| jobs::cancel(tx, &a.name), name),
+        "job.add_inputs" => job_write!(
+            AddInputs,
+            |tx, a| jobs::add_inputs(tx, &a),
+            id,
+            (true, false)
+        ),
+        "job.end" => job_write!(Name, |tx, a| jobs::end(tx, &a.name), name, (true, false)),
+        "job.cancel" => job_write!(Name, |tx, a| jobs::cancel(tx, &a.name), name, (true, false)),
         "job.wait" => {
             let row = changes.wait(db, parse(&body)?).await?;
             Ok(mobula_http::json(StatusCode::OK, &row))
         }
         "job.records" => read!(JobRecords, |c, a| jobs::records(c, &a)),
-        "job.log" => {
-            // A running job's progress; its end is told to watchers at once.
-            let a: JobAppend = parse(&body)?;
-            let (id, done) = (a.id.clone(), a.state == "done");
-            db.write_grouped(move |tx| jobs::log(tx, &a)).await?;
-            changes.wrote(&id, done, done);
-            Ok(mobula_http::json(StatusCode::OK, &()))
-        }
+        // A running job's progress (gathered for its watchers); its end, told at once.
+        "job.log" => job_write!(JobAppend, |tx, a| jobs::log(tx, &a), id, {
+            let done = a.state == "done";
+            (done, done)
+        }),
         "lease.take" => write!(Lease, |tx, a| jobs::lease(tx, &a)),
         other => Err(ApiError::new(
             Code::ResourceNotFound,

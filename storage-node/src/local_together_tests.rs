@@ -6,6 +6,41 @@ use super::tests::NOWHERE;
 use super::*;
 use crate::volume::loopback::{self, TempBtrfs, TempExt4};
 
+fn store(dir: &std::path::Path, name: &str) -> Store {
+    Store::open(&dir.join(name)).unwrap()
+}
+
+/// Two nodes of this process on `dir`: their stores, where they are registered, and their
+/// URLs (`http://<name>.invalid`); each stays registered while its `Registered` lives.
+struct TwoNodes {
+    stores: [Store; 2],
+    local: LocalNodes,
+    registered: [Registered; 2],
+    urls: Vec<String>,
+    bad: tokio::sync::mpsc::UnboundedSender<String>,
+    /// Where the nodes report bad copies (kept open, as a node's supervisor keeps it).
+    reported: tokio::sync::mpsc::UnboundedReceiver<String>,
+}
+
+fn two_nodes(dir: &std::path::Path, names: [&str; 2]) -> TwoNodes {
+    let local = LocalNodes::default();
+    let (bad, reported) = tokio::sync::mpsc::unbounded_channel();
+    let stores = names.map(|n| store(dir, n));
+    let urls: Vec<String> = names
+        .iter()
+        .map(|n| format!("http://{n}.invalid"))
+        .collect();
+    let registered = [0, 1].map(|i| local.register(&urls[i], stores[i].clone(), bad.clone()));
+    TwoNodes {
+        stores,
+        local,
+        registered,
+        urls,
+        bad,
+        reported,
+    }
+}
+
 /// Volumes that share no journal with a first ext4 image: a second journaled ext4, one
 /// without a journal, a btrfs (which logs each subvolume on its own) — or `None`, skipped.
 fn elsewhere() -> Option<(TempExt4, TempExt4, TempBtrfs)> {
@@ -22,17 +57,15 @@ async fn copies_on_one_journal_are_written_together() {
     let Some(fs) = TempExt4::for_test("has_journal") else {
         return;
     };
-    let store = |dir: &std::path::Path, name: &str| Store::open(&dir.join(name)).unwrap();
-    let (a, b) = (store(&fs.mountpoint, "a"), store(&fs.mountpoint, "b"));
-    let local = LocalNodes::default();
+    let TwoNodes {
+        stores: [a, b],
+        local,
+        registered: [_ra, rb],
+        urls,
+        bad: tx,
+        reported: _bad,
+    } = two_nodes(&fs.mountpoint, ["a", "b"]);
     let data = LocalFirst::new(local.clone());
-    let (tx, _bad) = tokio::sync::mpsc::unbounded_channel();
-    let urls = vec![
-        "http://a.invalid".to_string(),
-        "http://b.invalid".to_string(),
-    ];
-    let _ra = local.register(&urls[0], a.clone(), tx.clone());
-    let rb = local.register(&urls[1], b.clone(), tx.clone());
     assert!(data.can_put_together(&urls));
 
     let id = crate::api::new_id();
@@ -110,20 +143,15 @@ fn an_agents_output_is_committed_with_its_peers_copies() {
     let Some(fs) = TempExt4::for_test("has_journal") else {
         return;
     };
-    let store = |dir: &std::path::Path, name: &str| Store::open(&dir.join(name)).unwrap();
-    let (own, b, c) = (
-        store(&fs.mountpoint, "own"),
-        store(&fs.mountpoint, "b"),
-        store(&fs.mountpoint, "c"),
-    );
-    let local = LocalNodes::default();
-    let (tx, _bad) = tokio::sync::mpsc::unbounded_channel();
-    let urls = vec![
-        "http://b.invalid".to_string(),
-        "http://c.invalid".to_string(),
-    ];
-    let _rb = local.register(&urls[0], b.clone(), tx.clone());
-    let rc = local.register(&urls[1], c.clone(), tx.clone());
+    let own = store(&fs.mountpoint, "own");
+    let TwoNodes {
+        stores: [b, c],
+        local,
+        registered: [_rb, rc],
+        urls,
+        bad: tx,
+        reported: _bad,
+    } = two_nodes(&fs.mountpoint, ["b", "c"]);
     let peers = local.sharing_journal(&own, &urls).expect("one journal");
     assert_eq!(peers.len(), 2);
 

@@ -79,9 +79,10 @@ impl OutputFile {
     pub fn write(&mut self, b: &[u8]) -> std::io::Result<()> {
         self.w.write(b)?;
         if let Some(k) = &mut self.kept {
-            match k.len() + b.len() <= KEEP_WHOLE {
-                true => k.extend_from_slice(b),
-                false => self.kept = None,
+            if k.len() + b.len() <= KEEP_WHOLE {
+                k.extend_from_slice(b);
+            } else {
+                self.kept = None;
             }
         }
         Ok(())
