@@ -165,7 +165,8 @@ impl Db {
         let conn = match &self.backend {
             Backend::Sqlite(db) => {
                 let c = db.writer();
-                c.execute_batch("BEGIN IMMEDIATE")
+                c.prepare_cached("BEGIN IMMEDIATE")
+                    .and_then(|mut s| s.raw_execute())
                     .map_err(crate::sqlite::sql)?;
                 TxConn::Sqlite(c)
             }

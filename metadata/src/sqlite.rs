@@ -230,6 +230,13 @@ impl Sql for Connection {
     fn batch(&self, sql: &str) -> Result<(), Error> {
         self.execute_batch(sql).map_err(self::sql)
     }
+
+    /// One statement, run at once but kept prepared: every grouped write opens and releases
+    /// a savepoint (`execute_batch` would parse both again for every write).
+    fn batch_deferred(&self, sql: &str) -> Result<(), Error> {
+        let mut s = self.prepare_cached(sql).map_err(self::sql)?;
+        s.raw_execute().map(drop).map_err(self::sql)
+    }
 }
 
 #[cfg(test)]

@@ -56,6 +56,9 @@ pub struct Committed {
     pub md5: Option<String>,
 }
 
+/// The most a [`Writer`] gathers before writing to its file.
+const WRITE_BUFFER: usize = 1 << 20;
+
 /// A file being written: an unnamed inode until [`Writer::commit`].
 #[derive(Debug)]
 pub struct Writer {
@@ -309,11 +312,19 @@ impl Store {
             .join(format!("{id}.blk"))
     }
 
-    /// Start writing data `id` (also computing its MD5 when `md5`).
+    /// Start writing data `id` (also computing its MD5 when `md5`) of any length: writes
+    /// reach the file 1 MiB at a time.
     pub fn writer(&self, id: &str, md5: bool) -> io::Result<Writer> {
+        self.writer_sized(id, md5, WRITE_BUFFER)
+    }
+
+    /// [`Store::writer`] for about `len` bytes: its write buffer is no larger than that (at
+    /// most 1 MiB). A small copy's buffer then comes from the allocator's small pages; a
+    /// 1 MiB one, allocated and freed per copy, cost ~3% of a 4 KiB PUT's CPU.
+    pub fn writer_sized(&self, id: &str, md5: bool, len: usize) -> io::Result<Writer> {
         let dir = self.volume.root().join("data").join(&id[..2]);
         Ok(Writer {
-            file: io::BufWriter::with_capacity(1 << 20, tmpfile(&dir)?),
+            file: io::BufWriter::with_capacity(len.clamp(1, WRITE_BUFFER), tmpfile(&dir)?),
             dir,
             hasher: BlockHasher::new(),
             md5: md5.then(md5::Md5::new),

@@ -93,7 +93,7 @@ where
     let (s, i, md5) = (store.clone(), id.to_string(), expected_md5.is_some());
     let committed = if whole {
         blocking(move || -> std::io::Result<Result<Committed, ApiError>> {
-            let mut w = s.writer(&i, md5)?;
+            let mut w = s.writer_sized(&i, md5, held)?;
             for b in &head {
                 w.write(b)?;
             }
@@ -134,7 +134,8 @@ pub(crate) fn store_together(
 
 /// A new copy of `chunks` as `id` in `store`, linked and awaiting its fsync.
 fn link_copy(store: &Store, id: &str, chunks: &[bytes::Bytes]) -> std::io::Result<Pending> {
-    let mut w = store.writer(id, false)?;
+    let len = chunks.iter().map(|b| b.len()).sum();
+    let mut w = store.writer_sized(id, false, len)?;
     for b in chunks {
         w.write(b)?;
     }

@@ -119,10 +119,12 @@ impl Objects {
         }
     }
 
-    /// A new local output file (with its data id).
+    /// A new local output file (with its data id). Its write buffer is the size of a pipe
+    /// read (64 KiB): most outputs are smaller, and larger ones arrive in full reads, which
+    /// go straight to the file.
     pub fn writer(&self) -> std::io::Result<(String, OutputFile)> {
         let id = new_id();
-        let w = self.store.writer(&id, true)?;
+        let w = self.store.writer_sized(&id, true, 64 << 10)?;
         // Kept only where peers' copies may be written from them.
         let kept = self.local.is_some().then(Vec::new);
         Ok((id, OutputFile { w, kept }))
