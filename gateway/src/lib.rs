@@ -152,7 +152,10 @@ impl Gateway {
             meta,
             data,
             node_client: NodeClient::new(),
-            jobs: mobula_jobs::coordinator::Coordinator::new(&cfg.metadata_url),
+            jobs: mobula_jobs::coordinator::Coordinator::new(
+                &cfg.metadata_url,
+                cfg.local_nodes.clone(),
+            ),
             auth,
             cfg,
             accounts: Mutex::new(HashMap::new()),

@@ -31,7 +31,7 @@ use std::time::Duration;
 
 pub use client::{NodeClient, NodeError, UploadAborted};
 pub use data_path::{BodyStream, DataNodes, DataStream, Opened};
-pub use local::{LocalFirst, LocalNodes};
+pub use local::{InProcess, LocalFirst, LocalNodes};
 use mobula_metadata::api::Heartbeat;
 use mobula_metadata::MetadataClient;
 pub use store::{Pending, Store, Writer};
@@ -75,6 +75,10 @@ pub struct Extension {
     /// Tasks the agent runs at once (heartbeated to the registry for the scheduler).
     pub slots: u32,
     pub handler: std::sync::Arc<ExtensionFn>,
+    /// What callers in this process use instead of `handler` while the node runs here
+    /// ([`LocalNodes::extension`]): the agent itself, for its coordinator to call without
+    /// HTTP.
+    pub local: Option<std::sync::Arc<dyn std::any::Any + Send + Sync>>,
 }
 
 impl std::fmt::Debug for Extension {
@@ -115,10 +119,13 @@ pub async fn run(
         .unwrap_or_else(|| format!("http://{addr}"));
     let meta = MetadataClient::new(&cfg.metadata_url);
     let (bad_tx, bad_rx) = tokio::sync::mpsc::unbounded_channel();
-    let _local = cfg
-        .local
-        .as_ref()
-        .map(|l| l.register(&url, store.clone(), bad_tx.clone()));
+    let _local = cfg.local.as_ref().map(|l| {
+        let r = l.register(&url, store.clone(), bad_tx.clone());
+        if let Some(h) = cfg.extension.as_ref().and_then(|e| e.local.clone()) {
+            l.set_extension(&url, h);
+        }
+        r
+    });
     let slots = cfg.extension.as_ref().map_or(0, |e| e.slots);
     let beat = heartbeat_loop(
         store.clone(),

@@ -5,11 +5,16 @@
 //! code as `PUT /data/:id` (written on a blocking thread, MD5 checked, fsync'd and committed
 //! before the answer). Deletes and concatenations, rare and small, still go over HTTP.
 //!
+//! The node's extension (the job agent) is reached the same way: [`LocalNodes::extension`]
+//! hands in-process callers its handle instead of a `/tasks/` request.
+//!
 //! Invariant: a node is in [`LocalNodes`] exactly while its `run` future is alive (the
 //! registration is dropped with it), so a stopped node's copies are reached over HTTP and fail
 //! over as any unreachable node's do; a read already streaming from a node that stops breaks
-//! at its next block, as its connection would.
+//! at its next block, as its connection would; a call to its extension in flight ends when
+//! [`InProcess::stopped`] resolves.
 
+use std::any::Any;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
@@ -18,6 +23,7 @@ use futures::future::BoxFuture;
 use futures::StreamExt;
 use mobula_http::{ApiError, Code};
 use tokio::sync::mpsc::UnboundedSender;
+use tokio::sync::watch;
 
 use crate::api::{valid_id, Written};
 use crate::client::{NodeClient, NodeError, UploadAborted};
@@ -31,6 +37,25 @@ struct Local {
     bad: UnboundedSender<String>,
     /// False once the node stopped.
     alive: Arc<AtomicBool>,
+    /// Its extension's handle for callers in this process ([`crate::Extension::local`]).
+    ext: Option<Arc<dyn Any + Send + Sync>>,
+    /// Closed when the node stops (its sender lives in [`Registered`]).
+    stop: watch::Receiver<()>,
+}
+
+/// A local node's extension (the job agent) as callers in this process reach it: its handle,
+/// and the node's end — a call in flight when the node stops must fail as its dropped
+/// connection would have.
+pub struct InProcess {
+    pub handle: Arc<dyn Any + Send + Sync>,
+    stop: watch::Receiver<()>,
+}
+
+impl InProcess {
+    /// Resolves once the node has stopped (at once if it already has).
+    pub async fn stopped(&mut self) {
+        while self.stop.changed().await.is_ok() {}
+    }
 }
 
 /// The nodes running in this process, by the URL they registered with.
@@ -51,6 +76,8 @@ pub(crate) struct Registered {
     nodes: LocalNodes,
     url: String,
     alive: Arc<AtomicBool>,
+    /// Dropped with the registration: every [`InProcess::stopped`] resolves.
+    _stop: watch::Sender<()>,
 }
 
 impl Drop for Registered {
@@ -69,18 +96,40 @@ impl LocalNodes {
         bad: UnboundedSender<String>,
     ) -> Registered {
         let alive = Arc::new(AtomicBool::new(true));
+        let (stop_tx, stop) = watch::channel(());
         let mut map = self.0.write().unwrap_or_else(|p| p.into_inner());
         let local = Local {
             store,
             bad,
             alive: alive.clone(),
+            ext: None,
+            stop,
         };
         map.insert(url.to_string(), local);
         Registered {
             nodes: self.clone(),
             url: url.to_string(),
             alive,
+            _stop: stop_tx,
         }
+    }
+
+    /// Give the registered node at `url` its extension's handle for in-process callers.
+    pub(crate) fn set_extension(&self, url: &str, handle: Arc<dyn Any + Send + Sync>) {
+        let mut map = self.0.write().unwrap_or_else(|p| p.into_inner());
+        if let Some(l) = map.get_mut(url) {
+            l.ext = Some(handle);
+        }
+    }
+
+    /// The extension of the node at `url`, when that node runs in this process now and has
+    /// one.
+    pub fn extension(&self, url: &str) -> Option<InProcess> {
+        let l = self.get(url)?;
+        Some(InProcess {
+            handle: l.ext?,
+            stop: l.stop,
+        })
     }
 
     fn get(&self, url: &str) -> Option<Local> {

@@ -36,6 +36,8 @@ use tokio::sync::{mpsc, watch, Notify};
 use tokio::task::JoinSet;
 
 use crate::api::{Feed, Key, TaskRequest, TaskResult};
+use crate::client::LocalAgent;
+use futures::future::BoxFuture;
 use mobula_sandbox::{Sandbox, SandboxConfig};
 
 /// How long a finished run's result is kept for a coordinator asking again.
@@ -244,6 +246,7 @@ impl Agent {
         let a = self.clone();
         Extension {
             slots: self.shared.cfg.slots,
+            local: Some(Arc::new(self.clone() as Arc<dyn LocalAgent>)),
             handler: Arc::new(move |req| {
                 let a = a.clone();
                 Box::pin(async move {
@@ -297,31 +300,15 @@ impl Agent {
         match path.as_str() {
             "/tasks/run" => {
                 let r: TaskRequest = serde_json::from_slice(&body).map_err(bad)?;
-                // The key names the task's directory: plain names only.
-                let plain = |s: &str| mobula_metadata::api::plain_name(s, 200);
-                if !plain(&r.key) || !plain(&r.job) || !plain(&r.account) {
-                    return Err(ApiError::new(
-                        Code::InvalidArgument,
-                        "bad task key, job or account",
-                    ));
-                }
-                let result = self.run(r).await;
+                let result = self.run_checked(r).await?;
                 Ok(mobula_http::json(StatusCode::OK, &result))
             }
             "/tasks/feed" => {
-                let f: Feed = serde_json::from_slice(&body).map_err(bad)?;
-                self.entry(&f.key).feed(&f);
+                LocalAgent::feed(self, &serde_json::from_slice(&body).map_err(bad)?);
                 Ok(mobula_http::status(StatusCode::NO_CONTENT))
             }
             "/tasks/kill" => {
-                let k: Key = serde_json::from_slice(&body).map_err(bad)?;
-                // A kill is a cancel or a retry elsewhere: the job's idle containers go too.
-                if let Some(job) = k.key.split('.').next() {
-                    self.shared.groups.drop_job(job);
-                }
-                let e = self.entry(&k.key);
-                e.killed.store(true, Ordering::SeqCst);
-                e.kill.notify_waiters();
+                LocalAgent::kill(self, &serde_json::from_slice(&body).map_err(bad)?);
                 Ok(mobula_http::status(StatusCode::NO_CONTENT))
             }
             _ => Err(ApiError::new(
@@ -329,6 +316,19 @@ impl Agent {
                 format!("no route {path}"),
             )),
         }
+    }
+
+    /// `POST /tasks/run`: run `r` (once per key) and wait for its result. The key names the
+    /// task's directory: plain names only.
+    async fn run_checked(&self, r: TaskRequest) -> Result<TaskResult, ApiError> {
+        let plain = |s: &str| mobula_metadata::api::plain_name(s, 200);
+        if !plain(&r.key) || !plain(&r.job) || !plain(&r.account) {
+            return Err(ApiError::new(
+                Code::InvalidArgument,
+                "bad task key, job or account",
+            ));
+        }
+        Ok(self.run(r).await)
     }
 
     /// Idle task-group containers on this node.
@@ -375,5 +375,26 @@ impl Agent {
                 return task::internal(&self.shared.cfg.node_id, "the agent stopped".into());
             }
         }
+    }
+}
+
+impl LocalAgent for Agent {
+    fn run(&self, r: TaskRequest) -> BoxFuture<'_, Result<TaskResult, ApiError>> {
+        Box::pin(self.run_checked(r))
+    }
+
+    /// A reducer's next inputs.
+    fn feed(&self, f: &Feed) {
+        self.entry(&f.key).feed(f);
+    }
+
+    /// Stop a task. A kill is a cancel or a retry elsewhere: the job's idle containers go too.
+    fn kill(&self, k: &Key) {
+        if let Some(job) = k.key.split('.').next() {
+            self.shared.groups.drop_job(job);
+        }
+        let e = self.entry(&k.key);
+        e.killed.store(true, Ordering::SeqCst);
+        e.kill.notify_waiters();
     }
 }

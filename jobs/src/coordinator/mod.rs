@@ -19,6 +19,7 @@ use std::time::Duration;
 
 use mobula_metadata::api::Lease;
 use mobula_metadata::MetadataClient;
+use mobula_storage_node::LocalNodes;
 use tokio::sync::{mpsc, watch, Notify};
 use tokio::task::JoinSet;
 
@@ -52,8 +53,10 @@ pub(crate) struct Clients {
 }
 
 impl Coordinator {
-    pub fn new(metadata_url: &str) -> Arc<Coordinator> {
-        let agents = crate::client::AgentClient::new();
+    /// A coordinator of the jobs in the metadata service at `metadata_url`; the agents of
+    /// `local`'s nodes (those in this process) are called without HTTP.
+    pub fn new(metadata_url: &str, local: Option<LocalNodes>) -> Arc<Coordinator> {
+        let agents = crate::client::AgentClient::with_local(local);
         Arc::new(Coordinator {
             meta: MetadataClient::new(metadata_url),
             clients: Clients {

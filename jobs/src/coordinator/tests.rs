@@ -166,7 +166,7 @@ async fn tasks_of_an_unreachable_agent_run_elsewhere_exactly_once() {
     heartbeat(&m, "n0", &dead).await;
     heartbeat(&m, "n1", &live).await;
     let paths = inputs(&m, 8, &["n0", "n1"]).await;
-    let c = Coordinator::new(m.url());
+    let c = Coordinator::new(m.url(), None);
     tokio::spawn(c.clone().run("test".into()));
     let beat = {
         let m = m.clone();
@@ -202,7 +202,7 @@ async fn a_task_failing_internally_is_retried_and_counted() {
     let url = agent("n0", seen.clone(), true).await;
     heartbeat(&m, "n0", &url).await;
     let paths = inputs(&m, 4, &["n0"]).await;
-    let c = Coordinator::new(m.url());
+    let c = Coordinator::new(m.url(), None);
     tokio::spawn(c.clone().run("test".into()));
     let row = run_job(&m, paths).await;
     let stats: serde_json::Value = serde_json::from_str(&row.stats).unwrap();
