@@ -202,10 +202,10 @@ pub fn log(tx: &dyn Sql, a: &JobAppend) -> Result<(), Error> {
 /// Create one task output (in a savepoint); false when a user's entry is in its way, its data
 /// then queued as garbage. Internal errors fail the whole log.
 fn create_output(tx: &dyn Sql, o: &PutObject) -> Result<bool, Error> {
-    tx.batch("SAVEPOINT output")?;
+    tx.batch_deferred("SAVEPOINT output")?;
     match namespace::put_object(tx, o) {
         Ok(_) => {
-            tx.batch("RELEASE SAVEPOINT output")?;
+            tx.batch_deferred("RELEASE SAVEPOINT output")?;
             Ok(true)
         }
         Err(e) if e.code() == Code::InternalError => Err(e),
