@@ -10,9 +10,10 @@
 //! the helper: `ok <wait status> <user µs> <sys µs>` or `err <message>`.
 //!
 //! The task process: own session, fds above 2 closed, rlimits (no core files, open files),
-//! securebits locked so that uid 0 gains nothing on `execve`, every capability dropped from the
-//! bounding, ambient, effective, permitted and inheritable sets, no_new_privs, then the seccomp
-//! filters — last, because they forbid what the steps before them use — and `execve`.
+//! every capability dropped from the effective, permitted and inheritable sets (pid 1 locked
+//! the securebits, so that uid 0 gains nothing on `execve`, and emptied the bounding and ambient
+//! sets the task inherits), no_new_privs, then the seccomp filters — last, because they forbid
+//! what the steps before them use — and `execve`.
 
 #![allow(unsafe_code)]
 
@@ -25,7 +26,7 @@ use nix::sched::{unshare, CloneFlags};
 use nix::sys::signal::Signal;
 use nix::unistd::{Gid, Uid};
 
-use super::lockdown::{close_all_but, drop_capabilities};
+use super::lockdown::{close_all_but, default_dispositions, drop_capabilities, lock_privileges};
 use super::mounts::enter_root;
 use super::spec::{Report, TaskSpec, DEFAULT_PATH};
 
@@ -72,7 +73,9 @@ fn setup_and_run(
 }
 
 /// pid 1's own set-up, once the helper says go: root of the new namespaces, `PDEATHSIG`, not
-/// dumpable, its cgroup namespace and host name, its `/proc`.
+/// dumpable, its cgroup namespace and host name, its `/proc`; then what every task inherits
+/// from it: locked securebits, empty bounding and ambient sets
+/// ([`super::lockdown::lock_privileges`]), default signal dispositions.
 pub(crate) fn enter(sync_fd: RawFd) -> Result<(), String> {
     let mut go = [0u8; 1];
     // SAFETY: reading one byte into a local buffer from an fd we own.
@@ -88,7 +91,11 @@ pub(crate) fn enter(sync_fd: RawFd) -> Result<(), String> {
     nix::sys::prctl::set_dumpable(false).map_err(|e| format!("dumpable: {e}"))?;
     unshare(CloneFlags::CLONE_NEWCGROUP).map_err(|e| format!("cgroup ns: {e}"))?;
     nix::unistd::sethostname("task").map_err(|e| format!("hostname: {e}"))?;
-    enter_root().map_err(|e| e.to_string())
+    enter_root().map_err(|e| e.to_string())?;
+    lock_privileges()?;
+    // The tasks inherit these; the mask is cleared in each task.
+    default_dispositions();
+    Ok(())
 }
 
 /// pid 1 keeps no pipe open: stdout/stderr end when the task's tree closes them.
@@ -219,14 +226,10 @@ fn task(p: &Prepared, prog: &seccompiler::BpfProgram) -> ! {
         // SAFETY: immediate exit without running destructors (we are a forked child).
         unsafe { libc::_exit(127) }
     };
-    // The helper blocks SIGTERM & co. and Rust ignores SIGPIPE; execve keeps both. Reset.
+    // The helper blocks SIGTERM & co. (pid 1 keeps them blocked), and execve keeps the mask:
+    // clear it. (pid 1 set every disposition to the default: [`enter`].)
     // SAFETY: plain signal-state system calls.
     unsafe {
-        for sig in 1..32 {
-            if sig != libc::SIGKILL && sig != libc::SIGSTOP {
-                libc::signal(sig, libc::SIG_DFL);
-            }
-        }
         let mut none: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut none);
         libc::sigprocmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());

@@ -1,6 +1,7 @@
 //! Process-level lockdown used inside the container: descriptor hygiene for pid 1, dropping
-//! every capability (bounding, ambient, effective, permitted, inheritable) behind locked
-//! securebits for the task, and bringing up `lo` in a fresh network namespace (the zygote).
+//! every capability — bounding and ambient behind locked securebits once in pid 1, effective,
+//! permitted and inheritable in each task — and bringing up `lo` in a fresh network namespace
+//! (the zygote).
 
 #![allow(unsafe_code)]
 
@@ -58,7 +59,11 @@ const SECBIT_NO_SETUID_FIXUP_LOCKED: u64 = 1 << 3;
 const SECBIT_NO_CAP_AMBIENT_RAISE: u64 = 1 << 6;
 const SECBIT_NO_CAP_AMBIENT_RAISE_LOCKED: u64 = 1 << 7;
 
-pub fn drop_capabilities() -> Result<(), String> {
+/// Once per container, in pid 1 once it holds its credentials: securebits locked so that uid 0
+/// gains nothing on `execve`, the bounding set emptied, no ambient capability. Every task pid 1
+/// starts inherits all three (a task then only drops its own sets, [`drop_capabilities`]);
+/// pid 1 keeps its effective capabilities, which it needs and never takes through an `execve`.
+pub fn lock_privileges() -> Result<(), String> {
     let bits = SECBIT_NOROOT
         | SECBIT_NOROOT_LOCKED
         | SECBIT_NO_SETUID_FIXUP
@@ -70,21 +75,55 @@ pub fn drop_capabilities() -> Result<(), String> {
         if libc::prctl(libc::PR_SET_SECUREBITS, bits, 0, 0, 0) != 0 {
             return Err(format!("securebits: {}", std::io::Error::last_os_error()));
         }
+        // Every capability up to the kernel's last is valid: the first EINVAL is past it.
         for cap in 0..64u64 {
-            if libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0) != 0
-                && std::io::Error::last_os_error().raw_os_error() != Some(libc::EINVAL)
-            {
+            if libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0) != 0 {
+                if std::io::Error::last_os_error().raw_os_error() == Some(libc::EINVAL) {
+                    break;
+                }
                 return Err(format!("drop bounding cap {cap}"));
             }
         }
-        libc::prctl(
+        if libc::prctl(
             libc::PR_CAP_AMBIENT,
             libc::PR_CAP_AMBIENT_CLEAR_ALL as u64,
             0,
             0,
             0,
-        );
+        ) != 0
+        {
+            return Err(format!("ambient: {}", std::io::Error::last_os_error()));
+        }
     }
+    Ok(())
+}
+
+/// Every signal's disposition back to the default, real-time ones included: an `execve` keeps
+/// a signal ignored (the helper's runtime ignores SIGPIPE; 32 and 33, glibc's own, arrive
+/// ignored too, and glibc's `signal` refuses to touch those). Once per container, in pid 1:
+/// the tasks inherit it.
+pub fn default_dispositions() {
+    // The kernel's `struct sigaction` (handler, flags, restorer, mask), all zero: SIG_DFL.
+    let act = [0u64; 4];
+    for sig in 1..=64 {
+        if sig != libc::SIGKILL && sig != libc::SIGSTOP {
+            // SAFETY: rt_sigaction with a valid, fully initialized kernel sigaction.
+            unsafe {
+                libc::syscall(
+                    libc::SYS_rt_sigaction,
+                    sig,
+                    act.as_ptr(),
+                    std::ptr::null_mut::<u64>(),
+                    8usize,
+                )
+            };
+        }
+    }
+}
+
+/// In the task process before its `execve`: no effective, permitted or inheritable capability
+/// (its bounding and ambient sets and securebits were locked by pid 1: [`lock_privileges`]).
+pub fn drop_capabilities() -> Result<(), String> {
     #[repr(C)]
     struct Header {
         version: u32,

@@ -115,6 +115,39 @@ async fn a_groups_tasks_share_tmp_and_nothing_else() {
     g.close().await;
 }
 
+/// Each task of a group starts as locked down as a lone task: no capability in any set, no
+/// way to regain one, no_new_privs, the seccomp filter, no signal blocked or ignored — though
+/// pid 1 locked the bounding and ambient sets and the dispositions once for all of them.
+#[tokio::test]
+async fn every_task_of_a_group_starts_locked_down() {
+    let Some((sb, _dir)) = sandbox() else { return };
+    let mut g = sb.group(&TaskSpec::shell("")).unwrap();
+    for _ in 0..3 {
+        let (r, out) = task(
+            &mut g,
+            "trap '' INT; exec grep -E '^(Cap|NoNewPrivs|Seccomp:|Sig(Blk|Ign))' /proc/self/status",
+            &[],
+        )
+        .await;
+        assert!(r.success(), "{r:?}");
+        for want in [
+            "CapInh:\t0000000000000000",
+            "CapPrm:\t0000000000000000",
+            "CapEff:\t0000000000000000",
+            "CapBnd:\t0000000000000000",
+            "CapAmb:\t0000000000000000",
+            "NoNewPrivs:\t1",
+            "Seccomp:\t2",
+            "SigBlk:\t0000000000000000",
+        ] {
+            assert!(out.contains(want), "{want} in {out}");
+        }
+        // A task's own `trap ''` (SIGINT ignored) is its own: gone in the next task.
+        assert!(out.contains("SigIgn:\t0000000000000002"), "{out}");
+    }
+    g.close().await;
+}
+
 #[tokio::test]
 async fn limits_hit_in_the_fifth_task_fail_only_that_task() {
     let Some((sb, _dir)) = sandbox() else { return };
