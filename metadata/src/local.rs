@@ -15,7 +15,7 @@ use http_body_util::BodyExt;
 
 use mobula_http::{ApiError, Code};
 
-use crate::api::{Entry, PutObject};
+use crate::api::{Entry, JobAppend, PutObject};
 use crate::db::Db;
 use crate::error::Error;
 
@@ -71,6 +71,14 @@ impl Local {
         let started = std::time::Instant::now();
         let r = self.db.put_object(req).await;
         answered("entry.put_object", started, r)
+    }
+
+    /// `job.log`, typed: the same grouped write and wake-ups as the call, without its JSON
+    /// (the coordinator logs every step of every job through it).
+    pub async fn job_log(&self, a: &JobAppend) -> Result<(), ApiError> {
+        let started = std::time::Instant::now();
+        let r = crate::server::job_log(&self.db, &self.changes, a.clone()).await;
+        answered("job.log", started, r)
     }
 
     /// Call `method` with JSON `body`: the answer's status and JSON body.

@@ -244,6 +244,15 @@ async fn route(
 }
 
 /// Run RPC `method` with its JSON arguments `body`.
+/// `job.log` (over HTTP and typed in this process, [`crate::local::Local::job_log`]): one
+/// grouped write, then the job's watchers woken — at once when it is done.
+pub(crate) async fn job_log(db: &Arc<Db>, changes: &JobWatch, a: JobAppend) -> Result<(), Error> {
+    let (id, done) = (a.id.clone(), a.state == "done");
+    db.write_grouped(move |tx| jobs::log(tx, &a)).await?;
+    changes.wrote(&id, done, done);
+    Ok(())
+}
+
 pub(crate) async fn dispatch(
     db: Arc<Db>,
     changes: Arc<JobWatch>,
@@ -351,10 +360,10 @@ pub(crate) async fn dispatch(
         }
         "job.records" => read!(JobRecords, |c, a| jobs::records(c, &a)),
         // A running job's progress (gathered for its watchers); its end, told at once.
-        "job.log" => job_write!(JobAppend, |tx, a| jobs::log(tx, &a), id, {
-            let done = a.state == "done";
-            (done, done)
-        }),
+        "job.log" => {
+            job_log(&db, &changes, parse(&body)?).await?;
+            Ok(mobula_http::json(StatusCode::OK, &()))
+        }
         "lease.take" => write!(Lease, |tx, a| jobs::lease(tx, &a)),
         other => Err(ApiError::new(
             Code::ResourceNotFound,
