@@ -251,7 +251,10 @@ impl Cgroups {
         let mut m = Mark::default();
         for (i, (c, dir)) in self.dirs.iter().enumerate() {
             if self.v2 || c == "memory" {
-                m.oom_kills = field(&self.counter(i, dir, OOM_EVENTS[self.v2 as usize]), "oom_kill ");
+                m.oom_kills = field(
+                    &self.counter(i, dir, OOM_EVENTS[self.v2 as usize]),
+                    "oom_kill ",
+                );
             }
             if self.v2 || c == "pids" {
                 m.pids_max = field(&self.counter(i, dir, "pids.events"), "max ");
