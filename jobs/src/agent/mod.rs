@@ -4,7 +4,9 @@
 //!
 //! Owns: the table of task runs by key (a run happens once per key, whoever asks; a finished
 //! run's result is kept a while for a coordinator that restarts), the node's task log, and the
-//! HTTP routes of [`crate::api`] served from the storage node's port. Tasks are spawned into a
+//! HTTP routes of [`crate::api`] served from the storage node's port — and the same answers as a
+//! [`LocalAgent`] to a coordinator in the node's process (the node's
+//! [`Extension::local`](mobula_storage_node::Extension::local)). Tasks are spawned into a
 //! `JoinSet` owned by the [`Agent`]: when the node stops, its tasks (and their sandboxes) go.
 //!
 //! - `task.rs`: one task from request to result (input bound read-only from the node's volume,
