@@ -123,11 +123,11 @@ impl AgentClient {
     }
 
     /// Run a task on the agent at `url`; resolves with its result when it has finished.
-    pub async fn run(&self, url: &str, req: &TaskRequest) -> Result<TaskResult, AgentError> {
+    pub async fn run(&self, url: &str, req: TaskRequest) -> Result<TaskResult, AgentError> {
         if let Some((agent, mut node)) = self.in_process(url) {
             let started = std::time::Instant::now();
             return tokio::select! {
-                r = agent.run(req.clone()) => {
+                r = agent.run(req) => {
                     let status = r.as_ref().map_or_else(|e| e.status(), |_| StatusCode::OK);
                     counted(status, started);
                     r.map_err(|_| AgentError::Status(status.as_u16()))
@@ -135,7 +135,7 @@ impl AgentClient {
                 _ = node.stopped() => Err(stopped()),
             };
         }
-        let resp = self.post(url, "run", req).await?;
+        let resp = self.post(url, "run", &req).await?;
         resp.json()
             .await
             .map_err(|e| AgentError::BadAnswer(e.without_url().to_string()))

@@ -71,7 +71,7 @@ async fn an_agent_in_this_process_is_called_without_http_until_its_node_stops() 
     };
     c.kill(&url, &key).await.unwrap();
     assert!(matches!(
-        c.run(&url, &request("bad/key.0.0")).await,
+        c.run(&url, request("bad/key.0.0")).await,
         Err(AgentError::Status(400))
     ));
     // Without the local nodes the same call goes over HTTP, where no one answers.
@@ -82,7 +82,7 @@ async fn an_agent_in_this_process_is_called_without_http_until_its_node_stops() 
     ));
     let in_flight = {
         let (c, url) = (c.clone(), url.clone());
-        tokio::spawn(async move { c.run(&url, &request("j1.0.0")).await })
+        tokio::spawn(async move { c.run(&url, request("j1.0.0")).await })
     };
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(!in_flight.is_finished(), "the task waits for its input");

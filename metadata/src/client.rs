@@ -417,12 +417,13 @@ impl MetadataClient {
     pub async fn job_records(&self, q: &JobRecords) -> Result<Vec<String>, ApiError> {
         self.call("job.records", q).await
     }
-    pub async fn job_log(&self, a: &JobAppend) -> Result<(), ApiError> {
+    /// Taken whole: in this process the write owns it (no copy of a step's events and objects).
+    pub async fn job_log(&self, a: JobAppend) -> Result<(), ApiError> {
         // Every step of every job ends here: in this process, typed.
         if let Some(local) = crate::local::get(&self.base) {
             return local.job_log(a).await;
         }
-        self.call("job.log", a).await
+        self.call("job.log", &a).await
     }
     pub async fn lease(&self, l: &Lease) -> Result<bool, ApiError> {
         self.call("lease.take", l).await

@@ -165,9 +165,7 @@ impl Db {
         let conn = match &self.backend {
             Backend::Sqlite(db) => {
                 let c = db.writer();
-                c.prepare_cached("BEGIN IMMEDIATE")
-                    .and_then(|mut s| s.raw_execute())
-                    .map_err(crate::sqlite::sql)?;
+                crate::sqlite::run_cached(&c, "BEGIN IMMEDIATE")?;
                 TxConn::Sqlite(c)
             }
             Backend::Postgres(db) => TxConn::Postgres(Box::new(db.begin()?)),

@@ -75,9 +75,9 @@ impl Local {
 
     /// `job.log`, typed: the same grouped write and wake-ups as the call, without its JSON
     /// (the coordinator logs every step of every job through it).
-    pub async fn job_log(&self, a: &JobAppend) -> Result<(), ApiError> {
+    pub async fn job_log(&self, a: JobAppend) -> Result<(), ApiError> {
         let started = std::time::Instant::now();
-        let r = crate::server::job_log(&self.db, &self.changes, a.clone()).await;
+        let r = crate::server::job_log(&self.db, &self.changes, a).await;
         answered("job.log", started, r)
     }
 

@@ -186,9 +186,10 @@ pub trait Sql {
     }
     /// Run statements without parameters (`SAVEPOINT w`, DDL).
     fn batch(&self, sql: &str) -> Result<(), Error>;
-    /// Run statements without parameters or results (`SAVEPOINT w`) before the next statement
-    /// on this connection, at the latest together with it: PostgreSQL pipelines them with it,
-    /// saving a round trip each. Their failure is that next statement's failure.
+    /// Run one statement without parameters or results (`SAVEPOINT w`) before the next
+    /// statement on this connection, at the latest together with it: PostgreSQL pipelines it
+    /// with that one, saving a round trip; SQLite runs it at once from its statement cache.
+    /// Its failure is that next statement's failure.
     fn batch_deferred(&self, sql: &str) -> Result<(), Error> {
         self.batch(sql)
     }

@@ -156,6 +156,12 @@ impl SqliteDb {
     }
 }
 
+/// Run one statement without parameters or results, from `c`'s statement cache.
+pub(crate) fn run_cached(c: &Connection, sql: &str) -> Result<(), Error> {
+    let mut s = c.prepare_cached(sql).map_err(self::sql)?;
+    s.raw_execute().map(drop).map_err(self::sql)
+}
+
 /// Map a SQLite error to the metadata error.
 pub(crate) fn sql(e: rusqlite::Error) -> Error {
     Error::Database(e.to_string())
@@ -231,11 +237,10 @@ impl Sql for Connection {
         self.execute_batch(sql).map_err(self::sql)
     }
 
-    /// One statement, run at once but kept prepared: every grouped write opens and releases
-    /// a savepoint (`execute_batch` would parse both again for every write).
+    /// Run at once, kept prepared: every grouped write opens and releases a savepoint
+    /// (`execute_batch` would parse both again for every write).
     fn batch_deferred(&self, sql: &str) -> Result<(), Error> {
-        let mut s = self.prepare_cached(sql).map_err(self::sql)?;
-        s.raw_execute().map(drop).map_err(self::sql)
+        run_cached(self, sql)
     }
 }
 

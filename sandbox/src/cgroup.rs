@@ -261,7 +261,7 @@ impl Cgroups {
             }
             if self.v2 {
                 // A write resets the peak seen through this descriptor, kept for the group.
-                m.peak_reset = self.with_counter(i, dir, "memory.peak", |f| {
+                m.peak_reset = self.with_counter(i, dir, "memory.peak", true, |f| {
                     use std::os::unix::fs::FileExt;
                     f.write_at(b"reset", 0).is_ok()
                 }) == Some(true);
@@ -295,22 +295,23 @@ impl Cgroups {
         s
     }
 
-    /// `f` on leaf `i`'s `file`, kept open ([`Cgroups::counters`]); `None` if it cannot open.
+    /// `f` on leaf `i`'s `file`, kept open ([`Cgroups::counters`]; for writing too when
+    /// `write`, at its first use); `None` if it cannot open.
     fn with_counter<T>(
         &self,
         i: usize,
         dir: &Path,
         file: &'static str,
+        write: bool,
         f: impl FnOnce(&fs::File) -> T,
     ) -> Option<T> {
         let mut open = self.counters.lock().unwrap_or_else(|p| p.into_inner());
         let file = match open.entry((i, file)) {
             std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
             std::collections::hash_map::Entry::Vacant(v) => {
-                let rw = file == "memory.peak";
                 let opened = fs::OpenOptions::new()
                     .read(true)
-                    .write(rw)
+                    .write(write)
                     .open(dir.join(file));
                 v.insert(opened.ok()?)
             }
@@ -320,7 +321,7 @@ impl Cgroups {
 
     /// Leaf `i`'s `file` as it reads now (empty if it cannot be read).
     fn counter(&self, i: usize, dir: &Path, file: &'static str) -> String {
-        self.with_counter(i, dir, file, |f| {
+        self.with_counter(i, dir, file, false, |f| {
             use std::os::unix::fs::FileExt;
             let mut buf = [0u8; 4096];
             let n = f.read_at(&mut buf, 0).unwrap_or(0);

@@ -328,7 +328,7 @@ impl Actor {
             objects,
         };
         let n = append.events.len() as u64;
-        self.meta.job_log(&append).await?;
+        self.meta.job_log(append).await?;
         self.logged += n;
         for c in std::mem::take(&mut self.todo) {
             self.perform(c);
@@ -352,7 +352,7 @@ impl Actor {
             done: Some(mobula_metadata::api::now_ms()),
             ..Default::default()
         };
-        self.meta.job_log(&append).await
+        self.meta.job_log(append).await
     }
 }
 

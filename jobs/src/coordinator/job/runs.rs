@@ -119,7 +119,7 @@ impl Actor {
         let u = url.clone();
         let on = node.clone();
         self.tasks.spawn(async move {
-            let r = agents.run(&u, &req).await;
+            let r = agents.run(&u, req).await;
             let unreachable = r.is_err();
             let r = r.unwrap_or_else(|m| TaskResult {
                 failure: Some(Failure {
