@@ -155,3 +155,55 @@ async fn a_failed_tasks_container_is_not_reused() {
     assert_eq!(outs.len(), 8);
     assert!(outs.iter().any(|o| o.trim() != "1"), "{outs:?}");
 }
+
+/// A node runs no more map tasks at once than its slots, though the coordinator places more on
+/// it ahead (they wait at its agent, to start the moment a slot frees): with one slot each, a
+/// phase's tasks on a node run one after another — their programs' lifetimes never overlap —
+/// all in one container.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_runs_no_more_tasks_at_once_than_its_slots() {
+    let one_slot = |c: &mut mobula::cluster::ClusterConfig| {
+        if let Some(a) = &mut c.agent {
+            a.slots = Some(1);
+        }
+    };
+    let Some(t) = crate::jobs::cluster_with(2, one_slot).await else {
+        return;
+    };
+    let objs = texts(&t, "s", 10, 3).await;
+    let inputs: Vec<String> = objs.iter().map(|(p, _)| p.clone()).collect();
+    let exec = "echo $MANTA_INPUT_OBJECT $(date +%s%N); sleep 0.2; date +%s%N";
+    let job = create(&t, json!({"phases": [{ "exec": exec }]})).await;
+    add(&t, &job, &inputs, true).await;
+    let s = wait(&t, &job, 60).await;
+    assert_eq!(s["stats"]["errors"], 0, "{:?}", errors(&t, &job).await);
+    let log = task_log(&t);
+    let node_of: BTreeMap<&str, &str> = log
+        .iter()
+        .map(|r| (r["input"].as_str().unwrap(), r["node"].as_str().unwrap()))
+        .collect();
+    let mut spans: BTreeMap<&str, Vec<(u128, u128)>> = BTreeMap::new();
+    let outs = outputs(&t, &job).await;
+    assert_eq!(outs.len(), inputs.len());
+    for o in &outs {
+        let w: Vec<&str> = o.split_whitespace().collect();
+        let span = (w[1].parse().unwrap(), w[2].parse().unwrap());
+        spans.entry(node_of[w[0]]).or_default().push(span);
+    }
+    for (node, s) in &mut spans {
+        s.sort();
+        for w in s.windows(2) {
+            assert!(w[0].1 <= w[1].0, "two tasks ran at once on {node}: {s:?}");
+        }
+    }
+    let id = job.rsplit('/').next().unwrap();
+    for (node, c) in containers(&log).get(id).unwrap().iter().fold(
+        BTreeMap::<&str, usize>::new(),
+        |mut m, (n, _)| {
+            *m.entry(n.as_str()).or_default() += 1;
+            m
+        },
+    ) {
+        assert_eq!(c, 1, "{node} ran the phase in {c} containers");
+    }
+}

@@ -179,6 +179,10 @@ pub(crate) struct Shared {
     pub objects: objects::Objects,
     pub log: Mutex<std::fs::File>,
     pub groups: groups::Groups,
+    /// The node's slots: a map task holds one while its program runs. The coordinator places
+    /// more tasks than slots on a node (`PLACED_PER_SLOT`), so the next one waits here, ready
+    /// to start the moment a slot frees.
+    pub slots: tokio::sync::Semaphore,
 }
 
 /// The agent of one node.
@@ -228,6 +232,7 @@ impl Agent {
             .append(true)
             .open(dir.join("tasks.log"))?;
         let objects = objects::Objects::new(&cfg, store.clone());
+        let cfg_slots = cfg.slots.max(1);
         Ok(Arc::new(Agent {
             shared: Arc::new(Shared {
                 cfg,
@@ -235,6 +240,7 @@ impl Agent {
                 objects,
                 log: Mutex::new(log),
                 groups: groups::Groups::new(dir.join("g")),
+                slots: tokio::sync::Semaphore::new(cfg_slots as usize),
             }),
             runs: Mutex::new(HashMap::new()),
             swept: Mutex::new(Instant::now()),
@@ -358,10 +364,7 @@ impl Agent {
             }
             tasks.spawn(async move {
                 let node = sh.cfg.node_id.clone();
-                let running = metrics::gauge!("mobula_tasks_running", "node" => node.clone());
-                running.increment(1.0);
                 let result = task::run(&sh, &e2, r).await;
-                running.decrement(1.0);
                 let outcome = if result.failure.is_some() { "failed" } else { "done" };
                 metrics::counter!("mobula_tasks_finished_total", "node" => node, "result" => outcome)
                     .increment(1);

@@ -214,6 +214,9 @@ async fn prepare_and_run(
     if e.is_killed() {
         return cancelled_result(node);
     }
+    let Some(slot) = slot(sh, e, req).await else {
+        return cancelled_result(node);
+    };
     let (mut running, (stdin, stdout, stderr), tools) =
         match launch(sh, req, spec, stdin, &base).await {
             Ok(l) => l,
@@ -253,6 +256,9 @@ async fn prepare_and_run(
     // The container serves the phase's next task only after a clean success.
     let clean = problem.is_none() && report.error.is_none() && !e.is_killed();
     running.finish(sh, clean, listener, record, &report);
+    // The program is over (and its container back in the pool): the slot goes to the next
+    // task while this one's output is made durable and its result logged.
+    drop(slot);
     if e.is_killed() {
         return cancelled_result(node);
     }
@@ -303,6 +309,36 @@ async fn prepare_and_run(
         objects,
         failure: None,
     }
+}
+
+/// A task's hold on its node while its program runs: one of the node's slots (a map task's;
+/// reducers take none, as in the scheduler) and its count in `mobula_tasks_running`.
+struct Slot<'a> {
+    _permit: Option<tokio::sync::SemaphorePermit<'a>>,
+    running: metrics::Gauge,
+}
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        self.running.decrement(1.0);
+    }
+}
+
+/// Wait for a slot (a map task), or `None` if the run is killed first.
+async fn slot<'a>(sh: &'a Shared, e: &Entry, req: &TaskRequest) -> Option<Slot<'a>> {
+    let permit = match req.input {
+        TaskInput::Object { .. } => tokio::select! {
+            p = sh.slots.acquire() => p.ok(), // never closed
+            _ = e.killed() => return None,
+        },
+        TaskInput::Reducer(_) => None,
+    };
+    let running = metrics::gauge!("mobula_tasks_running", "node" => sh.cfg.node_id.clone());
+    running.increment(1.0);
+    Some(Slot {
+        _permit: permit,
+        running,
+    })
 }
 
 /// Bind the task's input (or set up a reducer's pipe) and its assets; the files to keep

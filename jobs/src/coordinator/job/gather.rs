@@ -8,7 +8,7 @@ use futures::StreamExt;
 use mobula_http::{ApiError, Code};
 use mobula_metadata::api::{Data, JobRecords, Kind};
 
-use super::{Actor, Reply, INPUT_BATCH, SUSPECT};
+use super::{Actor, Reply, INPUT_BATCH, PLACED_PER_SLOT, SUSPECT};
 use crate::schedule::{Event, Located};
 use crate::spec::readable_by;
 
@@ -46,12 +46,13 @@ impl Actor {
         self.suspect.retain(|_, t| t.elapsed() < SUSPECT);
         for n in &view {
             let up = n.up && n.slots > 0 && !self.suspect.contains_key(&n.id);
-            let want = (up, n.slots);
+            let places = n.slots.saturating_mul(PLACED_PER_SLOT);
+            let want = (up, places);
             let have = self.known.get(&n.id).copied();
             if want.0 && have != Some(want) {
                 events.push(Event::NodeUp {
                     node: n.id.clone(),
-                    slots: n.slots,
+                    slots: places,
                 });
             } else if !want.0 && have.is_some_and(|h| h.0) {
                 events.push(Event::NodeLost { node: n.id.clone() });
