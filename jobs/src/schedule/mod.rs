@@ -9,8 +9,8 @@
 //!   zero-byte object, or a task with no copy to follow, runs anywhere); a missing input is a
 //!   `ResourceNotFoundError` record and no task;
 //! - never more map tasks placed on a node than its slots; the rest wait, in arrival order (the
-//!   coordinator gives the machine two slots per slot of a node's agent, which runs at most its
-//!   own at once: the second waits there, to start the moment the first's program ends);
+//!   coordinator gives the machine three slots per slot of a node's agent, which runs at most
+//!   its own at once: the others wait there, to start the moment a program ends);
 //!   (reducers take no slot: they mostly wait on input, and one holding the last slot while the
 //!   tasks feeding it queue would never finish);
 //! - phases stream: a map phase's outputs become the next map phase's tasks as they appear, or
