@@ -482,12 +482,18 @@ fn processes_with(needle: &str) -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancel_stops_tasks_and_leaves_nothing() {
     let Some(t) = cluster(2).await else { return };
-    let objs = texts(&t, "c", 3, 5).await;
+    // Seven tasks on two nodes of two slots: four run, three wait at the agents (each node is
+    // handed up to three per slot) — and no more than the slots ever run.
+    let objs = texts(&t, "c", 7, 5).await;
     let job = create(&t, json!({"phases": [{"exec": "sleep 61.25"}]})).await;
     add(&t, &job, &paths(&objs), false).await;
     let end = Instant::now() + Duration::from_secs(30);
-    while processes_with("sleep 61.25") < 3 {
+    while processes_with("sleep 61.25") < 4 {
         assert!(Instant::now() < end, "tasks did not start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for _ in 0..6 {
+        assert_eq!(processes_with("sleep 61.25"), 4, "more tasks than slots");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let r = t
@@ -499,7 +505,7 @@ async fn cancel_stops_tasks_and_leaves_nothing() {
     let s = wait(&t, &job, 20).await;
     assert_eq!(s["cancelled"], true);
     let errs = errors(&t, &job).await;
-    assert_eq!(errs.len(), 3);
+    assert_eq!(errs.len(), 7);
     assert!(errs.iter().all(|e| e["code"] == "JobCancelledError"));
     let end = Instant::now() + Duration::from_secs(10);
     while processes_with("sleep 61.25") > 0 {
