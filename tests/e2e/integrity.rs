@@ -346,3 +346,42 @@ async fn a_fetch_onto_a_node_already_holding_the_copy_is_idempotent() {
     let report = nc.scrub(&t.node_url(k)).await.unwrap();
     assert!(report.bad.is_empty(), "{:?}", report.bad);
 }
+
+/// A reducer is fed verified bytes: a flipped byte in the copy on the reducer's own node is
+/// passed over for the other copy, and the job's output is exactly the object.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reducer_is_never_fed_a_flipped_copy() {
+    use crate::jobs::{add, cluster, create, errors, outputs, wait};
+    let Some(t) = cluster(2).await else { return };
+    t.mkdir("/admin/stor/rf").await;
+    let body: String = (0..2000).map(|i| format!("line {i}\n")).collect();
+    let path = "/admin/stor/rf/in.txt";
+    assert!(t.put(path, body.clone()).await.status().is_success());
+    let id = t.data_of(path).await.id;
+    let job = create(
+        &t,
+        serde_json::json!({"phases": [{"type": "reduce", "exec": "cat"}]}),
+    )
+    .await;
+    // The reducer starts with the job; its tools socket shows which node it runs on.
+    let end = std::time::Instant::now() + Duration::from_secs(30);
+    let node = loop {
+        let running = (0..2).find(|i| {
+            std::fs::read_dir(t.c.node_dir(*i).join("agent").join("t")).is_ok_and(|d| {
+                d.flatten()
+                    .any(|e| e.file_name().to_string_lossy().ends_with(".sock"))
+            })
+        });
+        if let Some(i) = running {
+            break i;
+        }
+        assert!(std::time::Instant::now() < end, "the reducer did not start");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    flip(&t.data_path(node, &id), 100);
+    add(&t, &job, &[path.to_string()], true).await;
+    let s = wait(&t, &job, 60).await;
+    assert_eq!(s["stats"]["errors"], 0, "{:?}", errors(&t, &job).await);
+    let outs = outputs(&t, &job).await;
+    assert!(outs == [body], "the reducer was fed other bytes");
+}

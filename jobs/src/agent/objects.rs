@@ -279,17 +279,38 @@ impl Objects {
     /// against its blake3) — a reducer is fed every map output in turn, and a file opened and
     /// streamed through the blocking pool cost three hand-offs or more for each; a larger one
     /// is a file to stream from, as [`Objects::local_file`] finds it.
+    ///
+    /// This node's copy is read verified against its block hashes — in place when it is wholly
+    /// in the kernel's caches (no hand-off), else on one blocking call; a copy that fails is
+    /// passed over for a holder's (whose node, this one included, checks it again and reports
+    /// a bad copy for repair), so a reducer is never fed a damaged copy's bytes.
     pub async fn for_feed(&self, data: &Data) -> Result<Feed, ApiError> {
         if data.size > FEED_AT_ONCE {
             return self.local_file(data).await.map(Feed::File);
         }
-        if let Some(f) = self.local_copy(data) {
-            let path = f.path.clone();
-            return match tokio::task::spawn_blocking(move || std::fs::read(path)).await {
-                Ok(Ok(b)) => Ok(Feed::Bytes(b.into())),
-                Ok(Err(e)) => Err(ApiError::internal(e)),
-                Err(e) => Err(ApiError::internal(e)),
-            };
+        if data.size == 0 {
+            return Ok(Feed::Bytes(bytes::Bytes::new()));
+        }
+        if let Some((_, b)) = self.store.read_cached(&data.id, None) {
+            return Ok(Feed::Bytes(b));
+        }
+        if self.local_copy(data).is_some() {
+            let (store, id, size) = (self.store.clone(), data.id.clone(), data.size);
+            let read = tokio::task::spawn_blocking(move || -> std::io::Result<Vec<u8>> {
+                let mut b = Vec::with_capacity(size as usize);
+                let mut r = store.reader(&id, 0, size)?;
+                while let Some(chunk) = r.next_chunk() {
+                    b.extend_from_slice(&chunk?);
+                }
+                Ok(b)
+            })
+            .await
+            .map_err(ApiError::internal)?;
+            match read {
+                Ok(b) if b.len() as u64 == data.size => return Ok(Feed::Bytes(b.into())),
+                Ok(b) => tracing::warn!("this node's copy of {} is {} bytes", data.id, b.len()),
+                Err(e) => tracing::warn!("this node's copy of {}: {e}", data.id),
+            }
         }
         self.first_holder(data, |url| async move { self.fetch(&url, data).await })
             .await
