@@ -243,7 +243,6 @@ async fn route(
     dispatch(db, changes, &method, body).await
 }
 
-/// Run RPC `method` with its JSON arguments `body`.
 /// `job.log` (over HTTP and typed in this process, [`crate::local::Local::job_log`]): one
 /// grouped write, then the job's watchers woken — at once when it is done.
 pub(crate) async fn job_log(db: &Arc<Db>, changes: &JobWatch, a: JobAppend) -> Result<(), Error> {
@@ -253,6 +252,7 @@ pub(crate) async fn job_log(db: &Arc<Db>, changes: &JobWatch, a: JobAppend) -> R
     Ok(())
 }
 
+/// Run RPC `method` with its JSON arguments `body`.
 pub(crate) async fn dispatch(
     db: Arc<Db>,
     changes: Arc<JobWatch>,

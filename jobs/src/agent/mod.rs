@@ -232,7 +232,7 @@ impl Agent {
             .append(true)
             .open(dir.join("tasks.log"))?;
         let objects = objects::Objects::new(&cfg, store.clone());
-        let cfg_slots = cfg.slots.max(1);
+        let slots = cfg.slots.max(1) as usize;
         Ok(Arc::new(Agent {
             shared: Arc::new(Shared {
                 cfg,
@@ -240,7 +240,7 @@ impl Agent {
                 objects,
                 log: Mutex::new(log),
                 groups: groups::Groups::new(dir.join("g")),
-                slots: tokio::sync::Semaphore::new(cfg_slots as usize),
+                slots: tokio::sync::Semaphore::new(slots),
             }),
             runs: Mutex::new(HashMap::new()),
             swept: Mutex::new(Instant::now()),

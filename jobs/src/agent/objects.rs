@@ -294,7 +294,8 @@ impl Objects {
         if let Some((_, b)) = self.store.read_cached(&data.id, None) {
             return Ok(Feed::Bytes(b));
         }
-        if self.local_copy(data).is_some() {
+        // Not cached (or failing): this node's copy, if the data lists one, on one blocking call.
+        if data.nodes.contains(&self.node_id) {
             let (store, id, size) = (self.store.clone(), data.id.clone(), data.size);
             let read = tokio::task::spawn_blocking(move || -> std::io::Result<Vec<u8>> {
                 let mut b = Vec::with_capacity(size as usize);
