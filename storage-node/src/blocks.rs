@@ -98,18 +98,31 @@ impl BlockHashes {
 
     /// The hash list of the open data file `data`: its attribute, else the sidecar `blk`.
     pub fn of(data: &File, blk: &Path) -> io::Result<BlockHashes> {
-        use xattr::FileExt;
-        match data.get_xattr(XATTR) {
-            Ok(Some(b)) => Self::decode(&b),
+        match Self::from_attribute(data) {
+            Some(list) => list,
             // No attribute (a large file), or a filesystem without user attributes.
-            Ok(None) | Err(_) => Self::load(blk),
+            None => Self::load(blk),
         }
     }
 
     /// The hash list in the open data file's attribute, if it is there and well formed.
     pub fn in_attribute(data: &File) -> Option<BlockHashes> {
-        use xattr::FileExt;
-        Self::decode(&data.get_xattr(XATTR).ok()??).ok()
+        Self::from_attribute(data)?.ok()
+    }
+
+    /// `data`'s attribute decoded; `None` when there is none to read. One `fgetxattr` into a
+    /// buffer of [`XATTR_MAX`] bytes (no size query first: a small GET reads it); a longer
+    /// attribute (never written so) is read by its size.
+    fn from_attribute(data: &File) -> Option<io::Result<BlockHashes>> {
+        let mut buf = [0u8; XATTR_MAX];
+        match rustix::fs::fgetxattr(data, XATTR, &mut buf[..]) {
+            Ok(n) => Some(Self::decode(&buf[..n])),
+            Err(rustix::io::Errno::RANGE) => {
+                use xattr::FileExt;
+                Some(Self::decode(&data.get_xattr(XATTR).ok()??))
+            }
+            Err(_) => None,
+        }
     }
 
     /// The hash list of the data file at `data` (its sidecar is `<data>.blk`).

@@ -100,3 +100,45 @@ fn one_pass_gives_the_list_and_the_files_blake3() {
         }
     }
 }
+
+#[test]
+fn the_attribute_is_read_in_one_call_and_a_longer_one_by_its_size() {
+    use xattr::FileExt;
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("d");
+    std::fs::write(&p, b"x").unwrap();
+    let f = File::open(&p).unwrap();
+    let list = |blocks: u64| BlockHashes {
+        block: BLOCK,
+        size: BLOCK * blocks,
+        hashes: (0..blocks).map(|i| [i as u8; 32]).collect(),
+        alone: false,
+    };
+    let small = list(1);
+    if !small.attach(&f) {
+        eprintln!("skipped: the temp dir's filesystem takes no user attributes");
+        return;
+    }
+    assert_eq!(BlockHashes::in_attribute(&f), Some(small.clone()));
+    let blk = dir.path().join("d.blk");
+    assert_eq!(BlockHashes::of(&f, &blk).unwrap(), small);
+    // The largest list written in the attribute fills the buffer exactly.
+    let largest = list(64);
+    assert_eq!(largest.encode().len(), XATTR_MAX);
+    assert!(largest.attach(&f));
+    assert_eq!(BlockHashes::in_attribute(&f), Some(largest));
+    // One longer than that (never written so) is still read, by its size.
+    let longer = list(65);
+    if f.set_xattr(XATTR, &longer.encode()).is_ok() {
+        assert_eq!(BlockHashes::in_attribute(&f), Some(longer));
+    }
+    // A corrupt attribute: no list in place, and an error (not the sidecar) for `of`.
+    std::fs::write(&blk, small.encode()).unwrap();
+    f.set_xattr(XATTR, b"MBLK2\0junk").unwrap();
+    assert_eq!(BlockHashes::in_attribute(&f), None);
+    assert!(BlockHashes::of(&f, &blk).is_err());
+    // No attribute at all: the sidecar.
+    f.remove_xattr(XATTR).unwrap();
+    assert_eq!(BlockHashes::in_attribute(&f), None);
+    assert_eq!(BlockHashes::of(&f, &blk).unwrap(), small);
+}
