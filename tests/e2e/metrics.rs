@@ -55,6 +55,11 @@ impl Proc {
 
     /// `mobula up --no-auth --volume plain` on `data`, every listener on a port of its own.
     pub(crate) fn up(data: &str) -> Proc {
+        Proc::up_with(data, &[])
+    }
+
+    /// [`Proc::up`] with `extra` arguments.
+    pub(crate) fn up_with(data: &str, extra: &[&str]) -> Proc {
         let any = "127.0.0.1:0";
         let args = [
             "up",
@@ -67,7 +72,7 @@ impl Proc {
             any,
         ];
         let listeners = ["--s3-listen", any, "--admin-listen", any];
-        Proc::start(&[&args[..], &listeners[..]].concat(), &[])
+        Proc::start(&[&args[..], &listeners[..], extra].concat(), &[])
     }
 
     /// The first URL on a stdout line containing `marker` (waits for it).
@@ -568,4 +573,93 @@ async fn health_follows_the_roles_and_request_ids_follow_a_request_across_them()
     assert!(!o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("does not answer"), "{err}");
+}
+
+/// Map tasks handed to a node beyond its slots wait there, their inputs bound: counted in
+/// `mobula_tasks_waiting` (neither queued at the coordinator nor running), never more running
+/// than the slots, and every gauge back at 0 when the job is done.
+#[tokio::test]
+async fn tasks_waiting_at_a_node_for_a_slot_are_counted() {
+    if !nix::unistd::geteuid().is_root() {
+        return crate::skip("the waiting-tasks test runs a job (task sandboxes need root)");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("up").to_string_lossy().to_string();
+    let up = Proc::up_with(&data, &["--slots", "1"]);
+    let url = up.url("gateway listening on").await;
+    let admin = up.url("metrics at").await;
+    let http = reqwest::Client::new();
+    wait_ready(&http, &admin).await;
+    let r = http
+        .put(format!("{url}/admin/stor/w"))
+        .header("content-type", "application/json; type=directory")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    let inputs: Vec<String> = (0..6).map(|i| format!("/admin/stor/w/o{i}")).collect();
+    for p in &inputs {
+        let r = http
+            .put(format!("{url}{p}"))
+            .body("x")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 204);
+    }
+    let m = scrape(&http, &admin).await;
+    assert_eq!(sum(&m, "mobula_tasks_waiting", &[]), 0.0, "before any job");
+    let r = http
+        .post(format!("{url}/admin/jobs"))
+        .json(&json!({"phases": [{"type": "map", "exec": "sleep 1"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let job = r.headers()["location"].to_str().unwrap().to_string();
+    let r = http
+        .post(format!("{url}{job}/live/in?end=true"))
+        .body(inputs.join("\n"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    // Three nodes of one slot each, six tasks: while the first three run, the rest wait.
+    let mut seen_waiting = 0.0f64;
+    let end = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let m = scrape(&http, &admin).await;
+        let (running, waiting) = (
+            sum(&m, "mobula_tasks_running", &[]),
+            sum(&m, "mobula_tasks_waiting", &[]),
+        );
+        assert!(running <= 3.0, "{running} tasks ran on three slots");
+        assert!(
+            running + waiting <= 6.0,
+            "{running} running, {waiting} waiting"
+        );
+        seen_waiting = seen_waiting.max(waiting);
+        let s: Value = http
+            .get(format!("{url}{job}/live/status"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if s["state"] == "done" {
+            assert_eq!(s["stats"]["errors"], 0, "{s}");
+            break;
+        }
+        assert!(std::time::Instant::now() < end, "job not done: {s}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        seen_waiting >= 1.0,
+        "no task was ever seen waiting for a slot"
+    );
+    let m = scrape(&http, &admin).await;
+    assert_eq!(sum(&m, "mobula_tasks_waiting", &[]), 0.0);
+    assert_eq!(sum(&m, "mobula_tasks_running", &[]), 0.0);
+    assert_eq!(sum(&m, "mobula_tasks_queued", &[]), 0.0);
 }

@@ -233,6 +233,8 @@ impl Agent {
             .open(dir.join("tasks.log"))?;
         let objects = objects::Objects::new(&cfg, store.clone());
         let slots = cfg.slots.max(1) as usize;
+        // Exported from the start (0), so that a dashboard finds the series before a task waits.
+        metrics::gauge!("mobula_tasks_waiting", "node" => cfg.node_id.clone()).set(0.0);
         Ok(Arc::new(Agent {
             shared: Arc::new(Shared {
                 cfg,

@@ -324,12 +324,37 @@ impl Drop for Slot<'_> {
     }
 }
 
+/// A map task's count in `mobula_tasks_waiting` while it waits at its node for a slot: placed,
+/// its input bound, its program not started.
+struct Waiting(metrics::Gauge);
+
+impl Waiting {
+    fn start(sh: &Shared) -> Waiting {
+        let g = metrics::gauge!("mobula_tasks_waiting", "node" => sh.cfg.node_id.clone());
+        g.increment(1.0);
+        Waiting(g)
+    }
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        self.0.decrement(1.0);
+    }
+}
+
 /// Wait for a slot (a map task), or `None` if the run is killed first.
 async fn slot<'a>(sh: &'a Shared, e: &Entry, req: &TaskRequest) -> Option<Slot<'a>> {
     let permit = match req.input {
-        TaskInput::Object { .. } => tokio::select! {
-            p = sh.slots.acquire() => p.ok(), // never closed
-            _ = e.killed() => return None,
+        // A free slot is taken at once (a permit is free only while none waits: FIFO).
+        TaskInput::Object { .. } => match sh.slots.try_acquire() {
+            Ok(p) => Some(p),
+            Err(_) => {
+                let _waiting = Waiting::start(sh);
+                tokio::select! {
+                    p = sh.slots.acquire() => p.ok(), // never closed
+                    _ = e.killed() => return None,
+                }
+            }
         },
         TaskInput::Reducer(_) => None,
     };
