@@ -164,6 +164,31 @@ pub(crate) async fn wait_ready(http: &reqwest::Client, admin: &str) {
     panic!("{admin} never ready: {:?}", ready(http, admin).await);
 }
 
+/// A job of one map phase running `exec`, given `inputs` and ended; its path.
+async fn map_job(http: &reqwest::Client, url: &str, exec: &str, inputs: &[String]) -> String {
+    let r = http
+        .post(format!("{url}/admin/jobs"))
+        .json(&json!({"phases": [{"type": "map", "exec": exec}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let job = r.headers()["location"].to_str().unwrap().to_string();
+    let r = http
+        .post(format!("{url}{job}/live/in?end=true"))
+        .body(inputs.join("\n"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    job
+}
+
+async fn job_status(http: &reqwest::Client, url: &str, job: &str) -> Value {
+    let r = http.get(format!("{url}{job}/live/status")).send().await;
+    r.unwrap().json().await.unwrap()
+}
+
 #[tokio::test]
 async fn metrics_count_exactly_what_was_done() {
     if !nix::unistd::geteuid().is_root() {
@@ -268,32 +293,10 @@ async fn metrics_count_exactly_what_was_done() {
     assert!(sum(&m, "process_open_fds", &[]) > 3.0);
 
     // A job of 5 map tasks: finished tasks counted on their nodes, containers timed.
-    let r = http
-        .post(format!("{url}/admin/jobs"))
-        .json(&json!({"phases": [{"type": "map", "exec": "wc -c"}]}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201);
-    let job = r.headers()["location"].to_str().unwrap().to_string();
     let inputs: Vec<String> = (0..5).map(|i| format!("/admin/stor/m/o{i}")).collect();
-    let r = http
-        .post(format!("{url}{job}/live/in?end=true"))
-        .body(inputs.join("\n"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 204);
+    let job = map_job(&http, &url, "wc -c", &inputs).await;
     for _ in 0..600 {
-        let s: Value = http
-            .get(format!("{url}{job}/live/status"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if s["state"] == "done" {
+        if job_status(&http, &url, &job).await["state"] == "done" {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -609,21 +612,7 @@ async fn tasks_waiting_at_a_node_for_a_slot_are_counted() {
     }
     let m = scrape(&http, &admin).await;
     assert_eq!(sum(&m, "mobula_tasks_waiting", &[]), 0.0, "before any job");
-    let r = http
-        .post(format!("{url}/admin/jobs"))
-        .json(&json!({"phases": [{"type": "map", "exec": "sleep 1"}]}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201);
-    let job = r.headers()["location"].to_str().unwrap().to_string();
-    let r = http
-        .post(format!("{url}{job}/live/in?end=true"))
-        .body(inputs.join("\n"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 204);
+    let job = map_job(&http, &url, "sleep 1", &inputs).await;
     // Three nodes of one slot each, six tasks: while the first three run, the rest wait.
     let mut seen_waiting = 0.0f64;
     let end = std::time::Instant::now() + Duration::from_secs(30);
@@ -639,14 +628,7 @@ async fn tasks_waiting_at_a_node_for_a_slot_are_counted() {
             "{running} running, {waiting} waiting"
         );
         seen_waiting = seen_waiting.max(waiting);
-        let s: Value = http
-            .get(format!("{url}{job}/live/status"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let s = job_status(&http, &url, &job).await;
         if s["state"] == "done" {
             assert_eq!(s["stats"]["errors"], 0, "{s}");
             break;
