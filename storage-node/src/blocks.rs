@@ -268,6 +268,16 @@ impl VerifiedReader {
         self
     }
 
+    /// The whole range verified in one buffer: a range within one block is that block's
+    /// chunk as it is (no copy); one across blocks joins them.
+    pub fn read_all(&mut self) -> io::Result<bytes::Bytes> {
+        let mut out = self.next_chunk().transpose()?.unwrap_or_default();
+        while let Some(more) = self.next_chunk() {
+            out = [out, more?].concat().into();
+        }
+        Ok(out)
+    }
+
     /// The next verified piece (at most one block), or `None` at the end.
     pub fn next_chunk(&mut self) -> Option<io::Result<bytes::Bytes>> {
         if self.pos >= self.end {

@@ -204,13 +204,7 @@ async fn open(l: Local, id: &str, range: Option<(u64, u64)>) -> Result<Opened, N
             return Ok((size, Start::Stream(start, end)));
         }
         // Mostly one block's chunk, passed on as it is; a range across a block boundary joins two.
-        let read = s.reader(&i, start, end).and_then(|mut r| {
-            let mut out = r.next_chunk().transpose()?.unwrap_or_default();
-            while let Some(more) = r.next_chunk() {
-                out = [out, more?].concat().into();
-            }
-            Ok(out)
-        });
+        let read = s.reader(&i, start, end).and_then(|mut r| r.read_all());
         Ok((size, Start::Read(read)))
     })
     .await

@@ -183,6 +183,10 @@ pub(crate) struct Shared {
     /// more tasks than slots on a node (`PLACED_PER_SLOT`), so the next one waits here, ready
     /// to start the moment a slot frees.
     pub slots: tokio::sync::Semaphore,
+    /// This node's `mobula_tasks_running` (programs running) and `mobula_tasks_waiting` (map
+    /// tasks placed here, their input bound, waiting for a slot).
+    pub running: metrics::Gauge,
+    pub waiting: metrics::Gauge,
 }
 
 /// The agent of one node.
@@ -233,8 +237,10 @@ impl Agent {
             .open(dir.join("tasks.log"))?;
         let objects = objects::Objects::new(&cfg, store.clone());
         let slots = cfg.slots.max(1) as usize;
+        let running = metrics::gauge!("mobula_tasks_running", "node" => cfg.node_id.clone());
+        let waiting = metrics::gauge!("mobula_tasks_waiting", "node" => cfg.node_id.clone());
         // Exported from the start (0), so that a dashboard finds the series before a task waits.
-        metrics::gauge!("mobula_tasks_waiting", "node" => cfg.node_id.clone()).set(0.0);
+        waiting.set(0.0);
         Ok(Arc::new(Agent {
             shared: Arc::new(Shared {
                 cfg,
@@ -243,6 +249,8 @@ impl Agent {
                 log: Mutex::new(log),
                 groups: groups::Groups::new(dir.join("g")),
                 slots: tokio::sync::Semaphore::new(slots),
+                running,
+                waiting,
             }),
             runs: Mutex::new(HashMap::new()),
             swept: Mutex::new(Instant::now()),

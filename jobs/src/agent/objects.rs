@@ -297,18 +297,11 @@ impl Objects {
         // Not cached (or failing): this node's copy, if the data lists one, on one blocking call.
         if data.nodes.contains(&self.node_id) {
             let (store, id, size) = (self.store.clone(), data.id.clone(), data.size);
-            let read = tokio::task::spawn_blocking(move || -> std::io::Result<Vec<u8>> {
-                let mut b = Vec::with_capacity(size as usize);
-                let mut r = store.reader(&id, 0, size)?;
-                while let Some(chunk) = r.next_chunk() {
-                    b.extend_from_slice(&chunk?);
-                }
-                Ok(b)
-            })
-            .await
-            .map_err(ApiError::internal)?;
+            let read = tokio::task::spawn_blocking(move || store.reader(&id, 0, size)?.read_all())
+                .await
+                .map_err(ApiError::internal)?;
             match read {
-                Ok(b) if b.len() as u64 == data.size => return Ok(Feed::Bytes(b.into())),
+                Ok(b) if b.len() as u64 == data.size => return Ok(Feed::Bytes(b)),
                 Ok(b) => tracing::warn!("this node's copy of {} is {} bytes", data.id, b.len()),
                 Err(e) => tracing::warn!("this node's copy of {}: {e}", data.id),
             }

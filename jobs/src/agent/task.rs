@@ -315,41 +315,34 @@ async fn prepare_and_run(
 /// reducers take none, as in the scheduler) and its count in `mobula_tasks_running`.
 struct Slot<'a> {
     _permit: Option<tokio::sync::SemaphorePermit<'a>>,
-    running: metrics::Gauge,
+    _running: Counted<'a>,
 }
 
-impl Drop for Slot<'_> {
-    fn drop(&mut self) {
-        self.running.decrement(1.0);
-    }
-}
+/// One count in a gauge for as long as it is held.
+struct Counted<'a>(&'a metrics::Gauge);
 
-/// A map task's count in `mobula_tasks_waiting` while it waits at its node for a slot: placed,
-/// its input bound, its program not started.
-struct Waiting(metrics::Gauge);
-
-impl Waiting {
-    fn start(sh: &Shared) -> Waiting {
-        let g = metrics::gauge!("mobula_tasks_waiting", "node" => sh.cfg.node_id.clone());
+impl<'a> Counted<'a> {
+    fn on(g: &'a metrics::Gauge) -> Counted<'a> {
         g.increment(1.0);
-        Waiting(g)
+        Counted(g)
     }
 }
 
-impl Drop for Waiting {
+impl Drop for Counted<'_> {
     fn drop(&mut self) {
         self.0.decrement(1.0);
     }
 }
 
-/// Wait for a slot (a map task), or `None` if the run is killed first.
+/// Wait for a slot (a map task), counted in `mobula_tasks_waiting` meanwhile, or `None` if the
+/// run is killed first.
 async fn slot<'a>(sh: &'a Shared, e: &Entry, req: &TaskRequest) -> Option<Slot<'a>> {
     let permit = match req.input {
         // A free slot is taken at once (a permit is free only while none waits: FIFO).
         TaskInput::Object { .. } => match sh.slots.try_acquire() {
             Ok(p) => Some(p),
             Err(_) => {
-                let _waiting = Waiting::start(sh);
+                let _waiting = Counted::on(&sh.waiting);
                 tokio::select! {
                     p = sh.slots.acquire() => p.ok(), // never closed
                     _ = e.killed() => return None,
@@ -358,11 +351,9 @@ async fn slot<'a>(sh: &'a Shared, e: &Entry, req: &TaskRequest) -> Option<Slot<'
         },
         TaskInput::Reducer(_) => None,
     };
-    let running = metrics::gauge!("mobula_tasks_running", "node" => sh.cfg.node_id.clone());
-    running.increment(1.0);
     Some(Slot {
         _permit: permit,
-        running,
+        _running: Counted::on(&sh.running),
     })
 }
 
